@@ -1,0 +1,63 @@
+"""The ``nemo-dask`` command: parses arguments, then calls the Python API by keyword.
+
+Each verb lives in its own module of this package with a ``register(subparsers)`` function that
+adds its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ..errors import NemoDaskError
+
+# Verb modules, in the order they appear in ``nemo-dask --help``.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``nemo-dask`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="nemo-dask",
+        description="Fi-NeMo motif-instance calling on Dask: Zarr regions in, Parquet hits out.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nemo_dask")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nemo-dask`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NemoDaskError as err:
+        print(f"nemo-dask {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nemo-dask {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def show_warnings_briefly() -> None:
+    """Print warnings as one line each (``file:line: Category: message`` is noise for users)."""
+
+    def _show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = _show

@@ -1,0 +1,139 @@
+"""One schema for every table nemo_dask writes or reads.
+
+The Parquet writer, the readers, the finemo-compatible export and the report all take their
+column names and types from here, so a partition written by any worker can be concatenated with
+any other (an empty block included) and scanned by polars, pyarrow, dask or duckdb.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+#: Hits as stored in ``OUT/hits/part-*.parquet``. The finemo ``hits.tsv`` columns (with the
+#: same values: importances and the global coefficient already multiplied by the region's
+#: global scale) plus the raw keys ``motif_id``, ``hit_start`` and ``chr_id`` so that exports
+#: and joins never have to re-derive them. ``hit_correlation`` (a copy of ``hit_similarity``)
+#: is added by the exporter only.
+HITS_SCHEMA = pa.schema(
+    [
+        ("peak_id", pa.uint32()),
+        ("motif_id", pa.uint32()),
+        ("hit_start", pa.int32()),
+        ("chr", pa.string()),
+        ("chr_id", pa.uint32()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("start_untrimmed", pa.int32()),
+        ("end_untrimmed", pa.int32()),
+        ("motif_name", pa.string()),
+        ("strand", pa.string()),
+        ("hit_coefficient", pa.float32()),
+        ("hit_coefficient_global", pa.float32()),
+        ("hit_similarity", pa.float32()),
+        ("hit_importance", pa.float32()),
+        ("hit_importance_sq", pa.float32()),
+        ("peak_name", pa.string()),
+    ]
+)
+
+#: Per-region QC as stored in ``OUT/qc/part-*.parquet``: finemo's ``peaks_qc.tsv`` columns plus
+#: ``chr_id`` (for finemo's sort order) and ``status`` (``converged``, ``timeout`` or ``failed``).
+QC_SCHEMA = pa.schema(
+    [
+        ("peak_id", pa.uint32()),
+        ("nll", pa.float32()),
+        ("dual_gap", pa.float32()),
+        ("num_steps", pa.int32()),
+        ("step_size", pa.float32()),
+        ("global_scale", pa.float32()),
+        ("status", pa.string()),
+        ("chr", pa.string()),
+        ("chr_id", pa.uint32()),
+        ("peak_region_start", pa.int32()),
+        ("peak_name", pa.string()),
+    ]
+)
+
+#: QC status values, in the order the solver codes them.
+QC_STATUS = ("converged", "timeout", "failed")
+
+#: The motif table (``OUT/motifs.parquet`` and finemo's ``motif_data.tsv``).
+MOTIFS_SCHEMA = pa.schema(
+    [
+        ("motif_id", pa.uint32()),
+        ("motif_name", pa.string()),
+        ("motif_name_orig", pa.string()),
+        ("strand", pa.string()),
+        ("motif_start", pa.uint32()),
+        ("motif_end", pa.uint32()),
+        ("motif_scale", pa.float64()),
+        ("lambda", pa.float64()),
+    ]
+)
+
+#: The peak table of a regions store, as finemo's ``regions.npz`` describes it.
+PEAKS_DTYPES: dict[str, pl.DataType] = {
+    "chr": pl.String,
+    "peak_region_start": pl.Int32,
+    "peak_name": pl.String,
+    "peak_id": pl.UInt32,
+    "chr_id": pl.UInt32,
+}
+
+#: finemo 0.41's ``hits.tsv`` columns and dtypes, in file order.
+FINEMO_HITS_DTYPES: dict[str, pl.DataType] = {
+    "chr": pl.String,
+    "start": pl.Int32,
+    "end": pl.Int32,
+    "start_untrimmed": pl.Int32,
+    "end_untrimmed": pl.Int32,
+    "motif_name": pl.String,
+    "hit_coefficient": pl.Float32,
+    "hit_coefficient_global": pl.Float32,
+    "hit_similarity": pl.Float32,
+    "hit_correlation": pl.Float32,
+    "hit_importance": pl.Float32,
+    "hit_importance_sq": pl.Float32,
+    "strand": pl.String,
+    "peak_name": pl.String,
+    "peak_id": pl.UInt32,
+}
+
+#: finemo 0.41's ``peaks_qc.tsv`` columns, in file order.
+FINEMO_QC_COLUMNS: tuple[str, ...] = (
+    "nll",
+    "dual_gap",
+    "num_steps",
+    "step_size",
+    "global_scale",
+    "peak_id",
+    "chr",
+    "peak_region_start",
+    "peak_name",
+)
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    """The polars schema matching an Arrow schema of this module."""
+    return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+
+
+def conform(table: pa.Table | pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Cast a table to ``schema`` exactly (column order, types, no dictionary columns).
+
+    Every partition goes through this so that empty blocks and blocks whose string columns
+    polars chose to dictionary-encode still share one physical schema.
+    """
+    if isinstance(table, pl.DataFrame):
+        table = table.to_arrow()
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"table lacks columns {missing} required by the schema")
+    columns = []
+    for field in schema:
+        col = table.column(field.name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        columns.append(col.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,357 @@
+"""The Fi-NeMo optimiser for one block of regions: arrays in, hit and QC columns out.
+
+A non-negative lasso per region, solved by proximal gradient descent with Nesterov momentum,
+per-region step sizes that shrink on divergence and a duality-gap stopping rule, exactly as
+finemo 0.41's ``fit_contribs`` (see ALGORITHM.md). It knows nothing of dask, zarr or files and
+runs on any torch device.
+
+Two things make it faster than finemo without changing any region's iterates:
+
+* finemo multiplies each motif by its trim mask, so every motif is zero outside the union of the
+  trimmed windows; the convolutions here use only that union (often about half the untrimmed
+  width) and place the results at the same positions.
+* finemo keeps ``batch_size`` slots busy to the end, padding included; here finished slots are
+  refilled while regions remain and dropped once none do, so no step computes empty slots.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from .motifs import Motifs
+from .params import SolverParams
+
+#: QC ``status`` codes, in the order of schema.QC_STATUS.
+CONVERGED, TIMEOUT, FAILED = 0, 1, 2
+
+
+class BlockResult(NamedTuple):
+    """Raw solver output for one block (values on the solver's normalised scale).
+
+    hits: region, motif_id, hit_start, hit_coefficient, hit_similarity, hit_importance,
+    hit_importance_sq. qc: region, nll, dual_gap, num_steps, step_size, global_scale, status
+    (0 converged, 1 timeout, 2 failed). ``region`` is ``region_offset`` + row in the block.
+    """
+
+    hits: pl.DataFrame
+    qc: pl.DataFrame
+
+
+class PreparedMotifs(NamedTuple):
+    """Motif tensors on a device, cropped to the union of the trimmed windows."""
+
+    cwms: torch.Tensor  # (M, 4, Wc) float32, trimmed (and sqrt-transformed if asked)
+    masks: torch.Tensor  # (M, 4, Wc) float32 trim masks
+    lambdas: torch.Tensor  # (1, M, 1) float32
+    offset: int  # first column of the crop in the untrimmed motif
+    width: int  # W, the untrimmed width
+
+
+def prepare_motifs(motifs: Motifs, device: torch.device | str, sqrt_transform: bool) -> PreparedMotifs:
+    """Move a motif set to ``device`` as the solver uses it (trimmed, cropped, float32)."""
+    device = torch.device(device)
+    mask = torch.from_numpy(motifs.trim_masks.astype(np.float32))[:, None, :].repeat(1, 4, 1)
+    cwms = torch.from_numpy(motifs.cwms).to(torch.float32) * mask
+    if sqrt_transform:
+        cwms = _signed_sqrt(cwms)
+        cwms = cwms / (cwms**2).sum(dim=(1, 2)).sqrt()[:, None, None]
+    cols = np.flatnonzero(motifs.trim_masks.any(axis=0))
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    lambdas = torch.as_tensor(np.asarray(motifs.lambdas), dtype=torch.float32)[None, :, None]
+    return PreparedMotifs(
+        cwms=_channels_last(cwms[:, :, lo:hi].to(device)),
+        masks=_channels_last(mask[:, :, lo:hi].to(device)),
+        lambdas=lambdas.to(device),
+        offset=lo,
+        width=motifs.width,
+    )
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, C, L) stored as (B, L, C), the layout finemo uses: oneDNN then picks the same
+    convolution kernels, so rounding (and so knife-edge convergence decisions) match finemo."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _signed_sqrt(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.sqrt(torch.abs(x))
+
+
+def _prox_step(
+    cwms: torch.Tensor,
+    x: torch.Tensor,
+    seq: torch.Tensor | None,
+    imp: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
+    i: torch.Tensor,
+    step: torch.Tensor,
+    lambdas: torch.Tensor,
+    lo: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One proximal-gradient step with momentum from the extrapolated point ``y``.
+
+    Shapes: x (B, 4, L); seq (B, 4, Lw) or None (hypothetical); imp, y, c (B, M, P);
+    i (B, 1, 1) int; step (B, 1, 1). Returns the next extrapolated point, the new iterate,
+    the duality gap at ``y`` (divided by L) and the NLL (divided by 2L).
+    """
+    length = x.shape[2]
+    pred = F.conv_transpose1d(y * imp, cwms)  # (B, 4, Lw): zero outside [lo, lo + Lw)
+    if seq is not None:
+        pred = pred * seq
+    hi = lo + pred.shape[2]
+    resid = x.clone()
+    resid[:, :, lo:hi] -= pred
+    ngrad = F.conv1d(resid[:, :, lo:hi], cwms) * imp  # minus the gradient, (B, M, P)
+
+    nll = (resid**2).sum(dim=(1, 2))
+    dual_norm = (ngrad / lambdas).amax(dim=(1, 2))
+    dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
+    dual_diff = (resid * x).sum(dim=(1, 2))
+    l1 = (torch.abs(y).sum(dim=2, keepdim=True) * lambdas).sum(dim=(1, 2))
+    gap = (nll * dual_scale - dual_diff + l1).abs() / length
+
+    c_next = F.relu(y + step * (ngrad - lambdas))
+    mom = i / (i + 3.0)
+    y_next = (1 + mom) * c_next - mom * c
+    return y_next, c_next, gap, nll / (2 * length)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_step() -> Callable:
+    return torch.compile(_prox_step, fullgraph=True, dynamic=True)
+
+
+class _Slots:
+    """The regions being optimised together, one row per slot (finemo's batch buffers)."""
+
+    def __init__(self, n: int, m: int, p: int, length: int, lw: int, projected: bool, device):
+        f32 = dict(dtype=torch.float32, device=device)
+        self.x = _channels_last(torch.zeros((n, 4, length), **f32))
+        self.seq = _channels_last(torch.zeros((n, 4, lw), **f32)) if projected else None
+        self.imp = _channels_last(torch.zeros((n, m, p), **f32))
+        self.y = _channels_last(torch.zeros((n, m, p), **f32))
+        self.c = _channels_last(torch.zeros((n, m, p), **f32))
+        self.i = torch.zeros((n, 1, 1), dtype=torch.int32, device=device)
+        self.step = torch.zeros((n, 1, 1), **f32)
+        self.gscale = torch.zeros((n,), **f32)
+        self.region = torch.full((n,), -1, dtype=torch.int64, device=device)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every slot not in ``rows`` (used once no region is left to load)."""
+        for name, value in vars(self).items():
+            if value is not None:
+                setattr(self, name, value[rows])
+
+
+def fit_block(
+    sequences: np.ndarray,
+    contributions: np.ndarray,
+    motifs: Motifs | PreparedMotifs,
+    *,
+    use_hypothetical: bool,
+    params: SolverParams | None = None,
+    device: torch.device | str = "cpu",
+    region_offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> BlockResult:
+    """Call motif hits in one block of regions.
+
+    Parameters
+    ----------
+    sequences : ndarray, shape=(n, 4, L), int8
+        One-hot sequences (all-zero column for N).
+    contributions : ndarray, shape=(n, 4, L) or (n, L)
+        Hypothetical contributions, or compact projected ones (broadcast over bases and masked
+        by the sequence). Any float dtype; finemo stores float16.
+    motifs
+        A :class:`~nemo_dask.motifs.Motifs`, or one already prepared for ``device``.
+    use_hypothetical
+        Fit contributions as hypothetical (modes ph, hh) instead of projected (pp, hp).
+    params
+        Optimiser settings (finemo's defaults when omitted).
+    device
+        Where to compute: "cpu", "cuda", a torch.device.
+    region_offset
+        Added to row numbers in the output and in warnings (the block's first region).
+    progress
+        Called with the number of regions that just finished.
+    """
+    params = params or SolverParams()
+    device = torch.device(device)
+    if isinstance(motifs, Motifs):
+        motifs = prepare_motifs(motifs, device, params.sqrt_transform)
+    n, _, length = sequences.shape
+    if contributions.ndim == 2 and use_hypothetical:
+        raise ValueError("hypothetical modes need contributions of shape (N, 4, L); these are "
+                         "compact projected (N, L)")
+    if contributions.shape[0] != n or contributions.shape[-1] != length:
+        raise ValueError(f"contributions {contributions.shape} do not match sequences {sequences.shape}")
+    if length < motifs.width:
+        raise ValueError(f"regions of width {length} are narrower than the motifs ({motifs.width})")
+
+    with torch.inference_mode():
+        return _Fit(sequences, contributions, motifs, use_hypothetical, params, device,
+                    region_offset, progress).run()
+
+
+class _Fit:
+    """State of one :func:`fit_block` call."""
+
+    def __init__(self, sequences, contributions, motifs, use_hypothetical, params, device,
+                 region_offset, progress):
+        self.seqs = torch.from_numpy(np.ascontiguousarray(sequences))
+        self.contribs = torch.from_numpy(np.ascontiguousarray(contributions))
+        self.mo = motifs
+        self.hyp = use_hypothetical
+        self.p = params
+        self.device = device
+        self.offset = region_offset
+        self.progress = progress
+        self.n, _, self.length = sequences.shape
+        self.npos = self.length - motifs.width + 1
+        self.lw = self.npos + motifs.cwms.shape[2] - 1
+        self.step_fn = _compiled_step() if params.compile_optimizer else _prox_step
+        self.hits: list[dict[str, np.ndarray]] = []
+        self.qc: list[dict[str, np.ndarray]] = []
+
+    def run(self) -> BlockResult:
+        p, mo = self.p, self.mo
+        # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
+        # one, and a region's result must not depend on how many others share its batch.
+        bsize = max(2, min(p.batch_size_for(self.device.type), self.n))
+        s = _Slots(bsize, mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
+                   self.device)
+        first = min(bsize, self.n)
+        self._load(s, torch.arange(first, device=self.device), 0)
+        next_region = first
+        while (active := s.region >= 0).any():
+            s.y, s.c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                              mo.lambdas, mo.offset)
+            s.i += 1
+            diverged = ~torch.isfinite(gap) & active
+            if diverged.any():
+                s.y[diverged] = 0
+                s.c[diverged] = 0
+                s.i[diverged] = 0
+                s.step[diverged] *= p.step_adjust
+            timeout = s.i.view(-1) > p.max_steps
+            failed = s.step.view(-1) < p.step_size_min
+            converged = gap <= p.convergence_tol
+            done = (converged | timeout | failed) & active
+            if not done.any():
+                continue
+            rows = torch.nonzero(done).view(-1)
+            status = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
+            self._retire(s, rows, gap, nll, status)
+            n_new = min(rows.numel(), self.n - next_region)
+            if n_new:
+                self._load(s, rows[:n_new], next_region)
+                next_region += n_new
+            if n_new < rows.numel():
+                s.region[rows[n_new:]] = -1
+                self._shrink(s)
+        return BlockResult(_frame(self.hits, _HIT_COLUMNS), _frame(self.qc, _QC_COLUMNS))
+
+    @staticmethod
+    def _shrink(s: _Slots) -> None:
+        """Drop idle slots once no region is left to load, keeping at least two."""
+        idle = s.region < 0
+        n_busy = int((~idle).sum())
+        if n_busy and s.region.numel() > max(n_busy, 2):
+            keep = torch.nonzero(~idle).view(-1)
+            if n_busy == 1:
+                keep = torch.cat([keep, torch.nonzero(idle).view(-1)[:1]])
+            s.keep(keep)
+
+    def _load(self, s: _Slots, rows: torch.Tensor, start: int) -> None:
+        """Preprocess regions ``start ..`` into slots ``rows`` and reset their optimiser state."""
+        stop = start + rows.numel()
+        x = self.contribs[start:stop].to(self.device, torch.float32)
+        if x.ndim == 2:
+            x = x[:, None, :]
+        if not self.hyp:
+            seq = self.seqs[start:stop].to(self.device, torch.float32)
+            x = x * seq
+            lo = self.mo.offset
+            s.seq[rows] = seq[:, :, lo:lo + self.lw]
+        if self.p.sqrt_transform:
+            x = _signed_sqrt(x)
+        gscale = ((x**2).sum(dim=(1, 2)) / self.length).sqrt()
+        x = torch.nan_to_num(x / gscale[:, None, None])
+        lo = self.mo.offset
+        energy = F.conv1d(x[:, :, lo:lo + self.lw] ** 2, self.mo.masks)
+        s.imp[rows] = ((energy + self.p.eps) ** -0.5).clamp(max=10)
+        s.x[rows] = x
+        s.gscale[rows] = gscale
+        s.region[rows] = torch.arange(start, stop, device=self.device)
+        s.y[rows] = 0
+        s.c[rows] = 0
+        s.i[rows] = 0
+        s.step[rows] = self.p.step_size_max
+
+    def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
+        """Score finished slots ``rows`` and record their hits and QC."""
+        mo, lo = self.mo, self.mo.offset
+        imp = s.imp[rows]
+        imp_sq = imp**-2 - self.p.eps
+        xw = s.x[rows][:, :, lo:lo + self.lw]
+        importance = F.conv1d(torch.abs(xw), mo.masks)
+        similarity = F.conv1d(xw, mo.cwms) / imp_sq.sqrt()
+        coef = s.c[rows]
+        if self.p.post_filter:
+            coef = coef * (similarity >= mo.lambdas)
+        b, m, pos = torch.nonzero(coef, as_tuple=True)
+        region = s.region[rows]
+        self.hits.append(_numpy({
+            "region": region[b] + self.offset, "motif_id": m, "hit_start": pos,
+            "hit_coefficient": coef[b, m, pos], "hit_similarity": similarity[b, m, pos],
+            "hit_importance": importance[b, m, pos], "hit_importance_sq": imp_sq[b, m, pos],
+        }))
+        st = status[rows]
+        self.qc.append(_numpy({
+            "region": region + self.offset, "nll": nll[rows], "dual_gap": gap[rows],
+            "num_steps": s.i[rows].view(-1), "step_size": s.step[rows].view(-1),
+            "global_scale": s.gscale[rows], "status": st,
+        }))
+        for code, text in ((TIMEOUT, "has not converged within max_steps={} iterations"),
+                           (FAILED, "failed: its step size fell below step_size_min={}")):
+            for r in self.qc[-1]["region"][self.qc[-1]["status"] == code]:
+                limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
+                warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
+                              stacklevel=4)
+        if self.progress is not None:
+            self.progress(rows.numel())
+
+
+_HIT_COLUMNS = {
+    "region": pl.UInt32, "motif_id": pl.UInt32, "hit_start": pl.Int32,
+    "hit_coefficient": pl.Float32, "hit_similarity": pl.Float32,
+    "hit_importance": pl.Float32, "hit_importance_sq": pl.Float32,
+}
+_QC_COLUMNS = {
+    "region": pl.UInt32, "nll": pl.Float32, "dual_gap": pl.Float32, "num_steps": pl.Int32,
+    "step_size": pl.Float32, "global_scale": pl.Float32, "status": pl.UInt8,
+}
+
+
+def _numpy(columns: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.numpy(force=True) for k, v in columns.items()}
+
+
+def _frame(parts: list[dict[str, np.ndarray]], dtypes: dict) -> pl.DataFrame:
+    """Concatenate recorded columns, ordered by region (and motif, position for hits)."""
+    if not parts:
+        return pl.DataFrame(schema=dtypes)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in dtypes}
+    df = pl.DataFrame({k: pl.Series(k, v).cast(dtypes[k]) for k, v in cols.items()})
+    order = [c for c in ("region", "motif_id", "hit_start") if c in df.columns]
+    return df.sort(order)

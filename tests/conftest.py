@@ -1,0 +1,55 @@
+"""Shared test fixtures: the small finemo fixture copied into tests/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One torch thread per test process: the suite runs on 2 cores, often beside dask workers.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """tests/data."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def regions_npz() -> dict[str, np.ndarray]:
+    """finemo's regions.npz of the fixture (350 regions, L=1000, hypothetical float16)."""
+    with np.load(DATA / "regions.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(scope="session")
+def modisco_h5() -> Path:
+    """The fixture's real tfmodisco-lite output."""
+    return DATA / "modisco.h5"
+
+
+def finemo_hits(out_dir: Path) -> pl.DataFrame:
+    """finemo's hits.tsv with hit_start recovered from peaks_qc.tsv."""
+    hits = pl.read_csv(out_dir / "hits.tsv", separator="\t")
+    qc = pl.read_csv(out_dir / "peaks_qc.tsv", separator="\t")
+    return hits.join(qc.select("peak_id", "peak_region_start"), on="peak_id").with_columns(
+        hit_start=pl.col("start_untrimmed") - pl.col("peak_region_start")
+    )
+
+
+def max_rel(a: pl.Series | np.ndarray, b: pl.Series | np.ndarray) -> float:
+    """Largest |a - b| / |b| (0 where both are 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = np.abs(a - b)
+    scale = np.abs(b)
+    ok = diff == 0
+    return float(np.max(np.where(ok, 0.0, diff / np.where(scale == 0, 1e-300, scale)), initial=0.0))
