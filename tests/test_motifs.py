@@ -8,7 +8,13 @@ import polars as pl
 import pytest
 
 from nemo_dask.errors import InputError
-from nemo_dask.motifs import load_motifs, read_mapping, read_names_list, read_trim_coords, trim_window
+from nemo_dask.motifs import (
+    load_motifs,
+    read_mapping,
+    read_names_list,
+    read_trim_coords,
+    trim_window,
+)
 from nemo_dask.params import MotifParams
 
 

@@ -1,0 +1,141 @@
+"""What one Dask task does: read a block of regions, solve it, write its two partitions.
+
+This runs on workers. It opens the regions store itself (arrays never pass through the
+scheduler), runs the solver on the worker's device and writes ``hits/part-<block>`` and
+``qc/part-<block>`` atomically, so a task that is run twice (after a worker is lost) rewrites
+the same complete files and can never duplicate a hit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from .dataset import write_block
+from .motifs import Motifs
+from .params import SolverParams
+from .schema import QC_STATUS
+from .solver import PreparedMotifs, fit_block, prepare_motifs
+
+# One solve at a time per worker process: torch then uses all of the worker's threads for one
+# block (no oversubscription on CPU, no two blocks competing for one GPU's memory), while the
+# worker's other threads read and write the neighbouring blocks.
+_SOLVE_LOCK = threading.Lock()
+_PREPARED: dict[tuple[str, str], PreparedMotifs] = {}
+_REGIONS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything a task needs besides the motifs: small and cheap to send."""
+
+    block: int
+    start: int
+    stop: int
+    regions_url: str
+    out: str
+    use_hypothetical: bool
+    solver: SolverParams
+    device: str  # "auto", "cpu", "cuda", "cuda:1", ...
+    run_id: str
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` means the GPU this worker was given, if any, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _worker_threads() -> int:
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return max(1, torch.get_num_threads())
+
+
+def _open_regions(url: str):
+    from .store import open_regions
+
+    regions = _REGIONS.get(url)
+    if regions is None:
+        regions = _REGIONS[url] = open_regions(url)
+    return regions
+
+
+def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
+    """Solve one block and write its partitions; returns a small summary for the driver."""
+    t0 = time.perf_counter()
+    block = _open_regions(spec.regions_url).read_block(spec.start, spec.stop)
+    t_read = time.perf_counter() - t0
+    device = resolve_device(spec.device)
+    with _SOLVE_LOCK:
+        if device.type == "cpu":
+            torch.set_num_threads(_worker_threads())
+        key = (spec.run_id, str(device))
+        prepared = _PREPARED.get(key)
+        if prepared is None:
+            prepared = _PREPARED[key] = prepare_motifs(motifs, device, spec.solver.sqrt_transform)
+        t1 = time.perf_counter()
+        result = fit_block(block.sequences, block.contributions, prepared,
+                           use_hypothetical=spec.use_hypothetical, params=spec.solver,
+                           device=device, region_offset=spec.start)
+        t_solve = time.perf_counter() - t1
+    hits, qc = annotate(result.hits, result.qc, block.peaks, motifs, spec.start)
+    n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
+    statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    return {
+        "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
+        "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
+        "device": str(device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
+        "total_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,
+             start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Turn raw solver columns into the stored hits and QC tables (schema.py).
+
+    Genomic coordinates and global-scale factors are applied as finemo's writer applies them,
+    so the stored values are those of finemo's hits.tsv and peaks_qc.tsv. ``peaks`` holds the
+    peak-table rows of regions ``start, start + 1, ...``.
+    """
+    width = motifs.width
+    # Region i is row i of the peak table; its peak_id is whatever that row says (finemo joins on
+    # peak_id = row number, which is the same thing for every file its extractors write).
+    peak_cols = peaks.select("peak_id", "chr", "chr_id", "peak_region_start", "peak_name")
+    peak_cols = peak_cols.with_columns(
+        region=pl.Series(np.arange(start, start + len(peaks), dtype=np.int64)))
+    qc_full = (
+        qc.with_columns(pl.col("region").cast(pl.Int64),
+                        status=pl.col("status").replace_strict(
+                            list(range(len(QC_STATUS))), list(QC_STATUS), return_dtype=pl.String))
+        .join(peak_cols, on="region", how="left")
+    )
+    motif_cols = motifs.table.select("motif_id", "motif_name", "strand", "motif_start", "motif_end")
+    start_untrimmed = pl.col("peak_region_start").cast(pl.Int64) + pl.col("hit_start")
+    gs = pl.col("global_scale")
+    hits_full = (
+        hits.with_columns(pl.col("region").cast(pl.Int64))
+        .join(qc_full.select("region", "peak_id", "global_scale", "chr", "chr_id",
+                             "peak_region_start", "peak_name"), on="region", how="left")
+        .join(motif_cols, on="motif_id", how="left")
+        .with_columns(
+            start=start_untrimmed + pl.col("motif_start"),
+            end=start_untrimmed + pl.col("motif_end"),
+            start_untrimmed=start_untrimmed,
+            end_untrimmed=start_untrimmed + width,
+            hit_coefficient_global=pl.col("hit_coefficient") * gs**2,
+            hit_importance=pl.col("hit_importance") * gs,
+            hit_importance_sq=pl.col("hit_importance_sq") * gs**2,
+        )
+    )
+    return hits_full, qc_full

@@ -1,0 +1,41 @@
+"""``nemo-dask bench``: solver throughput against finemo 0.41, printed, never asserted."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` verb."""
+    p = sub.add_parser("bench", help="time the solver against finemo 0.41 (needs finemo)",
+                       description="Run nemo_dask's solver and finemo's fit_contribs on the same "
+                       "regions in one process and print regions/s and their ratio.")
+    p.add_argument("-r", "--regions", required=True, help="regions.npz or regions store")
+    p.add_argument("-m", "--modisco-h5", required=True, help="tfmodisco-lite H5 file")
+    p.add_argument("-M", "--mode", default="pp", help="pp, ph, hp or hh (default pp)")
+    p.add_argument("--repeat", type=int, default=1, help="tile the regions this many times")
+    p.add_argument("-b", "--batch-sizes", type=_ints, default=[64],
+                   help="nemo_dask batch sizes, comma-separated (default 64)")
+    p.add_argument("--finemo-batch-sizes", type=_ints, default=[16, 64, 256],
+                   help="finemo batch sizes, comma-separated (default 16,64,256)")
+    p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its table."""
+    import torch
+
+    from ..bench import format_rows, run_bench
+
+    rows = run_bench(args.regions, args.modisco_h5, mode=args.mode, repeat=args.repeat,
+                     batch_sizes=args.batch_sizes, finemo_batch_sizes=args.finemo_batch_sizes,
+                     device=args.device, threads=args.threads)
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, mode {args.mode}")
+    print(format_rows(rows))
+    return 0

@@ -1,0 +1,116 @@
+"""``nemo-dask call-hits``: finemo's call-hits flags, plus cluster, block and resume options."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from ..params import MODES, MotifParams, SolverParams
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``call-hits`` verb."""
+    sp, mp = SolverParams(), MotifParams()
+    p = sub.add_parser(
+        "call-hits",
+        help="call motif hits on a Dask cluster (Parquet dataset out)",
+        description="Call Fi-NeMo motif hits for every region, one Dask task per block of "
+        "regions; each block writes OUT/hits/part-*.parquet and OUT/qc/part-*.parquet. "
+        "Rerunning into OUT resumes.",
+    )
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("-r", "--regions", required=True,
+                    help="regions store (path or URL; see `nemo-dask convert`) or finemo's "
+                    "regions.npz")
+    io.add_argument("-m", "--modisco-h5", required=True, help="tfmodisco-lite H5 file")
+    io.add_argument("-o", "--out-dir", required=True, help="output directory")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace the results of a different run in OUT")
+    io.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    mo = p.add_argument_group("motifs (as finemo)")
+    mo.add_argument("-M", "--mode", choices=list(MODES), default=mp.mode,
+                    help="motif matrix (p: CWM, h: hypothetical CWM) and contributions "
+                    "(p: projected, h: hypothetical); default %(default)s")
+    mo.add_argument("-I", "--motifs-include", help="file of motif names to use, one per line")
+    mo.add_argument("-N", "--motif-names", help="tab-separated file: pattern name, new name")
+    mo.add_argument("-t", "--cwm-trim-threshold", type=float, default=mp.trim_threshold,
+                    help="trim motifs to positions above this fraction of the maximum "
+                    "(default %(default)s)")
+    mo.add_argument("-T", "--cwm-trim-thresholds", help="per-motif trim thresholds (tsv)")
+    mo.add_argument("-R", "--cwm-trim-coords", help="per-motif trim start and end (tsv)")
+    mo.add_argument("-l", "--global-lambda", type=float, default=mp.lambda_default,
+                    help="L1 penalty of every motif (default %(default)s)")
+    mo.add_argument("-L", "--motif-lambdas", help="per-motif L1 penalties (tsv)")
+    mo.add_argument("-a", "--alpha", type=float, help=argparse.SUPPRESS)
+    mo.add_argument("-A", "--motif-alphas", help=argparse.SUPPRESS)
+
+    so = p.add_argument_group("optimiser (as finemo)")
+    so.add_argument("-f", "--no-post-filter", action="store_true",
+                    help="keep hits whose similarity is below lambda")
+    so.add_argument("-q", "--sqrt-transform", action="store_true",
+                    help="signed square root of contributions and motifs")
+    so.add_argument("-s", "--step-size-max", type=float, default=sp.step_size_max,
+                    help="initial step size (default %(default)s)")
+    so.add_argument("-i", "--step-size-min", type=float, default=sp.step_size_min,
+                    help="a region whose step falls below this fails (default %(default)s)")
+    so.add_argument("-j", "--step-adjust", type=float, default=sp.step_adjust,
+                    help="step factor after a divergence (default %(default)s)")
+    so.add_argument("-c", "--convergence-tol", type=float, default=sp.convergence_tol,
+                    help="duality-gap tolerance (default %(default)s)")
+    so.add_argument("-S", "--max-steps", type=int, default=sp.max_steps,
+                    help="steps before a region times out (default %(default)s)")
+    so.add_argument("-b", "--batch-size", type=int, default=None,
+                    help="regions optimised together on a worker (default 64 on CPU, 2000 on "
+                    "a GPU)")
+    so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
+    so.add_argument("-d", "--device", default="auto",
+                    help="auto (the worker's GPU if it has one), cpu or cuda (default auto)")
+
+    ex = p.add_argument_group("execution")
+    ex.add_argument("--block-size", type=int, default=None,
+                    help="regions per Dask task (default: the store's chunk size)")
+    ex.add_argument("--retries", type=int, default=2, help="retries of a failed task")
+    from ..cluster import add_cluster_arguments
+
+    add_cluster_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run call-hits from parsed arguments."""
+    from ..cluster import cluster_options_from_args, job_script
+    from ..run import call_hits
+    from . import show_warnings_briefly
+
+    show_warnings_briefly()
+    cluster = cluster_options_from_args(args)
+    if getattr(args, "dry_run", False):
+        print(job_script(cluster))
+        return 0
+    lam, lambdas = args.global_lambda, args.motif_lambdas
+    if args.alpha is not None:
+        warnings.warn("-a/--alpha is deprecated; use -l/--global-lambda", stacklevel=1)
+        lam = args.alpha
+    if args.motif_alphas is not None:
+        warnings.warn("-A/--motif-alphas is deprecated; use -L/--motif-lambdas", stacklevel=1)
+        lambdas = args.motif_alphas
+    result = call_hits(
+        args.regions, args.modisco_h5, args.out_dir, cluster=cluster,
+        mode=args.mode, motifs_include=args.motifs_include, motif_names=args.motif_names,
+        trim_threshold=args.cwm_trim_threshold, trim_thresholds=args.cwm_trim_thresholds,
+        trim_coords=args.cwm_trim_coords, lambda_default=lam, motif_lambdas=lambdas,
+        post_filter=not args.no_post_filter, sqrt_transform=args.sqrt_transform,
+        step_size_max=args.step_size_max, step_size_min=args.step_size_min,
+        step_adjust=args.step_adjust, convergence_tol=args.convergence_tol,
+        max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
+        device=args.device, block_size=args.block_size, retries=args.retries,
+        overwrite=args.overwrite, progress=False if args.no_progress else None,
+    )
+    skipped = f" ({result.n_skipped} already done)" if result.n_skipped else ""
+    print(f"{result.n_hits} hits in {result.n_blocks} blocks{skipped}, "
+          f"{result.elapsed_s:.1f} s")
+    print(f"hits: {result.out / 'hits'}    QC: {result.out / 'qc'}")
+    print(f"read them with: python -c \"import polars as pl; "
+          f"print(pl.scan_parquet('{result.out}/hits/*.parquet').collect())\"")
+    return 0

@@ -1,0 +1,113 @@
+"""Clusters on this machine: CPU worker processes, or one dask-cuda worker per visible GPU.
+
+Both bind the loopback interface only (scheduler, workers and dashboard), so nothing is
+reachable from the network.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .options import ClusterOptions, GpuUnavailableError
+from .security import for_new_cluster
+
+_HOST = "127.0.0.1"
+
+_CUDA_INSTALL = ("install dask-cuda for your CUDA version (see deploy/README.md: "
+                 "`pip install --extra-index-url=https://pypi.nvidia.com 'dask-cuda[cu12]'`), "
+                 "or run on CPU with --cluster local")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity / cgroup aware where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def dashboard_address(options: ClusterOptions) -> str:
+    """``host:port`` for the dashboard; a bare port or ``:port`` stays on loopback."""
+    addr = str(options.dashboard_address or f"{_HOST}:0")
+    if addr.isdigit():
+        return f"{_HOST}:{addr}"
+    if addr.startswith(":"):
+        return f"{_HOST}{addr}"
+    return addr
+
+
+def start_local(options: ClusterOptions) -> Any:
+    """``distributed.LocalCluster`` with worker processes on 127.0.0.1.
+
+    Processes, not threads: the GIL and torch's own thread pool make one process per core the
+    fastest CPU layout, and a crashed worker cannot take the driver down.
+    """
+    from distributed import LocalCluster
+
+    threads = options.threads_per_worker or 1
+    n = options.n_workers or max(1, usable_cores() // threads)
+    return LocalCluster(processes=True, host=_HOST, dashboard_address=dashboard_address(options),
+                        n_workers=n, threads_per_worker=threads,
+                        memory_limit=options.memory_limit or "auto",
+                        security=for_new_cluster(options))
+
+
+def visible_gpu_count() -> int:
+    """GPUs this process could use, asked of NVML (never of torch: a CUDA context made in the
+    driver before the workers start pins them all to GPU 0)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
+        return 0
+    try:
+        import pynvml
+    except ImportError:
+        return 0
+    try:
+        pynvml.nvmlInit()
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return 0
+    if visible is not None:
+        return min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count
+
+
+def start_cuda(options: ClusterOptions) -> Any:
+    """``dask_cuda.LocalCUDACluster``: one single-threaded worker per visible GPU.
+
+    Each worker gets its own rotated ``CUDA_VISIBLE_DEVICES`` (so tasks use device ``cuda``).
+    No RMM pool and no device-memory limit: torch's caching allocator manages GPU memory and
+    dask-cuda's spilling cannot see it.
+    """
+    try:
+        import dask_cuda
+    except ImportError as err:
+        raise GpuUnavailableError(f"--cluster cuda: dask-cuda is not installed; {_CUDA_INSTALL}"
+                                  ) from err
+    n_gpus = visible_gpu_count()
+    if n_gpus == 0:
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = (f"CUDA_VISIBLE_DEVICES={shown!r} hides every GPU" if shown is not None
+                 else "NVML finds no NVIDIA GPU or driver on this machine")
+        raise GpuUnavailableError(f"--cluster cuda: no usable GPU ({where}); run on a GPU node "
+                                  "(check `nvidia-smi`), or use --cluster local for CPU workers, "
+                                  "or --cluster slurm|pbs|lsf|sge to get GPU jobs")
+    n = options.n_workers or n_gpus
+    if n > n_gpus:
+        raise GpuUnavailableError(f"--workers {n}: only {n_gpus} GPU(s) visible; use at most "
+                                  f"{n_gpus} workers (one per GPU)")
+    try:
+        return dask_cuda.LocalCUDACluster(
+            n_workers=n, threads_per_worker=options.threads_per_worker or 1, host=_HOST,
+            dashboard_address=dashboard_address(options), device_memory_limit=None,
+            rmm_pool_size=None, security=for_new_cluster(options))
+    except Exception as err:
+        # NVML/driver failures surface as assorted exception types; the user needs one line.
+        if type(err).__module__.startswith(("pynvml", "cuda")) or "NVML" in type(err).__name__:
+            raise GpuUnavailableError(f"--cluster cuda: the GPU driver failed ({err}); check "
+                                      "`nvidia-smi`, or use --cluster local") from err
+        raise

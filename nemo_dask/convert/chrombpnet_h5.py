@@ -1,0 +1,55 @@
+"""ChromBPNet contribution H5 files -> regions store (finemo's ``extract-regions-chrombpnet-h5``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from ..store import Regions
+from ._h5 import convert_h5
+
+PathLike = str | os.PathLike[str]
+
+
+def convert_chrombpnet_h5(
+    h5s: PathLike | Sequence[PathLike],
+    out: PathLike,
+    *,
+    peaks: PathLike | None = None,
+    chrom_order: PathLike | None = None,
+    region_width: int = 1000,
+    chunk_size: int | None = None,
+    contrib_dtype: str = "float16",
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Regions:
+    """Convert ChromBPNet H5 files (``raw/seq`` (N, 4, W) one-hot and ``shap/seq`` (N, 4, W)) into a regions store.
+
+    The centre ``region_width`` bp of each stored window are kept; several files are averaged
+    as finemo does (float16 accumulation); sequences come from the first file.
+
+    Parameters
+    ----------
+    h5s : path or list of paths
+        One or more H5 files over the same regions (finemo's ``-c``).
+    out : path or URL
+        The store to create.
+    peaks : path, optional
+        narrowPeak file, one row per region in the same order (``-p``); without it the store
+        has no coordinates (finemo's placeholders).
+    chrom_order : path, optional
+        Chromosome order file (``-C``).
+    region_width : int
+        Even width L (``-w``), at most the stored width W.
+    chunk_size : int, optional
+        Regions per chunk (default: ~4 MiB chunks).
+    contrib_dtype : {"float16", "float32"}
+        Stored contribution dtype.
+    overwrite : bool
+        Replace an existing store at ``out``.
+    progress : bool, optional
+        Progress bar; default on when stderr is a terminal.
+    """
+    return convert_h5("chrombpnet-h5", h5s, out, peaks=peaks, chrom_order=chrom_order,
+                      region_width=region_width, chunk_size=chunk_size,
+                      contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress)

@@ -1,0 +1,142 @@
+"""Hit-averaged CWMs, accumulated block by block over the regions.
+
+A CWM here is the mean of contribution x one-hot over a set of motif-sized windows (reverse
+complemented for ``-`` strand windows), finemo's ``get_cwms``. Only one block of regions is in
+memory at a time; sums and counts per (kind, motif) carry across blocks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from .regions import RegionBlock, RegionSource
+
+#: Window kinds of :class:`nemo_dask.report.tables.HitCounts` windows, by code.
+CWM_KINDS = ("hits", "seqlets_only", "hits_restricted_only")
+
+
+class CwmSums(NamedTuple):
+    """Sums and counts of windows per kind and motif.
+
+    Attributes
+    ----------
+    sums : ndarray, shape=(K, M, 4, W), float64
+        Summed windows, K = len(CWM_KINDS).
+    counts : ndarray, shape=(K, M), int64
+        Windows summed (out-of-region windows are skipped, as in finemo).
+    """
+
+    sums: np.ndarray
+    counts: np.ndarray
+
+    def mean(self, kind: str) -> np.ndarray:
+        """Average window of each motif for ``kind``, shape=(M, 4, W); NaN where there is none."""
+        k = CWM_KINDS.index(kind)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sums[k] / self.counts[k][:, None, None]
+
+
+def _rows_of(peaks: pl.DataFrame, peak_ids: np.ndarray) -> np.ndarray:
+    """Row index of each peak_id in the regions (peak_id is the row index in finemo's files)."""
+    ids = peaks.get_column("peak_id").to_numpy()
+    if np.array_equal(ids, np.arange(len(ids))):
+        return peak_ids.astype(np.int64)
+    lookup = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    inside = peak_ids < len(lookup)
+    rows = np.full(len(peak_ids), -1, dtype=np.int64)
+    rows[inside] = lookup[peak_ids[inside]]
+    return rows
+
+
+def accumulate_cwms(
+    regions: RegionSource,
+    windows: pl.DataFrame,
+    n_motifs: int,
+    motif_width: int,
+    block_size: int = 1024,
+) -> CwmSums:
+    """Sum contribution x one-hot under every window, reading ``block_size`` regions at a time.
+
+    Parameters
+    ----------
+    regions : RegionSource
+        Regions store or regions.npz (:func:`nemo_dask.report.regions.open_report_regions`).
+    windows : polars.DataFrame
+        peak_id, hit_start, is_revcomp, motif_idx, kind (``HitCounts.windows``).
+    n_motifs : int
+        M, the number of motif names.
+    motif_width : int
+        W, the untrimmed motif width.
+    block_size : int
+        Regions per read; bounds memory to one block of contributions.
+    """
+    n_kinds = len(CWM_KINDS)
+    n_groups = n_kinds * n_motifs
+    counts = np.zeros(n_groups, dtype=np.int64)
+    # Sums are kept per (group, strand) in the gathered (W, 4) layout: '-' windows are reverse
+    # complemented once, on their sum, instead of one by one.
+    acc = np.zeros((n_groups * 2, motif_width * 4), dtype=np.float64)
+    if windows.height:
+        rows = _rows_of(regions.peaks, windows.get_column("peak_id").to_numpy())
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        starts = windows.get_column("hit_start").to_numpy()[order]
+        group = (
+            windows.get_column("kind").to_numpy().astype(np.int32) * n_motifs
+            + windows.get_column("motif_idx").to_numpy().astype(np.int32)
+        )[order]
+        slot = group * 2 + windows.get_column("is_revcomp").to_numpy()[order]
+        del order
+        offsets = np.arange(motif_width)
+        # Only blocks holding windows are read.
+        for block_start in np.unique(rows[rows >= 0] // block_size) * block_size:
+            block_stop = min(int(block_start) + block_size, regions.n_regions)
+            lo, hi = np.searchsorted(rows, [block_start, block_stop])
+            start = starts[lo:hi]
+            valid = (start >= 0) & (start + motif_width <= regions.width)
+            if not valid.any():
+                continue
+            local = rows[lo:hi][valid] - block_start
+            block = regions.read_block(int(block_start), block_stop)
+            win = _windows(block, local, start[valid], offsets)
+            sel = slot[lo:hi][valid]
+            # Per-slot sums by sorting and reduceat (no BLAS: its threads fight on busy nodes).
+            by_slot = np.argsort(sel, kind="stable")
+            sel = sel[by_slot]
+            first = np.flatnonzero(np.r_[True, sel[1:] != sel[:-1]])
+            acc[sel[first]] += np.add.reduceat(win[by_slot], first, axis=0)
+            counts += np.bincount(sel // 2, minlength=n_groups)
+    summed = acc.reshape(n_groups, 2, motif_width, 4).transpose(0, 1, 3, 2)
+    sums = summed[:, 0] + summed[:, 1, ::-1, ::-1]
+    return CwmSums(
+        sums.reshape(n_kinds, n_motifs, 4, motif_width), counts.reshape(n_kinds, n_motifs)
+    )
+
+
+def _windows(
+    block: RegionBlock, local: np.ndarray, start: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
+    """Contribution x one-hot under each window, shape=(h, W * 4), float64, position-major.
+
+    Only the windows are gathered and multiplied, never the whole block.
+    """
+    rows, pos = local[:, None], start[:, None] + offsets[None, :]
+    seq = block.sequences[rows, :, pos]  # (h, W, 4)
+    contrib = block.contributions
+    con = contrib[rows, :, pos] if contrib.ndim == 3 else contrib[rows, pos][..., None]
+    win = con.astype(np.float64) * seq
+    if not np.isfinite(win).all():
+        win = np.nan_to_num(win, nan=0.0, posinf=0.0, neginf=0.0)
+    return win.reshape(len(local), -1)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two matrices (NaN when either is all-zero or NaN)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float((a * b).sum() / (np.sqrt((a * a).sum()) * np.sqrt((b * b).sum())))

@@ -1,0 +1,277 @@
+"""Statistics of distinct hits: finemo's motif_report counts and its seqlet confusion.
+
+finemo identifies a hit by (chr_id, start_untrimmed, motif_name, strand), so the same instance
+seen from two overlapping regions counts once. De-duplicating needs a hash table of every hit;
+to bound memory the hits are split by ``start_untrimmed`` modulo a number of parts (copies of one
+instance share their start, so they fall in the same part) and each part is aggregated on its
+own, about :data:`HITS_PER_PART` hits at a time.
+
+Definitions follow finemo 0.41's ``evaluation.py``: a hit is *restricted* when it lies inside
+the central ``modisco_region_width`` bp of its region, the window tfmodisco looked at; hits
+and seqlets *overlap* when their identities are equal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+#: Hits aggregated per part (bounds the de-duplication hash table to ~100 MB).
+HITS_PER_PART = 1_000_000
+
+_KEYS = ["chr_id", "start_untrimmed", "motif_idx", "is_revcomp"]
+_STREAMING = "streaming"
+
+
+class HitCounts(NamedTuple):
+    """Per-motif counts, the windows averaged into CWMs, and seqlet/hit bin overlaps.
+
+    Attributes
+    ----------
+    counts : polars.DataFrame
+        One row per motif: motif_name and the count columns of motif_report.tsv.
+    windows : polars.DataFrame
+        peak_id, hit_start (window start within the region), is_revcomp, motif_idx and kind
+        (0: every distinct hit, 1: seqlets no hit recovered, 2: restricted hits that are no
+        seqlet).
+    bin_overlaps : ndarray, shape=(M, M), int64, or None
+        Seqlets of motif i sharing their start and end bins with distinct hits of motif j.
+    """
+
+    counts: pl.DataFrame
+    windows: pl.DataFrame
+    bin_overlaps: np.ndarray | None
+
+
+def with_motif_index(hits: pl.LazyFrame, motif_names: list[str]) -> pl.LazyFrame:
+    """Add ``motif_idx`` (position of the hit's motif name in ``motif_names``), ``is_revcomp``."""
+    index = {m: i for i, m in enumerate(motif_names)}
+    return hits.with_columns(
+        motif_idx=pl.col("motif_name").replace_strict(index, return_dtype=pl.UInt32),
+        is_revcomp=pl.col("strand") == "-",
+    )
+
+
+def n_parts(frame: pl.LazyFrame, rows_per_part: int | None = None) -> int:
+    """How many parts to split ``frame`` into for about ``rows_per_part`` rows each."""
+    n = frame.select(pl.len()).collect().item()
+    return max(1, math.ceil(n / (rows_per_part or HITS_PER_PART)))
+
+
+def hit_counts(
+    hits: pl.LazyFrame,
+    seqlets: pl.DataFrame | None,
+    peaks: pl.DataFrame,
+    motif_names: list[str],
+    region_width: int,
+    motif_width: int,
+    modisco_region_width: int,
+    compute_recall: bool,
+    parts: int | None = None,
+) -> HitCounts:
+    """Hits, restricted hits, seqlets and their overlaps per motif (finemo's motif_report counts).
+
+    Parameters
+    ----------
+    hits : polars.LazyFrame
+        The hits dataset (``scan_hits``).
+    seqlets : polars.DataFrame or None
+        :func:`nemo_dask.report.seqlets.load_seqlets` output; None without a TF-MoDISco H5.
+    peaks : polars.DataFrame
+        Peak table of the regions (peak_id, peak_region_start).
+    motif_names : list of str
+        Motif names in report order.
+    region_width, motif_width, modisco_region_width : int
+        L, the untrimmed motif width W, and the width of the central window tfmodisco ran on.
+    compute_recall : bool
+        Whether to count overlaps, missed seqlets and extra hits.
+    parts : int, optional
+        Number of parts to aggregate separately (default: by :data:`HITS_PER_PART`).
+    """
+    n_motifs = len(motif_names)
+    parts = parts or n_parts(hits)
+    center = region_width / 2
+    half = modisco_region_width // 2
+    in_window = (pl.col("hit_start") >= center - half) & (
+        pl.col("hit_start") + (pl.col("end_untrimmed") - pl.col("start_untrimmed")) <= center + half
+    )
+    keyed = with_motif_index(
+        hits.select(
+            "chr_id",
+            "start_untrimmed",
+            "end_untrimmed",
+            "hit_start",
+            "peak_id",
+            "motif_name",
+            "strand",
+        ),
+        motif_names,
+    ).select(*_KEYS, "peak_id", restricted=in_window)
+    seq = None if seqlets is None else _seqlet_keys(seqlets, motif_names)
+    recall = compute_recall and seq is not None
+    starts = peaks.select("peak_id", prs=pl.col("peak_region_start").cast(pl.Int64))
+
+    total = np.zeros(n_motifs, np.int64)
+    restricted_n = np.zeros(n_motifs, np.int64)
+    overlaps_n = np.zeros(n_motifs, np.int64)
+    extra_n = np.zeros(n_motifs, np.int64)
+    bins = np.zeros((n_motifs, n_motifs), np.int64)
+    windows: list[pl.DataFrame] = []
+    found: list[pl.DataFrame] = []  # seqlet keys found among hits, for the missed seqlets
+    for p in range(parts):
+        part = keyed if parts == 1 else keyed.filter(pl.col("start_untrimmed") % parts == p)
+        # One row per distinct hit. Its representative window is in the lowest peak_id seeing it
+        # (for restricted hits, the lowest seeing it inside the central window). Only simple
+        # aggregations, so that polars' streaming engine runs the group-by.
+        distinct = (
+            part.group_by(_KEYS)
+            .agg(
+                peak_id=pl.col("peak_id").min(),
+                r_peak_id=pl.when("restricted").then(pl.col("peak_id")).min(),
+            )
+            .collect(engine=_STREAMING)
+        )
+        is_r = distinct["r_peak_id"].is_not_null().to_numpy()
+        idx = distinct["motif_idx"].to_numpy().astype(np.int64)
+        total += np.bincount(idx, minlength=n_motifs)
+        restricted_n += np.bincount(idx[is_r], minlength=n_motifs)
+        windows.append(_windows(distinct, starts, "peak_id", 0))
+        if seq is None:
+            continue
+        bins += _bin_overlaps(distinct, seq, motif_width, n_motifs)
+        if recall:
+            restricted = distinct.filter(pl.col("r_peak_id").is_not_null())
+            overlaps_n += _per_motif(restricted.join(seq, on=_KEYS, how="semi"), n_motifs)
+            extra = restricted.join(seq, on=_KEYS, how="anti")
+            extra_n += _per_motif(extra, n_motifs)
+            windows.append(_windows(extra, starts, "r_peak_id", 2))
+            found.append(seq.join(distinct, on=_KEYS, how="semi").select(_KEYS))
+        del distinct
+
+    counts: dict[str, object] = {
+        "motif_name": motif_names,
+        "num_hits_total": total,
+        "num_hits_restricted": restricted_n,
+    }
+    if seq is not None:
+        counts["num_seqlets"] = _per_motif(seq, n_motifs)
+    if recall:
+        missed = seq.join(pl.concat(found), on=_KEYS, how="anti")
+        counts |= {
+            "num_overlaps": overlaps_n,
+            "num_seqlets_only": _per_motif(missed, n_motifs),
+            "num_hits_restricted_only": extra_n,
+        }
+        windows.append(
+            missed.select(
+                "peak_id", "hit_start", "is_revcomp", "motif_idx", kind=pl.lit(1, pl.UInt8)
+            )
+        )
+    table = pl.DataFrame(counts)
+    if recall:
+        table = table.with_columns(
+            seqlet_recall=pl.when(pl.col("num_seqlets") > 0)
+            .then(pl.col("num_overlaps") / pl.col("num_seqlets"))
+            .otherwise(0.0)
+        )
+    frames = [w.cast({"peak_id": pl.UInt32, "hit_start": pl.Int32}) for w in windows]
+    return HitCounts(table, pl.concat(frames), bins if seq is not None else None)
+
+
+def _seqlet_keys(seqlets: pl.DataFrame, motif_names: list[str]) -> pl.DataFrame:
+    index = {m: i for i, m in enumerate(motif_names)}
+    return seqlets.select(
+        "chr_id",
+        "start_untrimmed",
+        "end_untrimmed",
+        "is_revcomp",
+        "peak_id",
+        motif_idx=pl.col("motif_name").replace_strict(index, return_dtype=pl.UInt32),
+        hit_start=(pl.col("start_untrimmed") - pl.col("peak_region_start")).cast(pl.Int32),
+    )
+
+
+def _windows(frame: pl.DataFrame, starts: pl.DataFrame, peak_col: str, kind: int) -> pl.DataFrame:
+    """Windows of distinct hits, placed in their representative region."""
+    return (
+        frame.select("start_untrimmed", "is_revcomp", "motif_idx", peak_id=peak_col)
+        .join(starts, on="peak_id", how="inner")
+        .select(
+            "peak_id",
+            hit_start=(pl.col("start_untrimmed") - pl.col("prs")).cast(pl.Int32),
+            is_revcomp="is_revcomp",
+            motif_idx="motif_idx",
+            kind=pl.lit(kind, pl.UInt8),
+        )
+    )
+
+
+def _bin_overlaps(
+    distinct: pl.DataFrame, seq: pl.DataFrame, width: int, n_motifs: int
+) -> np.ndarray:
+    """Seqlet x hit pairs whose untrimmed start and end fall in the same ``width`` bins.
+
+    Untrimmed hits are ``width`` long, so a hit's end bin follows from its start.
+    """
+    hit_bins = distinct.select(
+        "chr_id",
+        start_bin=pl.col("start_untrimmed") // width,
+        end_bin=(pl.col("start_untrimmed") + width) // width,
+        hit_idx="motif_idx",
+    )
+    seq_bins = seq.select(
+        "chr_id",
+        start_bin=pl.col("start_untrimmed") // width,
+        end_bin=pl.col("end_untrimmed") // width,
+        seq_idx="motif_idx",
+    )
+    pairs = seq_bins.join(hit_bins, on=["chr_id", "start_bin", "end_bin"], how="inner")
+    flat = pairs["seq_idx"].to_numpy().astype(np.int64) * n_motifs + pairs["hit_idx"].to_numpy()
+    return np.bincount(flat, minlength=n_motifs * n_motifs).reshape(n_motifs, n_motifs)
+
+
+def _per_motif(frame: pl.DataFrame, n_motifs: int) -> np.ndarray:
+    """Rows per motif_idx as an int64 array of length ``n_motifs``."""
+    idx = frame.get_column("motif_idx").to_numpy()
+    return np.bincount(idx.astype(np.int64), minlength=n_motifs).astype(np.int64)
+
+
+def seqlet_confusion(counts: HitCounts, motif_names: list[str]) -> pl.DataFrame:
+    """Fraction of each motif's seqlets sharing a position bin with hits of each motif.
+
+    Only non-zero pairs are listed, in motif order (finemo's ``seqlet_confusion.tsv``; a value
+    above 1 means several hits per seqlet).
+
+    Returns
+    -------
+    polars.DataFrame
+        motif_name_seqlets, motif_name_hits, frac_overlap.
+    """
+    assert counts.bin_overlaps is not None and "num_seqlets" in counts.counts.columns
+    n_seq = counts.counts["num_seqlets"].to_numpy()
+    rows, cols = np.nonzero(counts.bin_overlaps)
+    return pl.DataFrame(
+        {
+            "motif_name_seqlets": [motif_names[i] for i in rows],
+            "motif_name_hits": [motif_names[j] for j in cols],
+            "frac_overlap": counts.bin_overlaps[rows, cols] / n_seq[rows],
+        },
+        schema={
+            "motif_name_seqlets": pl.String,
+            "motif_name_hits": pl.String,
+            "frac_overlap": pl.Float64,
+        },
+    )
+
+
+def confusion_matrix(confusion: pl.DataFrame, motif_names: list[str]) -> np.ndarray:
+    """A confusion table as a dense matrix, shape=(M, M): rows seqlet motif, columns hit motif."""
+    order = {m: i for i, m in enumerate(motif_names)}
+    mat = np.zeros((len(motif_names), len(motif_names)), dtype=np.float64)
+    for s, h, f in confusion.iter_rows():
+        if s in order and h in order:
+            mat[order[s], order[h]] = f
+    return mat

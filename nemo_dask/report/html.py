@@ -1,0 +1,273 @@
+"""``report.html``: one static page, no scripts, no network; figures as files or data URIs."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import plots
+from .api import ReportTables
+
+_CSS = """
+body { font-family: "DejaVu Sans", Arial, sans-serif; color: #222; background: #fff;
+       max-width: 1180px; margin: 0 auto; padding: 16px 24px; line-height: 1.45; font-size: 15px; }
+h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 21px; margin-top: 36px;
+     border-bottom: 2px solid #2a6f97; padding-bottom: 4px; } h3 { font-size: 17px; margin-top: 26px; }
+.meta { color: #555; font-size: 14px; } .note { background: #f4f7fa; border-left: 4px solid #2a6f97;
+        padding: 8px 12px; margin: 12px 0; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 14px; }
+th, td { padding: 5px 9px; border-bottom: 1px solid #e3e3e3; text-align: right; }
+th { background: #eef3f7; position: sticky; top: 0; } td:first-child, th:first-child { text-align: left; }
+tbody tr:nth-child(even) { background: #fafafa; } code { font-size: 13px; } h3 code { font-size: 17px; }
+figure { margin: 14px 0 22px 0; } figcaption { font-size: 13px; color: #444; margin-top: 4px; }
+img { max-width: 100%; height: auto; display: block; }
+dl { font-size: 13.5px; display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; }
+dt { font-weight: bold; } dd { margin: 0; }
+.motif { border-top: 1px solid #ddd; padding-top: 6px; }
+"""
+
+_COLUMNS = [
+    ("motif_name", "Motif", "The motif (TF-MoDISco pattern, or its new name)."),
+    (
+        "num_hits_total",
+        "Hits",
+        "Distinct hits: one per position, motif and strand, even when overlapping regions both see it.",
+    ),
+    (
+        "num_hits_restricted",
+        "Restricted hits",
+        "Distinct hits inside the central window that TF-MoDISco ran on.",
+    ),
+    ("num_seqlets", "Seqlets", "Distinct TF-MoDISco seqlets of the motif."),
+    (
+        "num_overlaps",
+        "Hit/seqlet overlaps",
+        "Seqlets found as restricted hits at the same position and strand.",
+    ),
+    ("num_seqlets_only", "Missed seqlets", "Seqlets not found as a hit."),
+    ("num_hits_restricted_only", "Extra restricted hits", "Restricted hits that are not seqlets."),
+    ("seqlet_recall", "Seqlet recall", "Overlaps / seqlets."),
+    (
+        "cwm_similarity",
+        "Hit/motif CWM similarity",
+        "Cosine similarity of the hit-averaged CWM and the motif's CWM.",
+    ),
+]
+_ABBREV = " Labels: +/N is pos_patterns.pattern_N, -/N is neg_patterns.pattern_N."
+
+
+class _Figures:
+    """Stores figures as files under ``figures/`` (relative links) or as data URIs."""
+
+    def __init__(self, out_dir: Path, embed: bool) -> None:
+        self.out_dir = out_dir
+        self.embed = embed
+
+    def src(self, png: bytes, name: str) -> str:
+        if self.embed:
+            return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        path = self.out_dir / "figures" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return f"figures/{name}"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _summary_table(result: ReportTables) -> str:
+    cols = [c for c in _COLUMNS if c[0] in result.motif_report.columns]
+    head = "".join(
+        f'<th title="{html.escape(d)}">{html.escape(label)}</th>' for _, label, d in cols
+    )
+    rows = []
+    for i, row in enumerate(result.motif_report.iter_rows(named=True)):
+        cells = [f'<td><a href="#motif-{i}"><code>{html.escape(row["motif_name"])}</code></a></td>']
+        cells += [f"<td>{_fmt(row[c])}</td>" for c, _, _ in cols[1:]]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    defs = "".join(
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(d)}</dd>" for _, label, d in cols[1:]
+    )
+    return (
+        f'<table id="motif-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f"<dl>{defs}</dl>"
+    )
+
+
+def _motif_sections(result: ReportTables, figs: _Figures) -> str:
+    names = result.motif_names
+    bounds = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result.trim_bounds.iter_rows()}
+    counts = result.motif_report
+    parts = []
+    for i, m in enumerate(names):
+        fwd = bounds.get((m, "+"), (0, 0))
+        rev = bounds.get(
+            (m, "-"),
+            (result.cwms["hits_fc"].shape[2] - fwd[1], result.cwms["hits_fc"].shape[2] - fwd[0]),
+        )
+        n_hits = int(counts["num_hits_total"][i])
+        panels = [
+            ("Motif CWM, forward", result.cwms["modisco_fc"][i], fwd),
+            ("Motif CWM, reverse complement", result.cwms["modisco_rc"][i], rev),
+            (f"Hit-averaged CWM, forward ({n_hits} hits)", result.cwms["hits_fc"][i], fwd),
+            (
+                f"Hit-averaged CWM, reverse complement ({n_hits} hits)",
+                result.cwms["hits_rc"][i],
+                rev,
+            ),
+        ]
+        if "seqlets_only" in result.cwms:
+            panels.append(
+                (
+                    f"Missed seqlets ({int(counts['num_seqlets_only'][i])})",
+                    result.cwms["seqlets_only"][i],
+                    fwd,
+                )
+            )
+            panels.append(
+                (
+                    f"Extra restricted hits ({int(counts['num_hits_restricted_only'][i])})",
+                    result.cwms["hits_restricted_only"][i],
+                    fwd,
+                )
+            )
+        cwm_src = figs.src(plots.cwm_figure(m, panels), f"motifs/motif_{i:03d}_cwms.png")
+        dist_src = figs.src(
+            plots.distributions_figure(
+                m,
+                result.hits_per_region.filter(pl.col("motif_name") == m),
+                result.hit_statistics.filter(pl.col("motif_name") == m),
+            ),
+            f"motifs/motif_{i:03d}_distributions.png",
+        )
+        sim = counts["cwm_similarity"][i]
+        parts.append(
+            f'<section class="motif" id="motif-{i}"><h3><code>{html.escape(m)}</code></h3>'
+            f"<p>{n_hits} distinct hits; hit/motif CWM similarity {_fmt(float(sim))}.</p>"
+            + _figure(
+                cwm_src,
+                f"CWM logos of {m}",
+                "Sequence logos: the motif's CWM (top) and the average contribution x sequence under its "
+                "hits (below), forward and reverse complement; the trimmed core is shaded.",
+            )
+            + _figure(
+                dist_src,
+                f"Hit distributions of {m}",
+                "Left: fraction of regions with k hits of this motif (all regions, zeros included). "
+                "Then the distributions of hit coefficient, similarity and importance over all hits.",
+            )
+            + "</section>"
+        )
+    return "".join(parts)
+
+
+def render_page(
+    result: ReportTables, out_dir: Path, embed_images: bool = False, title_hint: str = ""
+) -> str:
+    """The report page as HTML text (writes figure files under ``out_dir`` unless embedded)."""
+    figs = _Figures(out_dir, embed_images)
+    names = result.motif_names
+    total = result.hits_per_region.filter(pl.col("motif_name") == "total")
+    n_hits = int((total["num_hits"] * total["num_regions"]).sum())
+    body = [
+        "<h1>nemo-dask motif hit calling report</h1>",
+        f'<p class="meta">Hits: <code>{html.escape(title_hint)}</code> &middot; {result.n_regions} regions &middot; '
+        f"{n_hits} hits ({int(result.motif_report['num_hits_total'].sum())} distinct) &middot; {len(names)} motifs</p>",
+        "<p>Did hit calling work? Check that the hit-averaged CWMs look like the motifs, that most "
+        "TF-MoDISco seqlets are recovered as hits, and that most regions hold at least one hit.</p>",
+    ]
+    if result.seqlets is None:
+        body.append(
+            '<p class="note">No TF-MoDISco H5 was given (<code>-m</code>): seqlet comparisons are left out.</p>'
+        )
+    elif not result.compute_recall:
+        body.append(
+            '<p class="note">Recall statistics were not computed (<code>-n/--no-recall</code>).</p>'
+        )
+    body += ["<h2>Motif summary</h2>", _summary_table(result)]
+    if result.seqlets is not None:
+        body.append("<h2>TF-MoDISco seqlet comparison</h2>")
+        body.append(
+            _figure(
+                figs.src(plots.hits_vs_seqlets_figure(result.motif_report), "hits_vs_seqlets.png"),
+                "Hits vs. seqlets per motif",
+                "Distinct hits against TF-MoDISco seqlets per motif (log-log; dashed: y = x). Hits usually "
+                "outnumber seqlets: TF-MoDISco filters strictly and looks at a narrower window."
+                + _ABBREV,
+            )
+        )
+        if result.seqlet_confusion is not None:
+            from .distinct import confusion_matrix
+
+            body.append(
+                _figure(
+                    figs.src(
+                        plots.confusion_figure(
+                            confusion_matrix(result.seqlet_confusion, names), names
+                        ),
+                        "seqlet_confusion.png",
+                    ),
+                    "Seqlet vs. hit confusion",
+                    "Rows: seqlet motif; columns: hit motif. Overlapping hits per seqlet, estimated by "
+                    "binning positions to the motif width. Off-diagonal colour marks motifs competing for sites."
+                    + _ABBREV,
+                )
+            )
+    coocc = (
+        result.cooccurrence.drop("motif_name").to_numpy().astype(np.int64)
+        if names
+        else np.zeros((0, 0), np.int64)
+    )
+    body += [
+        "<h2>Hits across regions</h2>",
+        _figure(
+            figs.src(plots.total_hits_figure(total), "total_hits_per_region.png"),
+            "Total hits per region",
+            "Fraction of regions by their total number of hits (all motifs); regions without hits count as 0.",
+        ),
+        _figure(
+            figs.src(plots.cooccurrence_figure(coocc, names), "motif_cooccurrence.png"),
+            "Motif co-occurrence",
+            "Regions holding both motifs divided by the geometric mean of the regions holding each (1 on the diagonal)."
+            + _ABBREV,
+        ),
+        "<h2>Motifs</h2>",
+        _motif_sections(result, figs),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>nemo-dask report</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def write_page(
+    result: ReportTables, out_dir: Path, embed_images: bool = False, title_hint: str = ""
+) -> Path:
+    """Write ``out_dir/report.html`` (through a temporary name) and its figures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = render_page(result, out_dir, embed_images, title_hint)
+    path = out_dir / "report.html"
+    tmp = out_dir / f".tmp-{uuid.uuid4().hex}-report.html"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
