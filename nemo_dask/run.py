@@ -97,10 +97,8 @@ def call_hits(
         # before the regions are converted.
         params["cluster"] = resolve(params.get("cluster") or ClusterOptions())
     plan = _plan(regions, motifs, out, dict(params))
-    opts = plan.run_opts
-    cluster_opts = params.get("cluster")
-    with _client(client, cluster_opts) as cl:
-        summaries = _execute(cl, plan, opts)
+    with _client(client, params.get("cluster")) as cl:
+        summaries = _execute(cl, plan, plan.run_opts)
     out_path = plan.out
     n_hits = sum(s["hits"] for s in plan.finished.values())
     return CallHitsResult(out=out_path, hits=scan_hits(out_path), qc=scan_qc(out_path),
@@ -239,6 +237,7 @@ def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, A
 
 @contextlib.contextmanager
 def _client(client: Any, cluster_opts: Any) -> Iterator[Any]:
+    """The caller's client, or one of an embedded cluster that is closed afterwards."""
     if client is not None:
         yield client
         return
