@@ -199,12 +199,16 @@ def test_tls_scheduler_refuses_clients_without_its_credentials(tmp_path):
 
 
 def test_cuda_without_gpu_says_what_to_do(monkeypatch):
+    pytest.importorskip("dask_cuda")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(GpuUnavailableError, match="--cluster local") as err:
         with connect(ClusterOptions(cluster="cuda")):
             pass
     assert "CUDA_VISIBLE_DEVICES" in str(err.value)
     assert isinstance(err.value, InputError)  # the CLI prints it as one line, exit 2
+
+
+def test_cuda_without_dask_cuda_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed
     with pytest.raises(GpuUnavailableError, match="pypi.nvidia.com"):
         with connect(ClusterOptions(cluster="cuda")):
