@@ -53,3 +53,23 @@ def max_rel(a: pl.Series | np.ndarray, b: pl.Series | np.ndarray) -> float:
     scale = np.abs(b)
     ok = diff == 0
     return float(np.max(np.where(ok, 0.0, diff / np.where(scale == 0, 1e-300, scale)), initial=0.0))
+
+
+def scheduler_identity(address: str, security) -> dict:
+    """Ask a scheduler who it is over one raw connection (no Client and no loop thread)."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def ask() -> dict:
+        args = security.get_connection_args("client") if security is not None else {}
+        async with rpc(address, connection_args=args, timeout=5) as r:
+            return await r.identity()
+
+    return asyncio.run(ask())
+
+
+def assert_refused(address: str, security=None) -> None:
+    """The scheduler at ``address`` must refuse a connection made with ``security``."""
+    with pytest.raises((OSError, TypeError)):  # CommClosedError is an OSError
+        scheduler_identity(address, security)

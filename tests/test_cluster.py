@@ -15,6 +15,7 @@ import time
 
 import dask
 import pytest
+from conftest import assert_refused, scheduler_identity
 
 from nemo_dask.cluster import (
     ClusterOptions,
@@ -162,7 +163,7 @@ def test_local_cluster_binds_loopback_only():
         assert client.submit(os.getpid).result() != os.getpid()  # worker processes
     with connect(ClusterOptions(n_workers=1, tls=True)) as client:  # opt-in on shared machines
         assert client.scheduler.address.startswith("tls://127.0.0.1:")
-        _assert_refused(client.scheduler.address.replace("tls://", "tcp://"))
+        assert_refused(client.scheduler.address.replace("tls://", "tcp://"))
 
 
 def test_tls_scheduler_refuses_clients_without_its_credentials(tmp_path):
@@ -184,10 +185,10 @@ def test_tls_scheduler_refuses_clients_without_its_credentials(tmp_path):
         with distributed.Client(cluster, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             assert client.submit(sum, [1, 2]).result(timeout=30) == 3
-        _assert_refused(cluster.scheduler_address.replace("tls://", "tcp://"))
-        _assert_refused(cluster.scheduler_address, None)
-        _assert_refused(cluster.scheduler_address, Security.temporary())
-        assert _identity(cluster.scheduler_address, cluster.security)["type"] == "Scheduler"
+        assert_refused(cluster.scheduler_address.replace("tls://", "tcp://"))
+        assert_refused(cluster.scheduler_address, None)
+        assert_refused(cluster.scheduler_address, Security.temporary())
+        assert scheduler_identity(cluster.scheduler_address, cluster.security)["type"] == "Scheduler"
         with pytest.raises(InputError, match="needs credentials"):
             with connect(ClusterOptions(scheduler=cluster.scheduler_address)):
                 pass
@@ -293,22 +294,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _identity(address: str, security) -> dict:
-    """Ask the scheduler who it is over one raw connection (no Client and no loop thread)."""
-    import asyncio
-
-    from distributed.core import rpc
-
-    async def ask() -> dict:
-        args = security.get_connection_args("client") if security is not None else {}
-        async with rpc(address, connection_args=args, timeout=5) as r:
-            return await r.identity()
-
-    return asyncio.run(ask())
-
-
-def _assert_refused(address: str, security=None) -> None:
-    with pytest.raises((OSError, TypeError)):  # CommClosedError is an OSError
-        _identity(address, security)

@@ -21,6 +21,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from conftest import assert_refused
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("cryptography")
@@ -190,9 +191,9 @@ def test_tls_user_scheduler_refuses_clients_without_its_credentials(tmp_path):
     with _user_cluster(tmp_path / "cluster", creds) as address:
         _wait_for_workers(address, creds, 1)
         # A stranger: plain tcp, tls without a certificate, or a certificate of another CA.
-        _assert_refused(address.replace("tls://", "tcp://"))
-        _assert_refused(address, None)
-        _assert_refused(address, Security.temporary())
+        assert_refused(address.replace("tls://", "tcp://"))
+        assert_refused(address, None)
+        assert_refused(address, Security.temporary())
         # Through nemo_dask: no credentials -> refused before connecting; wrong CA -> one line.
         with pytest.raises(InputError, match="needs credentials"):
             with connect(ClusterOptions(scheduler=address)):
@@ -212,22 +213,3 @@ def test_tls_user_scheduler_refuses_clients_without_its_credentials(tmp_path):
                                     tls_cert=str(creds["cert"]),
                                     tls_key=str(creds["key"]))) as client:
             assert client.submit(sum, [2, 3]).result(timeout=30) == 5
-
-
-def _identity(address: str, security) -> dict:
-    """Ask the scheduler who it is over one raw connection (no Client and no loop thread)."""
-    import asyncio
-
-    from distributed.core import rpc
-
-    async def ask() -> dict:
-        args = security.get_connection_args("client") if security is not None else {}
-        async with rpc(address, connection_args=args, timeout=5) as r:
-            return await r.identity()
-
-    return asyncio.run(ask())
-
-
-def _assert_refused(address: str, security=None) -> None:
-    with pytest.raises((OSError, TypeError)):  # CommClosedError is an OSError
-        _identity(address, security)
