@@ -5,31 +5,54 @@ solved on Dask workers -> Parquet dataset) -> ``export`` / ``collapse_hits`` /
 ``intersect_hits`` / ``write_report``.
 """
 
-from .cluster import ClusterOptions, GpuUnavailableError, connect
-from .convert import (
-    convert_bigwig,
-    convert_bpnet_h5,
-    convert_chrombpnet_h5,
-    convert_modisco,
-    convert_npz,
-)
-from .dataset import read_motifs, read_parameters, scan_hits, scan_qc
-from .errors import InputError, NemoDaskError, OutputExistsError
-from .exporting import ExportResult, export, finemo_hits, finemo_qc
-from .importing import import_finemo
-from .motifs import Motifs, load_motifs
-from .params import MotifParams, SolverParams
-from .postprocess import (
-    collapse_hits,
-    intersect_hits,
-    load_hits,
-    write_collapsed,
-    write_intersection,
-)
-from .report import ReportTables, report_tables, write_report
-from .run import CallHitsResult, call_hits
-from .solver import BlockResult, fit_block
-from .store import RegionBlock, Regions, open_regions
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Where each public name lives. Imported on first use (PEP 562), so that `import nemo_dask` and
+# the CLI stay fast and the driver of a distributed run never imports torch.
+_EXPORTS: dict[str, str] = {
+    "BlockResult": "solver",
+    "CallHitsResult": "run",
+    "ClusterOptions": "cluster",
+    "ExportResult": "exporting",
+    "GpuUnavailableError": "cluster",
+    "InputError": "errors",
+    "MotifParams": "params",
+    "Motifs": "motifs",
+    "NemoDaskError": "errors",
+    "OutputExistsError": "errors",
+    "RegionBlock": "store",
+    "Regions": "store",
+    "ReportTables": "report",
+    "SolverParams": "params",
+    "call_hits": "run",
+    "collapse_hits": "postprocess",
+    "connect": "cluster",
+    "convert_bigwig": "convert",
+    "convert_bpnet_h5": "convert",
+    "convert_chrombpnet_h5": "convert",
+    "convert_modisco": "convert",
+    "convert_npz": "convert",
+    "export": "exporting",
+    "finemo_hits": "exporting",
+    "finemo_qc": "exporting",
+    "fit_block": "solver",
+    "import_finemo": "importing",
+    "intersect_hits": "postprocess",
+    "load_hits": "postprocess",
+    "load_motifs": "motifs",
+    "open_regions": "store",
+    "read_motifs": "dataset",
+    "read_parameters": "dataset",
+    "report_tables": "report",
+    "scan_hits": "dataset",
+    "scan_qc": "dataset",
+    "write_collapsed": "postprocess",
+    "write_intersection": "postprocess",
+    "write_report": "report",
+}
 
 __all__ = [
     "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
@@ -41,3 +64,16 @@ __all__ = [
     "read_parameters", "report_tables", "scan_hits", "scan_qc", "write_collapsed",
     "write_intersection", "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nemo_dask' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -110,11 +110,12 @@ def job_script(options: ClusterOptions) -> str:
 
 
 @contextlib.contextmanager
-def connect(options: ClusterOptions | None = None) -> Iterator[Any]:
+def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> Iterator[Any]:
     """A ``distributed.Client`` for ``options``; a cluster started here is closed on exit.
 
     With ``options.scheduler`` it joins that scheduler (and leaves it running); else it starts
-    the cluster ``options.cluster`` names and prints where its dashboard is.
+    the cluster ``options.cluster`` names and, if ``announce``, prints where its dashboard is
+    (else call :func:`announce_cluster` when ready).
     """
     o = resolve(options or ClusterOptions())
     from distributed import Client
@@ -123,21 +124,21 @@ def connect(options: ClusterOptions | None = None) -> Iterator[Any]:
         with _join(o) as client:
             yield client
         return
-    if o.cluster == "local":
-        cluster = _local.start_local(o)
-    elif o.cluster == "cuda":
-        cluster = _local.start_cuda(o)
-    else:
-        cluster = _jobqueue.start(o)
-    try:
+    with contextlib.ExitStack() as stack:
+        if o.cluster == "local":
+            # For the cluster's whole life: the nanny of a lost worker starts it again this way.
+            stack.enter_context(_local.worker_start_method(_local.start_method()))
+            cluster = _local.start_local(o)
+        elif o.cluster == "cuda":
+            cluster = _local.start_cuda(o)
+        else:
+            cluster = _jobqueue.start(o)
+        stack.callback(cluster.close)
         client = Client(cluster)
-        try:
-            _announce(o, cluster)
-            yield client
-        finally:
-            client.close()
-    finally:
-        cluster.close()
+        stack.callback(client.close)
+        if announce:
+            announce_cluster(o, cluster)
+        yield client
 
 
 @contextlib.contextmanager
@@ -169,8 +170,8 @@ def _join(o: ClusterOptions) -> Iterator[Any]:
         client.close()
 
 
-def _announce(o: ClusterOptions, cluster: Any) -> None:
-    # stderr: stdout stays for results.
+def announce_cluster(o: ClusterOptions, cluster: Any) -> None:
+    """Print (on stderr: stdout stays for results) what was started and its dashboard."""
     try:
         link = cluster.dashboard_link
     except Exception:  # no bokeh: no dashboard

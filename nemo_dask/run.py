@@ -95,7 +95,11 @@ def call_hits(
 
         # Resolve (and validate) the cluster options before any work: a bad flag must fail
         # before the regions are converted.
-        params["cluster"] = resolve(params.get("cluster") or ClusterOptions())
+        params["cluster"] = opts = resolve(params.get("cluster") or ClusterOptions())
+        if opts.cluster == "local" and not opts.scheduler:
+            from .clusters.local import prestart_workers
+
+            prestart_workers()
     plan = _plan(regions, motifs, out, dict(params))
     with _client(client, params.get("cluster")) as cl:
         summaries = _execute(cl, plan, plan.run_opts)
@@ -186,7 +190,8 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": solver.eps,
-        "batch_size_resolved": {d: solver.batch_size_for(d) for d in ("cpu", "cuda")},
+        "batch_size_resolved": {"cpu_per_thread": solver.batch_size_for("cpu"),
+                                "cuda": solver.batch_size_for("cuda")},
         "motif_options": {k: v for k, v in vars(motif_params).items()},
         "version": _version(),
     }

@@ -227,7 +227,7 @@ class _Fit:
         p, mo = self.p, self.mo
         # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
         # one, and a region's result must not depend on how many others share its batch.
-        bsize = max(2, min(p.batch_size_for(self.device.type), self.n))
+        bsize = max(2, min(p.batch_size_for(self.device.type, torch.get_num_threads()), self.n))
         s = _Slots(bsize, mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
                    self.device)
         first = min(bsize, self.n)

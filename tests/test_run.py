@@ -30,11 +30,17 @@ SORT = ["peak_id", "motif_id", "hit_start"]
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
-    with distributed.Client(cluster) as c:
+    """The embedded cluster users get (workers forked from a server on Linux)."""
+    from nemo_dask.cluster import ClusterOptions, connect
+
+    with connect(ClusterOptions(n_workers=2, dashboard_address=None), announce=False) as c:
         yield c
-    cluster.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is the Linux default")
+def test_embedded_workers_start_with_the_solver_imported(client):
+    loaded = client.run(lambda: all(m in sys.modules for m in ("torch", "nemo_dask.solver")))
+    assert list(loaded.values()) == [True, True]
 
 
 @pytest.fixture(scope="module")

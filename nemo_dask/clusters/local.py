@@ -6,10 +6,14 @@ reachable from the network.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
-from .options import ClusterOptions, GpuUnavailableError
+from .options import ClusterOptions, GpuUnavailableError, cfg
 from .security import for_new_cluster
 
 _HOST = "127.0.0.1"
@@ -37,11 +41,65 @@ def dashboard_address(options: ClusterOptions) -> str:
     return addr
 
 
+#: Modules the fork server imports once, so that every worker forked from it starts with the
+#: task's whole import chain (torch above all) already loaded.
+_WORKER_MODULES = ["distributed", "nemo_dask.blocks", "nemo_dask.solver", "nemo_dask.store"]
+
+
+def start_method() -> str:
+    """How local worker processes start: ``nemo_dask.cluster.local.start-method`` or, unset,
+    ``forkserver`` on Linux and ``spawn`` elsewhere (fork is unsafe on macOS)."""
+    method = cfg("local.start-method")
+    if method is None:
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    if method not in multiprocessing.get_all_start_methods():
+        from ..errors import InputError
+
+        raise InputError(f"nemo_dask.cluster.local.start-method {method!r} is not available "
+                         f"here; use one of {multiprocessing.get_all_start_methods()}")
+    return method
+
+
+@contextlib.contextmanager
+def worker_start_method(method: str) -> Iterator[None]:
+    """Make dask's nannies start (and restart) workers with ``method`` while the context lasts.
+
+    With forkserver, the server is told to import :data:`_WORKER_MODULES`: dask would otherwise
+    have it import (and first import in this process) a fixed list of its own, pandas included.
+    """
+    import dask
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        if method == "forkserver":
+            from distributed import utils as dist_utils
+
+            # dask sets its preload list once per process, behind this flag; ours replaces it.
+            # If the server already runs (an earlier cluster), the list no longer matters.
+            dist_utils._forkserver_preload_set = True
+            multiprocessing.get_context("forkserver").set_forkserver_preload(_WORKER_MODULES)
+        yield
+
+
+def prestart_workers() -> None:
+    """Start the fork server now if local workers will fork from it, so that it imports torch
+    and the solver while this process is still validating input (a small run's wall time is
+    mostly start-up). Does nothing for other start methods; no worker is started."""
+    if start_method() != "forkserver":
+        return
+    with worker_start_method("forkserver"):
+        from multiprocessing import forkserver
+
+        ensure_running = getattr(forkserver, "ensure_running", None)
+        if ensure_running is not None:
+            ensure_running()
+
+
 def start_local(options: ClusterOptions) -> Any:
     """``distributed.LocalCluster`` with worker processes on 127.0.0.1.
 
     Processes, not threads: the GIL and torch's own thread pool make one process per core the
-    fastest CPU layout, and a crashed worker cannot take the driver down.
+    fastest CPU layout, and a crashed worker cannot take the driver down. Start it inside
+    :func:`worker_start_method` to have workers forked ready to solve.
     """
     from distributed import LocalCluster
 
