@@ -167,18 +167,27 @@ def test_tables_api_agrees_across_blocks_and_layouts(
 def test_parts_give_the_same_tables(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path, run_dir: Path
 ) -> None:
-    """Aggregating hits in many small parts (as for millions of hits) changes nothing."""
-    from nemo_dask.report import distinct, write_tables
+    """Aggregating hits in many small parts and averaging CWMs over many small chunks of
+    spilled windows (as for millions of hits) changes nothing."""
+    from nemo_dask.report import cwms, distinct, write_tables
 
     whole = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5")
     monkeypatch.setattr(distinct, "HITS_PER_PART", 100)
-    parts = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5")
+    monkeypatch.setattr(cwms, "WINDOWS_PER_CHUNK", 50)
+    chunks = []
+    real_peak_chunks = cwms._peak_chunks
+    monkeypatch.setattr(cwms, "_peak_chunks",
+                        lambda *a: chunks.extend(real_peak_chunks(*a)) or real_peak_chunks(*a))
+    parts = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5",
+                          block_size=20)
     assert parts.motif_report.equals(whole.motif_report)
     assert parts.seqlet_confusion.equals(whole.seqlet_confusion)
     assert parts.hits_per_region.equals(whole.hits_per_region)
     assert parts.cooccurrence.equals(whole.cooccurrence)
     for kind, value in whole.cwms.items():
         np.testing.assert_allclose(parts.cwms[kind], value, rtol=1e-12, err_msg=kind)
+    assert len(chunks) > 5
+    assert all(lo < hi <= next_lo for (lo, hi), (next_lo, _) in zip(chunks, chunks[1:], strict=False))
     write_tables(parts, tmp_path)
     assert _read(tmp_path / "motif_occurrences.tsv").equals(whole.motif_occurrences.collect())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,10 +148,13 @@ def report_tables(
     if modisco_h5 is not None:
         seqlets = load_seqlets(modisco_h5, source.peaks, motifs, source.width, modisco_region_width)
     recall = compute_recall and seqlets is not None
-    counts = distinct.hit_counts(
-        hits, seqlets, source.peaks, names, source.width, width, modisco_region_width, recall
-    )
-    sums = accumulate_cwms(source, counts.windows, len(names), width, block_size)
+    # The windows under every distinct hit are spilled to disk between the two passes.
+    with tempfile.TemporaryDirectory(prefix="nemo-dask-report-") as spill:
+        counts = distinct.hit_counts(
+            hits, seqlets, source.peaks, names, source.width, width, modisco_region_width,
+            recall, spill_dir=spill,
+        )
+        sums = accumulate_cwms(source, counts.windows, len(names), width, block_size)
     cwms = _cwm_set(sums, motif_cwms, names, forward, reverse, recall)
     similarity = [cosine(cwms["hits_fc"][i], cwms["modisco_fc"][i]) for i in range(len(names))]
     report = counts.counts.with_columns(cwm_similarity=pl.Series(similarity, dtype=pl.Float64))

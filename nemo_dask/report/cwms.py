@@ -52,12 +52,17 @@ def _rows_of(peaks: pl.DataFrame, peak_ids: np.ndarray) -> np.ndarray:
     return rows
 
 
+#: Windows gathered per pass; bounds memory (about 100 bytes per window) however many hits.
+WINDOWS_PER_CHUNK = 1_000_000
+
+
 def accumulate_cwms(
     regions: RegionSource,
-    windows: pl.DataFrame,
+    windows: pl.LazyFrame | pl.DataFrame,
     n_motifs: int,
     motif_width: int,
     block_size: int = 1024,
+    windows_per_chunk: int | None = None,
 ) -> CwmSums:
     """Sum contribution x one-hot under every window, reading ``block_size`` regions at a time.
 
@@ -65,7 +70,7 @@ def accumulate_cwms(
     ----------
     regions : RegionSource
         Regions store or regions.npz (:func:`nemo_dask.report.regions.open_report_regions`).
-    windows : polars.DataFrame
+    windows : polars.LazyFrame or DataFrame
         peak_id, hit_start, is_revcomp, motif_idx, kind (``HitCounts.windows``).
     n_motifs : int
         M, the number of motif names.
@@ -73,6 +78,8 @@ def accumulate_cwms(
         W, the untrimmed motif width.
     block_size : int
         Regions per read; bounds memory to one block of contributions.
+    windows_per_chunk : int, optional
+        Windows collected at a time, by ranges of peak_id (default :data:`WINDOWS_PER_CHUNK`).
     """
     n_kinds = len(CWM_KINDS)
     n_groups = n_kinds * n_motifs
@@ -80,41 +87,79 @@ def accumulate_cwms(
     # Sums are kept per (group, strand) in the gathered (W, 4) layout: '-' windows are reverse
     # complemented once, on their sum, instead of one by one.
     acc = np.zeros((n_groups * 2, motif_width * 4), dtype=np.float64)
-    if windows.height:
-        rows = _rows_of(regions.peaks, windows.get_column("peak_id").to_numpy())
-        order = np.argsort(rows, kind="stable")
-        rows = rows[order]
-        starts = windows.get_column("hit_start").to_numpy()[order]
-        group = (
-            windows.get_column("kind").to_numpy().astype(np.int32) * n_motifs
-            + windows.get_column("motif_idx").to_numpy().astype(np.int32)
-        )[order]
-        slot = group * 2 + windows.get_column("is_revcomp").to_numpy()[order]
-        del order
-        offsets = np.arange(motif_width)
-        # Only blocks holding windows are read.
-        for block_start in np.unique(rows[rows >= 0] // block_size) * block_size:
-            block_stop = min(int(block_start) + block_size, regions.n_regions)
-            lo, hi = np.searchsorted(rows, [block_start, block_stop])
-            start = starts[lo:hi]
-            valid = (start >= 0) & (start + motif_width <= regions.width)
-            if not valid.any():
-                continue
-            local = rows[lo:hi][valid] - block_start
-            block = regions.read_block(int(block_start), block_stop)
-            win = _windows(block, local, start[valid], offsets)
-            sel = slot[lo:hi][valid]
-            # Per-slot sums by sorting and reduceat (no BLAS: its threads fight on busy nodes).
-            by_slot = np.argsort(sel, kind="stable")
-            sel = sel[by_slot]
-            first = np.flatnonzero(np.r_[True, sel[1:] != sel[:-1]])
-            acc[sel[first]] += np.add.reduceat(win[by_slot], first, axis=0)
-            counts += np.bincount(sel // 2, minlength=n_groups)
+    lazy = windows.lazy()
+    for lo, hi in _peak_chunks(lazy, block_size, windows_per_chunk or WINDOWS_PER_CHUNK):
+        chunk = lazy.filter((pl.col("peak_id") >= lo) & (pl.col("peak_id") < hi)).collect()
+        _accumulate_chunk(regions, chunk, n_motifs, motif_width, block_size, acc, counts)
     summed = acc.reshape(n_groups, 2, motif_width, 4).transpose(0, 1, 3, 2)
     sums = summed[:, 0] + summed[:, 1, ::-1, ::-1]
     return CwmSums(
         sums.reshape(n_kinds, n_motifs, 4, motif_width), counts.reshape(n_kinds, n_motifs)
     )
+
+
+def _peak_chunks(windows: pl.LazyFrame, block_size: int, per_chunk: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of peak_id, whole blocks of ``block_size`` ids, each holding about
+    ``per_chunk`` windows (a block holding more is a range of its own)."""
+    per_block = (
+        windows.group_by(block=pl.col("peak_id") // block_size)
+        .len()
+        .sort("block")
+        .collect()
+    )
+    ranges: list[tuple[int, int]] = []
+    n = per_chunk  # start a range at the first block
+    for block, size in per_block.iter_rows():
+        if n + size > per_chunk:
+            ranges.append((block * block_size, (block + 1) * block_size))
+            n = 0
+        ranges[-1] = (ranges[-1][0], (block + 1) * block_size)
+        n += size
+    return ranges
+
+
+def _accumulate_chunk(
+    regions: RegionSource,
+    windows: pl.DataFrame,
+    n_motifs: int,
+    motif_width: int,
+    block_size: int,
+    acc: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Add the windows of one chunk to ``acc`` (per slot) and ``counts`` (per group)."""
+    if not windows.height:
+        return
+    n_groups = len(counts)
+    rows = _rows_of(regions.peaks, windows.get_column("peak_id").to_numpy())
+    order = np.argsort(rows, kind="stable")
+    rows = rows[order]
+    starts = windows.get_column("hit_start").to_numpy()[order]
+    group = (
+        windows.get_column("kind").to_numpy().astype(np.int32) * n_motifs
+        + windows.get_column("motif_idx").to_numpy().astype(np.int32)
+    )[order]
+    slot = group * 2 + windows.get_column("is_revcomp").to_numpy()[order]
+    del order
+    offsets = np.arange(motif_width)
+    # Only blocks holding windows are read.
+    for block_start in np.unique(rows[rows >= 0] // block_size) * block_size:
+        block_stop = min(int(block_start) + block_size, regions.n_regions)
+        lo, hi = np.searchsorted(rows, [block_start, block_stop])
+        start = starts[lo:hi]
+        valid = (start >= 0) & (start + motif_width <= regions.width)
+        if not valid.any():
+            continue
+        local = rows[lo:hi][valid] - block_start
+        block = regions.read_block(int(block_start), block_stop)
+        win = _windows(block, local, start[valid], offsets)
+        sel = slot[lo:hi][valid]
+        # Per-slot sums by sorting and reduceat (no BLAS: its threads fight on busy nodes).
+        by_slot = np.argsort(sel, kind="stable")
+        sel = sel[by_slot]
+        first = np.flatnonzero(np.r_[True, sel[1:] != sel[:-1]])
+        acc[sel[first]] += np.add.reduceat(win[by_slot], first, axis=0)
+        counts += np.bincount(sel // 2, minlength=n_groups)
 
 
 def _windows(

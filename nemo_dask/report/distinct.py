@@ -4,7 +4,9 @@ finemo identifies a hit by (chr_id, start_untrimmed, motif_name, strand), so the
 seen from two overlapping regions counts once. De-duplicating needs a hash table of every hit;
 to bound memory the hits are split by ``start_untrimmed`` modulo a number of parts (copies of one
 instance share their start, so they fall in the same part) and each part is aggregated on its
-own, about :data:`HITS_PER_PART` hits at a time.
+own, about :data:`HITS_PER_PART` hits at a time. The windows each part contributes to the
+hit-averaged CWMs (one per distinct hit) are spilled to Parquet files, so that memory stays
+bounded however many hits there are.
 
 Definitions follow finemo 0.41's ``evaluation.py``: a hit is *restricted* when it lies inside
 the central ``modisco_region_width`` bp of its region, the window tfmodisco looked at; hits
@@ -14,6 +16,7 @@ and seqlets *overlap* when their identities are equal.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -33,24 +36,57 @@ class HitCounts(NamedTuple):
     ----------
     counts : polars.DataFrame
         One row per motif: motif_name and the count columns of motif_report.tsv.
-    windows : polars.DataFrame
+    windows : polars.LazyFrame
         peak_id, hit_start (window start within the region), is_revcomp, motif_idx and kind
         (0: every distinct hit, 1: seqlets no hit recovered, 2: restricted hits that are no
-        seqlet).
+        seqlet); a scan of the files spilled into ``spill_dir``, each sorted by peak_id.
     bin_overlaps : ndarray, shape=(M, M), int64, or None
         Seqlets of motif i sharing their start and end bins with distinct hits of motif j.
     """
 
     counts: pl.DataFrame
-    windows: pl.DataFrame
+    windows: pl.LazyFrame
     bin_overlaps: np.ndarray | None
+
+
+#: Schema of :attr:`HitCounts.windows`.
+WINDOW_SCHEMA = {
+    "peak_id": pl.UInt32,
+    "hit_start": pl.Int32,
+    "is_revcomp": pl.Boolean,
+    "motif_idx": pl.UInt32,
+    "kind": pl.UInt8,
+}
+
+
+class _WindowSpill:
+    """Writes window frames to numbered Parquet files under a directory, sorted by peak_id."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files: list[Path] = []
+
+    def add(self, frame: pl.DataFrame | pl.LazyFrame) -> None:
+        frame = frame.lazy().cast(WINDOW_SCHEMA).sort("peak_id", "hit_start").collect()  # type: ignore[arg-type]
+        if frame.height:
+            path = self.dir / f"windows-{len(self.files):05d}.parquet"
+            # Small row groups: readers filtering on a peak_id range skip the others.
+            frame.write_parquet(path, row_group_size=65_536, statistics=True)
+            self.files.append(path)
+
+    def scan(self) -> pl.LazyFrame:
+        if not self.files:
+            return pl.LazyFrame(schema=WINDOW_SCHEMA)
+        return pl.scan_parquet([str(f) for f in self.files])
 
 
 def with_motif_index(hits: pl.LazyFrame, motif_names: list[str]) -> pl.LazyFrame:
     """Add ``motif_idx`` (position of the hit's motif name in ``motif_names``), ``is_revcomp``."""
-    index = {m: i for i, m in enumerate(motif_names)}
+    # An Enum cast, not replace_strict: polars' streaming engine runs the former chunk by
+    # chunk but materialises every row for the latter (626 against 203 MB at 5.2M hits).
     return hits.with_columns(
-        motif_idx=pl.col("motif_name").replace_strict(index, return_dtype=pl.UInt32),
+        motif_idx=pl.col("motif_name").cast(pl.Enum(motif_names)).to_physical().cast(pl.UInt32),
         is_revcomp=pl.col("strand") == "-",
     )
 
@@ -70,6 +106,7 @@ def hit_counts(
     motif_width: int,
     modisco_region_width: int,
     compute_recall: bool,
+    spill_dir: str | Path,
     parts: int | None = None,
 ) -> HitCounts:
     """Hits, restricted hits, seqlets and their overlaps per motif (finemo's motif_report counts).
@@ -88,6 +125,8 @@ def hit_counts(
         L, the untrimmed motif width W, and the width of the central window tfmodisco ran on.
     compute_recall : bool
         Whether to count overlaps, missed seqlets and extra hits.
+    spill_dir : path
+        An empty directory for the window files (the caller removes it when done).
     parts : int, optional
         Number of parts to aggregate separately (default: by :data:`HITS_PER_PART`).
     """
@@ -119,7 +158,7 @@ def hit_counts(
     overlaps_n = np.zeros(n_motifs, np.int64)
     extra_n = np.zeros(n_motifs, np.int64)
     bins = np.zeros((n_motifs, n_motifs), np.int64)
-    windows: list[pl.DataFrame] = []
+    windows = _WindowSpill(spill_dir)
     found: list[pl.DataFrame] = []  # seqlet keys found among hits, for the missed seqlets
     for p in range(parts):
         part = keyed if parts == 1 else keyed.filter(pl.col("start_untrimmed") % parts == p)
@@ -138,7 +177,7 @@ def hit_counts(
         idx = distinct["motif_idx"].to_numpy().astype(np.int64)
         total += np.bincount(idx, minlength=n_motifs)
         restricted_n += np.bincount(idx[is_r], minlength=n_motifs)
-        windows.append(_windows(distinct, starts, "peak_id", 0))
+        windows.add(_windows(distinct, starts, "peak_id", 0))
         if seq is None:
             continue
         bins += _bin_overlaps(distinct, seq, motif_width, n_motifs)
@@ -147,7 +186,7 @@ def hit_counts(
             overlaps_n += _per_motif(restricted.join(seq, on=_KEYS, how="semi"), n_motifs)
             extra = restricted.join(seq, on=_KEYS, how="anti")
             extra_n += _per_motif(extra, n_motifs)
-            windows.append(_windows(extra, starts, "r_peak_id", 2))
+            windows.add(_windows(extra, starts, "r_peak_id", 2))
             found.append(seq.join(distinct, on=_KEYS, how="semi").select(_KEYS))
         del distinct
 
@@ -165,7 +204,7 @@ def hit_counts(
             "num_seqlets_only": _per_motif(missed, n_motifs),
             "num_hits_restricted_only": extra_n,
         }
-        windows.append(
+        windows.add(
             missed.select(
                 "peak_id", "hit_start", "is_revcomp", "motif_idx", kind=pl.lit(1, pl.UInt8)
             )
@@ -177,8 +216,7 @@ def hit_counts(
             .then(pl.col("num_overlaps") / pl.col("num_seqlets"))
             .otherwise(0.0)
         )
-    frames = [w.cast({"peak_id": pl.UInt32, "hit_start": pl.Int32}) for w in windows]
-    return HitCounts(table, pl.concat(frames), bins if seq is not None else None)
+    return HitCounts(table, windows.scan(), bins if seq is not None else None)
 
 
 def _seqlet_keys(seqlets: pl.DataFrame, motif_names: list[str]) -> pl.DataFrame:

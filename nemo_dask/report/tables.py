@@ -153,15 +153,14 @@ def hit_stat_histograms(hits: pl.LazyFrame, motif_names: list[str], bins: int = 
         lo = {int(r["motif_idx"]): float(r[f"{s}_min"]) for r in ranges.iter_rows(named=True)}
         hi = {int(r["motif_idx"]): float(r[f"{s}_max"]) for r in ranges.iter_rows(named=True)}
         span = {k: (hi[k] - lo[k]) or 1.0 for k in lo}
+        # The bounds come in by a join, not replace_strict, so that the streaming engine runs
+        # the query chunk by chunk.
+        bounds = pl.LazyFrame(
+            {"motif_idx": list(lo), "_lo": list(lo.values()), "_span": [span[k] for k in lo]},
+            schema={"motif_idx": pl.UInt32, "_lo": pl.Float64, "_span": pl.Float64},
+        )
         b = (
-            (
-                (
-                    pl.col(s).cast(pl.Float64)
-                    - pl.col("motif_idx").replace_strict(lo, return_dtype=pl.Float64)
-                )
-                / pl.col("motif_idx").replace_strict(span, return_dtype=pl.Float64)
-                * bins
-            )
+            ((pl.col(s).cast(pl.Float64) - pl.col("_lo")) / pl.col("_span") * bins)
             .floor()
             .clip(0, bins - 1)
             .cast(pl.Int32)
@@ -169,6 +168,7 @@ def hit_stat_histograms(hits: pl.LazyFrame, motif_names: list[str], bins: int = 
         counts = (
             (
                 idx.filter(pl.col(s).is_not_nan() & pl.col(s).is_not_null())
+                .join(bounds, on="motif_idx", how="inner")
                 .group_by("motif_idx", b.alias("bin"))
                 .len("count")
                 .collect(engine=_STREAMING)
