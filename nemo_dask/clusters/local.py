@@ -86,12 +86,36 @@ def prestart_workers() -> None:
     mostly start-up). Does nothing for other start methods; no worker is started."""
     if start_method() != "forkserver":
         return
-    with worker_start_method("forkserver"):
+    with worker_start_method("forkserver"), _pre_spawn_environ():
         from multiprocessing import forkserver
 
         ensure_running = getattr(forkserver, "ensure_running", None)
         if ensure_running is not None:
             ensure_running()
+
+
+@contextlib.contextmanager
+def _pre_spawn_environ() -> Iterator[None]:
+    """The environment dask's nanny gives a worker before it starts (one BLAS/OpenMP thread,
+    a fixed hash seed, ...: ``distributed.nanny.pre-spawn-environ``), set while the fork
+    server starts so that it and every worker forked from it run with it, as spawned ones do."""
+    import dask
+
+    wanted = {k: os.environ.get(k, str(v)) for k, v in
+              (dask.config.get("distributed.nanny.pre-spawn-environ", None) or {}).items()
+              if v is not None}
+    if wanted.get("PYTHONHASHSEED") in (None, "0"):
+        wanted["PYTHONHASHSEED"] = "6640"  # dask's choice, for consistent hashing on workers
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def start_local(options: ClusterOptions) -> Any:
