@@ -54,9 +54,12 @@ def load_arrays(regions: str, repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 1,
-              batch_sizes: Sequence[int] = (64,), finemo_batch_sizes: Sequence[int] = (16, 64, 256),
+              batch_sizes: Sequence[int] | None = None, finemo_batch_sizes: Sequence[int] = (16, 64, 256),
               device: str = "cpu", threads: int | None = None) -> list[BenchRow]:
-    """Time nemo_dask's solver and finemo's ``fit_contribs`` on the same arrays."""
+    """Time nemo_dask's solver and finemo's ``fit_contribs`` on the same arrays.
+
+    ``batch_sizes`` None means the solver's default for the device and torch threads.
+    """
     try:
         from finemo.hitcaller import fit_contribs
     except ImportError:
@@ -69,6 +72,8 @@ def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 
     n = seqs.shape[0]
     rows: list[BenchRow] = []
     dev = torch.device(device)
+    if batch_sizes is None:
+        batch_sizes = [SolverParams().batch_size_for(dev.type, torch.get_num_threads())]
     for bs in finemo_batch_sizes:
         t = time.perf_counter()
         with warnings.catch_warnings():
