@@ -119,27 +119,63 @@ def _open_regions(url: str):
 
 
 def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
-    """Solve one block and write its partitions; returns a small summary for the driver."""
-    t0 = time.perf_counter()
+    """Solve one block and write its partitions; returns a small summary for the driver.
+
+    Once its block's solve starts, the task leaves the worker's thread pool (dask's
+    ``secede``) until the solve ends: the worker then starts its next task, which reads its
+    block during this solve, and this task writes its partitions during the next solve. A task
+    whose block waits behind another keeps its slot, so a worker holds at most one read block
+    per thread beyond the one being solved, and the rest of its queue stays free to be stolen
+    by idle workers.
+    """
+    t0, started_at = time.perf_counter(), time.time()
+    threads = _worker_threads()
     block = _open_regions(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     device = resolve_device(spec.device)
     tune_malloc()
-    result, t_solve = solver_thread().submit(_solve, spec, block, motifs, device,
-                                             _worker_threads()).result()
-    hits, qc = annotate(result.hits, result.qc, block.peaks, motifs, spec.start)
+    started = threading.Event()
+    solving = solver_thread().submit(_solve, spec, block, motifs, device, threads, started)
+    peaks = block.peaks
+    del block  # the solver holds the arrays until it is done with them
+    while not (started.wait(0.5) or solving.done()):
+        pass
+    seceded = _secede()
+    try:
+        result, t_solve = solving.result()
+        solved_at = time.time()
+    finally:
+        if seceded:
+            from distributed import rejoin
+
+            rejoin()
+    hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
     return {
         "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
         "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
         "device": str(device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
-        "total_s": round(time.perf_counter() - t0, 3),
+        "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
+        "solved_at": solved_at,
     }
 
 
+def _secede() -> bool:
+    """Leave the worker's thread pool if running as a dask task; whether it did."""
+    try:
+        from distributed import get_worker, secede
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    secede()
+    return True
+
+
 def _solve(spec: BlockSpec, block: Any, motifs: Motifs, device: torch.device,
-           threads: int) -> tuple[Any, float]:
+           threads: int, started: threading.Event) -> tuple[Any, float]:
+    started.set()
     import torch
 
     from .solver import fit_block, prepare_motifs

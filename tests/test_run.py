@@ -99,9 +99,13 @@ def test_block_sizes_and_worker_counts_give_identical_hits(client, tmp_path, sma
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as one, \
             distributed.Client(one) as c1:
-        single = _hits(call_hits(small_npz, modisco_h5, tmp_path / "w1", client=c1,
-                                 block_size=40, progress=False).out)
-    assert single.equals(base)
+        res = call_hits(small_npz, modisco_h5, tmp_path / "w1", client=c1, block_size=10,
+                        progress=False)
+    assert _hits(res.out).equals(base)
+    # One worker thread, yet the next block is read while the previous one is solved.
+    runs = sorted(res.summaries, key=lambda s: s["started_at"])
+    overlapped = [b["started_at"] < a["solved_at"] for a, b in zip(runs, runs[1:], strict=False)]
+    assert len(runs) == 12 and sum(overlapped) >= 6, runs
 
 
 def test_resume_refuse_and_overwrite(client, tmp_path, small_npz, modisco_h5):
