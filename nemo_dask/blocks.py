@@ -11,9 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,29 +26,7 @@ from .schema import QC_STATUS
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
     import torch
 
-    from .solver import PreparedMotifs
-
-_PREPARED: dict[tuple[str, str], PreparedMotifs] = {}
 _REGIONS: dict[str, Any] = {}
-_SOLVER_LOCK = threading.Lock()
-_SOLVER: ThreadPoolExecutor | None = None
-
-
-def solver_thread() -> ThreadPoolExecutor:
-    """The worker process's one solver thread.
-
-    Every block of a process is solved on this same thread, one at a time: torch then uses all
-    of the worker's threads for one block (no oversubscription on CPU, no two blocks competing
-    for a GPU's memory) while the worker's task threads read and write neighbouring blocks.
-    One thread and not a lock, because OpenMP keeps a thread team per calling thread: with
-    solves coming from several task threads the idle teams make libgomp stop spin-waiting, and
-    a 2-thread solve was measured 1.34x slower.
-    """
-    global _SOLVER
-    with _SOLVER_LOCK:
-        if _SOLVER is None:
-            _SOLVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-dask-solver")
-        return _SOLVER
 
 
 @dataclass(frozen=True)
@@ -121,12 +97,12 @@ def _open_regions(url: str):
 def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     """Solve one block and write its partitions; returns a small summary for the driver.
 
-    Once its block's solve starts, the task leaves the worker's thread pool (dask's
-    ``secede``) until the solve ends: the worker then starts its next task, which reads its
-    block during this solve, and this task writes its partitions during the next solve. A task
-    whose block waits behind another keeps its slot, so a worker holds at most one read block
-    per thread beyond the one being solved, and the rest of its queue stays free to be stolen
-    by idle workers.
+    The block goes to the process's solver thread (:mod:`nemo_dask.solver_service`). Once
+    the solver takes it, the task leaves the worker's thread pool (dask's ``secede``) until
+    the block is solved: the worker then starts its next task, which reads its block meanwhile
+    and queues it for the solver, and this task writes its partitions while the next block is
+    solved. A task whose block is still queued keeps its slot, so a worker holds at most one
+    queued block per thread, and the rest of its tasks stay free to be stolen by idle workers.
     """
     t0, started_at = time.perf_counter(), time.time()
     threads = _worker_threads()
@@ -134,8 +110,12 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     t_read = time.perf_counter() - t0
     device = resolve_device(spec.device)
     tune_malloc()
-    started = threading.Event()
-    solving = solver_thread().submit(_solve, spec, block, motifs, device, threads, started)
+    from .solver_service import solver_service
+
+    solving, started = solver_service().submit(
+        spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
+        device=device, params=spec.solver, use_hypothetical=spec.use_hypothetical,
+        threads=threads)
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):
@@ -171,26 +151,6 @@ def _secede() -> bool:
         return False
     secede()
     return True
-
-
-def _solve(spec: BlockSpec, block: Any, motifs: Motifs, device: torch.device,
-           threads: int, started: threading.Event) -> tuple[Any, float]:
-    started.set()
-    import torch
-
-    from .solver import fit_block, prepare_motifs
-
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    key = (spec.run_id, str(device))
-    prepared = _PREPARED.get(key)
-    if prepared is None:
-        prepared = _PREPARED[key] = prepare_motifs(motifs, device, spec.solver.sqrt_transform)
-    t0 = time.perf_counter()
-    result = fit_block(block.sequences, block.contributions, prepared,
-                       use_hypothetical=spec.use_hypothetical, params=spec.solver,
-                       device=device, region_offset=spec.start)
-    return result, time.perf_counter() - t0
 
 
 def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,

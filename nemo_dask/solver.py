@@ -17,8 +17,11 @@ Two things make it faster than finemo without changing any region's iterates:
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -144,12 +147,29 @@ class _Slots:
         self.step = torch.zeros((n, 1, 1), **f32)
         self.gscale = torch.zeros((n,), **f32)
         self.region = torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.block = torch.full((n,), -1, dtype=torch.int64, device=device)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop every slot not in ``rows`` (used once no region is left to load)."""
         for name, value in vars(self).items():
             if value is not None:
                 setattr(self, name, value[rows])
+
+
+@dataclass
+class Job:
+    """One block of regions for :func:`fit_stream`.
+
+    ``done`` is called with the block's :class:`BlockResult` as soon as its last region
+    retires (on the solver's thread), while the solver goes on with other blocks. The solver
+    takes the arrays: it clears them from the Job once it holds them, so that a long stream
+    does not keep finished blocks in memory.
+    """
+
+    sequences: np.ndarray
+    contributions: np.ndarray
+    region_offset: int
+    done: Callable[[BlockResult], None]
 
 
 def fit_block(
@@ -185,54 +205,94 @@ def fit_block(
     progress
         Called with the number of regions that just finished.
     """
+    results: list[BlockResult] = []
+    fit_stream(Job(sequences, contributions, region_offset, results.append), lambda: None,
+               motifs, use_hypothetical=use_hypothetical, params=params, device=device,
+               progress=progress)
+    return results[0]
+
+
+def fit_stream(
+    first: Job,
+    more: Callable[[], Job | None],
+    motifs: Motifs | PreparedMotifs,
+    *,
+    use_hypothetical: bool,
+    params: SolverParams | None = None,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Solve ``first`` and every block ``more()`` hands over, in one stream of batches.
+
+    When no region of the blocks taken so far is left to load, the solver asks ``more()`` for
+    another block (``None``: not now) and fills its free slots with it, so the slow regions
+    ending one block share their batches with the next block instead of running alone. Each
+    region's result is the same as with :func:`fit_block` (they never depend on the batch).
+    Blocks must have the regions' width of ``first``. Arguments as :func:`fit_block`.
+    """
     params = params or SolverParams()
     device = torch.device(device)
     if isinstance(motifs, Motifs):
         motifs = prepare_motifs(motifs, device, params.sqrt_transform)
-    n, _, length = sequences.shape
-    if contributions.ndim == 2 and use_hypothetical:
-        raise ValueError("hypothetical modes need contributions of shape (N, 4, L); these are "
-                         "compact projected (N, L)")
-    if contributions.shape[0] != n or contributions.shape[-1] != length:
-        raise ValueError(f"contributions {contributions.shape} do not match sequences {sequences.shape}")
-    if length < motifs.width:
-        raise ValueError(f"regions of width {length} are narrower than the motifs ({motifs.width})")
-
     with torch.inference_mode():
-        return _Fit(sequences, contributions, motifs, use_hypothetical, params, device,
-                    region_offset, progress).run()
+        _Fit(first, more, motifs, use_hypothetical, params, device, progress).run()
+
+
+class _Block:
+    """A block being solved: its inputs on the CPU and the results of its retired regions."""
+
+    def __init__(self, job: Job, use_hypothetical: bool, width: int, index: int):
+        sequences, contributions = job.sequences, job.contributions
+        n, _, length = sequences.shape
+        if contributions.ndim == 2 and use_hypothetical:
+            raise ValueError("hypothetical modes need contributions of shape (N, 4, L); these "
+                             "are compact projected (N, L)")
+        if contributions.shape[0] != n or contributions.shape[-1] != length:
+            raise ValueError(f"contributions {contributions.shape} do not match sequences "
+                             f"{sequences.shape}")
+        if length < width:
+            raise ValueError(f"regions of width {length} are narrower than the motifs ({width})")
+        self.seqs = torch.from_numpy(np.ascontiguousarray(sequences))
+        self.contribs = torch.from_numpy(np.ascontiguousarray(contributions))
+        job.sequences = job.contributions = None  # type: ignore[assignment]
+        self.n, self.length, self.index = n, length, index
+        self.offset, self.done = job.region_offset, job.done
+        self.loaded = self.retired = 0
+        self.hits: list[dict[str, np.ndarray]] = []
+        self.qc: list[dict[str, np.ndarray]] = []
+
+    def finish(self) -> None:
+        result = BlockResult(_frame(self.hits, _HIT_COLUMNS), _frame(self.qc, _QC_COLUMNS))
+        self.seqs = self.contribs = None  # type: ignore[assignment]
+        self.hits, self.qc = [], []
+        done, self.done = self.done, None  # type: ignore[assignment]
+        done(result)
 
 
 class _Fit:
-    """State of one :func:`fit_block` call."""
+    """State of one :func:`fit_stream` call."""
 
-    def __init__(self, sequences, contributions, motifs, use_hypothetical, params, device,
-                 region_offset, progress):
-        self.seqs = torch.from_numpy(np.ascontiguousarray(sequences))
-        self.contribs = torch.from_numpy(np.ascontiguousarray(contributions))
+    def __init__(self, first, more, motifs, use_hypothetical, params, device, progress):
+        self.more = more
         self.mo = motifs
         self.hyp = use_hypothetical
         self.p = params
         self.device = device
-        self.offset = region_offset
         self.progress = progress
-        self.n, _, self.length = sequences.shape
+        # Blocks not yet handed back, by index (finished ones are dropped: a stream can be long).
+        self.blocks = {0: _Block(first, use_hypothetical, motifs.width, 0)}
+        self.n_blocks = 1
+        self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
         self.lw = self.npos + motifs.cwms.shape[2] - 1
         self.step_fn = _compiled_step() if params.compile_optimizer else _prox_step
-        self.hits: list[dict[str, np.ndarray]] = []
-        self.qc: list[dict[str, np.ndarray]] = []
-
-    def run(self) -> BlockResult:
-        p, mo = self.p, self.mo
         # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
         # one, and a region's result must not depend on how many others share its batch.
-        bsize = max(2, min(p.batch_size_for(self.device.type, torch.get_num_threads()), self.n))
-        s = _Slots(bsize, mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
-                   self.device)
-        first = min(bsize, self.n)
-        self._load(s, torch.arange(first, device=self.device), 0)
-        next_region = first
+        self.max_slots = max(2, params.batch_size_for(device.type, torch.get_num_threads()))
+
+    def run(self) -> None:
+        p, mo = self.p, self.mo
+        s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
         while (active := s.region >= 0).any():
             s.y, s.c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
                                               mo.lambdas, mo.offset)
@@ -252,17 +312,58 @@ class _Fit:
             rows = torch.nonzero(done).view(-1)
             status = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
             self._retire(s, rows, gap, nll, status)
-            n_new = min(rows.numel(), self.n - next_region)
-            if n_new:
-                self._load(s, rows[:n_new], next_region)
-                next_region += n_new
-            if n_new < rows.numel():
-                s.region[rows[n_new:]] = -1
-                self._shrink(s)
-        return BlockResult(_frame(self.hits, _HIT_COLUMNS), _frame(self.qc, _QC_COLUMNS))
+            s.region[rows] = -1
+            s = self._fill(s)
+
+    def _new_slots(self, n: int) -> _Slots:
+        return _Slots(n, self.mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
+                      self.device)
+
+    def _pending(self) -> _Block | None:
+        """The block whose regions are loaded next, asking ``more()`` when none is left."""
+        for block in self.blocks.values():
+            if block.loaded < block.n:
+                return block
+        job = self.more()
+        if job is None:
+            return None
+        block = _Block(job, self.hyp, self.mo.width, self.n_blocks)
+        if block.length != self.length:
+            raise ValueError(f"a block of width {block.length} joined a stream of width "
+                             f"{self.length}")
+        self.blocks[block.index] = block
+        self.n_blocks += 1
+        return block
+
+    def _fill(self, s: _Slots) -> _Slots:
+        """Load pending regions into free slots (growing them up to the batch size when a new
+        block arrives), or drop idle slots when none is pending; returns the slots."""
+        free = torch.nonzero(s.region < 0).view(-1)
+        while free.numel():
+            block = self._pending()
+            if block is None:
+                return self._shrink(s)
+            wanted = min(self.max_slots, int((s.region >= 0).sum()) + block.n - block.loaded)
+            if s.region.numel() < wanted:
+                s = self._grow(s, wanted)
+                free = torch.nonzero(s.region < 0).view(-1)
+            k = min(free.numel(), block.n - block.loaded)
+            self._load(s, free[:k], block, block.loaded)
+            block.loaded += k
+            free = free[k:]
+        return s
+
+    def _grow(self, s: _Slots, n: int) -> _Slots:
+        """``s`` with idle slots added up to ``n``, its busy slots kept in place."""
+        grown = self._new_slots(n)
+        rows = torch.arange(s.region.numel(), device=self.device)
+        for name, value in vars(s).items():
+            if value is not None:
+                getattr(grown, name)[rows] = value
+        return grown
 
     @staticmethod
-    def _shrink(s: _Slots) -> None:
+    def _shrink(s: _Slots) -> _Slots:
         """Drop idle slots once no region is left to load, keeping at least two."""
         idle = s.region < 0
         n_busy = int((~idle).sum())
@@ -271,15 +372,16 @@ class _Fit:
             if n_busy == 1:
                 keep = torch.cat([keep, torch.nonzero(idle).view(-1)[:1]])
             s.keep(keep)
+        return s
 
-    def _load(self, s: _Slots, rows: torch.Tensor, start: int) -> None:
-        """Preprocess regions ``start ..`` into slots ``rows`` and reset their optimiser state."""
+    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int) -> None:
+        """Preprocess regions ``start ..`` of ``block`` into slots ``rows``; reset their state."""
         stop = start + rows.numel()
-        x = self.contribs[start:stop].to(self.device, torch.float32)
+        x = block.contribs[start:stop].to(self.device, torch.float32)
         if x.ndim == 2:
             x = x[:, None, :]
         if not self.hyp:
-            seq = self.seqs[start:stop].to(self.device, torch.float32)
+            seq = block.seqs[start:stop].to(self.device, torch.float32)
             x = x * seq
             lo = self.mo.offset
             s.seq[rows] = seq[:, :, lo:lo + self.lw]
@@ -293,13 +395,15 @@ class _Fit:
         s.x[rows] = x
         s.gscale[rows] = gscale
         s.region[rows] = torch.arange(start, stop, device=self.device)
+        s.block[rows] = block.index
         s.y[rows] = 0
         s.c[rows] = 0
         s.i[rows] = 0
         s.step[rows] = self.p.step_size_max
 
     def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
-        """Score finished slots ``rows`` and record their hits and QC."""
+        """Score finished slots ``rows``, record their hits and QC with their blocks, and hand
+        over every block whose last region this was."""
         mo, lo = self.mo, self.mo.offset
         imp = s.imp[rows]
         imp_sq = imp**-2 - self.p.eps
@@ -310,26 +414,40 @@ class _Fit:
         if self.p.post_filter:
             coef = coef * (similarity >= mo.lambdas)
         b, m, pos = torch.nonzero(coef, as_tuple=True)
-        region = s.region[rows]
-        self.hits.append(_numpy({
-            "region": region[b] + self.offset, "motif_id": m, "hit_start": pos,
+        hits = _numpy({
+            "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
             "hit_coefficient": coef[b, m, pos], "hit_similarity": similarity[b, m, pos],
             "hit_importance": importance[b, m, pos], "hit_importance_sq": imp_sq[b, m, pos],
-        }))
-        st = status[rows]
-        self.qc.append(_numpy({
-            "region": region + self.offset, "nll": nll[rows], "dual_gap": gap[rows],
+        })
+        hit_block = s.block[rows][b].numpy(force=True)
+        qc = _numpy({
+            "region": s.region[rows], "nll": nll[rows], "dual_gap": gap[rows],
             "num_steps": s.i[rows].view(-1), "step_size": s.step[rows].view(-1),
-            "global_scale": s.gscale[rows], "status": st,
-        }))
-        for code, text in ((TIMEOUT, "has not converged within max_steps={} iterations"),
-                           (FAILED, "failed: its step size fell below step_size_min={}")):
-            for r in self.qc[-1]["region"][self.qc[-1]["status"] == code]:
-                limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
-                warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
-                              stacklevel=4)
+            "global_scale": s.gscale[rows], "status": status[rows],
+        })
+        qc_block = s.block[rows].numpy(force=True)
+        for index in np.unique(qc_block):
+            block = self.blocks[int(index)]
+            in_hits, in_qc = hit_block == index, qc_block == index
+            block.hits.append({k: v[in_hits] for k, v in hits.items()})
+            block.qc.append({k: v[in_qc] for k, v in qc.items()})
+            for part in (block.hits[-1], block.qc[-1]):
+                part["region"] = part["region"] + block.offset
+            self._warn(block.qc[-1])
+            block.retired += int(in_qc.sum())
+            if block.retired == block.n:
+                del self.blocks[int(index)]
+                block.finish()
         if self.progress is not None:
             self.progress(rows.numel())
+
+    def _warn(self, qc: dict[str, np.ndarray]) -> None:
+        for code, text in ((TIMEOUT, "has not converged within max_steps={} iterations"),
+                           (FAILED, "failed: its step size fell below step_size_min={}")):
+            for r in qc["region"][qc["status"] == code]:
+                limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
+                warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
+                              stacklevel=_stacklevel_outside_package())
 
 
 _HIT_COLUMNS = {
@@ -355,3 +473,13 @@ def _frame(parts: list[dict[str, np.ndarray]], dtypes: dict) -> pl.DataFrame:
     df = pl.DataFrame({k: pl.Series(k, v).cast(dtypes[k]) for k, v in cols.items()})
     order = [c for c in ("region", "motif_id", "hit_start") if c in df.columns]
     return df.sort(order)
+
+
+def _stacklevel_outside_package() -> int:
+    """The ``stacklevel`` that points a warning issued by its caller at the first frame outside
+    nemo_dask (the user's call), however deep inside the solver it was raised."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -75,6 +75,44 @@ def test_results_do_not_depend_on_batch_or_offset(regions_npz, modisco_h5):
     assert tail.hits.equals(a.hits.filter(pl.col("region") >= 20))
 
 
+@pytest.mark.parametrize("delay", [0, 4, 10_000])
+def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, delay):
+    """Blocks handed over mid-stream (at once, in a tail, after the slots shrank) give each
+    region exactly what it gets alone; each block is handed back when its last region ends."""
+    from nemo_dask.solver import Job, fit_stream
+
+    motifs = load_motifs(modisco_h5)
+    seqs, contribs = regions_npz["sequences"][:90], regions_npz["contributions"][:90]
+    bounds = [(0, 25), (25, 31), (31, 90)]
+    alone = [fit_block(seqs[a:b], contribs[a:b], motifs, use_hypothetical=False,
+                       params=SolverParams(batch_size=8), region_offset=a) for a, b in bounds]
+    got: dict[int, object] = {}
+    order: list[int] = []
+
+    def job(i: int) -> Job:
+        a, b = bounds[i]
+        return Job(seqs[a:b], contribs[a:b], a,
+                   lambda r, i=i: (got.__setitem__(i, r), order.append(i)))
+
+    queue, calls = [job(1), job(2)], [0]
+
+    def more():
+        calls[0] += 1
+        return queue.pop(0) if queue and calls[0] > delay else None
+
+    streams = 0
+    first = job(0)
+    while first is not None:  # as the worker's solver does: a new stream when one runs dry
+        fit_stream(first, more, motifs, use_hypothetical=False, params=SolverParams(batch_size=8))
+        streams += 1
+        first = queue.pop(0) if queue else None
+    assert sorted(got) == [0, 1, 2] and not queue
+    assert streams == (3 if delay > 1000 else 1)
+    for i in range(3):
+        assert got[i].hits.equals(alone[i].hits), i
+        assert got[i].qc.equals(alone[i].qc), i
+
+
 def _finemo_fit(regions_npz, motifs, sl, hyp=False, **kw):
     hitcaller = pytest.importorskip("finemo.hitcaller")
     p = SolverParams(**kw)
@@ -111,18 +149,24 @@ def test_options_match_live_finemo(regions_npz, modisco_h5, options):
 def test_timeout_and_failure_are_retired_with_warnings(regions_npz, modisco_h5):
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:5], regions_npz["contributions"][:5]
-    with pytest.warns(RuntimeWarning, match=r"Region 102 has not converged within max_steps=3"):
+    with pytest.warns(RuntimeWarning) as caught:
         res = fit_block(seqs, contribs, motifs, use_hypothetical=False, region_offset=100,
                         params=SolverParams(max_steps=3))
+    assert sorted(str(w.message) for w in caught) == [
+        f"Region {r} has not converged within max_steps=3 iterations." for r in range(100, 105)]
+    assert {w.filename for w in caught} == {__file__}  # points at the caller, not the solver
     assert (res.qc["status"] == TIMEOUT).all()
     assert (res.qc["num_steps"] == 4).all()  # finemo retires when the counter exceeds max_steps
     ref_hits, ref_qc = _finemo_fit(regions_npz, motifs, slice(0, 5), max_steps=3)
     assert res.hits.height == ref_hits.height
 
-    with pytest.warns(RuntimeWarning, match="Region 0 failed"):
+    with pytest.warns(RuntimeWarning) as caught:
         res = fit_block(seqs, contribs, motifs, use_hypothetical=False,
                         params=SolverParams(step_size_max=40.0, step_size_min=30.0))
     failed = res.qc.filter(pl.col("status") == FAILED)
+    assert sorted(str(w.message) for w in caught) == [
+        f"Region {r} failed: its step size fell below step_size_min=30.0."
+        for r in sorted(failed["region"])]
     assert failed.height >= 1
     assert (failed["num_steps"] == 0).all() and (failed["step_size"] < 30.0).all()
     assert res.hits.filter(pl.col("region").is_in(failed["region"].implode())).height == 0
