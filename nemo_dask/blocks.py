@@ -85,6 +85,15 @@ def _worker_threads() -> int:
         return max(1, torch.get_num_threads())
 
 
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "in-process"
+
+
 def _open_regions(url: str):
     from .store import open_regions
 
@@ -137,7 +146,7 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
         "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
         "device": str(device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
         "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
-        "solved_at": solved_at,
+        "solved_at": solved_at, "worker": _worker_name(),
     }
 
 

@@ -46,7 +46,14 @@ _RUN_KEYS = ("block_size", "device", "overwrite", "progress", "retries")
 
 @dataclass
 class CallHitsResult:
-    """What :func:`call_hits` returns: where the dataset is, and lazy views of it."""
+    """What :func:`call_hits` returns: where the dataset is, and lazy views of it.
+
+    ``summaries`` has one dict per block solved by this call (skipped blocks have none): its
+    ``block``, ``start``, ``stop``, ``hits``, ``regions``, ``timeouts``, ``failures``, the
+    ``device`` and ``worker`` that solved it, seconds spent reading (``read_s``), in the
+    solver (``solve_s``) and in all (``total_s``), and wall-clock ``started_at`` and
+    ``solved_at`` (``time.time()`` on the worker).
+    """
 
     out: Path
     hits: pl.LazyFrame

@@ -101,7 +101,9 @@ def test_block_sizes_and_worker_counts_give_identical_hits(client, tmp_path, sma
             distributed.Client(one) as c1:
         res = call_hits(small_npz, modisco_h5, tmp_path / "w1", client=c1, block_size=10,
                         progress=False)
+        workers = set(c1.scheduler_info()["workers"])
     assert _hits(res.out).equals(base)
+    assert {s["worker"] for s in res.summaries} == workers
     # One worker thread, yet the next block is read while the previous one is solved.
     runs = sorted(res.summaries, key=lambda s: s["started_at"])
     overlapped = [b["started_at"] < a["solved_at"] for a, b in zip(runs, runs[1:], strict=False)]
