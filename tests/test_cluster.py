@@ -166,6 +166,18 @@ def test_local_cluster_binds_loopback_only():
         assert_refused(client.scheduler.address.replace("tls://", "tcp://"))
 
 
+def test_local_workers_run_without_dask_profiler_unless_asked():
+    def enabled() -> bool:
+        return dask.config.get("distributed.worker.profile.enabled")
+
+    with connect(ClusterOptions(n_workers=1, dashboard_address=None), announce=False) as client:
+        assert list(client.run(enabled).values()) == [False]
+        assert dask.config.get("distributed.worker.profile.enabled")  # driver's own untouched
+    with dask.config.set({"nemo_dask.cluster.local.worker-profiler": True}), \
+            connect(ClusterOptions(n_workers=1, dashboard_address=None), announce=False) as client:
+        assert list(client.run(enabled).values()) == [True]
+
+
 def test_tls_scheduler_refuses_clients_without_its_credentials(tmp_path):
     """A jobqueue cluster's TLS scheduler: a worker started from the job script's own command
     line joins; clients without credentials, or with other ones, are refused."""
