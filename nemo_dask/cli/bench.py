@@ -1,4 +1,5 @@
-"""``nemo-dask bench``: solver throughput against finemo 0.41, printed, never asserted."""
+"""``nemo-dask bench``: solver throughput against finemo 0.41, or call-hits' speed on clusters
+of several sizes (``--workers``); printed, never asserted."""
 
 from __future__ import annotations
 
@@ -24,12 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finemo-batch-sizes", type=_ints, default=[16, 64, 256],
                    help="finemo batch sizes, comma-separated (default 16,64,256)")
     p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; with --workers, threads per worker, 1)")
+    w = p.add_argument_group("cluster scaling (instead of the finemo comparison)")
+    w.add_argument("--workers", type=_ints, default=None,
+                   help="time call-hits on an embedded cluster of each of these sizes, "
+                   "comma-separated (e.g. 1,2), against the in-process solver")
+    w.add_argument("--cluster", choices=("local", "cuda"), default="local",
+                   help="embedded cluster kind for --workers (default local)")
+    w.add_argument("--block-size", type=int, default=None,
+                   help="regions per task (default: call-hits' default)")
+    w.add_argument("--no-in-process", dest="in_process", action="store_false",
+                   help="skip the in-process run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table."""
+    if args.workers:
+        return _run_workers(args)
     import torch
 
     from ..bench import format_rows, run_bench
@@ -39,4 +53,21 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, threads=args.threads)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, mode {args.mode}")
     print(format_rows(rows))
+    return 0
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from ..bench_workers import format_workers_rows, run_workers_bench
+    from ..errors import InputError
+
+    if min(args.workers) < 1:
+        raise InputError("--workers: every cluster size must be at least 1")
+    threads = args.threads or 1
+    rows = run_workers_bench(args.regions, args.modisco_h5, args.workers, mode=args.mode,
+                             repeat=args.repeat, cluster=args.cluster,
+                             threads_per_worker=threads, block_size=args.block_size,
+                             in_process=args.in_process)
+    print(f"cluster {args.cluster}, {threads} thread(s) per worker, mode {args.mode}; "
+          "every cluster size wrote the same hits")
+    print(format_workers_rows(rows))
     return 0
