@@ -31,6 +31,14 @@ def regions_npz() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory, regions_npz) -> Path:
+    """The fixture's first 24 regions as a regions.npz (benchmarks' quick inputs)."""
+    path = tmp_path_factory.mktemp("tiny") / "regions24.npz"
+    np.savez(path, **{k: v[:24] for k, v in regions_npz.items()})
+    return path
+
+
+@pytest.fixture(scope="session")
 def modisco_h5() -> Path:
     """The fixture's real tfmodisco-lite output."""
     return DATA / "modisco.h5"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,12 +12,6 @@ from nemo_dask.cli import main
 
 pytest.importorskip("finemo")
 
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory, regions_npz) -> Path:
-    path = tmp_path_factory.mktemp("bench") / "regions24.npz"
-    np.savez(path, **{k: v[:24] for k, v in regions_npz.items()})
-    return path
 
 
 def test_default_batch_is_call_hits_default_and_hits_agree(tiny_npz: Path, modisco_h5) -> None:

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 from nemo_dask.bench_workers import format_workers_rows, run_workers_bench
 from nemo_dask.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory, regions_npz) -> Path:
-    path = tmp_path_factory.mktemp("bench_workers") / "regions24.npz"
-    np.savez(path, **{k: v[:24] for k, v in regions_npz.items()})
-    return path
 
 
 def test_rows_cover_every_cluster_size_on_the_tiled_regions(tiny_npz: Path, modisco_h5) -> None:
