@@ -74,24 +74,22 @@ def tune_malloc() -> bool:
         return False
 
 
-def _worker_threads() -> int:
+def _current_worker() -> Any | None:
+    """The dask worker running this task, or None when called outside one."""
     try:
         from distributed import get_worker
 
-        return max(1, int(get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):
-        import torch
-
-        return max(1, torch.get_num_threads())
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
+        return get_worker()
     except (ImportError, ValueError):
-        return "in-process"
+        return None
+
+
+def _worker_threads(worker: Any | None) -> int:
+    if worker is not None:
+        return max(1, int(worker.state.nthreads))
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def _open_regions(url: str):
@@ -114,7 +112,8 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     queued block per thread, and the rest of its tasks stay free to be stolen by idle workers.
     """
     t0, started_at = time.perf_counter(), time.time()
-    threads = _worker_threads()
+    worker = _current_worker()
+    threads = _worker_threads(worker)
     block = _open_regions(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     device = resolve_device(spec.device)
@@ -129,14 +128,15 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):
         pass
-    seceded = _secede()
+    if worker is not None:
+        from distributed import rejoin, secede
+
+        secede()
     try:
         result, t_solve = solving.result()
         solved_at = time.time()
     finally:
-        if seceded:
-            from distributed import rejoin
-
+        if worker is not None:
             rejoin()
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
@@ -146,20 +146,8 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
         "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
         "device": str(device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
         "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
-        "solved_at": solved_at, "worker": _worker_name(),
+        "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
     }
-
-
-def _secede() -> bool:
-    """Leave the worker's thread pool if running as a dask task; whether it did."""
-    try:
-        from distributed import get_worker, secede
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    secede()
-    return True
 
 
 def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,

@@ -146,11 +146,9 @@ def worker_config() -> dict[str, Any]:
     """
     import dask
 
-    enabled = bool(cfg("local.worker-profiler"))
-    # The nanny merges this over dask's config one level deep: hand it whole subtrees.
-    override = {"distributed": {"worker": {"profile": {"enabled": enabled}}}}
-    return {"distributed": dask.config.merge(dask.config.config.get("distributed", {}),
-                                             override["distributed"])}
+    profile = {"worker": {"profile": {"enabled": bool(cfg("local.worker-profiler"))}}}
+    # The nanny merges this over dask's config one level deep: hand it the whole subtree.
+    return {"distributed": dask.config.merge(dask.config.config.get("distributed", {}), profile)}
 
 
 def visible_gpu_count() -> int:
