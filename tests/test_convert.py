@@ -30,7 +30,34 @@ PEAK_KEYS = [("chr", "chr"), ("chr_id", "chr_id"), ("peak_region_start", "start"
              ("peak_id", "peak_id"), ("peak_name", "peak_name")]
 
 
+def bigwig_expected() -> dict[str, np.ndarray]:
+    """finemo's expected_bigwig.npz with region 0 (which starts at -150) as it must be.
+
+    finemo writes that region all zero (pyfaidx returns nothing for a negative start); the store
+    pads the 150 bp before the chromosome and keeps the 850 bp inside it. Those are read here
+    straight from genome.fa and contribs.bw (float16 of the bigWig values, missing = 0).
+    """
+    import pyBigWig
+    import pyfaidx
+
+    ref = {k: v.copy() for k, v in np.load(D / "expected_bigwig.npz").items()}
+    chrom, begin = str(ref["chr"][0]), int(ref["start"][0])
+    assert begin == -150 and not ref["sequences"][0].any()
+    with pyfaidx.Fasta(str(D / "genome.fa")) as fa:
+        seq = str(fa[chrom][0:1000 + begin]).upper()
+    ref["sequences"][0, :, -begin:] = np.array([[c == b for c in seq] for b in "ACGT"],
+                                                dtype=np.int8)
+    bw = pyBigWig.open(str(D / "contribs.bw"))
+    values = np.nan_to_num(np.array(bw.values(chrom, 0, 1000 + begin)))
+    bw.close()
+    ref["contributions"][0, -begin:] = values.astype(np.float16)
+    assert ref["sequences"][0].sum() > 800 and ref["contributions"][0].any()
+    return ref
+
+
 def assert_same_as_npz(regions, npz: Path | dict) -> None:
+    if isinstance(npz, Path) and npz.name == "expected_bigwig.npz":
+        npz = bigwig_expected()
     ref = npz if isinstance(npz, dict) else dict(np.load(npz))
     block = regions.read_block(0, regions.n_regions)
     np.testing.assert_array_equal(block.sequences, ref["sequences"])
@@ -113,11 +140,12 @@ def test_nan_warning_counts(tmp_path: Path) -> None:
     assert list(regions.attrs["zeroed_contributions"].values()) == [{"nan": 100, "inf": 0}]
 
 
-def test_bigwig_region_before_start_is_zero_and_past_end_is_padded(tmp_path: Path) -> None:
-    """Region 0 starts at -150 (finemo writes zeros); cutting chrB short makes the last region
-    run past the chromosome end, where finemo 0.41 crashes: the store zero-pads it."""
-    ref = dict(np.load(D / "expected_bigwig.npz"))
-    assert ref["start"][0] < 0 and not ref["sequences"][0].any()
+def test_bigwig_region_before_start_and_past_end_are_padded(tmp_path: Path) -> None:
+    """Region 0 starts at -150 (finemo writes zeros; the store pads the first 150 bp and keeps
+    the rest); cutting chrB short makes the last region run past the chromosome end, where
+    finemo 0.41 crashes: the store zero-pads it the same way."""
+    ref = bigwig_expected()
+    assert ref["start"][0] < 0 and not ref["sequences"][0, :, :150].any()
     lines = (D / "genome.fa").read_text().splitlines()
     names = [i for i, line in enumerate(lines) if line.startswith(">")]
     last_start = int(ref["start"][-1])

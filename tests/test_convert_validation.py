@@ -135,9 +135,17 @@ def test_nan_and_inf_are_zeroed_with_a_count(tmp_path: Path, arrays: dict[str, n
     shap[2, 1, 600:610] = np.nan
     np.save(tmp_path / "ohe.npy", arrays["ohe"])
     np.save(tmp_path / "shap.npy", shap)
-    with pytest.warns(UserWarning, match=r"shap\.npy .*10 NaN and 4 infinite"):
+    with pytest.warns(UserWarning, match=r"shap\.npy .*10 NaN and 4 infinite") as record:
         regions = convert_modisco(tmp_path / "ohe.npy", tmp_path / "shap.npy",
                                   tmp_path / "s.zarr", chunk_size=2)
+    # the note says what finemo really does: its extractors zero NaN, keep inf as a max float
+    message = " ".join(str(w.message) for w in record)
+    assert "extract-regions" in message and "finemo also turns NaN into 0" not in message
+    block = regions.read_block(0, 6)
+    np.savez(tmp_path / "r.npz", sequences=block.sequences,
+             contributions=np.where(np.arange(1000) == 7, np.nan, block.contributions))
+    with pytest.warns(UserWarning, match=r"finemo's call-hits does not.*whole region"):
+        convert_npz(tmp_path / "r.npz", tmp_path / "n.zarr")
     got = regions.read_block(0, 6).contributions
     assert np.isfinite(got).all()
     assert not got[0, 0, 80:83].any() and got[1, 2, 480] == 0 and not got[2, 1, 580:590].any()
@@ -158,6 +166,10 @@ def test_non_one_hot_sequences(tmp_path: Path, arrays: dict[str, np.ndarray]) ->
         expect_error(tmp_path, lambda o, n=name: convert_modisco(tmp_path / f"ohe_{n}.npy",
                                                                  tmp_path / "shap.npy", o),
                      f"ohe_{name}.npy", f"region {region}", "not one-hot")
+    # the position is given in the kept window and in the file (W = 1040, crop starts at 20)
+    expect_error(tmp_path, lambda o: convert_modisco(tmp_path / "ohe_two.npy",
+                                                     tmp_path / "shap.npy", o),
+                 "position 500 of the 1000 bp window (position 520 in the file)")
     # outside finemo's window the sequences are not used, hence not checked
     ohe = arrays["ohe"].copy()
     ohe[0, :, 5] = 1
@@ -218,14 +230,153 @@ def test_malformed_narrowpeak(tmp_path: Path) -> None:
         peaks = _peaks(tmp_path, 30, edit)
         return lambda o: convert_chrombpnet_h5(D / "chrombpnet.h5", o, peaks=peaks)
 
-    expect_error(tmp_path, run(lambda ls: ls[:4] + [""] + ls[5:]), "line 5", "column 1",
-                 "blank")
-    expect_error(tmp_path, run(lambda ls: ["track name=x"] + ls[1:]), "line 1", "track")
+    expect_error(tmp_path, run(lambda ls: ls[:4] + [""] + ls[5:]), "line 5", "blank")
+    # a column header is named as such, before any row-count check (which it would also fail)
+    header = "\t".join(["chrom", "start", "end", "name", "score", "strand", "signal", "p",
+                        "q", "summit"])
+    msg = expect_error(tmp_path, run(lambda ls: [header] + ls[1:]), "line 1", "column 2",
+                       "'start'", "header")
+    assert "regions" not in msg
     expect_error(tmp_path, run(lambda ls: ls[:2] + [ls[2].replace("\t", "\tx", 1)] + ls[3:]),
-                 "peaks.narrowPeak", "not valid narrowPeak", "10 tab-separated")
-    expect_error(tmp_path, run(lambda ls: [],), "is empty")
+                 "peaks.narrowPeak", "line 3", "column 2", "integer")
+    expect_error(tmp_path, run(lambda ls: []), "no peak rows")
+    expect_error(tmp_path, run(lambda ls: ["track name=x", "# only comments"]), "no peak rows")
     expect_error(tmp_path, run(lambda ls: ls[:3] + ["\t".join(ls[3].split("\t")[:3])] + ls[4:]),
-                 "line 4", "column 10")
+                 "line 4", "3 tab-separated columns", "expected 10")
+    # too many columns: our own words, no polars-only option quoted as if it were ours
+    msg = expect_error(tmp_path, run(lambda ls: ls[:6] + [ls[6] + "\textra"] + ls[7:]),
+                       "line 7", "11 tab-separated columns", "expected 10")
+    assert "truncate_ragged_lines" not in msg and "polars" not in msg.lower()
+    expect_error(tmp_path, run(lambda ls: ls[:8] + [ls[8].replace("\t", " ")] + ls[9:]),
+                 "line 9", "1 tab-separated columns")
+    # a bad value in a column finemo parses as a number is named with its line and column
+    msg = expect_error(tmp_path, run(lambda ls: ls[:9] + ["\t".join(
+        ls[9].split("\t")[:6] + ["high"] + ls[9].split("\t")[7:])] + ls[10:]),
+        "line 10", "column 7", "peak_signal", "'high'")
+    assert "truncate_ragged_lines" not in msg
+    expect_error(tmp_path, run(lambda ls: ls[:1] + ["\t".join(ls[1].split("\t")[:9] + ["-7"])]
+                               + ls[2:]), "line 2", "summit", "-7")
+
+
+def _write_gz(path: Path, data: bytes, bgzip: bool = False) -> Path:
+    import gzip
+
+    if bgzip:  # BGZF: concatenated gzip members, as bgzip writes them
+        path.write_bytes(b"".join(gzip.compress(data[i:i + 300]) for i in range(0, len(data),
+                                                                              300)))
+    else:
+        path.write_bytes(gzip.compress(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["peaks.narrowPeak.gz", "peaks.bgz", "peaks.narrowPeak"])
+@pytest.mark.parametrize("bgzip", [False, True])
+def test_compressed_peaks_read_as_the_plain_file(tmp_path: Path, name: str, bgzip: bool) -> None:
+    """gzip and bgzip files are recognised by content, whatever their name, in every verb."""
+    plain = D / "peaks.narrowPeak"
+    gz = _write_gz(tmp_path / name, plain.read_bytes(), bgzip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "a.zarr", peaks=plain)
+        got = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "b.zarr", peaks=gz,
+                                    chrom_order=D / "chrom_order.txt")
+        ref = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "c.zarr", peaks=plain,
+                                    chrom_order=D / "chrom_order.txt")
+        got2 = convert_modisco(D / "ohe.npz", D / "shap.npz", tmp_path / "d.zarr", peaks=gz)
+        bw_gz = _write_gz(tmp_path / f"bw-{name}", (D / "peaks_bw.narrowPeak").read_bytes(),
+                          bgzip)
+        bw = convert_bigwig(bw_gz, D / "genome.fa", D / "contribs.bw", tmp_path / "e.zarr")
+        bw_ref = convert_bigwig(D / "peaks_bw.narrowPeak", D / "genome.fa", D / "contribs.bw",
+                                tmp_path / "f.zarr")
+        nopeaks = convert_bpnet_h5(D / "bpnet.h5", tmp_path / "g.npz.zarr")
+        block = nopeaks.read_block(0, nopeaks.n_regions)
+        np.savez(tmp_path / "r.npz", sequences=block.sequences,
+                 contributions=block.contributions)
+        npz = convert_npz(tmp_path / "r.npz", tmp_path / "h.zarr", peaks=gz)
+    assert got.peaks.equals(ref.peaks) and got2.peaks.equals(want.peaks)
+    assert npz.peaks.equals(want.peaks)
+    assert bw.peaks.equals(bw_ref.peaks)
+    np.testing.assert_array_equal(bw.read_block(0, 30).contributions,
+                                  bw_ref.read_block(0, 30).contributions)
+
+
+def test_track_browser_and_comment_lines_are_skipped(tmp_path: Path) -> None:
+    lines = (D / "peaks.narrowPeak").read_text().splitlines()
+    edited = (["browser position chr1:1-1000", "track type=narrowPeak name=\"x\"",
+               "#chr\tstart\tend"] + lines[:10] + ["# a comment in the middle"] + lines[10:])
+    path = tmp_path / "p.narrowPeak"
+    path.write_text("\n".join(edited) + "\n")
+    gz = _write_gz(tmp_path / "p.narrowPeak.gz", path.read_bytes(), bgzip=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "a.zarr",
+                                     peaks=D / "peaks.narrowPeak")
+        got = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "b.zarr", peaks=path)
+        got_gz = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "c.zarr", peaks=gz)
+    assert got.peaks.equals(want.peaks) and got_gz.peaks.equals(want.peaks)
+    # a row after the skipped lines is still named by its line in the file
+    path.write_text("\n".join(edited[:5] + ["chr1\tx"] + edited[5:]) + "\n")
+    expect_error(tmp_path, lambda o: convert_chrombpnet_h5(D / "chrombpnet.h5", o, peaks=path),
+                 "line 6", "2 tab-separated columns")
+
+
+def test_summit_minus_one_centres_on_the_peak_midpoint(tmp_path: Path) -> None:
+    lines = [line.split("\t") for line in (D / "peaks.narrowPeak").read_text().splitlines()]
+    for i in (2, 7, 11):
+        lines[i][9] = "-1"
+    path = tmp_path / "p.narrowPeak"
+    path.write_text("".join("\t".join(f) + "\n" for f in lines))
+    with pytest.warns(UserWarning, match=r"p\.narrowPeak: 3 peak\(s\) have summit -1.*midpoint"):
+        got = convert_chrombpnet_h5(D / "chrombpnet.h5", tmp_path / "a.zarr", peaks=path,
+                                    region_width=800, chunk_size=4)
+    starts = got.peaks["peak_region_start"].to_list()
+    for i, f in enumerate(lines):
+        start, end, summit = int(f[1]), int(f[2]), int(f[9])
+        centre = (start + end) // 2 if summit == -1 else start + summit
+        assert starts[i] == centre - 400, i
+    assert starts[2] != int(lines[2][1]) - 1 - 400
+
+
+def test_several_h5_files_must_hold_the_same_sequences(tmp_path: Path) -> None:
+    """A fold over re-ordered regions of the same count is refused, naming file and region."""
+    src = D / "chrombpnet.h5"
+    for name, edit in [("swapped", lambda seq: seq[[0, 1, 2, 4, 3, *range(5, len(seq))]]),
+                       ("mutated", None)]:
+        target = tmp_path / f"{name}.h5"
+        shutil.copy(src, target)
+        with h5py.File(target, "r+") as h5:
+            seq = h5["raw/seq"][:]
+            if edit is None:
+                width = seq.shape[2]
+                seq[17, :, width // 2] = np.roll(seq[17, :, width // 2], 1)
+            else:
+                seq = edit(seq)
+            del h5["raw/seq"]
+            h5["raw/seq"] = seq
+        region = 3 if name == "swapped" else 17
+        expect_error(tmp_path, lambda o, t=target: convert_chrombpnet_h5([src, t], o,
+                                                                          chunk_size=4),
+                     f"{name}.h5", "raw/seq", f"region {region}", "same regions")
+    bp = tmp_path / "bp.h5"
+    shutil.copy(D / "bpnet.h5", bp)
+    with h5py.File(bp, "r+") as h5:
+        seq = h5["input_seqs"][:]
+        seq[[5, 6]] = seq[[6, 5]]
+        del h5["input_seqs"]
+        h5["input_seqs"] = seq
+    expect_error(tmp_path, lambda o: convert_bpnet_h5([D / "bpnet.h5", bp], o), "bp.h5",
+                 "region 5")
+    # differences outside the kept window are not used, hence not refused
+    flank = tmp_path / "flank.h5"
+    shutil.copy(src, flank)
+    with h5py.File(flank, "r+") as h5:
+        seq = h5["raw/seq"][:]
+        seq[:, :, :5] = 0
+        del h5["raw/seq"]
+        h5["raw/seq"] = seq
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convert_chrombpnet_h5([src, flank], tmp_path / "ok.zarr")
 
 
 def test_bad_options(tmp_path: Path) -> None:

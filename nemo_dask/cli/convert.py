@@ -47,6 +47,13 @@ def _format_args(p: argparse.ArgumentParser, fmt: str, func_name: str) -> None:
     if fmt == "npz":
         p.add_argument("-r", "--regions", required=True, dest="regions_npz",
                        help="finemo's regions.npz")
+        p.add_argument("-p", "--peaks", default=None,
+                       help="narrowPeak file (plain or gzipped), one row per region in order: "
+                       "gives the regions coordinates, replacing any in the file (finemo's "
+                       "call-hits -p)")
+        p.add_argument("-C", "--chrom-order", default=None,
+                       help="file whose first column orders chromosomes (chr_id); others "
+                       "follow in order of appearance in -p")
         return
     if fmt in ("chrombpnet-h5", "bpnet-h5"):
         p.add_argument("-c", "--h5s", required=True, nargs="+",
@@ -61,7 +68,9 @@ def _format_args(p: argparse.ArgumentParser, fmt: str, func_name: str) -> None:
         p.add_argument("-b", "--bigwigs", required=True, nargs="+",
                        help="one or more bigWigs of projected contributions (averaged)")
     p.add_argument("-p", "--peaks", required=fmt == "bigwig", default=None,
-                   help="narrowPeak file, one row per region in input order"
+                   help="narrowPeak file (plain or gzip/bgzip-compressed; track, browser and # "
+                   "lines skipped; summit -1 centres on the peak midpoint), one row per region "
+                   "in input order"
                    + ("" if fmt == "bigwig" else "; without it the store has no coordinates"))
     p.add_argument("-C", "--chrom-order", default=None,
                    help="file whose first column orders chromosomes (chr_id); others follow in "

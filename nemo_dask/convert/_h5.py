@@ -1,7 +1,9 @@
 """HDF5 contribution files (ChromBPNet and BPNet layouts), read in region slices with h5py.
 
-finemo reads sequences from the first file only and averages the contributions of all files;
-so does this reader. Blosc-compressed files (ENCODE's, HDF5 filter 32001) need ``hdf5plugin``.
+finemo reads sequences from the first file only and averages the contributions of all files,
+so a fold computed on other or re-ordered regions is averaged in silently. This reader stores the
+first file's sequences too, but checks every other file's sequences (inside the kept window)
+against them and refuses a mismatch, naming the file and the region. Blosc-compressed files (ENCODE's, HDF5 filter 32001) need ``hdf5plugin``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
         files = [_open_h5(p, stack) for p in paths]
         seq_ds = _dataset(files[0], paths[0], seq_name, fmt)
         contrib_ds = [_dataset(f, p, contrib_name, fmt) for f, p in zip(files, paths, strict=True)]
+        other_seqs = [_dataset(f, p, seq_name, fmt) for f, p in zip(files[1:], paths[1:],
+                                                                    strict=True)]
         seq_label = f"{paths[0]} field {seq_name!r}"
         shape = tuple(seq_ds.shape)
         layout = "(N, L, 4)" if channels_last else "(N, 4, L)"
@@ -71,6 +75,11 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
                 raise InputError(f"{p} field {contrib_name!r}: shape {tuple(ds.shape)} differs "
                                  f"from the sequences' {shape} ({seq_label}); every file must "
                                  "hold the same regions at the same width")
+        for ds, p in zip(other_seqs, paths[1:], strict=True):
+            if tuple(ds.shape) != shape:
+                raise InputError(f"{p} field {seq_name!r}: shape {tuple(ds.shape)} differs "
+                                 f"from {shape} in {paths[0]}; every contributions file (-c) "
+                                 "must hold the same regions in the same order")
         input_width = shape[1] if channels_last else shape[2]
         a, b = crop_bounds(input_width, region_width, seq_label)
         table = (NarrowPeaks(peaks, chrom_order, region_width // 2)
@@ -84,9 +93,13 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
                 else:
                     seqs = seq_ds[start:stop, :, a:b]
                     contribs = [ds[start:stop, :, a:b] for ds in contrib_ds]
+                others = [ds[start:stop, a:b, :].swapaxes(1, 2) if channels_last
+                          else ds[start:stop, :, a:b] for ds in other_seqs]
             except (OSError, ValueError, RuntimeError) as err:
                 raise InputError(f"{fmt}: reading regions {start}:{stop} failed ({err}); a file "
                                  "is damaged or truncated, re-create it") from None
+            for other, p in zip(others, paths[1:], strict=True):
+                _check_same_sequences(seqs, other, start, p, seq_name, paths[0])
             return seqs, [np.ascontiguousarray(c) for c in contribs]
 
         source = Source(
@@ -98,7 +111,7 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
                               "input_width": input_width},
                    "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,
                                   "chunk_size": chunk_size}},
-            close=stack.close,
+            close=stack.close, crop_start=a,
         )
     except BaseException:
         stack.close()
@@ -106,6 +119,18 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
     return run_conversion(source, out, peaks=table, chunk_size=chunk_size,
                           contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress,
                           desc=f"convert {fmt}")
+
+
+def _check_same_sequences(first: np.ndarray, other: np.ndarray, offset: int, path: Path,
+                          field: str, first_path: Path) -> None:
+    """Refuse a contributions file whose sequences differ from the first file's."""
+    differs = (np.asarray(first) != np.asarray(other)).reshape(len(first), -1).any(axis=1)
+    if differs.any():
+        region = offset + int(np.argmax(differs))
+        raise InputError(f"{path} field {field!r}: region {region} holds another sequence than "
+                         f"in {first_path}; every contributions file (-c) must hold the same "
+                         f"regions in the same order ({int(differs.sum())} regions differ in "
+                         f"{offset}-{offset + len(first) - 1}); averaging would mix regions")
 
 
 def _abs(path: Any) -> str | None:

@@ -82,6 +82,11 @@ class Source:
     combine: Callable[[Sequence[np.ndarray], str], np.ndarray] = finemo_mean
     close: Callable[[], None] = lambda: None
     notes: dict[str, int] = field(default_factory=dict)
+    #: Where ``read``'s window starts in the input (its centre crop), for error messages.
+    crop_start: int = 0
+    #: What finemo does with NaN/inf in this input, appended to the zeroing warning.
+    nan_note: str = ("finemo's extract-regions-* also zeroes NaN, but writes infinities as the "
+                     "largest float")
 
 
 def crop_bounds(input_width: int, region_width: int, label: str) -> tuple[int, int]:
@@ -111,8 +116,10 @@ def check_one_hot(seqs: np.ndarray, label: str, offset: int, crop_start: int = 0
     bad = bad_value.any(axis=1) | (column_sum > 1)
     if bad.any():
         region, pos = (int(i) for i in np.argwhere(bad)[0])
+        where = (f"position {pos} of the {seqs.shape[2]} bp window (position {crop_start + pos} "
+                 "in the file)" if crop_start else f"position {pos}")
         raise InputError(
-            f"{label}: region {offset + region}, position {crop_start + pos} is not one-hot "
+            f"{label}: region {offset + region}, {where} is not one-hot "
             f"(column {seqs[region, :, pos].tolist()}, n = {int(bad.sum())} such columns in "
             f"regions {offset}-{offset + len(seqs) - 1}); sequences must be one-hot over A, C, "
             "G, T (an all-zero column for N); check the file and the (N, 4, L) axis order")
@@ -120,7 +127,13 @@ def check_one_hot(seqs: np.ndarray, label: str, offset: int, crop_start: int = 0
 
 
 def clean_contributions(a: np.ndarray, label: str) -> tuple[np.ndarray, int, int]:
-    """Set NaN and +-inf to 0 (finemo's ``nan_to_num`` zeroes NaN); returns the counts."""
+    """Set NaN and +-inf to 0; returns the counts.
+
+    finemo's extractors call ``np.nan_to_num`` (NaN -> 0, inf -> the largest float); its
+    call-hits divides each region by its contributions' norm, which one NaN or inf makes NaN,
+    and then zeroes the NaN quotient: the whole region is solved as zeros and gets no hits.
+    Zeroing only the bad values keeps the rest of the region.
+    """
     if a.dtype.kind not in "biuf":
         raise InputError(f"{label}: contributions have dtype {a.dtype}, expected floats")
     if a.dtype.kind != "f":
@@ -164,7 +177,7 @@ def run_conversion(source: Source, out: Any, *, peaks: PeakReader | None,
         source.close()
         if peaks is not None:
             peaks.close()
-    _warn_counts(counts)
+    _warn_counts(counts, source.nan_note)
     return regions
 
 
@@ -178,7 +191,7 @@ def _stream(source: Source, peaks: PeakReader | None, writer: StoreWriter, chunk
             stop = min(start + chunk, n)
             table = peaks.read(start, stop) if peaks is not None else None
             seqs, contribs = source.read(start, stop, table)
-            seqs = check_one_hot(seqs, source.seq_label, start)
+            seqs = check_one_hot(seqs, source.seq_label, start, source.crop_start)
             cleaned = []
             for label, a in zip(source.contrib_labels, contribs, strict=True):
                 a, n_nan, n_inf = clean_contributions(a, label)
@@ -195,7 +208,7 @@ def _stream(source: Source, peaks: PeakReader | None, writer: StoreWriter, chunk
     return {k: v for k, v in counts.items() if v["nan"] or v["inf"]}
 
 
-def _warn_counts(counts: dict[str, dict[str, int]]) -> None:
+def _warn_counts(counts: dict[str, dict[str, int]], nan_note: str) -> None:
     for label, c in counts.items():
         if label == "float16 overflow":
             warnings.warn(f"{c['inf']} averaged contribution values exceeded the float16 range "
@@ -203,4 +216,4 @@ def _warn_counts(counts: dict[str, dict[str, int]]) -> None:
                           "--contrib-dtype float32 to keep them", stacklevel=3)
         else:
             warnings.warn(f"{label}: {c['nan']} NaN and {c['inf']} infinite contribution values "
-                          "were set to 0 (finemo also turns NaN into 0)", stacklevel=3)
+                          f"were set to 0 ({nan_note})", stacklevel=3)

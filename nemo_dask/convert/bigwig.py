@@ -6,8 +6,10 @@ float16 and averaged (with float32 intermediates, ``np.mean`` of a float16 buffe
 differs from its own docstring this module keeps the docstring's promise or finemo's output:
 
 * a region running past the END of its chromosome is zero-padded (finemo 0.41 crashes there);
-* a region starting before position 0 is all zero, as finemo writes it (pyfaidx returns no
-  sequence for a negative start); a warning counts such regions.
+* a region starting before position 0 is zero-padded the same way at its start and keeps the
+  sequence and contributions that lie inside the chromosome (finemo 0.41 writes the whole region
+  as zeros, because pyfaidx returns no sequence for a negative start, and loses its hits);
+  warnings count both kinds of region.
 """
 
 from __future__ import annotations
@@ -140,29 +142,30 @@ def convert_bigwig(
                    chunk.get_column("peak_region_start").to_list(), strict=True)
         for i, (chrom, begin) in enumerate(rows):
             length = len(genome[chrom])
+            # The part of [begin, begin + width) inside the chromosome goes to its place in the
+            # window; the parts before 0 and past the end stay zero (padding both ends alike).
+            lo, hi = max(begin, 0), min(begin + width, length)
             if begin < 0:
                 notes["regions_before_chromosome_start"] += 1
-                continue
-            end = min(begin + width, length)
             if begin + width > length:
                 notes["regions_past_chromosome_end"] += 1
-            if end <= begin:
+            if hi <= lo:
                 continue
-            b = end - begin
+            a, b = lo - begin, hi - begin
             try:
-                seqs[i, :, :b] = one_hot(genome[chrom][begin:end].seq)
+                seqs[i, :, a:b] = one_hot(genome[chrom][lo:hi].seq)
                 buffer[:] = 0
                 for j, bw in enumerate(bws):
-                    bw_end = min(end, bw.chroms(chrom))
-                    if bw_end > begin:
-                        values = np.asarray(bw.values(chrom, begin, bw_end, numpy=True))
-                        buffer[j, : bw_end - begin] = np.nan_to_num(values, nan=0.0)
+                    bw_end = min(hi, bw.chroms(chrom))
+                    if bw_end > lo:
+                        values = np.asarray(bw.values(chrom, lo, bw_end, numpy=True))
+                        buffer[j, : bw_end - lo] = np.nan_to_num(values, nan=0.0)
             except (RuntimeError, OSError, ValueError) as err:
-                raise InputError(f"reading {chrom}:{begin}-{end} (region {start + i}) failed "
+                raise InputError(f"reading {chrom}:{lo}-{hi} (region {start + i}) failed "
                                  f"({type(err).__name__}: {err}); the FASTA or a bigWig is "
                                  "damaged or its index is stale") from None
             # finemo: np.mean of the float16 buffer (float32 intermediates), then stored float16.
-            contribs[i, :b] = np.mean(buffer[:, :b], axis=0)
+            contribs[i, a:b] = np.mean(buffer[:, : b - a], axis=0)
         return seqs, [contribs]
 
     def close() -> None:
@@ -192,6 +195,7 @@ def convert_bigwig(
                       "them)", stacklevel=2)
     if notes["regions_before_chromosome_start"]:
         warnings.warn(f"{notes['regions_before_chromosome_start']} region(s) start before "
-                      "position 0 and were left all zero, as finemo writes them; their summits "
-                      f"are closer than {width // 2} bp to the chromosome start", stacklevel=2)
+                      "position 0 and were zero-padded before it (finemo 0.41 writes them all "
+                      f"zero); their summits are closer than {width // 2} bp to the chromosome "
+                      "start", stacklevel=2)
     return regions

@@ -100,7 +100,7 @@ def convert_modisco(
                               "input_width": shape[2]},
                    "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,
                                   "chunk_size": chunk_size}},
-            close=stack.close,
+            close=stack.close, crop_start=a,
         )
     except BaseException:
         stack.close()

@@ -4,7 +4,8 @@ Every member is streamed from the zip (see ``_npy``): memory is bounded by a chu
 The store holds the same arrays: sequences, contributions (hypothetical (N, 4, L) or projected
 (N, L), in their stored float dtype unless ``contrib_dtype`` says otherwise) and the peak table
 (``start`` becomes ``peak_region_start``); a file without ``chr`` has no coordinates, as finemo
-treats it.
+treats it. A narrowPeak file (``peaks``, finemo's ``call-hits -p``) gives the regions their
+coordinates, replacing any the file holds, exactly as finemo's call-hits does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..schema import PEAKS_DTYPES
 from ..store import Regions
 from ._npy import NpyRows, file_kind, npz_keys
+from ._peaks import NarrowPeaks
 from ._pipeline import Source, run_conversion
 
 PathLike = str | os.PathLike[str]
@@ -69,6 +71,8 @@ def convert_npz(
     regions_npz: PathLike,
     out: PathLike,
     *,
+    peaks: PathLike | None = None,
+    chrom_order: PathLike | None = None,
     chunk_size: int | None = None,
     contrib_dtype: str | None = None,
     overwrite: bool = False,
@@ -84,6 +88,12 @@ def convert_npz(
         ``peak_name`` (N,).
     out : path or URL
         The store to create.
+    peaks : path, optional
+        narrowPeak file (plain or compressed), one row per region in the same order: the
+        coordinates of regions around ``start + summit`` (finemo's ``call-hits -p``); it
+        replaces the file's own ``chr``, ``start``, ... arrays.
+    chrom_order : path, optional
+        Chromosome order file (``-C``) for ``peaks``.
     chunk_size : int, optional
         Regions per chunk (default: ~4 MiB chunks).
     contrib_dtype : {"float16", "float32"}, optional
@@ -105,7 +115,9 @@ def convert_npz(
             raise InputError(f"{path}: array {key!r} missing (found {keys}); expected finemo's "
                              "regions.npz (make one with `finemo extract-regions-*` or convert "
                              "the original inputs with another `nemo-dask convert` format)")
-    has_peaks = "chr" in keys
+    if chrom_order is not None and peaks is None:
+        raise InputError(f"{chrom_order}: a chromosome order (-C) needs a peaks file (-p)")
+    has_peaks = "chr" in keys and peaks is None
     if has_peaks:
         missing = [k for k in PEAK_MEMBERS if k not in keys]
         if missing:
@@ -130,14 +142,17 @@ def convert_npz(
         if width % 2:
             raise InputError(f"{path}: region width {width} is odd; finemo needs an even width "
                              "(re-extract the regions with an even -w)")
-        peaks = None
         if has_peaks:
             rows = {k: stack.enter_context(NpyRows(path, k)) for k in PEAK_MEMBERS}
             for k, r in rows.items():
                 if r.shape != (n,):
                     raise InputError(f"{path}: '{k}' has shape {r.shape}, expected ({n},) (one "
                                      "entry per region)")
-            peaks = _NpzPeaks(path, rows)
+            table: _NpzPeaks | NarrowPeaks | None = _NpzPeaks(path, rows)
+        elif peaks is not None:
+            table = NarrowPeaks(peaks, chrom_order, width // 2)
+        else:
+            table = None
         if contrib_dtype is None:
             contrib_dtype = "float16" if con.dtype == np.float16 else "float32"
 
@@ -149,14 +164,19 @@ def convert_npz(
             n_regions=n, width=width, contrib_kind=kind, read=read,
             seq_label=f"{path} ('sequences')", contrib_labels=[f"{path} ('contributions')"],
             attrs={"source": {"format": "npz", "regions": str(path.absolute()),
-                              "input_contrib_dtype": str(con.dtype)},
+                              "input_contrib_dtype": str(con.dtype),
+                              "peaks": None if peaks is None else str(Path(peaks).absolute()),
+                              "chrom_order": None if chrom_order is None
+                              else str(Path(chrom_order).absolute())},
                    "parameters": {"contrib_dtype": contrib_dtype, "chunk_size": chunk_size}},
             combine=lambda arrays, dtype: arrays[0].astype(dtype, copy=False),
             close=stack.close,
+            nan_note="finemo's call-hits does not: one NaN or infinite value makes it solve the "
+                     "whole region as zeros, so the region gets no hits",
         )
     except BaseException:
         stack.close()
         raise
-    return run_conversion(source, out, peaks=peaks, chunk_size=chunk_size,
+    return run_conversion(source, out, peaks=table, chunk_size=chunk_size,
                           contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress,
                           desc="convert npz")
