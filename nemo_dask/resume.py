@@ -1,9 +1,15 @@
 """Run identity, the output directory's state and the manifest of finished blocks.
 
-A run is identified by a fingerprint of everything that changes its hits: the regions, the
-motifs, the parameters and the block layout. Rerunning into the same directory with the same
-fingerprint resumes (finished blocks are skipped); a different fingerprint is refused unless the
-caller asks to overwrite, so results of two different runs can never be mixed.
+A run is identified by a fingerprint of everything that changes its hits, and of nothing else:
+the regions' content (a store's ``content_sha256``, a regions.npz's member checksums and the
+peaks given with ``-p`` -- not how the path is spelled, where the file lies or when it was
+touched), the motifs (matrices, trim masks and table), the motif options and the solver
+parameters. The block layout does not change any hit (the solver's results do not depend on
+it), so it is not part of the identity: a resume takes it from OUT, whatever the resuming node's
+device default. Rerunning into the same directory with the same fingerprint resumes (finished
+blocks are skipped); a different fingerprint is refused unless the caller asks to overwrite, and
+the refusal says which input changed and how, so results of two different runs can never be
+mixed.
 """
 
 from __future__ import annotations
@@ -35,14 +41,72 @@ from .motifs import Motifs
 _OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
 
 
-def fingerprint(identity: dict[str, Any], motifs: Motifs) -> str:
-    """SHA-256 over the run's identity (JSON) and the exact motif matrices and table."""
+def motifs_digest(motifs: Motifs) -> str:
+    """SHA-256 of the exact motif matrices, trim masks and motif table."""
     h = hashlib.sha256()
-    h.update(json.dumps(identity, sort_keys=True, default=str).encode())
     h.update(np.ascontiguousarray(motifs.cwms).tobytes())
     h.update(np.ascontiguousarray(motifs.trim_masks).tobytes())
     h.update(motifs.table.write_csv().encode())
     return h.hexdigest()
+
+
+def fingerprint(identity: dict[str, Any], motifs: Motifs | None = None) -> str:
+    """SHA-256 over the run's identity (JSON) and, when given, the motifs' digest."""
+    h = hashlib.sha256()
+    h.update(json.dumps(identity, sort_keys=True, default=str).encode())
+    if motifs is not None:
+        h.update(motifs_digest(motifs).encode())
+    return h.hexdigest()
+
+
+#: How a refusal names each part of the identity.
+_PARTS = {"regions": "regions", "peaks": "peaks (-p/-C)", "mode": "parameters",
+          "motif_options": "parameters", "solver": "parameters", "motifs": "motifs"}
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a digest
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe_differences(previous: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between two run identities, by input, e.g.
+    ``parameters differ: lambda_default 0.7 -> 0.8``."""
+    groups: dict[str, list[str]] = {}
+    for part in sorted(set(previous) | set(current), key=lambda k: list(_PARTS).index(k)
+                       if k in _PARTS else len(_PARTS)):
+        old, new = previous.get(part), current.get(part)
+        if old == new:
+            continue
+        if part == "motifs" and previous.get("motif_options") != current.get("motif_options"):
+            continue  # follows from the changed motif options, named already
+        label = _PARTS.get(part, part)
+        old_flat, new_flat = _flat(old, part), _flat(new, part)
+        items = []
+        for key in sorted(set(old_flat) | set(new_flat)):
+            if old_flat.get(key, "<absent>") != new_flat.get(key, "<absent>"):
+                name = key.split(".", 1)[1] if "." in key else key
+                if part == "regions" and name == "content":
+                    name = "content checksum"
+                items.append(f"{name} {_short(old_flat.get(key, '<absent>'))} -> "
+                             f"{_short(new_flat.get(key, '<absent>'))}")
+        if part == "motifs":
+            items = ["the modisco H5's patterns changed"]
+        groups.setdefault(label, []).extend(items)
+    if not groups:
+        return "motifs or options recorded by another nemo-dask version"
+    return "; ".join(f"{label} differ: {', '.join(items)}" for label, items in groups.items())
 
 
 def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overwrite: bool) -> bool:
@@ -62,12 +126,11 @@ def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overw
         if previous.get("fingerprint") == run_fingerprint:
             return True
         if not overwrite:
-            changed = sorted(k for k in set(identity) | set(previous.get("identity", {}))
-                             if identity.get(k) != previous.get("identity", {}).get(k))
+            changed = describe_differences(previous.get("identity", {}), identity)
             raise OutputExistsError(
-                f"{out} holds the results of a different run (differences in: "
-                f"{', '.join(changed) or 'motifs'}); rerun with --overwrite (overwrite=True) to "
-                "replace them, or choose another output directory")
+                f"{out} holds the results of a different run ({changed}); rerun with "
+                "--overwrite (overwrite=True) to replace them, or choose another output "
+                "directory")
     elif any(out.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{out} exists, is not empty and is not a nemo-dask output directory; choose another "

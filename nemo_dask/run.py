@@ -9,11 +9,14 @@ own slice of the store and writes its own partitions; only small summaries come 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import sys
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +42,13 @@ from .dataset import (
 from .errors import InputError
 from .motifs import Motifs, load_motifs, read_mapping, read_names_list, read_trim_coords
 from .params import MotifParams, SolverParams, field_names
-from .resume import fingerprint, finished_blocks, prepare_out, write_manifest
+from .resume import fingerprint, finished_blocks, motifs_digest, prepare_out, write_manifest
 
 _RUN_KEYS = ("block_size", "device", "overwrite", "progress", "retries")
+#: finemo's call-hits inputs besides regions and motifs (coordinates given at call time).
+_INPUT_KEYS = ("peaks", "chrom_order")
+#: Store attributes that say where the inputs were or when the store was made, not what it holds.
+_VOLATILE_ATTRS = ("created_at", "created_by", "source")
 
 
 @dataclass
@@ -137,6 +144,7 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
     from .store import open_regions
 
     params_cluster = params.pop("cluster", None)
+    inputs = {k: params.pop(k, None) for k in _INPUT_KEYS}
     unknown = set(params) - set(_RUN_KEYS) - set(field_names(SolverParams)) - set(
         field_names(MotifParams))
     if unknown:
@@ -156,34 +164,54 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
     motifs = load_motifs(motifs_path, motif_params)
     out = Path(out).expanduser().absolute()
     source, npz_identity = _regions_source(regions)
+    peaks_identity = _check_peaks_option(inputs, npz_identity is not None)
     if npz_identity is None:
         store = open_regions(source)
         _check_compatible(store, motifs, motif_params, source)
         n_regions, chunk = store.n_regions, int(store.chunk_size)
+        regions_identity = _store_identity(store)
+        has_coordinates = store.has_peaks
     else:
         n_regions = _npz_n_regions(Path(source))
         chunk = _npz_chunk(n_regions)
-    gpu = str(run_opts["device"]).startswith("cuda") or _cluster_has_gpus(params_cluster)
-    block_size = block_size or default_block_size(n_regions, chunk, gpu)
-    blocks = [(b, s, min(s + block_size, n_regions))
-              for b, s in enumerate(range(0, n_regions, block_size))]
-    identity = {
-        "regions": npz_identity or {"url": source, "n_regions": store.n_regions,
-                                    "width": store.width, "attrs": dict(store.attrs)},
+        regions_identity = npz_identity
+        has_coordinates = npz_identity["has_coordinates"] or peaks_identity is not None
+    identity = _jsonable({
+        "regions": regions_identity,
+        "peaks": peaks_identity,
         "mode": motif_params.mode,
+        "motif_options": _jsonable(vars(motif_params)),
+        "motifs": motifs_digest(motifs),
         "solver": {k: v for k, v in vars(solver).items()
                    if k not in ("batch_size", "compile_optimizer")},
-        "block_size": block_size,
-    }
-    run_fp = fingerprint(identity, motifs)
+    })
+    run_fp = fingerprint(identity)
+    # A resume keeps OUT's block layout (its finished partitions are numbered by it), whatever
+    # this node's default (GPU nodes default to larger blocks than CPU nodes).
+    recorded = _recorded_block_size(out, run_fp)
+    if recorded is not None and block_size not in (None, recorded):
+        warnings.warn(f"{out} holds a run with --block-size {recorded}; resuming it with that "
+                      f"layout (--block-size {block_size} ignored; pass --overwrite to start "
+                      "again with the new one)", stacklevel=3)
+        block_size = recorded
+    if block_size is None:
+        gpu = str(run_opts["device"]).startswith("cuda") or _cluster_has_gpus(params_cluster)
+        block_size = recorded or default_block_size(n_regions, chunk, gpu)
+    blocks = [(b, s, min(s + block_size, n_regions))
+              for b, s in enumerate(range(0, n_regions, block_size))]
+    if not has_coordinates:
+        # finemo's call-hits warns the same way (once) for regions without coordinates.
+        warnings.warn("No peak region data provided: the regions have no genomic coordinates, "
+                      "so hits have chr NA and region-relative positions; pass -p "
+                      "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
     if npz_identity is None:
         resuming = prepare_out(out, run_fp, identity, run_opts["overwrite"])
         out.mkdir(parents=True, exist_ok=True)
     else:
         # Convert (and validate) before touching OUT, so that bad input leaves nothing there.
-        source, store = _regions_from_npz(source, out, chunk, run_fp)
+        source, store = _regions_from_npz(source, out, chunk, run_fp, inputs)
         try:
-            _check_compatible(store, motifs, motif_params, npz_identity["npz"])
+            _check_compatible(store, motifs, motif_params, source)
             resuming = prepare_out(out, run_fp, identity, run_opts["overwrite"])
             out.mkdir(parents=True, exist_ok=True)
             source = _move_store(source, out)
@@ -193,7 +221,7 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
             raise
     remove_stale_temporaries(out)
     finemo_params = _finemo_parameters(regions, motifs_path, out, motif_params, solver, files,
-                                       run_opts, store, motifs)
+                                       run_opts, store, motifs, inputs)
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": solver.eps,
@@ -299,17 +327,78 @@ def _read_option_files(params: dict[str, Any]) -> dict[str, str | None]:
 
 
 def _regions_source(regions: Any) -> tuple[str, dict[str, Any] | None]:
+    """Where the regions are, and for a regions.npz its identity (content, not path)."""
+    from .store import local_path
+
     text = os.fspath(regions)
-    if text.endswith(".npz") and "://" not in text:
-        path = Path(text).expanduser().absolute()
-        if not path.is_file():
-            raise InputError(f"regions file {path} does not exist; pass a regions store or "
+    local = local_path(text)
+    if local is not None and local.name.endswith(".npz"):
+        if not local.is_file():
+            raise InputError(f"regions file {local} does not exist; pass a regions store or "
                              "finemo's regions.npz with -r")
-        st = path.stat()
-        return str(path), {"npz": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if "://" not in text:
-        text = str(Path(text).expanduser().absolute())
+        return str(local), _npz_identity(local)
+    if local is not None:
+        return str(local), None
     return text, None
+
+
+def _npz_identity(path: Path) -> dict[str, Any]:
+    """A regions.npz's content fingerprint: every member's name, size and CRC-32 (of the
+    uncompressed data, kept in the zip directory), so that a copy, a touch or another spelling
+    of the path is the same input, and any change of an array is another."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = sorted((i.filename, i.file_size, i.CRC) for i in z.infolist())
+    except (OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path} is not a readable .npz file ({err}); is it truncated?") from None
+    digest = hashlib.sha256(json.dumps(members).encode()).hexdigest()
+    return {"content": digest, "has_coordinates": any(m[0] == "chr.npy" for m in members)}
+
+
+def _store_identity(store: Any) -> dict[str, Any]:
+    """A store's content fingerprint: the ``content_sha256`` its conversion recorded (stores
+    written before it existed: their attributes, without the paths and times of their making)."""
+    attrs = dict(store.attrs)
+    if attrs.get("content_sha256"):
+        return {"content": attrs["content_sha256"], "n_regions": store.n_regions,
+                "width": store.width}
+    kept = {k: v for k, v in attrs.items() if k not in _VOLATILE_ATTRS}
+    return {"attrs": _jsonable(kept), "n_regions": store.n_regions, "width": store.width}
+
+
+def _check_peaks_option(inputs: dict[str, Any], is_npz: bool) -> dict[str, Any] | None:
+    """Validate -p/-C; the identity of the peaks given, or None."""
+    peaks, order = inputs["peaks"], inputs["chrom_order"]
+    if peaks is None:
+        if order is not None:
+            raise InputError(f"{order}: a chromosome order (-C) needs a peaks file (-p)")
+        return None
+    if not is_npz:
+        raise InputError(f"{peaks}: -p gives coordinates to a regions.npz, as finemo's "
+                         "call-hits does; a regions store gets them when it is made: convert "
+                         "again with `nemo-dask convert <format> ... -p PEAKS [-C ORDER]`")
+    from .convert._peaks import NarrowPeaks
+
+    table = NarrowPeaks(peaks, order, 0)
+    table.close()
+    return {"content": table.content_sha256, "n_rows": table.n_rows}
+
+
+def _recorded_block_size(out: Path, run_fp: str) -> int | None:
+    """The block size of the run in ``out`` when it has this fingerprint (a resume)."""
+    try:
+        recorded = read_json(out / PARAMS_FILE).get("nemo_dask", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    size = recorded.get("block_size")
+    if recorded.get("fingerprint") == run_fp and isinstance(size, int) and size >= 1:
+        return size
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples as lists), so identities compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def _npz_chunk(n_regions: int) -> int:
@@ -357,7 +446,8 @@ def _npz_n_regions(path: Path) -> int:
     return int(shape[0])
 
 
-def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str) -> tuple[str, Any]:
+def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str,
+                      inputs: Mapping[str, Any]) -> tuple[str, Any]:
     """The store for a regions.npz: OUT/regions.zarr of the same run, or a fresh conversion
     into a temporary directory beside OUT (moved in by :func:`_move_store`)."""
     from .convert.npz import convert_npz
@@ -372,7 +462,9 @@ def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str) -> tuple[str
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.regions-{uuid.uuid4().hex[:8]}.zarr"
     try:
-        store = convert_npz(npz, str(tmp), chunk_size=chunk, overwrite=True, progress=False)
+        store = convert_npz(npz, str(tmp), peaks=inputs["peaks"],
+                            chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
+                            progress=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -403,11 +495,15 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
 
 def _finemo_parameters(regions: Any, motifs_path: Any, out: Path, mp: MotifParams,
                        solver: SolverParams, files: Mapping[str, str | None],
-                       run_opts: Mapping[str, Any], store: Any, motifs: Motifs) -> dict[str, Any]:
+                       run_opts: Mapping[str, Any], store: Any, motifs: Motifs,
+                       inputs: Mapping[str, Any]) -> dict[str, Any]:
     """finemo's parameters.json keys, in its order and with its meanings."""
+    peaks, order = inputs["peaks"], inputs["chrom_order"]
     return {
-        "regions_path": os.fspath(regions), "peaks_path": None,
-        "modisco_h5_path": os.fspath(motifs_path), "chrom_order_path": None,
+        "regions_path": os.fspath(regions),
+        "peaks_path": None if peaks is None else os.fspath(peaks),
+        "modisco_h5_path": os.fspath(motifs_path),
+        "chrom_order_path": None if order is None else os.fspath(order),
         "motifs_include_path": files["motifs_include"], "motif_names_path": files["motif_names"],
         "motif_lambdas_path": files["motif_lambdas"], "out_dir": str(out),
         "cwm_trim_coords_path": files["trim_coords"],

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="regions store (path or URL; see `nemo-dask convert`) or finemo's "
                     "regions.npz")
     io.add_argument("-m", "--modisco-h5", required=True, help="tfmodisco-lite H5 file")
+    io.add_argument("-p", "--peaks", default=None,
+                    help="narrowPeak file (plain or gzipped), one row per region in order: gives "
+                    "a regions.npz genomic coordinates, replacing any it holds (finemo's -p)")
+    io.add_argument("-C", "--chrom-order", default=None,
+                    help="file whose first column orders chromosomes (chr_id) of -p")
     io.add_argument("-o", "--out-dir", required=True, help="output directory")
     io.add_argument("--overwrite", action="store_true",
                     help="replace the results of a different run in OUT")
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         lambdas = args.motif_alphas
     result = call_hits(
         args.regions, args.modisco_h5, args.out_dir, cluster=cluster,
+        peaks=args.peaks, chrom_order=args.chrom_order,
         mode=args.mode, motifs_include=args.motifs_include, motif_names=args.motif_names,
         trim_threshold=args.cwm_trim_threshold, trim_thresholds=args.cwm_trim_thresholds,
         trim_coords=args.cwm_trim_coords, lambda_default=lam, motif_lambdas=lambdas,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -141,8 +142,10 @@ class NarrowPeaks:
         names: dict[str, None] = {}
         n = 0
         self.n_no_summit = 0
+        digest = hashlib.sha256("\n".join(order).encode() + b"\0")
         for _, fields in self._rows():
             n += 1
+            digest.update(b"\t".join(fields) + b"\n")
             names.setdefault(fields[0].decode("utf-8", "replace"), None)
             if fields[9] == b"-1":
                 self.n_no_summit += 1
@@ -150,6 +153,9 @@ class NarrowPeaks:
             raise InputError(f"{self.path}: the peaks file (-p) holds no peak rows; expected "
                              "one narrowPeak row per region")
         self.n_rows = n
+        #: SHA-256 of the chromosome order and the peak rows (not of the file's bytes: the same
+        #: peaks compressed or with other comment lines have the same digest).
+        self.content_sha256 = digest.hexdigest()
         self.chromosomes = list(names)
         self._iter: Iterator[tuple[int, list[bytes]]] | None = None
         self._fh: IO[bytes] | None = None

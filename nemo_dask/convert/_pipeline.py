@@ -8,6 +8,7 @@ them), averages several files exactly as finemo does, and streams the chunks int
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -168,8 +169,10 @@ def run_conversion(source: Source, out: Any, *, peaks: PeakReader | None,
                              contrib_dtype=contrib_dtype, has_peaks=peaks is not None,
                              attrs=source.attrs)
         try:
-            counts = _stream(source, peaks, writer, chunk, contrib_dtype, progress, desc)
-            regions = writer.finish({"zeroed_contributions": counts, "notes": source.notes})
+            digest = hashlib.sha256()
+            counts = _stream(source, peaks, writer, chunk, contrib_dtype, progress, desc, digest)
+            regions = writer.finish({"zeroed_contributions": counts, "notes": source.notes,
+                                     "content_sha256": digest.hexdigest()})
         except BaseException:
             writer.abort()
             raise
@@ -182,7 +185,11 @@ def run_conversion(source: Source, out: Any, *, peaks: PeakReader | None,
 
 
 def _stream(source: Source, peaks: PeakReader | None, writer: StoreWriter, chunk: int,
-            contrib_dtype: str, progress: bool | None, desc: str) -> dict[str, dict[str, int]]:
+            contrib_dtype: str, progress: bool | None, desc: str,
+            digest: Any) -> dict[str, dict[str, int]]:
+    """Write every chunk; ``digest`` is updated with exactly what is stored (the store's
+    ``content_sha256``: a resumed call-hits run recognises the same regions by it, whatever
+    the path, copy or modification time)."""
     n = source.n_regions
     counts = {label: {"nan": 0, "inf": 0} for label in source.contrib_labels}
     counts["float16 overflow"] = {"nan": 0, "inf": 0}
@@ -204,6 +211,10 @@ def _stream(source: Source, peaks: PeakReader | None, writer: StoreWriter, chunk
             combined, _, n_over = clean_contributions(combined, "")
             counts["float16 overflow"]["inf"] += n_over
             writer.write(start, seqs, combined, table)
+            digest.update(seqs.tobytes())
+            digest.update(combined.tobytes())
+            if table is not None:
+                digest.update(table.write_csv().encode())
             bar.update(stop - start)
     return {k: v for k, v in counts.items() if v["nan"] or v["inf"]}
 
