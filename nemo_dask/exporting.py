@@ -10,9 +10,12 @@ time; it is an external sort. A streaming pass counts hits per (chr_id, 1 Mb bin
 consecutive bins into buckets of at most ``max_rows`` hits; one pass over the partitions appends
 each batch's rows to its bucket's temporary Arrow file; each bucket is then read, sorted in
 memory and appended to the text files. Peak memory is set by ``max_rows``, not by the number of
-hits. Duplicates that ``hits_unique.tsv`` drops share chromosome and start, hence a bucket,
-except finemo's placeholder chromosome "NA" of regions without coordinates, which is one value
-across regions: those are matched through a small (start, motif) table.
+hits. Duplicates that ``hits_unique.tsv`` drops share chromosome and start, hence a bucket.
+
+Regions without coordinates (finemo's placeholder chromosome "NA") are keyed by region:
+finemo 0.41 treats "NA" as one chromosome and drops distinct hits of different regions that sit
+at the same offset; here a hit is a duplicate only of a hit of the same region (chr_id of such a
+region is its peak_id, so the sort keys already keep regions apart).
 """
 
 from __future__ import annotations
@@ -100,9 +103,12 @@ def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
     """
     lf = _hits_with_keys(out).sort(_SORT_KEYS)
     if unique:
-        # finemo drops null chromosomes first; its "NA" placeholder is a string and is kept.
-        lf = lf.filter(pl.col("chr").is_not_null()).unique(
-            subset=list(UNIQUE_KEY), keep="first", maintain_order=True)
+        # finemo drops null chromosomes first; its "NA" placeholder is a string and is kept,
+        # keyed by region (not one chromosome across regions, as finemo 0.41 keys it).
+        lf = (lf.filter(pl.col("chr").is_not_null())
+              .with_columns(_region=pl.when(pl.col("chr") == NA).then(pl.col("peak_id")))
+              .unique(subset=[*UNIQUE_KEY, "_region"], keep="first", maintain_order=True)
+              .drop("_region"))
     return lf.drop("_mk") if keep_keys else lf.select(list(FINEMO_HITS_DTYPES))
 
 
@@ -282,46 +288,14 @@ def _bucket_key(pos: str) -> pl.Expr:
     return pl.col("chr_id").cast(pl.Int64) * (2 * _BIN_OFFSET) + bin_ + _BIN_OFFSET
 
 
-def _first_na_hits(out: Path) -> pl.DataFrame | None:
-    """For hits without coordinates: the first hit of each (start, motif) in finemo's order.
-
-    finemo's placeholder chromosome "NA" is one value for all regions, so hits_unique.tsv
-    de-duplicates such hits across regions; this table (one row per start and motif, small) lets
-    each bucket find them. None when every hit has coordinates.
-    """
-    placeholder = pl.col("chr").is_null() | (pl.col("chr") == NA)
-    if not scan_qc(out).select(placeholder.any()).collect().item():
-        return None  # the QC table is small: skip a pass over the hits when it can
-    firsts = (
-        _hits_with_keys(out).select("chr", "start", "_mk", _order_key().alias("_order"))
-        .filter(pl.col("chr") == NA)
-        .group_by("start", "_mk").agg(pl.col("_order").min())
-        .collect(engine="streaming")
-    )
-    return firsts if firsts.height else None
-
-
-def _order_key() -> pl.Expr:
-    # finemo's order among hits of one (start, motif): chr_id, then (our tie-break) peak_id.
-    return pl.col("chr_id").cast(pl.UInt64) * (1 << 32) + pl.col("peak_id").cast(pl.UInt64)
-
-
-def _unique_mask(bucket: pl.DataFrame, na_firsts: pl.DataFrame | None) -> pl.Series:
+def _unique_mask(bucket: pl.DataFrame) -> pl.Series:
     """Which rows of a sorted bucket hits_unique.tsv keeps (finemo: first of each key)."""
     # Sorted by (chr_id, start, _mk, ...): a duplicate follows its first occurrence directly.
-    # chr_id stands for chr (one id per name) except for the "NA" placeholder, handled below.
+    # chr_id stands for chr (one id per name) and, for the "NA" placeholder of regions without
+    # coordinates, for the region (its peak_id), so such hits are keyed by region.
     new = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1))
                             for c in ("chr_id", "start", "_mk"))
     mask = bucket.select(new.fill_null(True).alias("m")).to_series()
-    if na_firsts is not None:
-        first = (
-            bucket.select("start", "_mk", _order_key().alias("_order"))
-            .join(na_firsts, on=["start", "_mk", "_order"], how="left", maintain_order="left",
-                  coalesce=False, suffix="_f")
-            .select(pl.col("_order_f").is_not_null()).to_series()
-        )
-        is_na = bucket["chr"] == NA
-        mask = (mask & ~is_na) | (first & is_na)
     return mask & bucket["chr"].is_not_null()
 
 
@@ -340,9 +314,8 @@ def _write_hits(out: Path, tmp: Path, max_rows: int) -> tuple[int, int, int]:
         header = pl.DataFrame(schema=FINEMO_HITS_DTYPES)
         for f in (f_all, f_unique):
             _append(header, f, header=True)
-        na_firsts = _first_na_hits(out)
         for bucket in sorted_hit_buckets(out, max_rows, tmp):
-            mask = _unique_mask(bucket, na_firsts)
+            mask = _unique_mask(bucket)
             _append(bucket.select(columns), f_all)
             _append(bucket.select(columns).filter(mask), f_unique)
             _append(_bed(bucket).filter(mask), f_bed)

@@ -14,6 +14,12 @@ follow finemo 0.41's ``postprocessing.py``:
 - **intersect**: successive inner joins on finemo's key columns (nulls equal, later inputs'
   other columns suffixed ``_1``, ``_2``, ...). finemo 0.41 passes ``join_nulls``, which polars
   >= 2 removed; we pass its successor ``nulls_equal``.
+
+Hits of regions without coordinates (``chr`` null or finemo's placeholder ``"NA"``; their
+positions are offsets within the region) are keyed by region, ``peak_id``, in both verbs:
+finemo 0.41 treats "NA" as one chromosome, so its collapse sweeps all regions as one (hits of
+different regions at the same offset knock each other out) and its relaxed intersect pairs hits
+of different regions.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ STRICT_KEYS: tuple[str, ...] = ("chr", "start", "end", "start_untrimmed", "end_u
 RELAXED_KEYS: tuple[str, ...] = ("chr", "start_untrimmed", "end_untrimmed", "motif_name",
                                  "strand")
 DEFAULT_OVERLAP_FRAC = 0.2
+#: finemo's chromosome placeholder for regions without coordinates.
+NA_CHROM = "NA"
 
 _NULLS_KW = ("nulls_equal" if "nulls_equal" in inspect.signature(pl.LazyFrame.join).parameters
              else "join_nulls")
@@ -84,8 +92,11 @@ def collapse_hits(hits: HitsSource, overlap_frac: float = DEFAULT_OVERLAP_FRAC) 
     lf = _lazy(hits)
     keys = lf.select("chr", "start", "end", "hit_similarity", "peak_id").collect()
     if keys.height:
-        # Chromosome ids by first appearance, as finemo numbers them.
-        chrom = keys["chr"].fill_null("\x00null")
+        # Chromosome ids by first appearance, as finemo numbers them; a region without
+        # coordinates is a chromosome of its own (its positions are offsets in the region).
+        chrom = keys.select(pl.when(_no_coordinates()).then(
+            pl.lit("\x00region ") + pl.col("peak_id").cast(pl.String))
+            .otherwise(pl.col("chr")).alias("chr")).to_series()
         order = chrom.unique(maintain_order=True)
         chrom_id = chrom.replace_strict(order, pl.int_range(len(order), eager=True),
                                         return_dtype=pl.Int64).to_numpy()
@@ -134,13 +145,19 @@ def intersect_hits(hits: Sequence[HitsSource], relaxed: bool = False) -> pl.Lazy
     """
     if len(hits) < 1:
         raise InputError("intersect-hits needs at least one hits input")
-    keys = list(RELAXED_KEYS if relaxed else STRICT_KEYS)
-    frames = [_lazy(h) for h in hits]
+    keys = [*(RELAXED_KEYS if relaxed else STRICT_KEYS), "_region"]
+    # Hits without coordinates match only hits of the same region.
+    frames = [_lazy(h).with_columns(_region=pl.when(_no_coordinates()).then(pl.col("peak_id")))
+              for h in hits]
     result = frames[0]
     for idx, other in enumerate(frames[1:], start=1):
         result = result.join(other, on=keys, how="inner", suffix=f"_{idx}", coalesce=True,
                              maintain_order="left", **{_NULLS_KW: True})
-    return result
+    return result.drop("_region")
+
+
+def _no_coordinates() -> pl.Expr:
+    return pl.col("chr").is_null() | (pl.col("chr") == NA_CHROM)
 
 
 def write_collapsed(source: str | os.PathLike[str], out_path: str | os.PathLike[str],

@@ -140,3 +140,58 @@ def test_bad_inputs(tmp_path: Path) -> None:
         pp.collapse_hits(PP / "hits.tsv", 1.5)
     with pytest.raises(InputError, match="at least one"):
         pp.intersect_hits([])
+
+
+def _na_hits(chrom: str | None) -> pl.DataFrame:
+    """Hits of three regions without coordinates: regions 0 and 1 hold a hit at the same
+    offsets, region 2 an overlapping pair of its own."""
+    rows = [  # peak_id, start, end, similarity, motif
+        (0, 100, 110, 0.9, "m1"), (1, 100, 110, 0.8, "m1"), (1, 300, 310, 0.7, "m2"),
+        (2, 100, 110, 0.6, "m1"), (2, 104, 114, 0.95, "m1"),
+    ]
+    n = len(rows)
+    return pl.DataFrame({
+        "chr": pl.Series([chrom] * n, dtype=pl.String),
+        "start": pl.Series([r[1] for r in rows], dtype=pl.Int32),
+        "end": pl.Series([r[2] for r in rows], dtype=pl.Int32),
+        "start_untrimmed": pl.Series([r[1] - 5 for r in rows], dtype=pl.Int32),
+        "end_untrimmed": pl.Series([r[2] + 5 for r in rows], dtype=pl.Int32),
+        "motif_name": [r[4] for r in rows],
+        "hit_coefficient": pl.Series([1.0] * n, dtype=pl.Float32),
+        "hit_coefficient_global": pl.Series([1.0] * n, dtype=pl.Float32),
+        "hit_similarity": pl.Series([r[3] for r in rows], dtype=pl.Float32),
+        "hit_correlation": pl.Series([r[3] for r in rows], dtype=pl.Float32),
+        "hit_importance": pl.Series([1.0] * n, dtype=pl.Float32),
+        "hit_importance_sq": pl.Series([1.0] * n, dtype=pl.Float32),
+        "strand": ["+"] * n,
+        "peak_name": pl.Series([chrom] * n, dtype=pl.String),
+        "peak_id": pl.Series([r[0] for r in rows], dtype=pl.UInt32),
+    }).select(list(pp.FINEMO_HITS_DTYPES)).cast(pp.FINEMO_HITS_DTYPES)
+
+
+@pytest.mark.parametrize("chrom", ["NA", None])
+def test_regions_without_coordinates_are_keyed_by_region(tmp_path: Path, chrom) -> None:
+    """chr NA (or null): positions are offsets in each region, so hits of different regions
+    never overlap (collapse) nor match (intersect); finemo 0.41 treats NA as one chromosome."""
+    hits = _na_hits(chrom)
+    primary = pp.collapse_hits(hits).collect()["is_primary"].to_list()
+    # regions 0 and 1 keep their hit; in region 2 the overlapping pair competes (finemo's rule)
+    assert primary == [1, 1, 1, 1, 0]
+    # with coordinates the same rows on one chromosome do compete across "regions"
+    on_chr = hits.with_columns(chr=pl.lit("chr1"))
+    assert pp.collapse_hits(on_chr).collect()["is_primary"].to_list() != primary
+    for relaxed in (False, True):
+        other = hits.with_columns(peak_id=pl.col("peak_id").replace_strict(
+            {0: 5, 1: 6, 2: 2}, return_dtype=pl.UInt32))
+        got = pp.intersect_hits([hits, other], relaxed=relaxed).collect()
+        # same offsets, other regions: only region 2 is in both inputs
+        assert sorted(got["peak_id"].to_list()) == [2, 2], relaxed
+        assert "_region" not in got.columns
+        same = pp.intersect_hits([hits, hits], relaxed=relaxed).collect()
+        assert same.height == hits.height
+    if chrom is not None:  # finemo's TSV through the CLI
+        path = tmp_path / "hits.tsv"
+        hits.write_csv(path, separator="\t")
+        assert main(["collapse-hits", "-i", str(path), "-o", str(tmp_path / "c.tsv")]) == 0
+        out = pl.read_csv(tmp_path / "c.tsv", separator="\t")
+        assert out["is_primary"].to_list() == primary
