@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-_DEFAULT_MODISCO_WIDTH = 400
+_DEFAULT_MODISCO_WIDTH = None
 _DEFAULT_BLOCK_SIZE = 1024
 
 
@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--modisco-region-width",
         type=int,
         default=_DEFAULT_MODISCO_WIDTH,
-        help="width of the windows TF-MoDISco ran on (default %(default)s)",
+        help="width of the windows TF-MoDISco ran on (default: the H5's recorded window_size, "
+        "which wins over -W; 400 when the H5 records none)",
     )
     p.add_argument(
         "-n",
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..report import write_report
 
-    if args.modisco_region_width <= 0:
+    if args.modisco_region_width is not None and args.modisco_region_width <= 0:
         raise InputError(
             f"-W/--modisco-region-width must be positive, got {args.modisco_region_width}"
         )

@@ -17,7 +17,7 @@ from ..errors import InputError
 from . import distinct, tables
 from .cwms import CWM_KINDS, CwmSums, accumulate_cwms, cosine
 from .regions import RegionSource, open_report_regions
-from .seqlets import SEQLET_COLUMNS, load_seqlets
+from .seqlets import SEQLET_COLUMNS, check_seqlets_line_up, load_seqlets, resolve_window
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def report_tables(
     regions: str | os.PathLike[str] | RegionSource,
     hits_dir: str | os.PathLike[str],
     modisco_h5: str | os.PathLike[str] | None = None,
-    modisco_region_width: int = 400,
+    modisco_region_width: int | None = None,
     compute_recall: bool = True,
     block_size: int = 1024,
 ) -> ReportTables:
@@ -123,8 +123,12 @@ def report_tables(
         The call-hits output directory (``OUT``).
     modisco_h5 : path, optional
         tfmodisco-lite H5; without it seqlet statistics are left out.
-    modisco_region_width : int
-        Width of the windows tfmodisco ran on (``modisco motifs -w``).
+    modisco_region_width : int, optional
+        Width of the windows tfmodisco ran on (``modisco motifs -w``). The H5's recorded
+        ``window_size`` wins over it (with a warning when they differ); default 400 when the
+        H5 records none. A sample of seqlets is checked against the regions' sequence at the
+        place they are mapped to: an H5 made on other regions, another order or another window
+        raises InputError instead of reporting every recall as 0.
     compute_recall : bool
         Whether to compare hits with seqlets one by one (recall, missed seqlets, extra hits).
     block_size : int
@@ -145,7 +149,11 @@ def report_tables(
     hits = scan_hits(hits_dir)
 
     seqlets = None
-    if modisco_h5 is not None:
+    if modisco_h5 is None:
+        modisco_region_width = modisco_region_width or 400
+    else:
+        modisco_region_width = resolve_window(modisco_h5, modisco_region_width)
+        check_seqlets_line_up(modisco_h5, source, modisco_region_width)
         seqlets = load_seqlets(modisco_h5, source.peaks, motifs, source.width, modisco_region_width)
     recall = compute_recall and seqlets is not None
     # The windows under every distinct hit are spilled to disk between the two passes.
@@ -247,7 +255,7 @@ def write_report(
     hits_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     modisco_h5: str | os.PathLike[str] | None = None,
-    modisco_region_width: int = 400,
+    modisco_region_width: int | None = None,
     compute_recall: bool = True,
     embed_images: bool = False,
     block_size: int = 1024,

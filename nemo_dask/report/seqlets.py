@@ -153,3 +153,104 @@ def load_seqlets(
         .drop("_order")
     )
     return seqlets
+
+
+#: Seqlets sampled to check that the H5 lines up with the regions.
+SEQLET_SAMPLE = 96
+#: Fraction of sampled seqlets that must match the regions' sequence.
+MIN_LINED_UP = 0.9
+
+
+def recorded_window(modisco_h5: str | os.PathLike[str]) -> int | None:
+    """The window tfmodisco-lite ran on, from the H5's ``window_size`` attribute (None if absent)."""
+    if not Path(modisco_h5).is_file():
+        raise InputError(f"{modisco_h5}: TF-MoDISco H5 not found (-m)")
+    try:
+        with h5py.File(modisco_h5, "r") as h5:
+            value = h5.attrs.get("window_size")
+    except OSError as err:
+        raise InputError(f"{modisco_h5}: cannot read the TF-MoDISco H5 ({err})") from err
+    if value is None:
+        return None
+    try:
+        window = int(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return window if window > 0 else None
+
+
+def resolve_window(modisco_h5: str | os.PathLike[str], requested: int | None) -> int:
+    """The modisco window to use: the H5's recorded ``window_size`` when it has one (a different
+    ``requested`` -W is overridden with a warning), else ``requested``, else 400 (modisco's
+    default)."""
+    import warnings
+
+    recorded = recorded_window(modisco_h5)
+    if recorded is None:
+        return requested or 400
+    if requested is not None and requested != recorded:
+        warnings.warn(f"{modisco_h5} records window_size {recorded} (`modisco motifs -w "
+                      f"{recorded}`); using it instead of -W {requested}", stacklevel=3)
+    return recorded
+
+
+def check_seqlets_line_up(modisco_h5: str | os.PathLike[str], regions: object,
+                          modisco_region_width: int, sample: int = SEQLET_SAMPLE) -> float:
+    """Check that the H5's seqlets lie on the regions' sequences; returns the matching fraction.
+
+    tfmodisco-lite stores each seqlet's one-hot sequence (reverse-complemented for ``-``
+    seqlets) with its example index and its start in the central window. A sample of seqlets
+    is compared with the regions' sequence at the place the report maps them to
+    (``L//2 - W//2 + start`` in region ``example_idx``). When modisco ran on another window, on
+    other regions or on the same regions in another order, few of them match, and every recall
+    would silently be 0.
+
+    Raises
+    ------
+    InputError
+        When fewer than :data:`MIN_LINED_UP` of the sampled seqlets match.
+    """
+    from .cwms import _rows_of
+
+    path = Path(modisco_h5)
+    records: list[tuple[int, int, int, bool, np.ndarray]] = []
+    with h5py.File(path, "r") as h5:
+        for group in PATTERN_GROUPS:
+            if group not in h5:
+                continue
+            for name in sorted(h5[group].keys(), key=pattern_sort_key):
+                s = h5[group][name].get("seqlets")
+                if s is None or "sequence" not in s:
+                    continue
+                n = len(s["start"])
+                for i in np.linspace(0, n - 1, min(n, max(1, sample // 8)), dtype=int):
+                    records.append((int(s["example_idx"][i]), int(s["start"][i]),
+                                    int(s["end"][i]), bool(s["is_revcomp"][i]),
+                                    np.asarray(s["sequence"][i])))
+    if not records:
+        return 1.0
+    if len(records) > sample:
+        keep = np.linspace(0, len(records) - 1, sample, dtype=int)
+        records = [records[i] for i in keep]
+    width = int(regions.width)  # type: ignore[attr-defined]
+    offset = width // 2 - modisco_region_width // 2
+    rows = _rows_of(regions.peaks,  # type: ignore[attr-defined]
+                    np.array([r[0] for r in records], dtype=np.int64))
+    matched = 0
+    for (_, start, end, revcomp, stored), row in zip(records, rows, strict=True):
+        a, b = offset + start, offset + end
+        if row < 0 or a < 0 or b > width:
+            continue
+        seq = regions.read_block(int(row), int(row) + 1).sequences[0][:, a:b]  # type: ignore
+        if revcomp:
+            seq = seq[::-1, ::-1]
+        matched += bool(np.array_equal(seq.T, stored.astype(seq.dtype)))
+    fraction = matched / len(records)
+    if fraction < MIN_LINED_UP:
+        raise InputError(
+            f"{path}: only {matched} of {len(records)} sampled seqlets lie on the regions' "
+            f"sequence where the report places them (window -W {modisco_region_width}, region "
+            f"width {width}); the H5 was made on other regions, on these regions in another "
+            "order or subset, or with another window: pass the regions (-r) and window (-W) "
+            "modisco ran on, or leave out -m")
+    return fraction
