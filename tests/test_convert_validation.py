@@ -395,3 +395,25 @@ def test_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert not (tmp_path / "s.zarr").exists()
     with pytest.raises(InputError):
         open_regions(tmp_path / "s.zarr")
+
+
+def test_cli_convert_npz_takes_peaks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """finemo's call-time coordinates at conversion: `convert npz -p PEAKS.gz -C ORDER`."""
+    from finemo.data_io import load_peaks
+
+    with np.load(D / "expected_bpnet_nopeaks.npz") as d:
+        assert "chr" not in d.files
+    gz = _write_gz(tmp_path / "p.narrowPeak.gz", (D / "peaks.narrowPeak").read_bytes(), True)
+    rc = main(["convert", "npz", "-r", str(D / "expected_bpnet_nopeaks.npz"), "-p", str(gz),
+               "-C", str(D / "chrom_order.txt"), "-o", str(tmp_path / "s.zarr"),
+               "--no-progress"])
+    assert rc == 0 and "wrote" in capsys.readouterr().err
+    regions = open_regions(tmp_path / "s.zarr")
+    ref = load_peaks(str(D / "peaks.narrowPeak"), str(D / "chrom_order.txt"), 500)
+    assert regions.has_peaks
+    assert regions.peaks["chr_id"].to_list() == ref["chr_id"].to_list()
+    assert regions.peaks["peak_region_start"].to_list() == ref["peak_region_start"].to_list()
+    rc = main(["convert", "npz", "-r", str(D / "expected_bpnet_nopeaks.npz"), "-C",
+               str(D / "chrom_order.txt"), "-o", str(tmp_path / "t.zarr")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs a peaks file" in err[0]

@@ -43,6 +43,17 @@ def inputs(tmp_path_factory, regions_npz, data_dir) -> dict[str, Path]:
     paths["truncated_npz"] = d / "truncated.npz"
     paths["truncated_npz"].write_bytes(paths["good"].read_bytes()[:5000])
 
+    rows = [f"{small['chr'][i]}\t{int(small['start'][i]) + 400}\t{int(small['start'][i]) + 700}"
+            f"\tp{i}\t1\t.\t1\t1\t1\t100" for i in range(8)]
+    paths["short_peaks"] = d / "short.narrowPeak"
+    paths["short_peaks"].write_text("\n".join(rows[:5]) + "\n")
+    paths["header_peaks"] = d / "header.narrowPeak"
+    paths["header_peaks"].write_text("chrom\tstart\tend\tname\tscore\tstrand\tsignal\tp\tq"
+                                     "\tsummit\n" + "\n".join(rows) + "\n")
+    paths["ragged_peaks"] = d / "ragged.narrowPeak"
+    paths["ragged_peaks"].write_text("\n".join(rows[:3] + [rows[3] + "\textra"] + rows[4:]))
+    paths["order"] = d / "order.txt"
+    paths["order"].write_text("chr1\n")
     paths["h5"] = data_dir / "modisco.h5"
     paths["truncated_h5"] = d / "truncated.h5"
     paths["truncated_h5"].write_bytes(paths["h5"].read_bytes()[:20000])
@@ -78,6 +89,11 @@ CASES = {
     "block size zero": (["--block-size", "0"], "block"),
     "worker count zero": (["--workers", "0"], "workers"),
     "missing include list": (["-I", "{d}/nope.txt"], "nope.txt"),
+    "missing peaks file": (["-p", "{d}/nope.narrowPeak"], "not found"),
+    "fewer peak rows than regions": (["-p", "{short_peaks}"], "5 peak rows but"),
+    "peaks with a column header": (["-p", "{header_peaks}"], "header"),
+    "peaks with too many columns": (["-p", "{ragged_peaks}"], "line 4 has 11"),
+    "chromosome order without peaks": (["-C", "{order}"], "needs a peaks file"),
 }
 
 
