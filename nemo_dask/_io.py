@@ -146,8 +146,10 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
     Returns
     -------
     (kind, target) : tuple
-        ``kind`` is ``"stdout"``, ``"stream"`` (device, FIFO, socket: written directly) or
-        ``"file"`` (written atomically); ``target`` is the path written, with symlinks resolved.
+        ``kind`` is ``"stdout"`` or ``"stderr"`` (the path is this process's standard output or
+        error, e.g. ``-``, ``/dev/stdout``: written through the open stream), ``"stream"``
+        (device, FIFO, socket: ``target`` is opened and written directly) or ``"file"``
+        (written atomically; ``target`` is the path with symlinks resolved).
 
     Raises
     ------
@@ -157,27 +159,42 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
     """
     if os.fspath(path) == STDOUT:
         return "stdout", Path("/dev/stdout")
-    # realpath follows every link of the chain, also to a target that does not exist yet.
-    target = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
-    shown = os.fspath(path) + (f" (-> {target})" if Path(os.path.abspath(path)) != target else "")
+    given = Path(os.path.expanduser(os.fspath(path)))
     try:
-        mode = os.stat(target).st_mode
+        # stat, not realpath first: the kernel follows /dev/stdout's "magic" /proc links too.
+        st: os.stat_result | None = os.stat(given)
     except FileNotFoundError:
-        mode = None
+        st = None
     except NotADirectoryError:
-        raise OutputExistsError(f"{shown}: cannot write this {what}: a parent of it is a file, "
+        raise OutputExistsError(f"{path}: cannot write this {what}: a parent of it is a file, "
                                 "not a directory; choose another -o") from None
-    if mode is None or stat.S_ISREG(mode):
-        parent = target.parent
-        if parent.exists() and not parent.is_dir():
-            raise OutputExistsError(f"{shown}: cannot write this {what}: {parent} is not a "
-                                    "directory; choose another -o")
-        return "file", target
-    if _is_stream(mode):
-        return "stream", target
-    raise OutputExistsError(f"{shown} is {_describe(mode)}; the {what} must be a file path (or "
-                            "a character device, FIFO or - for standard output): choose another "
-                            "-o; nothing was written")
+    if st is not None:
+        for fd, kind in ((1, "stdout"), (2, "stderr")):
+            with contextlib.suppress(OSError):
+                if os.path.samestat(st, os.fstat(fd)):
+                    return kind, given
+        if _is_stream(st.st_mode):
+            return "stream", given
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputExistsError(
+                f"{_shown(path)} is {_describe(st.st_mode)}; the {what} must be a file path (or a "
+                "character device, FIFO or - for standard output): choose another -o; nothing "
+                "was written")
+    # A regular file, or nothing yet (a dangling link's target is created).
+    target = Path(os.path.realpath(given))
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputExistsError(f"{_shown(path)}: cannot write this {what}: {parent} is not a "
+                                "directory; choose another -o")
+    return "file", target
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """The path as typed, with where a symlink leads."""
+    text = os.fspath(path)
+    if os.path.islink(text):
+        return f"{text} (-> {os.path.realpath(text)})"
+    return text
 
 
 @contextlib.contextmanager
@@ -294,8 +311,9 @@ def _atomic(target: Path) -> Iterator[IO[bytes]]:
 
 @contextlib.contextmanager
 def _stream(kind: str, target: Path) -> Iterator[IO[bytes]]:
-    if kind == "stdout":
-        out = sys.stdout.buffer
+    if kind in ("stdout", "stderr"):
+        out = (sys.stdout if kind == "stdout" else sys.stderr).buffer
+        out.flush()
         yield _Unclosed(out)
         out.flush()
         return
@@ -363,19 +381,18 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
     if os.fspath(path) == STDOUT:
         raise OutputExistsError(f"the {what} cannot be standard output (-): give a directory "
                                 "path")
-    target = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+    given = os.path.expanduser(os.fspath(path))
     try:
-        mode = os.stat(target).st_mode
+        mode = os.stat(given).st_mode
     except FileNotFoundError:
-        return target
+        mode = None
     except NotADirectoryError:
         raise OutputExistsError(f"{path}: cannot create this {what}: a parent of it is a file, "
                                 "not a directory; choose another -o") from None
-    if not stat.S_ISDIR(mode):
-        shown = os.fspath(path) + (f" (-> {target})" if os.path.islink(path) else "")
-        raise OutputExistsError(f"{shown} is {_describe(mode)}, but the {what} must be a "
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise OutputExistsError(f"{_shown(path)} is {_describe(mode)}, but the {what} must be a "
                                 "directory: choose another -o; nothing was written")
-    return target
+    return Path(os.path.realpath(given))
 
 
 def make_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:

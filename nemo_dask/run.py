@@ -161,9 +161,9 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
         raise InputError(f"retries must be an integer >= 0, got {run_opts['retries']!r}")
 
     motifs = load_motifs(motifs_path, motif_params)
-    out = Path(out).expanduser().absolute()
-    # A file, device or FIFO at OUT is refused before any work (also before an npz conversion).
+    # A file, device, FIFO or - at OUT is refused before any work (also before an npz conversion).
     output_dir(out, "call-hits output directory")
+    out = Path(out).expanduser().absolute()
     source, npz_identity = _regions_source(regions)
     if npz_identity is None:
         store = open_regions(source)
