@@ -9,8 +9,10 @@ Rules (the README's "Outputs" section says the same for users):
   beside the target, so the link stays a link and points at the new file.
 * **A character device, FIFO or socket** (``/dev/null``, ``/dev/stdout``, a named pipe another
   program reads, a Unix socket) is written to directly, as a stream, and is never replaced or
-  deleted. ``-`` means standard output. A block device is refused (writing a disk is never what
-  ``-o`` means).
+  deleted. ``-`` means standard output; a path that is this process's standard output or error
+  (``/dev/stdout``, ``/dev/fd/1``, whatever they lead to) is written through the open stream. A
+  stream cannot be taken back: a writer that fails midway leaves what it wrote. A block device
+  is refused (writing a disk is never what ``-o`` means).
 * **A directory where a file is wanted**, or **a file, device or FIFO where a directory is
   wanted**, is refused with :class:`~nemo_dask.errors.OutputExistsError` (one line from the
   CLI, exit 2) before anything is written.
@@ -18,13 +20,24 @@ Rules (the README's "Outputs" section says the same for users):
 Temporaries are named ``.<name>.tmp-<32 hex digits>``: a leading dot (hidden, and skipped by
 pyarrow's dataset discovery) and a last suffix that is never a data suffix, so no dataset glob
 (``OUT/hits/*.parquet``, ``*.tsv``, ``*.json``, ``*.zarr``) ever matches one, even one left by a
-killed writer. :func:`is_temporary` recognises them (and the ``.tmp-<hex>-<name>`` names of
-versions before 0.2) for the clean-up at the next run.
+killed writer. :func:`is_temporary` recognises them (and the ``.tmp-<hex>-<name>`` names that
+earlier versions gave partitions) for the clean-up at the next run.
 
 Directory outputs (a call-hits OUT, a regions store, an export or report directory) are checked
-with :func:`output_dir`. ``--overwrite`` removes only entries that are nemo_dask's own output,
-through :func:`remove_owned`, which refuses symlinks, devices, FIFOs and sockets: it never
-follows a link into a directory that is not ours, and never deletes a special file.
+with :func:`output_dir` (a symlink to a directory, or to nothing yet, is followed) and created
+with :func:`make_output_dir`; a whole directory made beside its target is swapped in with
+:func:`replace_directory`. Files inside a directory output follow the file rules above, one by
+one. ``--overwrite`` removes only what is nemo_dask's own output, through :func:`remove_owned`,
+which refuses symlinks (whatever they point to), devices, FIFOs and sockets, and whatever the
+caller's ownership test rejects: it never deletes a special file, never deletes a link's target
+through the link, and never empties a directory that is not ours. An output directory given as
+a symlink to our own output is ours: its entries are replaced, the link stays.
+
+Usage::
+
+    with open_output(path, "wb", what="hits table") as f:   # or "w" for UTF-8 text
+        frame.write_csv(f, separator="\\t")
+    out = make_output_dir(path, "export directory")           # resolved, created
 """
 
 from __future__ import annotations
@@ -406,6 +419,27 @@ def make_output_dir(path: str | os.PathLike[str], what: str = "output directory"
     return target
 
 
+def replace_directory(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                      owned: Callable[[Path], bool] | None = None,
+                      what: str = "output directory") -> None:
+    """Move the finished directory ``src`` onto ``dst`` (same file system, ``dst`` resolved).
+
+    An old ``dst`` must pass :func:`check_removable` with ``owned``; it is renamed to a
+    temporary name, the new one renamed into place, and only then is the old one deleted, so
+    ``dst`` always names a complete directory.
+    """
+    src, dst = Path(src), Path(dst)
+    if os.path.lexists(dst):
+        check_removable(dst, owned, what)
+        trash = dst.parent / temporary_name(dst.name)
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
 def remove_owned(path: str | os.PathLike[str], owned: Callable[[Path], bool] | None = None,
                  what: str = "entry") -> bool:
     """Delete ``path`` (a file or directory tree that nemo_dask wrote); returns whether it did.
@@ -451,7 +485,8 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
 
 
 __all__ = (
-    "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "is_temporary", "make_output_dir", "open_output",
-    "output_dir", "output_file", "remove_owned", "remove_temporaries", "temporary_name",
-    "version", "write_bytes", "write_json", "write_text",
+    "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "is_temporary",
+    "make_output_dir", "open_output", "output_dir", "output_file", "remove_owned",
+    "remove_temporaries", "replace_directory", "temporary_name", "temporary_of", "version",
+    "write_bytes", "write_json", "write_text",
 )

@@ -27,7 +27,7 @@ from ._io import (
     make_output_dir,
     open_output,
     output_dir,
-    remove_owned,
+    replace_directory,
     temporary_name,
     version,
     write_json,
@@ -395,8 +395,7 @@ def _move_store(source: str, out: Path) -> str:
     target = out / "regions.zarr"
     if Path(source) != target:
         # A store of this same run that did not open: ours; a link or device there is refused.
-        remove_owned(target, None, "regions store")
-        os.replace(source, target)
+        replace_directory(source, target, None, "regions store")
     return str(target)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .._io import check_removable, output_dir, temporary_name, version
+from .._io import output_dir, replace_directory, temporary_name, version
 from ..errors import InputError, OutputExistsError
 from ..schema import PEAKS_DTYPES
 from ..store import (
@@ -215,7 +215,8 @@ class StoreWriter:
         self.attrs["complete"] = True  # listed last, written last
         self.group.attrs[ATTRS_KEY] = self.attrs
         if self.local is not None:
-            _replace_dir(Path(self.target), self.local)
+            # The old store (checked: an empty directory or a store) goes once the new one is in.
+            replace_directory(self.target, self.local, _replaceable, "regions store")
         return open_regions(self.final)
 
     def abort(self) -> None:
@@ -228,21 +229,6 @@ class StoreWriter:
                 fs.rm(root, recursive=True)
             except (OSError, ValueError):
                 pass
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, deleting an old ``dst`` only after the new one is in place.
-
-    An old ``dst`` must be an empty directory or a store (never a link, device or other data).
-    """
-    if os.path.lexists(dst):
-        check_removable(dst, _replaceable, "regions store")
-        trash = dst.parent / temporary_name(dst.name)
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 @contextmanager
