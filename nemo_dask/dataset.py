@@ -68,6 +68,8 @@ def write_block(
 
 def partition_rows(path: str | os.PathLike[str]) -> int | None:
     """Row count of a complete Parquet file, or None if it is missing or unreadable."""
+    if not Path(path).is_file():  # a FIFO or device of that name must not be read (it blocks)
+        return None
     try:
         return pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowInvalid):
