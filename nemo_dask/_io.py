@@ -303,7 +303,11 @@ def install(src: str | os.PathLike[str], path: str | os.PathLike[str],
 
 @contextlib.contextmanager
 def _atomic(target: Path) -> Iterator[IO[bytes]]:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputExistsError(f"{target}: cannot write it: a parent of it is not a directory "
+                                "(or is a link to nothing); choose another -o") from None
     tmp = target.parent / temporary_name(target.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
