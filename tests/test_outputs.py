@@ -9,6 +9,7 @@ reader), and an output that cannot be written gets one line on stderr, exit 2, n
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -316,6 +317,12 @@ def test_call_hits_outputs(tiny_npz, tmp_path, capsys) -> None:
     refused(argv(tmp_path / "out", "--overwrite", "-l", "0.9"), capsys, "manifest.json",
             "symbolic link")
     assert user.read_text() == "keep" and (real / "hits").is_dir(), "nothing deleted"
+    # Without the foreign link, our own output behind OUT's link is replaced; the link stays.
+    os.unlink(real / "manifest.json")
+    ok(argv(tmp_path / "out", "--overwrite", "-l", "0.9"), capsys)
+    params = json.loads((real / "parameters.json").read_text())
+    assert params["lambda_default"] == 0.9 and (tmp_path / "out").is_symlink()
+    assert user.read_text() == "keep" and listing(tmp_path / "disk") == ["out"]
 
     # A foreign directory with --overwrite: a user's hits/ (here a link to their data) stays.
     foreign = tmp_path / "foreign"
