@@ -9,15 +9,16 @@ Layout of an output directory ``OUT``::
     OUT/parameters.json            every parameter of the run
     OUT/manifest.json              finished blocks and their row counts
 
-A partition is written to a hidden temporary name beside its final name and renamed into place,
-so a reader (and a resumed run) only ever sees complete files.
+A partition is written to a hidden temporary name beside its final name and renamed into place
+(:mod:`nemo_dask._io`), so a reader (and a resumed run) only ever sees complete files; the
+temporary's name (``.part-000000.parquet.tmp-<hex>``) matches no glob of the dataset, so
+``pl.scan_parquet('OUT/hits/*.parquet')`` works while a run writes and after a killed writer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._io import open_output, remove_temporaries
 from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform
 
 HITS_DIR = "hits"
@@ -33,7 +35,6 @@ MOTIFS_FILE = "motifs.parquet"
 CWMS_FILE = "motif_cwms.npy"
 PARAMS_FILE = "parameters.json"
 MANIFEST_FILE = "manifest.json"
-_TMP_PREFIX = ".tmp-"
 
 
 def part_name(block: int) -> str:
@@ -42,20 +43,13 @@ def part_name(block: int) -> str:
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
-    """Write ``table`` to ``path`` as Parquet via a temporary file and a rename.
+    """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask._io.open_output`.
 
-    Returns the number of rows written. The temporary lives in the same directory so that the
-    rename is atomic on POSIX file systems.
+    Returns the number of rows written. A regular file is replaced atomically (temporary in the
+    same directory, then a rename).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with open_output(path, "wb", what="Parquet file") as f:
+        pq.write_table(table, f, compression="zstd")
     return table.num_rows
 
 
@@ -74,6 +68,8 @@ def write_block(
 
 def partition_rows(path: str | os.PathLike[str]) -> int | None:
     """Row count of a complete Parquet file, or None if it is missing or unreadable."""
+    if not Path(path).is_file():  # a FIFO or device of that name must not be read (it blocks)
+        return None
     try:
         return pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowInvalid):
@@ -81,15 +77,13 @@ def partition_rows(path: str | os.PathLike[str]) -> int | None:
 
 
 def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
-    """Delete temporaries left by an interrupted writer; returns how many were removed."""
-    removed = 0
-    for sub in (HITS_DIR, QC_DIR):
-        d = Path(out) / sub
-        if d.is_dir():
-            for f in d.glob(f"{_TMP_PREFIX}*"):
-                f.unlink(missing_ok=True)
-                removed += 1
-    return removed
+    """Delete temporaries left by an interrupted writer in ``hits/``, ``qc/`` and ``out`` itself.
+
+    Returns how many were removed (names as :func:`nemo_dask._io.is_temporary` says; in ``out``
+    only those of the run's own files, since ``out`` may also hold a user's files).
+    """
+    return (remove_temporaries(Path(out) / HITS_DIR) + remove_temporaries(Path(out) / QC_DIR)
+            + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE)))
 
 
 def scan_hits(out: str | os.PathLike[str]) -> pl.LazyFrame:
@@ -120,21 +114,23 @@ def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
     return pl.from_arrow(pq.read_table(Path(out) / MOTIFS_FILE))  # type: ignore[return-value]
 
 
-def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``obj`` as indented JSON via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=4)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by :func:`write_json_atomic`."""
+    """Read a JSON file written by :func:`nemo_dask._io.write_json`."""
     with open(path) as f:
         return json.load(f)
+
+
+def is_output_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory a nemo_dask run (or import) wrote: its parameters.json
+    carries nemo_dask's own record."""
+    params = Path(path) / PARAMS_FILE
+    if not params.is_file():
+        return False
+    try:
+        record = read_json(params).get("nemo_dask")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(record, dict) and bool(record)
 
 
 def read_parameters(out: str | os.PathLike[str]) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._io import (
+    install,
+    make_output_dir,
+    output_dir,
+    output_file,
+    remove_temporaries,
+    temporary_name,
+)
 from .dataset import (
     CWMS_FILE,
     HITS_DIR,
@@ -130,7 +137,9 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     out : path
         A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
     dest_dir : path
-        Where the finemo files go (created; files of the same names are replaced).
+        Where the finemo files go (created; files of the same names are replaced, each as
+        :func:`nemo_dask._io.open_output` says: a symlink's target is written, a device or FIFO
+        receives the bytes; a directory of such a name is refused before any work).
     max_rows : int
         Largest number of hits sorted in memory at once (memory ~ 100 bytes x ``max_rows``).
     allow_incomplete : bool
@@ -138,13 +147,27 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
 
     Every file is written into a hidden temporary directory inside ``dest_dir`` and moved into
     place only when all are complete.
+
+    Raises
+    ------
+    InputError
+        ``out`` is not a complete run, or ``max_rows`` < 1.
+    OutputExistsError
+        ``dest_dir`` is (or links to) a file or device, or one of the file names in it is a
+        directory.
     """
     out, dest = Path(out), Path(dest_dir)
+    real = output_dir(dest, "export directory")
     _check_run(out, dest, allow_incomplete)
     if max_rows < 1:
         raise InputError(f"max_rows must be a positive number of hits, got {max_rows}")
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".tmp-export-{uuid.uuid4().hex}"
+    names = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE,
+             PARAMS_FILE)
+    for name in names:
+        output_file(real / name, "export file")
+    make_output_dir(real, "export directory")
+    remove_temporaries(real, ("export", *names))  # left by a killed export; only ours
+    tmp = real / temporary_name("export")
     tmp.mkdir()
     try:
         n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
@@ -152,10 +175,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
         shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
         _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
-        names = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE, MOTIF_DATA_FILE,
-                 CWMS_FILE, PARAMS_FILE)
         for name in names:
-            os.replace(tmp / name, dest / name)
+            install(tmp / name, real / name, "export file")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(dest=dest, n_hits=n_hits, n_unique=n_unique, n_regions=n_regions,

@@ -12,18 +12,18 @@ coordinates (chr ``NA``) finemo's chr_id is the region index, i.e. ``peak_id``.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
 
+from ._io import copy_file, make_output_dir, output_dir, remove_owned, write_json
 from .dataset import (
     CWMS_FILE,
     PARAMS_FILE,
+    is_output_dir,
     read_json,
     write_block,
-    write_json_atomic,
     write_motifs,
 )
 from .errors import InputError, OutputExistsError
@@ -57,7 +57,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     finemo_dir : path
         Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json.
     out : path
-        The new output directory (must not exist or be empty unless ``overwrite``).
+        The new output directory (must not exist or be empty unless ``overwrite``; with
+        ``overwrite`` it may hold nemo_dask's own output, which is replaced, but nothing else).
     block_size : int
         Regions (by peak_id) per partition.
     """
@@ -69,11 +70,13 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
                          f"{', '.join(missing)}")
     if block_size < 1:
         raise InputError(f"block_size must be a positive number of regions, got {block_size}")
-    if out.exists() and any(out.iterdir()):
+    real = output_dir(out, "imported dataset directory")
+    if real.exists() and any(real.iterdir()):
         if not overwrite:
             raise OutputExistsError(f"{out} exists and is not empty; choose a new directory or "
                                     "pass overwrite=True")
-        shutil.rmtree(out)
+        # Only our own output goes, also when reached through a link (the link stays).
+        remove_owned(real, is_output_dir, "output directory")
 
     params = read_json(src / PARAMS_FILE)
     motifs = _read_tsv(src / MOTIF_DATA_FILE, polars_schema(MOTIFS_SCHEMA))
@@ -83,7 +86,7 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     n_regions = int(params.get("num_regions") or 0)
     if qc.height:
         n_regions = max(n_regions, int(qc["peak_id"].max()) + 1)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "imported dataset directory")
     finished: dict[int, dict[str, int]] = {}
     block_of = pl.col("peak_id") // block_size
     hits_by = hits.with_columns(_b=block_of).partition_by("_b", as_dict=True, include_key=False)
@@ -97,8 +100,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         finished[b] = {"start": start, "stop": min(start + block_size, max(n_regions, 1)),
                        "hits": n_h, "regions": n_q}
     write_motifs(out, motifs)
-    shutil.copyfile(src / CWMS_FILE, out / CWMS_FILE)
-    write_json_atomic(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
+    copy_file(src / CWMS_FILE, out / CWMS_FILE)
+    write_json(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
                       out / PARAMS_FILE)
     from .resume import write_manifest
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from ._io import open_output, output_file
 from .dataset import HITS_DIR
 from .errors import InputError
 from .exporting import HITS_FILE, HITS_UNIQUE_FILE, finemo_hits
@@ -163,6 +163,7 @@ def _no_coordinates() -> pl.Expr:
 def write_collapsed(source: str | os.PathLike[str], out_path: str | os.PathLike[str],
                     overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False) -> Path:
     """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV."""
+    output_file(out_path, "hits table")  # an unusable -o is refused before any work
     lf = collapse_hits(load_hits(source, unique=unique), overlap_frac)
     return write_tsv(lf.select(list(COLLAPSED_DTYPES)), out_path)
 
@@ -171,21 +172,17 @@ def write_intersection(sources: Sequence[str | os.PathLike[str]],
                        out_path: str | os.PathLike[str], relaxed: bool = False, *,
                        unique: bool = False) -> Path:
     """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV."""
+    output_file(out_path, "hits table")  # an unusable -o is refused before any work
     lf = intersect_hits([load_hits(s, unique=unique) for s in sources], relaxed)
     return write_tsv(lf, out_path)
 
 
 def write_tsv(lf: pl.LazyFrame, out_path: str | os.PathLike[str]) -> Path:
-    """Stream ``lf`` to a tab-separated file, via a temporary name and a rename."""
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
-        lf.sink_csv(tmp, separator="\t", engine="streaming")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Stream ``lf`` as a tab-separated table to ``out_path`` (:func:`nemo_dask._io.open_output`:
+    a file atomically, a symlink's target, a device, FIFO or ``-`` directly)."""
+    with open_output(out_path, "wb", what="hits table") as f:
+        lf.sink_csv(f, separator="\t", engine="streaming")
+    return Path(out_path)
 
 
 def _lazy(hits: HitsSource) -> pl.LazyFrame:

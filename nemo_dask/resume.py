@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import check_removable, is_temporary, output_dir, remove_owned, write_json
 from .dataset import (
     CWMS_FILE,
     HITS_DIR,
@@ -32,13 +33,13 @@ from .dataset import (
     part_name,
     partition_rows,
     read_json,
-    write_json_atomic,
 )
 from .errors import OutputExistsError
 from .motifs import Motifs
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
 _OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
+_PARTITION_DIRS = (HITS_DIR, QC_DIR)
 
 
 def motifs_digest(motifs: Motifs) -> str:
@@ -112,17 +113,26 @@ def describe_differences(previous: dict[str, Any], current: dict[str, Any]) -> s
 def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overwrite: bool) -> bool:
     """Check ``out`` against this run; returns True when resuming a run with the same identity.
 
-    Raises OutputExistsError when ``out`` holds another run (or foreign files) and ``overwrite``
-    is False. With ``overwrite`` only nemo_dask's own files are removed.
+    Raises OutputExistsError when ``out`` is not a directory (a file, device, FIFO, or a link to
+    one), or holds another run (or foreign files) and ``overwrite`` is False. With
+    ``overwrite`` only nemo_dask's own entries are removed: those of a directory whose
+    parameters.json a nemo_dask run wrote, or, in a directory that is not (yet) a run's, entries
+    whose content shows they are ours (see :func:`_looks_owned`). Symlinks, devices, FIFOs and
+    sockets among them are never removed (:func:`nemo_dask._io.remove_owned`). ``out`` itself
+    may be a symlink to a directory: it is followed.
     """
     params_path = out / PARAMS_FILE
+    output_dir(out, "call-hits output directory")
     if not out.exists():
         return False
-    if params_path.exists():
+    ours = False
+    if params_path.is_file():  # a FIFO of that name must not be opened for reading
         try:
             previous = read_json(params_path).get("nemo_dask", {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             previous = {}
+        previous = previous if isinstance(previous, dict) else {}
+        ours = bool(previous)
         if previous.get("fingerprint") == run_fingerprint:
             return True
         if not overwrite:
@@ -136,13 +146,31 @@ def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overw
             f"{out} exists, is not empty and is not a nemo-dask output directory; choose another "
             "output directory, or pass --overwrite (overwrite=True) to write into it anyway")
     if overwrite:
+        owned = None if ours else _looks_owned
+        # Check every entry before deleting any: a refusal leaves the directory as it was.
         for name in _OWNED:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+            check_removable(out / name, owned, "output")
+        for name in _OWNED:
+            remove_owned(out / name, owned, "output")
     return False
+
+
+def _looks_owned(path: Path) -> bool:
+    """Whether an entry of a directory without a run's parameters.json is a run's by content.
+
+    hits/ and qc/ hold only partitions and temporaries; regions.zarr is a regions store; the
+    single files (motifs.parquet, motif_cwms.npy, manifest.json, parameters.json) would be
+    replaced by this run's own anyway.
+    """
+    if path.name in _PARTITION_DIRS:
+        return path.is_dir() and all(
+            (e.startswith("part-") and e.endswith(".parquet")) or is_temporary(e)
+            for e in os.listdir(path))
+    if path.name == "regions.zarr":
+        from .convert._writer import _is_store_dir
+
+        return path.is_dir() and _is_store_dir(path)
+    return path.is_file()
 
 
 def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
@@ -163,7 +191,7 @@ def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, 
 def write_manifest(out: Path, run_fingerprint: str, n_blocks: int,
                    finished: dict[int, dict[str, Any]], complete: bool) -> None:
     """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""
-    write_json_atomic({
+    write_json({
         "fingerprint": run_fingerprint,
         "n_blocks": n_blocks,
         "complete": complete,

@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +26,15 @@ import dask
 import numpy as np
 import polars as pl
 
+from ._io import (
+    make_output_dir,
+    open_output,
+    output_dir,
+    replace_directory,
+    temporary_name,
+    version,
+    write_json,
+)
 from .blocks import BlockSpec, process_block
 from .dataset import (
     CWMS_FILE,
@@ -36,7 +44,6 @@ from .dataset import (
     remove_stale_temporaries,
     scan_hits,
     scan_qc,
-    write_json_atomic,
     write_motifs,
 )
 from .errors import InputError
@@ -162,6 +169,8 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
         raise InputError(f"retries must be an integer >= 0, got {run_opts['retries']!r}")
 
     motifs = load_motifs(motifs_path, motif_params)
+    # A file, device, FIFO or - at OUT is refused before any work (also before an npz conversion).
+    output_dir(out, "call-hits output directory")
     out = Path(out).expanduser().absolute()
     source, npz_identity = _regions_source(regions)
     peaks_identity = _check_peaks_option(inputs, npz_identity is not None)
@@ -206,14 +215,14 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
                       "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
     if npz_identity is None:
         resuming = prepare_out(out, run_fp, identity, run_opts["overwrite"])
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out, "call-hits output directory")
     else:
         # Convert (and validate) before touching OUT, so that bad input leaves nothing there.
         source, store = _regions_from_npz(source, out, chunk, run_fp, inputs)
         try:
             _check_compatible(store, motifs, motif_params, source)
             resuming = prepare_out(out, run_fp, identity, run_opts["overwrite"])
-            out.mkdir(parents=True, exist_ok=True)
+            make_output_dir(out, "call-hits output directory")
             source = _move_store(source, out)
         except BaseException:
             if Path(source).parent != out:
@@ -228,12 +237,12 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
         "batch_size_resolved": {"cpu_per_thread": solver.batch_size_for("cpu"),
                                 "cuda": solver.batch_size_for("cuda")},
         "motif_options": {k: v for k, v in vars(motif_params).items()},
-        "version": _version(),
+        "version": version(),
     }
     if not resuming or not (out / PARAMS_FILE).exists():
         write_motifs(out, motifs.table)
         _save_npy(out / CWMS_FILE, motifs.cwms)
-        write_json_atomic(finemo_params, out / PARAMS_FILE)
+        write_json(finemo_params, out / PARAMS_FILE)
     finished = finished_blocks(out, blocks) if resuming else {}
     write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks))
     return _Plan(out=out, regions_url=source, motifs=motifs, motif_params=motif_params,
@@ -449,7 +458,8 @@ def _npz_n_regions(path: Path) -> int:
 def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str,
                       inputs: Mapping[str, Any]) -> tuple[str, Any]:
     """The store for a regions.npz: OUT/regions.zarr of the same run, or a fresh conversion
-    into a temporary directory beside OUT (moved in by :func:`_move_store`)."""
+    into a temporary directory beside OUT, or beside its target when OUT is a symlink (moved in
+    by :func:`_move_store`)."""
     from .convert.npz import convert_npz
     from .store import open_regions
 
@@ -459,8 +469,10 @@ def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str,
         with contextlib.suppress(OSError, ValueError, InputError):
             if read_json(params_path).get("nemo_dask", {}).get("fingerprint") == run_fp:
                 return str(existing), open_regions(str(existing))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.regions-{uuid.uuid4().hex[:8]}.zarr"
+    real = output_dir(out, "call-hits output directory")
+    real.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, and not ending in .zarr: a glob of the parent never takes it for a store.
+    tmp = real.parent / temporary_name(f"{real.name}.regions.zarr")
     try:
         store = convert_npz(npz, str(tmp), peaks=inputs["peaks"],
                             chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
@@ -474,9 +486,8 @@ def _regions_from_npz(npz: str, out: Path, chunk: int, run_fp: str,
 def _move_store(source: str, out: Path) -> str:
     target = out / "regions.zarr"
     if Path(source) != target:
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(source, target)
+        # A store of this same run that did not open: ours; a link or device there is refused.
+        replace_directory(source, target, None, "regions store")
     return str(target)
 
 
@@ -522,19 +533,8 @@ def _finemo_parameters(regions: Any, motifs_path: Any, out: Path, mp: MotifParam
 
 
 def _save_npy(path: Path, array: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
+    with open_output(path, "wb", what="motif CWM array") as f:
         np.save(f, array)
-    os.replace(tmp, path)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nemo_dask")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 __all__: Sequence[str] = ("CallHitsResult", "call_hits")

@@ -178,9 +178,16 @@ def test_overwrite(tmp_path: Path) -> None:
                      peaks=D / "peaks.narrowPeak", overwrite=True)
     assert regions.has_peaks and sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
     (tmp_path / "file.txt").write_text("keep me")
-    with pytest.raises(OutputExistsError, match="not a nemo_dask regions store"):
+    # A file is not a store: refused, with or without --overwrite (issue 20's message).
+    with pytest.raises(OutputExistsError, match="is a file, but the regions store must be a "
+                       "directory"):
         convert_modisco(D / "ohe.npz", D / "shap.npz", tmp_path / "file.txt", overwrite=True)
     assert (tmp_path / "file.txt").read_text() == "keep me"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "data.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="not a nemo_dask regions store"):
+        convert_modisco(D / "ohe.npz", D / "shap.npz", tmp_path / "foreign", overwrite=True)
+    assert (tmp_path / "foreign" / "data.txt").read_text() == "keep me"
 
 
 def test_interrupted_conversion_leaves_nothing_complete(tmp_path: Path, monkeypatch) -> None:

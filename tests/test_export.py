@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from nemo_dask import exporting as ex
+from nemo_dask._io import write_json
 from nemo_dask.cli import main
-from nemo_dask.dataset import read_json, write_block, write_json_atomic
+from nemo_dask.dataset import read_json, write_block
 from nemo_dask.errors import InputError, OutputExistsError
 from nemo_dask.importing import import_finemo
 from nemo_dask.schema import FINEMO_HITS_DTYPES, HITS_SCHEMA, QC_SCHEMA
@@ -142,7 +143,7 @@ def test_bad_inputs(run_dir: Path, tmp_path: Path) -> None:
     part = tmp_path / "partial"
     import_finemo(FINEMO, part, block_size=100)
     manifest = read_json(part / "manifest.json")
-    write_json_atomic(manifest | {"complete": False}, part / "manifest.json")
+    write_json(manifest | {"complete": False}, part / "manifest.json")
     with pytest.raises(InputError, match="incomplete"):
         ex.export(part, tmp_path / "e")
     assert ex.export(part, tmp_path / "e", allow_incomplete=True).n_hits == 1721

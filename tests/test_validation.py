@@ -120,7 +120,7 @@ def test_bad_input_is_one_clear_error(case, inputs, tmp_path, capsys):
     assert expected.lower() in err.lower(), err
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
-    assert not list(tmp_path.glob(".out.regions-*")), "temporary conversion left behind"
+    assert not list(tmp_path.glob(".out.regions*")), "temporary conversion left behind"
 
 
 def test_unknown_mode_is_rejected_by_the_parser(inputs, tmp_path, capsys):

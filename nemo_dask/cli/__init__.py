@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from .._io import version
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
@@ -24,21 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nemo-dask",
         description="Fi-NeMo motif-instance calling on Dask: Zarr regions in, Parquet hits out.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nemo_dask")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 
 
 def _default(func: object, name: str) -> object:
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--hits", required=True,
                    help="finemo hits.tsv / hits_unique.tsv, a finemo output directory, or a "
                    "nemo_dask call-hits output directory")
-    p.add_argument("-o", "--out-path", required=True, help="output .tsv (adds is_primary)")
+    p.add_argument("-o", "--out-path", required=True, help="output .tsv (adds is_primary); - for standard output (see README, Outputs)")
     p.add_argument("-O", "--overlap-frac", type=float,
                    default=_default(write_collapsed, "overlap_frac"),
                    help="minimum overlap as a fraction of the two hits' mean length "
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inputs are suffixed with their position (_1, _2, ...).")
     p.add_argument("-i", "--hits", required=True, nargs="+",
                    help="two or more hits inputs (TSVs, finemo or nemo_dask output directories)")
-    p.add_argument("-o", "--out-path", required=True, help="output .tsv")
+    p.add_argument("-o", "--out-path", required=True,
+                   help="output .tsv; - for standard output (see README, Outputs)")
     p.add_argument("-r", "--relaxed", action="store_true",
                    help="join on chr, untrimmed coordinates, motif name and strand only")
     p.add_argument("-u", "--unique", action="store_true", help=unique_help)
@@ -76,7 +78,7 @@ def _run_collapse(args: argparse.Namespace) -> int:
     from ..postprocess import write_collapsed
 
     path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique)
-    print(f"wrote {path}")
+    _report_written(path)
     return 0
 
 
@@ -84,5 +86,15 @@ def _run_intersect(args: argparse.Namespace) -> int:
     from ..postprocess import write_intersection
 
     path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique)
-    print(f"wrote {path}")
+    _report_written(path)
     return 0
+
+
+def _report_written(path: object) -> None:
+    from .._io import is_stdout
+
+    # With -o - (or /dev/stdout) the table is on standard output: keep it clean for pipes.
+    if is_stdout(path):  # type: ignore[arg-type]
+        print("wrote the table to standard output", file=sys.stderr)
+    else:
+        print(f"wrote {path}")

@@ -1,7 +1,8 @@
 """Writing a regions store chunk by chunk, so that a conversion never holds more than one chunk.
 
-A local store is written under a hidden temporary name beside the target and renamed into place
-once complete; any store (local or fsspec URL) gets its ``complete`` attribute last, and
+A local store is written under a hidden temporary name beside the target (beside a symlink's
+target, so the link stays a link) and renamed into place once complete
+(:mod:`nemo_dask._io` names the temporary and checks what is at ``-o``); any store (local or fsspec URL) gets its ``complete`` attribute last, and
 :func:`nemo_dask.store.open_regions` refuses stores without it. So an interrupted conversion never
 leaves a store that looks complete.
 """
@@ -12,7 +13,6 @@ import datetime
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .._io import output_dir, replace_directory, temporary_name, version
 from ..errors import InputError, OutputExistsError
 from ..schema import PEAKS_DTYPES
 from ..store import (
@@ -40,15 +41,6 @@ CONTRIB_DTYPES = ("float16", "float32")
 #: Zarr dtypes of the peak-table arrays (``str``: variable-length UTF-8).
 _PEAK_ARRAY_DTYPES: dict[str, Any] = {"chr": str, "peak_region_start": "int32",
                                       "peak_name": str, "peak_id": "uint32", "chr_id": "uint32"}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nemo_dask")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def resolve_chunk_size(chunk_size: int | None, n_regions: int, width: int, kind: str,
@@ -71,15 +63,22 @@ def check_contrib_dtype(dtype: str) -> str:
 
 
 def check_target(out: str | os.PathLike[str], overwrite: bool) -> None:
-    """Refuse to write over an existing store unless ``overwrite``; never delete a non-store."""
+    """Refuse to write over an existing store unless ``overwrite``; never delete a non-store.
+
+    A local ``out`` that is (or links to) a file, device or FIFO is refused whatever
+    ``overwrite`` says; a symlink to a store (or to nothing) is followed.
+    """
+    if os.fspath(out) == "-":
+        output_dir(out, "regions store")  # raises: a store is a directory
     path = local_path(out)
     if path is not None:
+        path = output_dir(path, "regions store")
         if not path.exists():
             return
         if not overwrite:
             raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) "
                                     "to replace it, or choose another -o")
-        if path.is_dir() and (not any(path.iterdir()) or _is_store_dir(path)):
+        if _replaceable(path):
             return
         raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store; refusing "
                                 "to delete it even with --overwrite; choose another -o")
@@ -87,6 +86,12 @@ def check_target(out: str | os.PathLike[str], overwrite: bool) -> None:
     if fs.exists(root) and not overwrite:
         raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) to "
                                 "replace it, or choose another -o")
+
+
+def _replaceable(path: Path) -> bool:
+    """An empty directory or a regions store: what ``--overwrite`` may replace."""
+    return path.is_dir() and not path.is_symlink() and (
+        not any(path.iterdir()) or _is_store_dir(path))
 
 
 def _is_store_dir(path: Path) -> bool:
@@ -138,9 +143,10 @@ class StoreWriter:
         self.final = store_location(out)
         self.local = local_path(out)
         if self.local is not None:
+            # A symlink's target is replaced, beside it (one file system for the rename).
+            self.local = output_dir(self.local, "regions store")
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.local.parent / f".{self.local.name}.tmp-{uuid.uuid4().hex[:8]}"
-            self.target = str(tmp)
+            self.target = str(self.local.parent / temporary_name(self.local.name))
         else:
             fs, root = _fsspec(self.final)
             if fs.exists(root):
@@ -151,7 +157,7 @@ class StoreWriter:
             "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
             "contrib_kind": contrib_kind, "contrib_dtype": contrib_dtype,
             "chunk_size": chunk_size, "has_peaks": has_peaks, **attrs,
-            "created_by": f"nemo_dask {_version()}",
+            "created_by": f"nemo_dask {version()}",
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "complete": False,
         }
@@ -209,7 +215,8 @@ class StoreWriter:
         self.attrs["complete"] = True  # listed last, written last
         self.group.attrs[ATTRS_KEY] = self.attrs
         if self.local is not None:
-            _replace_dir(Path(self.target), self.local)
+            # The old store (checked: an empty directory or a store) goes once the new one is in.
+            replace_directory(self.target, self.local, _replaceable, "regions store")
         return open_regions(self.final)
 
     def abort(self) -> None:
@@ -222,17 +229,6 @@ class StoreWriter:
                 fs.rm(root, recursive=True)
             except (OSError, ValueError):
                 pass
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, deleting an old ``dst`` only after the new one is in place."""
-    if dst.exists():
-        trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 @contextmanager

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from .._io import make_output_dir, open_output, output_dir, output_file
 from ..dataset import CWMS_FILE, MOTIFS_FILE, read_motifs, read_parameters, scan_hits
 from ..errors import InputError
 from . import distinct, tables
@@ -220,20 +219,34 @@ def _cwm_set(
     return out
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary name beside ``path``, then rename it into place."""
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+#: The report's files of fixed names (figures/ holds one PNG per figure).
+TABLE_FILES = ("motif_report.tsv", "seqlets.tsv", "seqlet_confusion.tsv", "motif_occurrences.tsv")
+PAGE_FILE = "report.html"
+
+
+def check_report_dir(out_dir: str | os.PathLike[str], figures: bool = True) -> Path:
+    """Refuse an unusable report directory before any work (:mod:`nemo_dask._io`'s rules).
+
+    Returns the directory with symlinks resolved. Raises OutputExistsError when it is a file or
+    device, when one of its file names is a directory, or (with ``figures``) when its
+    ``figures`` entry is not a directory.
+    """
+    real = output_dir(out_dir, "report directory")
+    for name in (*TABLE_FILES, PAGE_FILE):
+        output_file(real / name, "report file")
+    if figures:
+        output_dir(real / "figures", "report's figures directory")
+    return real
 
 
 def write_tables(result: ReportTables, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write finemo's four report tables into ``out_dir``; returns the paths written."""
+    """Write finemo's four report tables into ``out_dir``; returns the paths written.
+
+    Each through :func:`nemo_dask._io.open_output` (a file atomically, a symlink's target, a
+    device or FIFO directly).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "report directory")
     frames: dict[str, pl.DataFrame | None] = {
         "motif_report.tsv": result.motif_report,
         "seqlets.tsv": None if result.seqlets is None else result.seqlets.select(SEQLET_COLUMNS),
@@ -242,11 +255,13 @@ def write_tables(result: ReportTables, out_dir: str | os.PathLike[str]) -> list[
     written = []
     for name, frame in frames.items():
         if frame is not None:
-            _write_atomic(out / name, lambda p, f=frame: f.write_csv(p, separator="\t"))
+            with open_output(out / name, "wb", what="report table") as f:
+                frame.write_csv(f, separator="\t")
             written.append(out / name)
     # One range of regions at a time: the table has a row per region with hits.
     occ = out / "motif_occurrences.tsv"
-    _write_atomic(occ, lambda p: tables.write_occurrences(result.hits, result.motif_names, p))
+    with open_output(occ, "wb", what="report table") as f:
+        tables.write_occurrences(result.hits, result.motif_names, f)
     return [*written, occ]
 
 
@@ -271,6 +286,7 @@ def write_report(
     from .html import write_page
 
     out = Path(out_dir)
+    check_report_dir(out, figures=not embed_images)
     if is_finemo_dir(Path(hits_dir)):
         # finemo's TSV outputs are imported once into a dataset kept beside the report.
         from ..importing import import_finemo

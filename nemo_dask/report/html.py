@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from .._io import make_output_dir, write_bytes, write_text
 from . import plots
 from .api import ReportTables
 
@@ -73,9 +72,8 @@ class _Figures:
     def src(self, png: bytes, name: str) -> str:
         if self.embed:
             return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        path = self.out_dir / "figures" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
+        make_output_dir(self.out_dir / "figures", "report's figures directory")
+        write_bytes(self.out_dir / "figures" / name, png, "report figure")
         return f"figures/{name}"
 
 
@@ -263,11 +261,10 @@ def render_page(
 def write_page(
     result: ReportTables, out_dir: Path, embed_images: bool = False, title_hint: str = ""
 ) -> Path:
-    """Write ``out_dir/report.html`` (through a temporary name) and its figures."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``out_dir/report.html`` and its figures (:func:`nemo_dask._io.open_output`: a file
+    atomically, a symlink's target, a device or FIFO directly)."""
+    make_output_dir(out_dir, "report directory")
     page = render_page(result, out_dir, embed_images, title_hint)
     path = out_dir / "report.html"
-    tmp = out_dir / f".tmp-{uuid.uuid4().hex}-report.html"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, page, "report page")
     return path

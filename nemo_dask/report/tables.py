@@ -9,9 +9,8 @@ consecutive regions, so each range reads only the files it needs. Definitions fo
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -92,14 +91,13 @@ def occurrence_chunks(
 
 
 def write_occurrences(
-    hits: pl.LazyFrame, motif_names: list[str], path: str | os.PathLike[str]
+    hits: pl.LazyFrame, motif_names: list[str], f: IO[bytes]
 ) -> None:
-    """Write ``motif_occurrences.tsv`` chunk by chunk (the caller renames it into place)."""
-    with open(path, "wb") as f:
-        empty = occurrences(hits.clear(), motif_names).collect()
-        empty.write_csv(f, separator="\t")
-        for chunk in occurrence_chunks(hits, motif_names):
-            chunk.write_csv(f, separator="\t", include_header=False)
+    """Write ``motif_occurrences.tsv`` chunk by chunk into the binary file ``f``."""
+    empty = occurrences(hits.clear(), motif_names).collect()
+    empty.write_csv(f, separator="\t")
+    for chunk in occurrence_chunks(hits, motif_names):
+        chunk.write_csv(f, separator="\t", include_header=False)
 
 
 def region_stats(hits: pl.LazyFrame, motif_names: list[str], n_regions: int) -> RegionStats:
