@@ -204,8 +204,10 @@ def compare_hits(
     ----------
     a, b : path
         Each a nemo_dask output directory (``hits/``, ``qc/``, ...), a finemo call-hits output
-        directory (``hits.tsv``, ``peaks_qc.tsv``, ``parameters.json``) or a bare hits TSV
-        (then step counts are not compared and no region can be knife-edge).
+        directory (``hits.tsv``, ``peaks_qc.tsv``, ``parameters.json``) or a hits TSV. A TSV's
+        run is its directory's ``peaks_qc.tsv`` and ``parameters.json`` when they exist (as
+        beside finemo's ``hits_unique.tsv``); without them, step counts are not compared and no
+        region can be knife-edge.
     coef_rtol : float
         Largest relative difference of ``hit_coefficient`` and ``hit_coefficient_global``
         outside knife-edge regions.
@@ -364,17 +366,19 @@ def read_side(source: str | os.PathLike[str]) -> Side:
                 raise InputError(f"{path} has hits/ but no {needed}; it is not a complete "
                                  "nemo_dask output directory (rerun call-hits into it)")
         qc = finemo_qc(path).collect()
-    elif path.is_dir():
-        kind = "finemo"
-        if (path / QC_FILE).is_file():
+    else:
+        # A finemo directory, or a hits TSV with (when finemo wrote it there) the run's
+        # peaks_qc.tsv and parameters.json beside it, e.g. finemo_out/hits_unique.tsv.
+        kind = "finemo" if path.is_dir() else "hits.tsv"
+        run_dir = path if path.is_dir() else path.parent
+        if (run_dir / QC_FILE).is_file():
             from .importing import _QC_DTYPES, _read_tsv
 
-            qc = _read_tsv(path / QC_FILE, _QC_DTYPES)
-    else:
-        kind = "hits.tsv"
+            qc = _read_tsv(run_dir / QC_FILE, _QC_DTYPES)
     hits = load_hits(path).drop("count").collect()
-    if path.is_dir() and (path / PARAMS_FILE).is_file():
-        value = read_json(path / PARAMS_FILE).get("convergence_tol")
+    params = (path if path.is_dir() else path.parent) / PARAMS_FILE
+    if qc is not None and params.is_file():
+        value = read_json(params).get("convergence_tol")
         if value is not None:
             tol = float(value)
     if qc is not None:

@@ -94,3 +94,61 @@ def edit_finemo_dir(src: Path, dst: Path, *,
         table = pl.read_csv(dst / name, separator="\t", infer_schema_length=None)
         edit(table).write_csv(dst / name, separator="\t")
     return dst
+
+
+def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Path:
+    """Write an in-process ``fit_block`` result over all of ``regions`` as a run directory.
+
+    Stored exactly as call-hits stores a block (blocks.annotate, one partition), so that
+    compare_hits and the readers see it like any run.
+    """
+    import numpy as np
+
+    from nemo_dask.blocks import annotate
+    from nemo_dask.dataset import PARAMS_FILE, write_block, write_json_atomic, write_motifs
+    from nemo_dask.params import SolverParams
+
+    peaks = pl.DataFrame({"peak_id": regions["peak_id"], "chr": regions["chr"],
+                          "chr_id": regions["chr_id"].astype(np.uint32),
+                          "peak_region_start": regions["start"],
+                          "peak_name": regions["peak_name"]})
+    hits, qc = annotate(result.hits, result.qc, peaks, motifs, 0)
+    write_block(out, 0, hits, qc)
+    write_motifs(out, motifs.table)
+    write_json_atomic({"mode": mode, "convergence_tol": SolverParams().convergence_tol},
+                      out / PARAMS_FILE)
+    return out
+
+
+@pytest.fixture(scope="package")
+def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Path]:
+    """``in_process(mode)``: fit_block on all 350 regions in this process, as a run directory."""
+    from nemo_dask.motifs import load_motifs
+    from nemo_dask.params import MotifParams
+    from nemo_dask.solver import fit_block
+
+    root = tmp_path_factory.mktemp("in_process")
+    done: dict[str, Path] = {}
+
+    def get(mode: str) -> Path:
+        if mode not in done:
+            params = MotifParams(mode=mode)
+            motifs = load_motifs(modisco_h5, params)
+            res = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
+                            use_hypothetical=params.use_hypothetical)
+            done[mode] = write_in_process(root / mode, res, motifs, regions_npz, mode)
+        return done[mode]
+
+    return get
+
+
+@pytest.fixture(scope="package")
+def distributed_pp(tmp_path_factory, client2, modisco_h5) -> Path:
+    """call-hits (pp, defaults) on all 350 regions on the 2-worker embedded cluster."""
+    from nemo_dask.run import call_hits
+
+    out = tmp_path_factory.mktemp("distributed") / "out"
+    res = call_hits(DATA / "regions.npz", modisco_h5, out, client=client2, block_size=50,
+                    progress=False)
+    assert res.n_blocks == 7
+    return res.out

@@ -181,10 +181,16 @@ def test_at_most_one_percent_of_regions_may_be_knife_edge(tmp_path, n, agrees):
     assert compare_hits(REF, b, max_knife_edge_share=0).agrees is False
 
 
-def test_bare_hits_tsv_compares_hits_only(tmp_path):
+def test_hits_tsv_uses_the_qc_beside_it_if_any(tmp_path):
     b = edit_finemo_dir(REF, tmp_path / "b", **_steps_and_coefs([INTEL_REGION], TOL))
     res = compare_hits(REF / "hits.tsv", b / "hits.tsv")
-    assert res.n_regions is None and res.kind_a == "hits.tsv"
+    assert res.kind_a == "hits.tsv" and res.n_regions == 350
+    assert res.agrees and res.knife_edge_regions == [INTEL_REGION]
+    (tmp_path / "bare").mkdir()
+    bare = tmp_path / "bare" / "hits.tsv"
+    bare.write_bytes((b / "hits.tsv").read_bytes())
+    res = compare_hits(REF / "hits.tsv", bare)
+    assert res.n_regions is None
     assert not res.agrees  # no QC: no region can be shown to be knife-edge
     assert "not compared" in res.format()
 
