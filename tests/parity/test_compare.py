@@ -59,6 +59,14 @@ def test_identical_runs_agree():
     assert all(v.max_all == 0 for v in res.values)
 
 
+def test_parameters_that_differ_are_noted():
+    res = compare_hits(REF, DATA / "finemo_out_hh")
+    assert not res.agrees
+    assert res.param_diffs == {"mode": ("pp", "hh")}
+    assert "note: the runs' parameters differ: mode 'pp' (A) vs 'hh' (B)" in res.format()
+    assert compare_hits(REF, REF).param_diffs == {}
+
+
 def test_knife_edge_region_is_exempt_from_coefficients(tmp_path):
     b = edit_finemo_dir(REF, tmp_path / "b", **_steps_and_coefs([INTEL_REGION], TOL * (1 - 1e-4)))
     res = compare_hits(REF, b)
