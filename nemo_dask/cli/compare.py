@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and which of them are knife-edge (the duality gap of the side that stopped first lies "
         "within a hair of the tolerance, so the CPU's rounding decided the step). Exit 0 when "
         "they agree, 1 when not. A and B: a nemo_dask output directory, a finemo output "
-        "directory, or a hits.tsv (then steps are not compared).")
+        "directory, or a hits TSV (steps are then compared only if finemo's peaks_qc.tsv lies "
+        "beside it).")
     p.add_argument("a", metavar="A", help="first run: nemo_dask or finemo output dir, or hits.tsv")
     p.add_argument("b", metavar="B", help="second run, the same kinds")
     opt = p.add_argument
