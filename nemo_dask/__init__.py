@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "ClusterOptions": "cluster",
     "ExportResult": "exporting",
     "GpuUnavailableError": "cluster",
+    "HitComparison": "compare",
     "InputError": "errors",
     "MotifParams": "params",
     "Motifs": "motifs",
@@ -29,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "SolverParams": "params",
     "call_hits": "run",
     "collapse_hits": "postprocess",
+    "compare_hits": "compare",
     "connect": "cluster",
     "convert_bigwig": "convert",
     "convert_bpnet_h5": "convert",
@@ -56,11 +58,11 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
-    "InputError", "Motifs", "MotifParams", "NemoDaskError", "OutputExistsError", "RegionBlock",
-    "Regions", "ReportTables", "SolverParams", "call_hits", "collapse_hits", "connect",
-    "convert_bigwig", "convert_bpnet_h5", "convert_chrombpnet_h5", "convert_modisco",
-    "convert_npz", "export", "finemo_hits", "finemo_qc", "fit_block", "import_finemo",
-    "intersect_hits", "load_hits", "load_motifs", "open_regions", "read_motifs",
+    "HitComparison", "InputError", "Motifs", "MotifParams", "NemoDaskError", "OutputExistsError",
+    "RegionBlock", "Regions", "ReportTables", "SolverParams", "call_hits", "collapse_hits",
+    "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5", "convert_chrombpnet_h5",
+    "convert_modisco", "convert_npz", "export", "finemo_hits", "finemo_qc", "fit_block",
+    "import_finemo", "intersect_hits", "load_hits", "load_motifs", "open_regions", "read_motifs",
     "read_parameters", "report_tables", "scan_hits", "scan_qc", "write_collapsed",
     "write_intersection", "write_report",
 ]

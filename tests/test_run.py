@@ -1,4 +1,7 @@
-"""call_hits on a real LocalCluster: parity, invariance, resume, fault tolerance, read-back."""
+"""call_hits on a real LocalCluster: resume, fault tolerance, read-back.
+
+Parity with finemo and the invariance of results under block size and worker count are in
+tests/parity/."""
 
 from __future__ import annotations
 
@@ -14,14 +17,10 @@ import numpy as np
 import polars as pl
 import pyarrow.dataset as pads
 import pytest
-from conftest import finemo_hits, max_rel
 
-from nemo_dask.blocks import annotate
-from nemo_dask.dataset import scan_hits, scan_qc
+from nemo_dask.dataset import scan_hits
 from nemo_dask.errors import OutputExistsError
-from nemo_dask.motifs import load_motifs
 from nemo_dask.run import call_hits
-from nemo_dask.solver import fit_block
 
 distributed = pytest.importorskip("distributed")
 
@@ -53,61 +52,6 @@ def small_npz(tmp_path_factory, regions_npz) -> Path:
 
 def _hits(out: Path) -> pl.DataFrame:
     return scan_hits(out).collect().sort(SORT)
-
-
-def test_full_fixture_matches_finemo_and_in_process_solver(client, tmp_path, data_dir, regions_npz,
-                                                           modisco_h5):
-    res = call_hits(data_dir / "regions.npz", modisco_h5, tmp_path / "out", client=client,
-                    progress=False)
-    ours = res.hits.collect()
-    assert res.n_hits == ours.height == 1721
-    ref = finemo_hits(data_dir / "finemo_out")
-    key = ["peak_id", "motif_name", "strand", "start"]
-    joined = ours.with_columns(pl.col("peak_id").cast(pl.Int64)).join(
-        ref, on=key, how="inner", suffix="_ref")
-    assert joined.height == ref.height == ours.height
-    for col in ("end", "start_untrimmed", "end_untrimmed", "chr", "peak_name"):
-        assert (joined[col] == joined[f"{col}_ref"]).all(), col
-    assert max_rel(joined["hit_coefficient"], joined["hit_coefficient_ref"]) < 1e-3
-    for col in ("hit_similarity", "hit_importance", "hit_importance_sq", "hit_coefficient_global"):
-        tol = 1e-3 if col == "hit_coefficient_global" else 1e-5
-        assert max_rel(joined[col], joined[f"{col}_ref"]) < tol, col
-
-    # The distributed path is the in-process solver: bit-identical values.
-    motifs = load_motifs(modisco_h5)
-    direct = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
-                       use_hypothetical=False)
-    peaks = pl.DataFrame({"peak_id": regions_npz["peak_id"], "chr": regions_npz["chr"],
-                          "chr_id": regions_npz["chr_id"].astype(np.uint32),
-                          "peak_region_start": regions_npz["start"],
-                          "peak_name": regions_npz["peak_name"]})
-    hits, qc = annotate(direct.hits, direct.qc, peaks, motifs, 0)
-    assert np.array_equal(_hits(tmp_path / "out")["hit_coefficient"].to_numpy(),
-                          hits.sort(SORT)["hit_coefficient"].to_numpy())
-    qc_ours = scan_qc(tmp_path / "out").collect().sort("peak_id")
-    assert qc_ours.height == 350 and (qc_ours["status"] == "converged").all()
-    assert np.array_equal(qc_ours["num_steps"].to_numpy(), qc.sort("peak_id")["num_steps"].to_numpy())
-
-
-def test_block_sizes_and_worker_counts_give_identical_hits(client, tmp_path, small_npz, modisco_h5):
-    base = _hits(call_hits(small_npz, modisco_h5, tmp_path / "b40", client=client, block_size=40,
-                           progress=False).out)
-    for bs in (7, 120):
-        other = _hits(call_hits(small_npz, modisco_h5, tmp_path / f"b{bs}", client=client,
-                                block_size=bs, progress=False).out)
-        assert other.equals(base), f"block size {bs}"
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as one, \
-            distributed.Client(one) as c1:
-        res = call_hits(small_npz, modisco_h5, tmp_path / "w1", client=c1, block_size=10,
-                        progress=False)
-        workers = set(c1.scheduler_info()["workers"])
-    assert _hits(res.out).equals(base)
-    assert {s["worker"] for s in res.summaries} == workers
-    # One worker thread, yet the next block is read while the previous one is solved.
-    runs = sorted(res.summaries, key=lambda s: s["started_at"])
-    overlapped = [b["started_at"] < a["solved_at"] for a, b in zip(runs, runs[1:], strict=False)]
-    assert len(runs) == 12 and sum(overlapped) >= 6, runs
 
 
 def test_resume_refuse_and_overwrite(client, tmp_path, small_npz, modisco_h5):

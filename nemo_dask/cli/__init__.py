@@ -16,7 +16,7 @@ from .._io import version
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
-_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "export", "report", "bench")
+_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "export", "compare", "report", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

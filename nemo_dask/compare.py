@@ -1,0 +1,438 @@
+"""Do two hit callings agree? The one rule for comparing hits with finemo (or with ourselves).
+
+finemo stops a region when its duality gap falls to ``convergence_tol``. The gap is a sum over
+the region's window, so the CPU's last bits of rounding decide on which step a region whose gap
+lands within a hair of the tolerance stops: two correct runs on two CPUs can stop such a region
+at steps 56 and 145 and report coefficients that differ by several percent. Everything else
+(which region, motif, position and strand a hit has, its similarity and importance) does not
+depend on when the optimiser stopped. The rule, used by ``nemo-dask compare-hits`` and by the
+tests:
+
+- **Hits** are matched on ``(peak_id, motif_name, strand, start)``. Shared hits must also agree
+  in ``end``, ``start_untrimmed``, ``end_untrimmed``, ``chr`` and ``peak_name``.
+- **Knife-edge region**: both sides have per-region QC, the region's ``num_steps`` differ, and
+  the side that stopped first has a final ``dual_gap`` within ``knife_edge_frac * tol`` of its
+  tolerance ``tol`` (``convergence_tol`` from that side's ``parameters.json``, else ``tol``).
+  That side stopped because the gap crossed the tolerance by less than rounding noise; the other
+  side's gap at that step was just above it, so it ran on. (Issue 13: region 162 of the test
+  fixture has gap 5.00031e-4 at step 56 on an AMD EPYC and 4.9998e-4 on an Intel Xeon; the
+  band of 1e-3 x tol = 5e-7 is ten times that shift and 1/1000 of the tolerance.) Only the side
+  that stopped first is asked, a narrower rule than "either side": a run that went on past a
+  gap near the tolerance proves nothing. A region whose steps differ for any other reason is a
+  disagreement.
+- In knife-edge regions the optimiser's iterate differs, so what depends on it is exempt:
+  ``hit_coefficient`` and ``hit_coefficient_global``, and whether a hit exists at all (a hit is
+  a non-zero coefficient of the final iterate, so a small one can appear or vanish with a
+  different stopping step; region 162's 3 hits happened to survive both stops). Such hits are
+  counted and reported. ``hit_similarity``, ``hit_importance`` and ``hit_importance_sq`` of
+  their shared hits stay under the strict tolerances: they are computed from the inputs, not
+  from the iterate.
+- At most ``max_knife_edge_share`` of the compared regions may be knife-edge (default 1 %);
+  more means the runs differ in kind, not in rounding.
+- Everywhere else: the same hits (Jaccard of the hits outside knife-edge regions at least
+  ``min_jaccard``, default 1), the same ``num_steps``, coefficients within ``coef_rtol``
+  (at most ``max_coef_outlier_share`` of those shared hits beyond it, default none),
+  similarity and importance within ``sim_rtol`` and ``imp_rtol``.
+
+Relative differences are ``|a - b| / max(|a|, |b|)`` (0 where both are 0), symmetric in A and B.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .dataset import HITS_DIR, MOTIFS_FILE, PARAMS_FILE, QC_DIR, read_json
+from .errors import InputError
+from .exporting import QC_FILE, finemo_qc
+from .postprocess import load_hits
+
+#: finemo 0.41's default ``convergence_tol`` (used when a side has no parameters.json).
+DEFAULT_TOL = 5e-4
+#: Columns that identify a hit.
+HIT_KEY: tuple[str, ...] = ("peak_id", "motif_name", "strand", "start")
+#: Columns of a shared hit that must be equal (they follow from the key and the peak table).
+_EQUAL_COLUMNS: tuple[str, ...] = ("end", "start_untrimmed", "end_untrimmed", "chr", "peak_name")
+#: Compared value columns -> the tolerance that governs them.
+_VALUE_COLUMNS: dict[str, str] = {
+    "hit_coefficient": "coef", "hit_coefficient_global": "coef",
+    "hit_similarity": "sim",
+    "hit_importance": "imp", "hit_importance_sq": "imp",
+}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison, as read from disk."""
+
+    path: Path
+    kind: str  #: "nemo_dask", "finemo" or "hits.tsv"
+    hits: pl.DataFrame
+    qc: pl.DataFrame | None  #: peak_id, num_steps, dual_gap (None without QC)
+    tol: float | None  #: convergence_tol of its parameters.json
+    params: dict[str, Any] = field(default_factory=dict)  #: its parameters.json, if any
+
+
+@dataclass(frozen=True)
+class ValueDiff:
+    """Relative differences of one column over shared hits."""
+
+    column: str
+    max_all: float  #: over every shared hit
+    p999_all: float  #: 99.9th percentile over every shared hit
+    max_strict: float  #: over the shared hits this column's rule applies to
+    n_beyond: int  #: of those, how many exceed the tolerance
+    n_strict: int
+    rtol: float
+
+
+@dataclass(frozen=True)
+class KnifeEdge:
+    """A region whose step counts differ, with what decides whether it is knife-edge."""
+
+    peak_id: int
+    steps_a: int
+    steps_b: int
+    gap_a: float
+    gap_b: float
+    knife_edge: bool
+
+
+@dataclass
+class HitComparison:
+    """What :func:`compare_hits` found; ``agrees`` is the verdict, ``reasons`` why not."""
+
+    a: str
+    b: str
+    kind_a: str
+    kind_b: str
+    n_a: int
+    n_b: int
+    n_shared: int
+    jaccard: float
+    jaccard_strict: float  #: over hits outside knife-edge regions
+    values: list[ValueDiff]
+    n_field_mismatches: int
+    n_regions: int | None  #: regions compared on QC (None when a side has no QC)
+    regions_only_a: int
+    regions_only_b: int
+    steps_differ: list[KnifeEdge]
+    n_unshared_knife_edge: int  #: hits present on one side only, in knife-edge regions
+    tol_a: float
+    tol_b: float
+    options: dict[str, Any]
+    param_diffs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  #: key -> (A, B)
+    agrees: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def knife_edge_regions(self) -> list[int]:
+        """peak_ids of the knife-edge regions."""
+        return [r.peak_id for r in self.steps_differ if r.knife_edge]
+
+    def value(self, column: str) -> ValueDiff:
+        """The differences of ``column`` (e.g. ``"hit_coefficient"``)."""
+        return next(v for v in self.values if v.column == column)
+
+    def format(self) -> str:
+        """A human-readable report (what ``nemo-dask compare-hits`` prints)."""
+        o = self.options
+        lines = [
+            f"A: {self.a} ({self.kind_a})",
+            f"B: {self.b} ({self.kind_b})",
+            f"hits: {self.n_a} in A, {self.n_b} in B, {self.n_shared} shared, "
+            f"Jaccard {self.jaccard:.6f}"
+            + (f" ({self.jaccard_strict:.6f} outside knife-edge regions)"
+               if self.knife_edge_regions else ""),
+            f"{'relative difference':<24}{'max':>10}{'99.9th pct':>12}{'tolerance':>11}"
+            "  beyond",
+        ]
+        for v in self.values:
+            exempt = " (knife-edge regions exempt)" if _VALUE_COLUMNS[v.column] == "coef" else ""
+            lines.append(f"{v.column:<24}{v.max_all:>10.2e}{v.p999_all:>12.2e}{v.rtol:>11.0e}"
+                         f"  {v.n_beyond} of {v.n_strict}{exempt}")
+        if self.n_field_mismatches:
+            lines.append(f"shared hits with other {'/'.join(_EQUAL_COLUMNS)}: "
+                         f"{self.n_field_mismatches}")
+        if self.n_regions is None:
+            lines.append("regions: num_steps not compared (a side has no peaks_qc.tsv or qc/)")
+        else:
+            extra = "".join(f", {n} only in {s}" for n, s in
+                            ((self.regions_only_a, "A"), (self.regions_only_b, "B")) if n)
+            n_ke = len(self.knife_edge_regions)
+            lines.append(f"regions: {self.n_regions} in both{extra}; num_steps differ in "
+                         f"{len(self.steps_differ)}, knife-edge {n_ke} "
+                         f"(at most {o['max_knife_edge_share']:.1%} allowed; "
+                         f"tol {_tols(self.tol_a, self.tol_b)}, edge "
+                         f"±{o['knife_edge_frac']:g} × tol)")
+            for r in self.steps_differ[:20]:
+                lines.append(f"  peak_id {r.peak_id}: steps {r.steps_a} (A) vs {r.steps_b} (B), "
+                             f"dual_gap {r.gap_a:.6g} vs {r.gap_b:.6g} -> "
+                             + ("knife-edge" if r.knife_edge else "NOT knife-edge"))
+            if len(self.steps_differ) > 20:
+                lines.append(f"  ... and {len(self.steps_differ) - 20} more")
+            if self.n_unshared_knife_edge:
+                lines.append(f"hits on one side only, in knife-edge regions (exempt): "
+                             f"{self.n_unshared_knife_edge}")
+        if self.param_diffs:
+            lines.append("note: the runs' parameters differ: " + ", ".join(
+                f"{k} {a!r} (A) vs {b!r} (B)" for k, (a, b) in self.param_diffs.items()))
+        if self.agrees:
+            lines.append("verdict: AGREE")
+        else:
+            lines.append("verdict: DIFFER")
+            lines.extend(f"  - {r}" for r in self.reasons)
+        return "\n".join(lines)
+
+    __str__ = format
+
+
+def _tols(a: float, b: float) -> str:
+    return f"{a:g}" if a == b else f"{a:g} (A), {b:g} (B)"
+
+
+def compare_hits(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    coef_rtol: float = 1e-3,
+    sim_rtol: float = 1e-5,
+    imp_rtol: float = 1e-5,
+    min_jaccard: float = 1.0,
+    max_coef_outlier_share: float = 0.0,
+    knife_edge_frac: float = 1e-3,
+    max_knife_edge_share: float = 0.01,
+    tol: float | None = None,
+) -> HitComparison:
+    """Compare two hit callings under the rule in this module's docstring.
+
+    Parameters
+    ----------
+    a, b : path
+        Each a nemo_dask output directory (``hits/``, ``qc/``, ...), a finemo call-hits output
+        directory (``hits.tsv``, ``peaks_qc.tsv``, ``parameters.json``) or a hits TSV. A TSV's
+        run is its directory's ``peaks_qc.tsv`` and ``parameters.json`` when they exist (as
+        beside finemo's ``hits_unique.tsv``); without them, step counts are not compared and no
+        region can be knife-edge.
+    coef_rtol : float
+        Largest relative difference of ``hit_coefficient`` and ``hit_coefficient_global``
+        outside knife-edge regions.
+    sim_rtol, imp_rtol : float
+        Largest relative difference of ``hit_similarity``, and of ``hit_importance`` and
+        ``hit_importance_sq``, over all shared hits.
+    min_jaccard : float
+        Smallest Jaccard index (shared / union) of the hits outside knife-edge regions.
+    max_coef_outlier_share : float
+        Share (0-1) of the shared hits outside knife-edge regions that may exceed ``coef_rtol``.
+    knife_edge_frac : float
+        A region is knife-edge when its steps differ and the side that stopped first has
+        ``|dual_gap - tol| <= knife_edge_frac * tol``.
+    max_knife_edge_share : float
+        Largest share (0-1) of the compared regions that may be knife-edge.
+    tol : float, optional
+        The convergence tolerance of both sides; default: each side's ``convergence_tol`` from
+        its ``parameters.json``, else finemo's default 5e-4.
+
+    Returns
+    -------
+    HitComparison
+        Counts, differences, the regions whose steps differ, ``agrees`` and ``reasons``.
+
+    Raises
+    ------
+    InputError
+        A path is neither kind of output nor a readable hits TSV, or an option is out of range.
+    """
+    options = dict(coef_rtol=coef_rtol, sim_rtol=sim_rtol, imp_rtol=imp_rtol,
+                   min_jaccard=min_jaccard, max_coef_outlier_share=max_coef_outlier_share,
+                   knife_edge_frac=knife_edge_frac, max_knife_edge_share=max_knife_edge_share,
+                   tol=tol)
+    for name, value in options.items():
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} must be a non-negative number, got {value}")
+        if name in ("min_jaccard", "max_coef_outlier_share", "max_knife_edge_share") and value > 1:
+            raise InputError(f"{name} is a share between 0 and 1, got {value}")
+    sa, sb = read_side(a), read_side(b)
+    tol_a = tol if tol is not None else (sa.tol if sa.tol is not None else DEFAULT_TOL)
+    tol_b = tol if tol is not None else (sb.tol if sb.tol is not None else DEFAULT_TOL)
+    reasons: list[str] = []
+
+    # Regions: step counts and knife-edges.
+    steps_differ: list[KnifeEdge] = []
+    n_regions: int | None = None
+    only_a = only_b = 0
+    if sa.qc is not None and sb.qc is not None:
+        qa, qb = sa.qc, sb.qc
+        q = qa.join(qb, on="peak_id", how="inner", suffix="_b")
+        n_regions = q.height
+        only_a = qa.height - q.height
+        only_b = qb.height - q.height
+        if only_a or only_b:
+            reasons.append(f"the region sets differ: {only_a} regions only in A, {only_b} only "
+                           "in B")
+        for row in q.filter(pl.col("num_steps") != pl.col("num_steps_b")).sort(
+                "peak_id").iter_rows(named=True):
+            first_a = row["num_steps"] < row["num_steps_b"]
+            gap, t = (row["dual_gap"], tol_a) if first_a else (row["dual_gap_b"], tol_b)
+            edge = gap is not None and abs(gap - t) <= knife_edge_frac * t
+            steps_differ.append(KnifeEdge(int(row["peak_id"]), int(row["num_steps"]),
+                                          int(row["num_steps_b"]), float(row["dual_gap"]),
+                                          float(row["dual_gap_b"]), bool(edge)))
+        not_edge = [r.peak_id for r in steps_differ if not r.knife_edge]
+        if not_edge:
+            reasons.append(f"num_steps differ in {len(not_edge)} regions that are not "
+                           f"knife-edge: peak_id {_ids(not_edge)}")
+    knife = [r.peak_id for r in steps_differ if r.knife_edge]
+    if n_regions and len(knife) > max_knife_edge_share * n_regions + 1e-9:
+        reasons.append(f"{len(knife)} of {n_regions} regions are knife-edge "
+                       f"({len(knife) / n_regions:.2%} > {max_knife_edge_share:.2%})")
+
+    # Hits.
+    key = list(HIT_KEY)
+    ha, hb = sa.hits, sb.hits
+    for side, h in (("A", ha), ("B", hb)):
+        dup = h.select(key).is_duplicated().sum()
+        if dup:
+            reasons.append(f"{side} has {dup} hits with the same {'/'.join(key)}")
+    joined = ha.join(hb, on=key, how="full", coalesce=True, suffix="_b", nulls_equal=True)
+    in_a = pl.col("hit_coefficient").is_not_null()
+    in_b = pl.col("hit_coefficient_b").is_not_null()
+    in_knife = pl.col("peak_id").is_in(pl.Series(knife, dtype=pl.Int64).implode())
+    joined = joined.with_columns(_in_a=in_a, _in_b=in_b, _knife=in_knife)
+    shared = joined.filter(pl.col("_in_a") & pl.col("_in_b"))
+    n_union = joined.height
+    jaccard = shared.height / n_union if n_union else 1.0
+    strict_all = joined.filter(~pl.col("_knife"))
+    strict_shared = strict_all.filter(pl.col("_in_a") & pl.col("_in_b")).height
+    jaccard_strict = strict_shared / strict_all.height if strict_all.height else 1.0
+    n_unshared_knife = joined.filter(pl.col("_knife") & ~(pl.col("_in_a") & pl.col("_in_b"))
+                                     ).height
+    if jaccard_strict < min_jaccard:
+        miss_b = strict_all.filter(~pl.col("_in_b")).height
+        miss_a = strict_all.filter(~pl.col("_in_a")).height
+        where = strict_all.filter(~(pl.col("_in_a") & pl.col("_in_b")))["peak_id"].unique()
+        reasons.append(f"hit sets differ outside knife-edge regions: {miss_b} hits only in A, "
+                       f"{miss_a} only in B (Jaccard {jaccard_strict:.6f} < {min_jaccard}), "
+                       f"in peak_id {_ids(sorted(where.to_list()))}")
+
+    n_field = 0
+    if shared.height:
+        mism = pl.any_horizontal([~pl.col(c).eq_missing(pl.col(f"{c}_b")) for c in _EQUAL_COLUMNS])
+        n_field = shared.filter(mism).height
+        if n_field:
+            reasons.append(f"{n_field} shared hits differ in {'/'.join(_EQUAL_COLUMNS)}")
+
+    rtols = {"coef": coef_rtol, "sim": sim_rtol, "imp": imp_rtol}
+    values: list[ValueDiff] = []
+    knife_mask = shared["_knife"].to_numpy() if shared.height else np.zeros(0, bool)
+    for col, group in _VALUE_COLUMNS.items():
+        rel = _rel_diff(shared[col].to_numpy(), shared[f"{col}_b"].to_numpy())
+        strict = rel[~knife_mask] if group == "coef" else rel
+        rtol = rtols[group]
+        beyond = int(np.count_nonzero(~(strict <= rtol)))  # NaN counts as beyond
+        values.append(ValueDiff(
+            column=col, max_all=_max(rel),
+            p999_all=float(np.percentile(rel, 99.9)) if rel.size else 0.0,
+            max_strict=_max(strict), n_beyond=beyond, n_strict=int(strict.size), rtol=rtol))
+        # The 1e-9 keeps a share given as k / n from rounding to just under k hits.
+        allowed = math.floor(max_coef_outlier_share * strict.size + 1e-9) if group == "coef" else 0
+        if beyond > allowed:
+            what = "outside knife-edge regions " if group == "coef" else ""
+            reasons.append(f"{col}: {beyond} of {strict.size} shared hits {what}differ by more "
+                           f"than {rtol:g} relative (max {_max(strict):.3g})")
+
+    return HitComparison(
+        a=str(a), b=str(b), kind_a=sa.kind, kind_b=sb.kind, n_a=ha.height, n_b=hb.height,
+        n_shared=shared.height, jaccard=jaccard, jaccard_strict=jaccard_strict, values=values,
+        n_field_mismatches=n_field, n_regions=n_regions, regions_only_a=only_a,
+        regions_only_b=only_b, steps_differ=steps_differ, n_unshared_knife_edge=n_unshared_knife,
+        tol_a=tol_a, tol_b=tol_b, options=options, param_diffs=_param_diffs(sa, sb),
+        agrees=not reasons, reasons=reasons)
+
+
+def read_side(source: str | os.PathLike[str]) -> Side:
+    """Read the hits, QC and tolerance of one side (see :func:`compare_hits` for the kinds).
+
+    Raises
+    ------
+    InputError
+        ``source`` is missing, or a directory of neither kind, or a file that is not a hits TSV.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a nemo_dask or finemo output directory "
+                         "or a hits.tsv")
+    tol = None
+    params: dict[str, Any] = {}
+    qc: pl.DataFrame | None = None
+    if path.is_dir() and (path / HITS_DIR).is_dir():
+        kind = "nemo_dask"
+        for needed in (QC_DIR, MOTIFS_FILE):
+            if not (path / needed).exists():
+                raise InputError(f"{path} has hits/ but no {needed}; it is not a complete "
+                                 "nemo_dask output directory (rerun call-hits into it)")
+        qc = finemo_qc(path).collect()
+    else:
+        # A finemo directory, or a hits TSV with (when finemo wrote it there) the run's
+        # peaks_qc.tsv and parameters.json beside it, e.g. finemo_out/hits_unique.tsv.
+        kind = "finemo" if path.is_dir() else "hits.tsv"
+        run_dir = path if path.is_dir() else path.parent
+        if (run_dir / QC_FILE).is_file():
+            from .importing import _QC_DTYPES, _read_tsv
+
+            qc = _read_tsv(run_dir / QC_FILE, _QC_DTYPES)
+    hits = load_hits(path).drop("count").collect()
+    params_file = (path if path.is_dir() else path.parent) / PARAMS_FILE
+    if qc is not None and params_file.is_file():
+        params = read_json(params_file)
+        if params.get("convergence_tol") is not None:
+            tol = float(params["convergence_tol"])
+    if qc is not None:
+        qc = qc.select(pl.col("peak_id").cast(pl.Int64), "num_steps",
+                       pl.col("dual_gap").cast(pl.Float64))
+    # One key dtype on both sides, whatever reader produced it.
+    hits = hits.with_columns(pl.col("peak_id").cast(pl.Int64), pl.col("start").cast(pl.Int64))
+    return Side(path=path, kind=kind, hits=hits, qc=qc, tol=tol, params=params)
+
+
+#: parameters.json keys that change no hit (paths, batching, device) or are not finemo's.
+_NEUTRAL_PARAMS = frozenset({"regions_path", "peaks_path", "modisco_h5_path", "chrom_order_path",
+                             "motifs_include_path", "motif_names_path", "motif_lambdas_path",
+                             "out_dir", "cwm_trim_coords_path", "cwm_trim_thresholds_path",
+                             "batch_size", "device", "compile_optimizer", "nemo_dask"})
+
+
+def _param_diffs(a: Side, b: Side) -> dict[str, tuple[Any, Any]]:
+    """Hit-changing parameters both runs record with different values (a note, not a verdict)."""
+    keys = [k for k in a.params if k in b.params and k not in _NEUTRAL_PARAMS]
+    return {k: (a.params[k], b.params[k]) for k in keys if a.params[k] != b.params[k]}
+
+
+def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    diff = np.abs(a - b)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(diff == 0, 0.0, diff / scale)
+
+
+def _max(x: np.ndarray) -> float:
+    return float(np.max(x)) if x.size else 0.0
+
+
+def _ids(ids: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+__all__ = ("DEFAULT_TOL", "HIT_KEY", "HitComparison", "KnifeEdge", "ValueDiff", "compare_hits",
+           "read_side")
