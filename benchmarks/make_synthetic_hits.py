@@ -21,9 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
+from nemo_dask.calling.output import write_manifest
 from nemo_dask.dataset import write_block
-from nemo_dask.importing import import_finemo
-from nemo_dask.resume import write_manifest
+from nemo_dask.finemo.importing import import_finemo
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "finemo_out"
 N_CHR_SPLIT = 8

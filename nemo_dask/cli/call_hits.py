@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: the store's chunk size)")
     ex.add_argument("--retries", type=int, default=2, help="retries of a failed task")
-    from ..cluster import add_cluster_arguments
+    from ..clusters.connect import add_cluster_arguments
 
     add_cluster_arguments(p)
     p.set_defaults(func=run)
@@ -79,8 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run call-hits from parsed arguments."""
-    from ..cluster import cluster_options_from_args, job_script
-    from ..run import call_hits
+    from ..calling.api import call_hits
+    from ..clusters.connect import cluster_options_from_args, job_script
     from . import show_warnings_briefly
 
     show_warnings_briefly()

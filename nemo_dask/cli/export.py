@@ -16,8 +16,8 @@ def _default(func: object, name: str) -> object:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export``, ``collapse-hits`` and ``intersect-hits`` verbs."""
-    from ..exporting import export
-    from ..postprocess import write_collapsed
+    from ..finemo.export import export
+    from ..finemo.postprocess import write_collapsed
 
     p = sub.add_parser(
         "export", help="write finemo's output files from a call-hits output directory",
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from ..exporting import export
+    from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
                  allow_incomplete=args.allow_incomplete)
@@ -73,7 +73,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_collapse(args: argparse.Namespace) -> int:
-    from ..postprocess import write_collapsed
+    from ..finemo.postprocess import write_collapsed
 
     path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique)
     print(f"wrote {path}")
@@ -81,7 +81,7 @@ def _run_collapse(args: argparse.Namespace) -> int:
 
 
 def _run_intersect(args: argparse.Namespace) -> int:
-    from ..postprocess import write_intersection
+    from ..finemo.postprocess import write_intersection
 
     path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique)
     print(f"wrote {path}")

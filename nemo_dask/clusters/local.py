@@ -43,7 +43,8 @@ def dashboard_address(options: ClusterOptions) -> str:
 
 #: Modules the fork server imports once, so that every worker forked from it starts with the
 #: task's whole import chain (torch above all) already loaded.
-_WORKER_MODULES = ["distributed", "nemo_dask.blocks", "nemo_dask.solver", "nemo_dask.store"]
+_WORKER_MODULES = ["distributed", "nemo_dask.calling.task", "nemo_dask.solver.stream",
+                   "nemo_dask.solver.service", "nemo_dask.regions.store"]
 
 
 def start_method() -> str:

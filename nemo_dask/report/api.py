@@ -80,7 +80,7 @@ def _check_run(hits_dir: Path, regions: RegionSource) -> dict:
         if not (hits_dir / name).is_file():
             hint = (
                 " (a finemo output directory: write_report and the CLI import it; or use "
-                "nemo_dask.importing.import_finemo)"
+                "nemo_dask.import_finemo)"
                 if is_finemo_dir(hits_dir)
                 else ""
             )
@@ -265,7 +265,7 @@ def write_report(
     out = Path(out_dir)
     if is_finemo_dir(Path(hits_dir)):
         # finemo's TSV outputs are imported once into a dataset kept beside the report.
-        from ..importing import import_finemo
+        from ..finemo.importing import import_finemo
 
         imported = out / "finemo_dataset"
         import_finemo(hits_dir, imported, overwrite=True)

@@ -38,7 +38,7 @@ class RegionBlock(NamedTuple):
 
 
 class RegionSource(Protocol):
-    """What the report needs of ``nemo_dask.store.Regions`` (and of a regions.npz)."""
+    """What the report needs of ``nemo_dask.regions.store.Regions`` (and of a regions.npz)."""
 
     @property
     def n_regions(self) -> int: ...
@@ -131,7 +131,7 @@ def open_report_regions(path: str | os.PathLike[str]) -> RegionSource:
         if not p.is_file():
             raise InputError(f"{p}: regions file not found (-r)")
         return NpzRegions(p)
-    from ..store import open_regions
+    from ..regions.store import open_regions
 
     return open_regions(path)
 

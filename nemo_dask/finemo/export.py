@@ -1,0 +1,405 @@
+"""finemo-compatible files from a run's Parquet dataset, written without holding all hits.
+
+``export(OUT, DIR)`` writes finemo 0.41's ``hits.tsv``, ``hits_unique.tsv``, ``hits.bed``,
+``peaks_qc.tsv``, ``motif_data.tsv``, ``motif_cwms.npy`` and ``parameters.json``. The stored hits
+already carry finemo's values (coordinates, global-scale factors), so exporting is a selection,
+a global sort and a text writer.
+
+The global sort (finemo's chr_id, start) is the only step that needs more than one row at a
+time; it is an external sort. A streaming pass counts hits per (chr_id, 1 Mb bin) and packs
+consecutive bins into buckets of at most ``max_rows`` hits; one pass over the partitions appends
+each batch's rows to its bucket's temporary Arrow file; each bucket is then read, sorted in
+memory and appended to the text files. Peak memory is set by ``max_rows``, not by the number of
+hits. Duplicates that ``hits_unique.tsv`` drops share chromosome and start, hence a bucket,
+except finemo's placeholder chromosome "NA" of regions without coordinates, which is one value
+across regions: those are matched through a small (start, motif) table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..dataset import (
+    CWMS_FILE,
+    HITS_DIR,
+    MANIFEST_FILE,
+    PARAMS_FILE,
+    QC_DIR,
+    read_json,
+    read_motifs,
+    read_parameters,
+    scan_hits,
+    scan_qc,
+)
+from ..errors import InputError
+from ..schema import FINEMO_HITS_DTYPES, FINEMO_QC_COLUMNS
+
+#: finemo 0.41's ``parameters.json`` keys, in the order its ``call-hits`` writes them.
+FINEMO_PARAMETER_KEYS: tuple[str, ...] = (
+    "regions_path", "peaks_path", "modisco_h5_path", "chrom_order_path", "motifs_include_path",
+    "motif_names_path", "motif_lambdas_path", "out_dir", "cwm_trim_coords_path",
+    "cwm_trim_thresholds_path", "cwm_trim_threshold_default", "lambda_default", "step_size_max",
+    "step_size_min", "sqrt_transform", "convergence_tol", "max_steps", "batch_size",
+    "step_adjust", "device", "mode", "no_post_filter", "compile_optimizer", "region_width",
+    "num_regions", "untrimmed_motif_width", "num_motifs",
+)
+
+#: Columns whose first occurrence ``hits_unique.tsv`` keeps (finemo's subset, in its order).
+UNIQUE_KEY: tuple[str, ...] = ("chr", "start", "motif_name", "strand")
+
+#: finemo's placeholder for chr and peak_name when the regions have no genomic coordinates.
+NA = "NA"
+
+HITS_FILE = "hits.tsv"
+HITS_UNIQUE_FILE = "hits_unique.tsv"
+HITS_BED_FILE = "hits.bed"
+QC_FILE = "peaks_qc.tsv"
+MOTIF_DATA_FILE = "motif_data.tsv"
+
+#: Default largest bucket, in hits (peak memory grows by roughly 0.7 kB per hit of bucket).
+DEFAULT_MAX_ROWS = 500_000
+_BIN_BITS = 20  # 1 Mb bins: fine enough to split a chromosome, coarse enough to be few
+_BIN_OFFSET = 1 << (31 - _BIN_BITS)  # shifts the bins of negative starts to >= 0
+# Sort keys after finemo's (chr_id, start): finemo leaves ties in arbitrary order, we fix one.
+# (_mk: a dense id of (motif_name, strand), so that hits_unique's duplicates sort side by side.)
+_SORT_KEYS = ("chr_id", "start", "_mk", "peak_id", "motif_id")
+_QC_SORT_KEYS = ("chr_id", "peak_region_start", "peak_id")
+_READ_BATCH = 65_536
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+class ExportResult(NamedTuple):
+    """What :func:`export` wrote."""
+
+    dest: Path
+    n_hits: int
+    n_unique: int
+    n_regions: int
+    n_buckets: int
+    files: tuple[Path, ...]
+
+
+def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
+                keep_keys: bool = False) -> pl.LazyFrame:
+    """The run's hits as finemo's ``hits.tsv`` (or ``hits_unique.tsv``) rows, lazily, sorted.
+
+    This sorts everything in one polars query; :func:`export` writes the same rows in bounded
+    memory. ``keep_keys`` keeps ``chr_id`` and ``motif_id`` (the sort keys finemo drops).
+    """
+    lf = _hits_with_keys(out).sort(_SORT_KEYS)
+    if unique:
+        # finemo drops null chromosomes first; its "NA" placeholder is a string and is kept.
+        lf = lf.filter(pl.col("chr").is_not_null()).unique(
+            subset=list(UNIQUE_KEY), keep="first", maintain_order=True)
+    return lf.drop("_mk") if keep_keys else lf.select(list(FINEMO_HITS_DTYPES))
+
+
+def finemo_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
+    """The run's ``peaks_qc.tsv`` rows, lazily, sorted as finemo sorts them."""
+    return (
+        _finemo_qc_columns(scan_qc(out))
+        .sort(_QC_SORT_KEYS)
+        .select(FINEMO_QC_COLUMNS)
+    )
+
+
+def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
+           max_rows: int = DEFAULT_MAX_ROWS, allow_incomplete: bool = False) -> ExportResult:
+    """Write finemo 0.41's output files for the run in ``out`` into ``dest_dir``.
+
+    Parameters
+    ----------
+    out : path
+        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
+    dest_dir : path
+        Where the finemo files go (created; files of the same names are replaced).
+    max_rows : int
+        Largest number of hits sorted in memory at once (memory ~ 100 bytes x ``max_rows``).
+    allow_incomplete : bool
+        Export a run whose manifest says blocks are missing (their regions are then absent).
+
+    Every file is written into a hidden temporary directory inside ``dest_dir`` and moved into
+    place only when all are complete.
+    """
+    out, dest = Path(out), Path(dest_dir)
+    _check_run(out, dest, allow_incomplete)
+    if max_rows < 1:
+        raise InputError(f"max_rows must be a positive number of hits, got {max_rows}")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".tmp-export-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
+        n_regions = _write_qc(out, tmp, max_rows)
+        read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
+        shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
+        _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+        names = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE, MOTIF_DATA_FILE,
+                 CWMS_FILE, PARAMS_FILE)
+        for name in names:
+            os.replace(tmp / name, dest / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(dest=dest, n_hits=n_hits, n_unique=n_unique, n_regions=n_regions,
+                        n_buckets=n_buckets, files=tuple(dest / n for n in names))
+
+
+def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """finemo's keys of a run's parameters, in finemo's order (nemo_dask's own are dropped)."""
+    return {k: params[k] for k in FINEMO_PARAMETER_KEYS if k in params}
+
+
+def sorted_hit_buckets(out: str | os.PathLike[str], max_rows: int = DEFAULT_MAX_ROWS,
+                       tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[pl.DataFrame]:
+    """The run's hits in finemo's order, as consecutive in-memory frames of bounded size.
+
+    Frames carry the finemo columns plus the sort keys ``chr_id``, ``_mk`` (a dense id of
+    motif_name and strand) and ``motif_id``. A frame holds at most
+    ``max_rows`` hits unless one (chromosome, 1 Mb bin) alone holds more. Buckets are spilled
+    to temporary Arrow files in ``tmp_dir`` (a new temporary directory by default).
+    """
+    files = _partitions(Path(out) / HITS_DIR)
+    prepare = partial(_finemo_hits_columns, motif_keys=_motif_keys(out))
+    yield from _external_sort(files, prepare, "start", _SORT_KEYS, max_rows, tmp_dir)
+
+
+def _external_sort(files: list[Path], prepare: Callable[[pl.LazyFrame], pl.LazyFrame],
+                   pos: str, sort_keys: Sequence[str], max_rows: int,
+                   tmp_dir: str | os.PathLike[str] | None) -> Iterator[pl.DataFrame]:
+    """Sort the rows of Parquet ``files`` by ``sort_keys`` (chr_id first) in bounded memory.
+
+    Pass 1 counts rows per (chr_id, 1 Mb bin of column ``pos``) and packs consecutive bins into
+    buckets of at most ``max_rows`` rows. Pass 2 reads each file once, in batches, and appends
+    every batch's rows to its bucket's Arrow file. Each bucket is then read, sorted and yielded.
+    """
+    if not files:
+        return
+    key = _bucket_key(pos)
+    counts = (
+        prepare(pl.scan_parquet(files)).group_by(key.alias("_key")).agg(pl.len().alias("n"))
+        .collect(engine="streaming").sort("_key")
+    )
+    if counts.height == 0:
+        return
+    keys = counts["_key"].to_numpy()
+    # Greedy packing of consecutive keys: a bucket closes where it would pass max_rows.
+    firsts, total = [], 0
+    for i, n in enumerate(counts["n"].to_list()):
+        if not firsts or total + n > max_rows:
+            firsts.append(i)
+            total = 0
+        total += n
+    lo_keys = keys[firsts]
+    with tempfile.TemporaryDirectory(prefix=".tmp-sort-", dir=tmp_dir) as tmp:
+        paths = [Path(tmp) / f"bucket-{b:06d}.arrow" for b in range(len(lo_keys))]
+        writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * len(paths)
+        try:
+            for f in files:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=_READ_BATCH):
+                    frame = prepare(pl.from_arrow(pa.Table.from_batches([batch])).lazy())
+                    frame = frame.with_columns(key.alias("_key")).collect()
+                    bucket = np.searchsorted(lo_keys, frame["_key"].to_numpy(), side="right") - 1
+                    frame = frame.drop("_key").with_columns(_b=pl.Series(bucket, dtype=pl.Int64))
+                    for (b,), part in frame.partition_by("_b", as_dict=True,
+                                                         include_key=False).items():
+                        table = part.to_arrow()
+                        if writers[b] is None:
+                            writers[b] = pa.ipc.new_file(paths[b], table.schema,
+                                                         options=_IPC_OPTIONS)
+                        writers[b].write_table(table)  # type: ignore[union-attr]
+        finally:
+            for w in writers:
+                if w is not None:
+                    w.close()
+            # Arrow's pool keeps freed blocks; hand them back before the buckets are sorted.
+            pa.default_memory_pool().release_unused()
+        for b, path in enumerate(paths):
+            if writers[b] is None:
+                continue
+            # Read by polars itself: no intermediate Arrow copy of the bucket.
+            frame = pl.read_ipc(path).sort(sort_keys)
+            path.unlink()
+            yield frame
+            del frame
+
+
+def _partitions(d: Path) -> list[Path]:
+    # The glob, as dataset.scan_* use it: hidden temporaries of a running writer are skipped.
+    return sorted(d.glob("part-*.parquet"))
+
+
+def _hits_with_keys(out: str | os.PathLike[str]) -> pl.LazyFrame:
+    return _finemo_hits_columns(scan_hits(out), _motif_keys(out))
+
+
+def _motif_keys(out: str | os.PathLike[str]) -> dict[int, int]:
+    """motif_id -> a dense id of its (motif_name, strand), hits_unique's motif identity."""
+    m = read_motifs(out).with_columns(
+        _mk=pl.struct("motif_name", "strand").rank("dense").cast(pl.UInt32) - 1)
+    return dict(zip(m["motif_id"].to_list(), m["_mk"].to_list(), strict=True))
+
+
+def _finemo_hits_columns(hits: pl.LazyFrame, motif_keys: dict[int, int]) -> pl.LazyFrame:
+    """Stored hits -> finemo's hits.tsv columns plus the sort keys chr_id, _mk, motif_id."""
+    return (
+        hits.with_columns(_na_fill(), hit_correlation=pl.col("hit_similarity"),
+                          _mk=pl.col("motif_id").replace_strict(motif_keys,
+                                                                return_dtype=pl.UInt32))
+        .select(*FINEMO_HITS_DTYPES, "chr_id", "_mk", "motif_id")
+    )
+
+
+def _finemo_qc_columns(qc: pl.LazyFrame) -> pl.LazyFrame:
+    """Stored QC -> finemo's peaks_qc.tsv columns plus the sort key chr_id."""
+    return qc.with_columns(_na_fill()).select(*FINEMO_QC_COLUMNS, "chr_id")
+
+
+def _na_fill() -> list[pl.Expr]:
+    # finemo without coordinates: chr and peak_name are the string "NA", chr_id is the region
+    # index (= peak_id) and peak_region_start 0; a store may leave them null.
+    return [
+        pl.col("chr").fill_null(NA),
+        pl.col("peak_name").fill_null(NA),
+        pl.col("chr_id").fill_null(pl.col("peak_id")),
+    ]
+
+
+def _bucket_key(pos: str) -> pl.Expr:
+    """chr_id and the 1 Mb bin of column ``pos`` as one Int64, ordered as (chr_id, pos)."""
+    bin_ = (pl.col(pos).cast(pl.Int64) // (1 << _BIN_BITS)).clip(-_BIN_OFFSET, _BIN_OFFSET - 1)
+    return pl.col("chr_id").cast(pl.Int64) * (2 * _BIN_OFFSET) + bin_ + _BIN_OFFSET
+
+
+def _first_na_hits(out: Path) -> pl.DataFrame | None:
+    """For hits without coordinates: the first hit of each (start, motif) in finemo's order.
+
+    finemo's placeholder chromosome "NA" is one value for all regions, so hits_unique.tsv
+    de-duplicates such hits across regions; this table (one row per start and motif, small) lets
+    each bucket find them. None when every hit has coordinates.
+    """
+    placeholder = pl.col("chr").is_null() | (pl.col("chr") == NA)
+    if not scan_qc(out).select(placeholder.any()).collect().item():
+        return None  # the QC table is small: skip a pass over the hits when it can
+    firsts = (
+        _hits_with_keys(out).select("chr", "start", "_mk", _order_key().alias("_order"))
+        .filter(pl.col("chr") == NA)
+        .group_by("start", "_mk").agg(pl.col("_order").min())
+        .collect(engine="streaming")
+    )
+    return firsts if firsts.height else None
+
+
+def _order_key() -> pl.Expr:
+    # finemo's order among hits of one (start, motif): chr_id, then (our tie-break) peak_id.
+    return pl.col("chr_id").cast(pl.UInt64) * (1 << 32) + pl.col("peak_id").cast(pl.UInt64)
+
+
+def _unique_mask(bucket: pl.DataFrame, na_firsts: pl.DataFrame | None) -> pl.Series:
+    """Which rows of a sorted bucket hits_unique.tsv keeps (finemo: first of each key)."""
+    # Sorted by (chr_id, start, _mk, ...): a duplicate follows its first occurrence directly.
+    # chr_id stands for chr (one id per name) except for the "NA" placeholder, handled below.
+    new = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1))
+                            for c in ("chr_id", "start", "_mk"))
+    mask = bucket.select(new.fill_null(True).alias("m")).to_series()
+    if na_firsts is not None:
+        first = (
+            bucket.select("start", "_mk", _order_key().alias("_order"))
+            .join(na_firsts, on=["start", "_mk", "_order"], how="left", maintain_order="left",
+                  coalesce=False, suffix="_f")
+            .select(pl.col("_order_f").is_not_null()).to_series()
+        )
+        is_na = bucket["chr"] == NA
+        mask = (mask & ~is_na) | (first & is_na)
+    return mask & bucket["chr"].is_not_null()
+
+
+def _bed(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("chr", "start", "end", "motif_name", score=pl.lit(0, pl.Int32),
+                        strand="strand")
+
+
+def _write_hits(out: Path, tmp: Path, max_rows: int) -> tuple[int, int, int]:
+    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets)."""
+    n_hits = n_unique = n_buckets = 0
+    columns = list(FINEMO_HITS_DTYPES)
+    with open(tmp / HITS_FILE, "wb") as f_all, open(tmp / HITS_UNIQUE_FILE, "wb") as f_unique, \
+            open(tmp / HITS_BED_FILE, "wb") as f_bed:
+        # The header alone, so that a run without hits still gives finemo's header-only files.
+        header = pl.DataFrame(schema=FINEMO_HITS_DTYPES)
+        for f in (f_all, f_unique):
+            _append(header, f, header=True)
+        na_firsts = _first_na_hits(out)
+        for bucket in sorted_hit_buckets(out, max_rows, tmp):
+            mask = _unique_mask(bucket, na_firsts)
+            _append(bucket.select(columns), f_all)
+            _append(bucket.select(columns).filter(mask), f_unique)
+            _append(_bed(bucket).filter(mask), f_bed)
+            n_hits += bucket.height
+            n_unique += int(mask.sum())
+            del bucket
+            n_buckets += 1
+    return n_hits, n_unique, n_buckets
+
+
+def _write_qc(out: Path, tmp: Path, max_rows: int) -> int:
+    """Write peaks_qc.tsv bucket by bucket, as the hits; returns the number of regions."""
+    n = 0
+    with open(tmp / QC_FILE, "wb") as f:
+        _append(pl.DataFrame(schema=_finemo_qc_columns(scan_qc(out)).select(FINEMO_QC_COLUMNS)
+                             .collect_schema()), f, header=True)
+        for bucket in _external_sort(_partitions(Path(out) / QC_DIR), _finemo_qc_columns,
+                                     "peak_region_start", _QC_SORT_KEYS, max_rows, tmp):
+            _append(bucket.select(FINEMO_QC_COLUMNS), f)
+            n += bucket.height
+    return n
+
+
+def _append(frame: pl.DataFrame, f: IO[bytes], header: bool = False) -> None:
+    if frame.height or header:
+        frame.write_csv(f, separator="\t", include_header=header)
+
+
+def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
+    import json
+
+    # finemo's json.dump(indent=4), without a final newline, so equal values give equal bytes.
+    with open(path, "w") as f:
+        json.dump(finemo_parameters(params), f, indent=4)
+
+
+def _check_run(out: Path, dest: Path, allow_incomplete: bool) -> None:
+    missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
+               if not (out / name).exists()]
+    if missing:
+        raise InputError(f"{out} is not a call-hits output directory: it lacks "
+                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
+    if dest.resolve() == out.resolve():
+        raise InputError(f"export destination {dest} is the run directory itself; its "
+                         "parameters.json would lose the nemo_dask settings: choose another "
+                         "directory")
+    manifest = out / MANIFEST_FILE
+    if manifest.exists() and not allow_incomplete:
+        info = read_json(manifest)
+        if not info.get("complete", True):
+            done = len(info.get("blocks", {}))
+            raise InputError(f"{manifest}: the run is incomplete ({done} of "
+                             f"{info.get('n_blocks', '?')} blocks finished); resume it with "
+                             "call-hits, or export what exists with --allow-incomplete")
+
+
+__all__ = (
+    "DEFAULT_MAX_ROWS", "ExportResult", "FINEMO_PARAMETER_KEYS", "export", "finemo_hits",
+    "finemo_parameters", "finemo_qc", "sorted_hit_buckets",
+)

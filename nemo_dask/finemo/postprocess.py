@@ -1,0 +1,186 @@
+"""finemo's post-processing verbs: collapse overlapping hits, intersect runs.
+
+Both accept finemo's hits TSVs, finemo output directories and nemo_dask output directories, and
+follow finemo 0.41's ``postprocessing.py``:
+
+- **collapse**: hits are swept in file order. Each hit is widened/narrowed to
+  ``[2 start + int(f len), 2 end - int(f len)]`` (``f`` = overlap fraction), so two such
+  intervals meet exactly when the hits overlap by at least ``f`` times their mean length, and it
+  is compared with every earlier hit still "active" (same chromosome, interval end >= its start,
+  as finemo's heap keeps them). Of a compared pair finemo's rule marks the *earlier* hit
+  non-primary unless the later one is strictly more similar, and then marks the later one
+  non-primary (``is_primary`` is 1 for hits that lose no comparison). We evaluate the same pairs
+  with numpy, one offset at a time, without numba.
+- **intersect**: successive inner joins on finemo's key columns (nulls equal, later inputs'
+  other columns suffixed ``_1``, ``_2``, ...). finemo 0.41 passes ``join_nulls``, which polars
+  >= 2 removed; we pass its successor ``nulls_equal``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..dataset import HITS_DIR
+from ..errors import InputError
+from ..schema import FINEMO_HITS_DTYPES
+from .export import HITS_FILE, HITS_UNIQUE_FILE, finemo_hits
+
+HitsSource = str | os.PathLike | pl.LazyFrame | pl.DataFrame
+
+#: finemo's collapse-hits output columns: hits.tsv's plus is_primary.
+COLLAPSED_DTYPES: dict[str, pl.DataType] = FINEMO_HITS_DTYPES | {"is_primary": pl.UInt32}
+#: Join keys of intersect-hits (finemo's strict and relaxed criteria).
+STRICT_KEYS: tuple[str, ...] = ("chr", "start", "end", "start_untrimmed", "end_untrimmed",
+                                "motif_name", "strand", "peak_name", "peak_id")
+RELAXED_KEYS: tuple[str, ...] = ("chr", "start_untrimmed", "end_untrimmed", "motif_name",
+                                 "strand")
+DEFAULT_OVERLAP_FRAC = 0.2
+
+_NULLS_KW = ("nulls_equal" if "nulls_equal" in inspect.signature(pl.LazyFrame.join).parameters
+             else "join_nulls")
+
+
+def load_hits(source: str | os.PathLike[str], *, unique: bool = False) -> pl.LazyFrame:
+    """Hits in finemo's ``hits.tsv`` layout (plus finemo's ``count`` column of 1s), lazily.
+
+    ``source`` is a finemo hits TSV, a finemo output directory, or a nemo_dask output directory
+    (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv.
+    """
+    path = Path(source)
+    if path.is_dir():
+        if (path / HITS_DIR).is_dir():
+            lf = finemo_hits(path, unique=unique)
+            return lf.with_columns(count=pl.lit(1, pl.Int32))
+        path = path / (HITS_UNIQUE_FILE if unique else HITS_FILE)
+        if not path.is_file():
+            raise InputError(f"{source} is neither a nemo_dask output directory (no {HITS_DIR}/) "
+                             f"nor a finemo one (no {path.name}); pass one of them or a hits TSV")
+    elif not path.is_file():
+        raise InputError(f"hits file {source} does not exist")
+    with open(path) as f:
+        header = f.readline().rstrip("\n").split("\t")
+    if header != list(FINEMO_HITS_DTYPES):
+        raise InputError(f"{path}: expected finemo's hits.tsv columns {list(FINEMO_HITS_DTYPES)}, "
+                         f"found {header}; pass hits.tsv or hits_unique.tsv as finemo wrote them")
+    return pl.scan_csv(path, separator="\t", quote_char=None,
+                       schema=FINEMO_HITS_DTYPES).with_columns(count=pl.lit(1, pl.Int32))
+
+
+def collapse_hits(hits: HitsSource, overlap_frac: float = DEFAULT_OVERLAP_FRAC) -> pl.LazyFrame:
+    """finemo's collapse-hits: the hits, in their order, with ``is_primary`` (UInt32) appended.
+
+    Only the four key columns are collected; the other columns stay lazy, so writing the result
+    with a sink streams them.
+    """
+    if not 0.0 <= overlap_frac <= 1.0:
+        raise InputError(f"overlap_frac must lie in [0, 1], got {overlap_frac}")
+    lf = _lazy(hits)
+    keys = lf.select("chr", "start", "end", "hit_similarity", "peak_id").collect()
+    if keys.height:
+        # Chromosome ids by first appearance, as finemo numbers them.
+        chrom = keys["chr"].fill_null("\x00null")
+        order = chrom.unique(maintain_order=True)
+        chrom_id = chrom.replace_strict(order, pl.int_range(len(order), eager=True),
+                                        return_dtype=pl.Int64).to_numpy()
+    else:
+        chrom_id = keys["peak_id"].cast(pl.Int64).to_numpy()
+    length = pl.col("end").cast(pl.Int64) - pl.col("start")
+    # finemo: (end - start) * f is a float, truncated by the cast to Int32.
+    shrink = (length * overlap_frac).cast(pl.Int32)
+    trimmed = keys.select(s=pl.col("start").cast(pl.Int64) * 2 + shrink,
+                          e=pl.col("end").cast(pl.Int64) * 2 - shrink)
+    primary = primary_mask(chrom_id, trimmed["s"].to_numpy(), trimmed["e"].to_numpy(),
+                           keys["hit_similarity"].cast(pl.Float32).to_numpy())
+    flag = pl.LazyFrame({"is_primary": pl.Series(primary, dtype=pl.UInt32)})
+    return pl.concat([lf, flag], how="horizontal")
+
+
+def primary_mask(chrom: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 similarity: np.ndarray) -> np.ndarray:
+    """finemo's sweep over N hits in order; returns is_primary as uint32, shape (N,).
+
+    Hit j is active at a later hit i while, for every k in (j, i], (chrom_j, end_j) >=
+    (chrom_k, start_k) lexicographically, i.e. until finemo's heap would have popped it. Each
+    active pair (j, i) is compared once: j loses if not sim_i > sim_j, else i loses.
+    """
+    n = len(chrom)
+    out = np.ones(n, dtype=bool)
+    j = np.arange(max(n - 1, 0))
+    t = 1
+    while j.size:
+        i = j + t
+        active = (chrom[j] > chrom[i]) | ((chrom[j] == chrom[i]) & (ends[j] >= starts[i]))
+        j, i = j[active], i[active]
+        later_better = similarity[i] > similarity[j]
+        out[j[~later_better]] = False
+        out[i[later_better]] = False
+        t += 1
+        j = j[j + t < n]
+    return out.astype(np.uint32)
+
+
+def intersect_hits(hits: Sequence[HitsSource], relaxed: bool = False) -> pl.LazyFrame:
+    """finemo's intersect-hits: hits present in every input, joined on finemo's key columns.
+
+    Columns of the first input keep their names; the others' non-key columns get ``_<index>``.
+    Rows follow the first input's order.
+    """
+    if len(hits) < 1:
+        raise InputError("intersect-hits needs at least one hits input")
+    keys = list(RELAXED_KEYS if relaxed else STRICT_KEYS)
+    frames = [_lazy(h) for h in hits]
+    result = frames[0]
+    for idx, other in enumerate(frames[1:], start=1):
+        result = result.join(other, on=keys, how="inner", suffix=f"_{idx}", coalesce=True,
+                             maintain_order="left", **{_NULLS_KW: True})
+    return result
+
+
+def write_collapsed(source: str | os.PathLike[str], out_path: str | os.PathLike[str],
+                    overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False) -> Path:
+    """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV."""
+    lf = collapse_hits(load_hits(source, unique=unique), overlap_frac)
+    return write_tsv(lf.select(list(COLLAPSED_DTYPES)), out_path)
+
+
+def write_intersection(sources: Sequence[str | os.PathLike[str]],
+                       out_path: str | os.PathLike[str], relaxed: bool = False, *,
+                       unique: bool = False) -> Path:
+    """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV."""
+    lf = intersect_hits([load_hits(s, unique=unique) for s in sources], relaxed)
+    return write_tsv(lf, out_path)
+
+
+def write_tsv(lf: pl.LazyFrame, out_path: str | os.PathLike[str]) -> Path:
+    """Stream ``lf`` to a tab-separated file, via a temporary name and a rename."""
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    try:
+        lf.sink_csv(tmp, separator="\t", engine="streaming")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _lazy(hits: HitsSource) -> pl.LazyFrame:
+    if isinstance(hits, pl.DataFrame):
+        return hits.lazy()
+    if isinstance(hits, pl.LazyFrame):
+        return hits
+    return load_hits(hits)
+
+
+__all__ = (
+    "COLLAPSED_DTYPES", "DEFAULT_OVERLAP_FRAC", "RELAXED_KEYS", "STRICT_KEYS", "collapse_hits",
+    "intersect_hits", "load_hits", "primary_mask", "write_collapsed", "write_intersection",
+    "write_tsv",
+)
