@@ -10,6 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import config as _config
+
+# Every default (nemo_dask.yaml) is in dask's configuration from here on, before any module
+# that reads it is imported: dask.config.get("nemo_dask.cluster") works after `import nemo_dask`.
+_config.register()
+
 # Where each public name lives. Imported on first use (PEP 562), so that `import nemo_dask` and
 # the CLI stay fast and the driver of a distributed run never imports torch.
 _EXPORTS: dict[str, str] = {
@@ -20,12 +26,14 @@ _EXPORTS: dict[str, str] = {
     "GpuUnavailableError": "clusters.connect",
     "InputError": "errors",
     "MotifParams": "params",
+    "NpzRegions": "regions.npz",
     "Motifs": "motifs",
     "NemoDaskError": "errors",
     "OutputExistsError": "errors",
     "RegionBlock": "regions.store",
     "Regions": "regions.store",
     "ReportTables": "report",
+    "RunOptions": "params",
     "SolverParams": "params",
     "call_hits": "calling.api",
     "collapse_hits": "finemo.postprocess",
@@ -36,14 +44,14 @@ _EXPORTS: dict[str, str] = {
     "convert_modisco": "regions.convert",
     "convert_npz": "regions.convert",
     "export": "finemo.export",
-    "finemo_hits": "finemo.export",
-    "finemo_qc": "finemo.export",
+    "finemo_hits": "finemo.read",
+    "finemo_qc": "finemo.read",
     "fit_block": "solver.stream",
     "import_finemo": "finemo.importing",
     "intersect_hits": "finemo.postprocess",
-    "load_hits": "finemo.postprocess",
+    "load_hits": "finemo.read",
     "load_motifs": "motifs",
-    "open_regions": "regions.store",
+    "open_regions": "regions.source",
     "read_motifs": "dataset",
     "read_parameters": "dataset",
     "report_tables": "report",
@@ -56,7 +64,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
-    "InputError", "Motifs", "MotifParams", "NemoDaskError", "OutputExistsError", "RegionBlock",
+    "InputError", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions", "OutputExistsError",
+    "RegionBlock", "RunOptions",
     "Regions", "ReportTables", "SolverParams", "call_hits", "collapse_hits", "connect",
     "convert_bigwig", "convert_bpnet_h5", "convert_chrombpnet_h5", "convert_modisco",
     "convert_npz", "export", "finemo_hits", "finemo_qc", "fit_block", "import_finemo",

@@ -38,15 +38,11 @@ class BenchRow:
 
 def load_arrays(regions: str, repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Sequences and contributions of a regions.npz or store, tiled ``repeat`` times."""
-    if regions.endswith(".npz"):
-        with np.load(regions) as d:
-            seqs, contribs = d["sequences"], d["contributions"]
-    else:
-        from ..regions.store import open_regions
+    from ..regions.source import open_regions
 
-        store = open_regions(regions)
-        block = store.read_block(0, store.n_regions)
-        seqs, contribs = block.sequences, block.contributions
+    source = open_regions(regions)
+    block = source.read_block(0, source.n_regions)
+    seqs, contribs = block.sequences, block.contributions
     if repeat > 1:
         seqs = np.concatenate([seqs] * repeat)
         contribs = np.concatenate([contribs] * repeat)
@@ -84,8 +80,8 @@ def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 
         rows.append(BenchRow("finemo", bs, time.perf_counter() - t, n, hits.height))
     for bs in batch_sizes:
         t = time.perf_counter()
-        res = fit_block(seqs, contribs, motifs, use_hypothetical=mp.use_hypothetical,
-                        params=SolverParams(batch_size=bs), device=dev)
+        res = fit_block(seqs, contribs, motifs, params=SolverParams(batch_size=bs, mode=mode),
+                        device=dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         rows.append(BenchRow("nemo_dask", bs, time.perf_counter() - t, n, res.hits.height))

@@ -60,18 +60,17 @@ def _tiled_store(regions: str, repeat: int, workdir: Path) -> str:
 def _in_process(store: str, modisco_h5: str, mode: str, device: str, threads: int) -> WorkersRow:
     import torch
 
-    from ..regions.store import open_regions
+    from ..regions.store import open_store
     from ..solver.stream import fit_block
 
     torch.set_num_threads(threads)
     motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
-    regions = open_regions(store)
+    regions = open_store(store)
     block = regions.read_block(0, regions.n_regions)
     dev = torch.device(device)
     t = time.perf_counter()
     res = fit_block(block.sequences, block.contributions, motifs,
-                    use_hypothetical=MotifParams(mode=mode).use_hypothetical,
-                    params=SolverParams(), device=dev)
+                    params=SolverParams(mode=mode), device=dev, threads=threads)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return WorkersRow(0, time.perf_counter() - t, regions.n_regions, res.hits.height)

@@ -26,7 +26,6 @@ from ..dataset import (
     part_name,
     partition_rows,
     read_json,
-    write_json_atomic,
 )
 from ..errors import OutputExistsError
 from ..motifs import Motifs
@@ -95,15 +94,3 @@ def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, 
         if n_qc == stop - start and n_hits is not None:
             done[block] = {"start": start, "stop": stop, "hits": n_hits, "regions": n_qc}
     return done
-
-
-def write_manifest(out: Path, run_fingerprint: str, n_blocks: int,
-                   finished: dict[int, dict[str, Any]], complete: bool) -> None:
-    """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""
-    write_json_atomic({
-        "fingerprint": run_fingerprint,
-        "n_blocks": n_blocks,
-        "complete": complete,
-        "n_hits": int(sum(b["hits"] for b in finished.values())),
-        "blocks": {str(k): finished[k] for k in sorted(finished)},
-    }, out / MANIFEST_FILE)

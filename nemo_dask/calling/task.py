@@ -13,7 +13,7 @@ import functools
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -38,19 +38,27 @@ class BlockSpec:
     stop: int
     regions_url: str
     out: str
-    use_hypothetical: bool
-    solver: SolverParams
-    device: str  # "auto", "cpu", "cuda", "cuda:1", ...
+    solver: SolverParams  # the optimiser and the mode
+    device: str  # "auto", "cpu", "cuda", "cuda:1", ...: resolved on the worker
     run_id: str
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` means the GPU this worker was given, if any, else the CPU."""
+class Placement(NamedTuple):
+    """Where this worker solves: resolved once per task, on the worker, and passed down."""
+
+    device: torch.device
+    threads: int  # torch threads for a CPU solve: the worker's task threads
+
+
+def resolve_placement(device: str, worker: Any | None) -> Placement:
+    """``auto`` means the GPU this worker was given, if any, else the CPU; threads are the
+    worker's (outside a worker: torch's current setting)."""
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = (int(worker.state.nthreads) if worker is not None else torch.get_num_threads())
+    return Placement(torch.device(device), max(1, threads))
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,20 +92,12 @@ def _current_worker() -> Any | None:
         return None
 
 
-def _worker_threads(worker: Any | None) -> int:
-    if worker is not None:
-        return max(1, int(worker.state.nthreads))
-    import torch
-
-    return max(1, torch.get_num_threads())
-
-
-def _open_regions(url: str):
-    from ..regions.store import open_regions
+def _open_store(url: str):
+    from ..regions.store import open_store
 
     regions = _REGIONS.get(url)
     if regions is None:
-        regions = _REGIONS[url] = open_regions(url)
+        regions = _REGIONS[url] = open_store(url)
     return regions
 
 
@@ -113,17 +113,15 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     """
     t0, started_at = time.perf_counter(), time.time()
     worker = _current_worker()
-    threads = _worker_threads(worker)
-    block = _open_regions(spec.regions_url).read_block(spec.start, spec.stop)
+    block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
-    device = resolve_device(spec.device)
+    place = resolve_placement(spec.device, worker)
     tune_malloc()
     from ..solver.service import solver_service
 
     solving, started = solver_service().submit(
         spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
-        device=device, params=spec.solver, use_hypothetical=spec.use_hypothetical,
-        threads=threads)
+        device=place.device, params=spec.solver, threads=place.threads)
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):
@@ -144,7 +142,7 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     return {
         "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
         "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
-        "device": str(device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
+        "device": str(place.device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
         "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
         "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
     }

@@ -1,5 +1,7 @@
 """finemo-compatible files from a run's Parquet dataset, written without holding all hits.
 
+(File names and columns: :mod:`.formats`; the rows themselves: :mod:`.read`.)
+
 ``export(OUT, DIR)`` writes finemo 0.41's ``hits.tsv``, ``hits_unique.tsv``, ``hits.bed``,
 ``peaks_qc.tsv``, ``motif_data.tsv``, ``motif_cwms.npy`` and ``parameters.json``. The stored hits
 already carry finemo's values (coordinates, global-scale factors), so exporting is a selection,
@@ -31,6 +33,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import config
 from ..dataset import (
     CWMS_FILE,
     HITS_DIR,
@@ -40,42 +43,32 @@ from ..dataset import (
     read_json,
     read_motifs,
     read_parameters,
-    scan_hits,
     scan_qc,
 )
 from ..errors import InputError
-from ..schema import FINEMO_HITS_DTYPES, FINEMO_QC_COLUMNS
-
-#: finemo 0.41's ``parameters.json`` keys, in the order its ``call-hits`` writes them.
-FINEMO_PARAMETER_KEYS: tuple[str, ...] = (
-    "regions_path", "peaks_path", "modisco_h5_path", "chrom_order_path", "motifs_include_path",
-    "motif_names_path", "motif_lambdas_path", "out_dir", "cwm_trim_coords_path",
-    "cwm_trim_thresholds_path", "cwm_trim_threshold_default", "lambda_default", "step_size_max",
-    "step_size_min", "sqrt_transform", "convergence_tol", "max_steps", "batch_size",
-    "step_adjust", "device", "mode", "no_post_filter", "compile_optimizer", "region_width",
-    "num_regions", "untrimmed_motif_width", "num_motifs",
+from .formats import (
+    CALL_HITS_FILES,
+    FINEMO_HITS_DTYPES,
+    FINEMO_PARAMETER_KEYS,
+    FINEMO_QC_COLUMNS,
+    HITS_BED_FILE,
+    HITS_FILE,
+    HITS_UNIQUE_FILE,
+    MOTIF_DATA_FILE,
+    NA,
+    QC_FILE,
+)
+from .read import (
+    QC_SORT_KEYS,
+    SORT_KEYS,
+    finemo_hits_columns,
+    finemo_qc_columns,
+    hits_with_keys,
+    motif_keys,
 )
 
-#: Columns whose first occurrence ``hits_unique.tsv`` keeps (finemo's subset, in its order).
-UNIQUE_KEY: tuple[str, ...] = ("chr", "start", "motif_name", "strand")
-
-#: finemo's placeholder for chr and peak_name when the regions have no genomic coordinates.
-NA = "NA"
-
-HITS_FILE = "hits.tsv"
-HITS_UNIQUE_FILE = "hits_unique.tsv"
-HITS_BED_FILE = "hits.bed"
-QC_FILE = "peaks_qc.tsv"
-MOTIF_DATA_FILE = "motif_data.tsv"
-
-#: Default largest bucket, in hits (peak memory grows by roughly 0.7 kB per hit of bucket).
-DEFAULT_MAX_ROWS = 500_000
 _BIN_BITS = 20  # 1 Mb bins: fine enough to split a chromosome, coarse enough to be few
 _BIN_OFFSET = 1 << (31 - _BIN_BITS)  # shifts the bins of negative starts to >= 0
-# Sort keys after finemo's (chr_id, start): finemo leaves ties in arbitrary order, we fix one.
-# (_mk: a dense id of (motif_name, strand), so that hits_unique's duplicates sort side by side.)
-_SORT_KEYS = ("chr_id", "start", "_mk", "peak_id", "motif_id")
-_QC_SORT_KEYS = ("chr_id", "peak_region_start", "peak_id")
 _READ_BATCH = 65_536
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
@@ -91,32 +84,8 @@ class ExportResult(NamedTuple):
     files: tuple[Path, ...]
 
 
-def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
-                keep_keys: bool = False) -> pl.LazyFrame:
-    """The run's hits as finemo's ``hits.tsv`` (or ``hits_unique.tsv``) rows, lazily, sorted.
-
-    This sorts everything in one polars query; :func:`export` writes the same rows in bounded
-    memory. ``keep_keys`` keeps ``chr_id`` and ``motif_id`` (the sort keys finemo drops).
-    """
-    lf = _hits_with_keys(out).sort(_SORT_KEYS)
-    if unique:
-        # finemo drops null chromosomes first; its "NA" placeholder is a string and is kept.
-        lf = lf.filter(pl.col("chr").is_not_null()).unique(
-            subset=list(UNIQUE_KEY), keep="first", maintain_order=True)
-    return lf.drop("_mk") if keep_keys else lf.select(list(FINEMO_HITS_DTYPES))
-
-
-def finemo_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
-    """The run's ``peaks_qc.tsv`` rows, lazily, sorted as finemo sorts them."""
-    return (
-        _finemo_qc_columns(scan_qc(out))
-        .sort(_QC_SORT_KEYS)
-        .select(FINEMO_QC_COLUMNS)
-    )
-
-
 def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
-           max_rows: int = DEFAULT_MAX_ROWS, allow_incomplete: bool = False) -> ExportResult:
+           max_rows: int | None = None, allow_incomplete: bool = False) -> ExportResult:
     """Write finemo 0.41's output files for the run in ``out`` into ``dest_dir``.
 
     Parameters
@@ -125,8 +94,9 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced).
-    max_rows : int
-        Largest number of hits sorted in memory at once (memory ~ 100 bytes x ``max_rows``).
+    max_rows : int, optional
+        Largest number of hits sorted in memory at once (peak memory grows by roughly 0.7 kB
+        per hit of bucket); default ``nemo_dask.export.max-rows`` in dask config (500000).
     allow_incomplete : bool
         Export a run whose manifest says blocks are missing (their regions are then absent).
 
@@ -135,6 +105,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     """
     out, dest = Path(out), Path(dest_dir)
     _check_run(out, dest, allow_incomplete)
+    if max_rows is None:
+        max_rows = int(config.get("export.max-rows"))
     if max_rows < 1:
         raise InputError(f"max_rows must be a positive number of hits, got {max_rows}")
     dest.mkdir(parents=True, exist_ok=True)
@@ -146,8 +118,7 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
         shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
         _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
-        names = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE, MOTIF_DATA_FILE,
-                 CWMS_FILE, PARAMS_FILE)
+        names = CALL_HITS_FILES
         for name in names:
             os.replace(tmp / name, dest / name)
     finally:
@@ -161,7 +132,7 @@ def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in FINEMO_PARAMETER_KEYS if k in params}
 
 
-def sorted_hit_buckets(out: str | os.PathLike[str], max_rows: int = DEFAULT_MAX_ROWS,
+def sorted_hit_buckets(out: str | os.PathLike[str], max_rows: int,
                        tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[pl.DataFrame]:
     """The run's hits in finemo's order, as consecutive in-memory frames of bounded size.
 
@@ -171,8 +142,8 @@ def sorted_hit_buckets(out: str | os.PathLike[str], max_rows: int = DEFAULT_MAX_
     to temporary Arrow files in ``tmp_dir`` (a new temporary directory by default).
     """
     files = _partitions(Path(out) / HITS_DIR)
-    prepare = partial(_finemo_hits_columns, motif_keys=_motif_keys(out))
-    yield from _external_sort(files, prepare, "start", _SORT_KEYS, max_rows, tmp_dir)
+    prepare = partial(finemo_hits_columns, motif_keys=motif_keys(out))
+    yield from _external_sort(files, prepare, "start", SORT_KEYS, max_rows, tmp_dir)
 
 
 def _external_sort(files: list[Path], prepare: Callable[[pl.LazyFrame], pl.LazyFrame],
@@ -240,42 +211,6 @@ def _partitions(d: Path) -> list[Path]:
     return sorted(d.glob("part-*.parquet"))
 
 
-def _hits_with_keys(out: str | os.PathLike[str]) -> pl.LazyFrame:
-    return _finemo_hits_columns(scan_hits(out), _motif_keys(out))
-
-
-def _motif_keys(out: str | os.PathLike[str]) -> dict[int, int]:
-    """motif_id -> a dense id of its (motif_name, strand), hits_unique's motif identity."""
-    m = read_motifs(out).with_columns(
-        _mk=pl.struct("motif_name", "strand").rank("dense").cast(pl.UInt32) - 1)
-    return dict(zip(m["motif_id"].to_list(), m["_mk"].to_list(), strict=True))
-
-
-def _finemo_hits_columns(hits: pl.LazyFrame, motif_keys: dict[int, int]) -> pl.LazyFrame:
-    """Stored hits -> finemo's hits.tsv columns plus the sort keys chr_id, _mk, motif_id."""
-    return (
-        hits.with_columns(_na_fill(), hit_correlation=pl.col("hit_similarity"),
-                          _mk=pl.col("motif_id").replace_strict(motif_keys,
-                                                                return_dtype=pl.UInt32))
-        .select(*FINEMO_HITS_DTYPES, "chr_id", "_mk", "motif_id")
-    )
-
-
-def _finemo_qc_columns(qc: pl.LazyFrame) -> pl.LazyFrame:
-    """Stored QC -> finemo's peaks_qc.tsv columns plus the sort key chr_id."""
-    return qc.with_columns(_na_fill()).select(*FINEMO_QC_COLUMNS, "chr_id")
-
-
-def _na_fill() -> list[pl.Expr]:
-    # finemo without coordinates: chr and peak_name are the string "NA", chr_id is the region
-    # index (= peak_id) and peak_region_start 0; a store may leave them null.
-    return [
-        pl.col("chr").fill_null(NA),
-        pl.col("peak_name").fill_null(NA),
-        pl.col("chr_id").fill_null(pl.col("peak_id")),
-    ]
-
-
 def _bucket_key(pos: str) -> pl.Expr:
     """chr_id and the 1 Mb bin of column ``pos`` as one Int64, ordered as (chr_id, pos)."""
     bin_ = (pl.col(pos).cast(pl.Int64) // (1 << _BIN_BITS)).clip(-_BIN_OFFSET, _BIN_OFFSET - 1)
@@ -293,7 +228,7 @@ def _first_na_hits(out: Path) -> pl.DataFrame | None:
     if not scan_qc(out).select(placeholder.any()).collect().item():
         return None  # the QC table is small: skip a pass over the hits when it can
     firsts = (
-        _hits_with_keys(out).select("chr", "start", "_mk", _order_key().alias("_order"))
+        hits_with_keys(out).select("chr", "start", "_mk", _order_key().alias("_order"))
         .filter(pl.col("chr") == NA)
         .group_by("start", "_mk").agg(pl.col("_order").min())
         .collect(engine="streaming")
@@ -357,10 +292,10 @@ def _write_qc(out: Path, tmp: Path, max_rows: int) -> int:
     """Write peaks_qc.tsv bucket by bucket, as the hits; returns the number of regions."""
     n = 0
     with open(tmp / QC_FILE, "wb") as f:
-        _append(pl.DataFrame(schema=_finemo_qc_columns(scan_qc(out)).select(FINEMO_QC_COLUMNS)
+        _append(pl.DataFrame(schema=finemo_qc_columns(scan_qc(out)).select(FINEMO_QC_COLUMNS)
                              .collect_schema()), f, header=True)
-        for bucket in _external_sort(_partitions(Path(out) / QC_DIR), _finemo_qc_columns,
-                                     "peak_region_start", _QC_SORT_KEYS, max_rows, tmp):
+        for bucket in _external_sort(_partitions(Path(out) / QC_DIR), finemo_qc_columns,
+                                     "peak_region_start", QC_SORT_KEYS, max_rows, tmp):
             _append(bucket.select(FINEMO_QC_COLUMNS), f)
             n += bucket.height
     return n
@@ -399,7 +334,4 @@ def _check_run(out: Path, dest: Path, allow_incomplete: bool) -> None:
                              "call-hits, or export what exists with --allow-incomplete")
 
 
-__all__ = (
-    "DEFAULT_MAX_ROWS", "ExportResult", "FINEMO_PARAMETER_KEYS", "export", "finemo_hits",
-    "finemo_parameters", "finemo_qc", "sorted_hit_buckets",
-)
+__all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")

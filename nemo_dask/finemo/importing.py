@@ -18,25 +18,21 @@ from typing import NamedTuple
 
 import polars as pl
 
-from ..dataset import (
-    CWMS_FILE,
-    PARAMS_FILE,
-    read_json,
-    write_block,
-    write_json_atomic,
-    write_motifs,
-)
+from .. import config
+from ..dataset import read_json, write_block, write_json_atomic, write_manifest, write_motifs
 from ..errors import InputError, OutputExistsError
-from ..schema import FINEMO_HITS_DTYPES, MOTIFS_SCHEMA, polars_schema
-from .export import HITS_FILE, MOTIF_DATA_FILE, NA, QC_FILE
-
-#: finemo's ``peaks_qc.tsv`` dtypes.
-_QC_DTYPES: dict[str, pl.DataType] = {
-    "nll": pl.Float32, "dual_gap": pl.Float32, "num_steps": pl.Int32, "step_size": pl.Float32,
-    "global_scale": pl.Float32, "peak_id": pl.UInt32, "chr": pl.String,
-    "peak_region_start": pl.Int32, "peak_name": pl.String,
-}
-DEFAULT_BLOCK_SIZE = 1000
+from .formats import (
+    CWMS_FILE,
+    FINEMO_HITS_DTYPES,
+    FINEMO_MOTIFS_DTYPES,
+    FINEMO_QC_DTYPES,
+    HITS_FILE,
+    MOTIF_DATA_FILE,
+    NA,
+    PARAMS_FILE,
+    QC_FILE,
+)
+from .read import read_tsv
 
 
 class ImportResult(NamedTuple):
@@ -49,7 +45,8 @@ class ImportResult(NamedTuple):
 
 
 def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  block_size: int = DEFAULT_BLOCK_SIZE, overwrite: bool = False) -> ImportResult:
+                  regions_per_partition: int | None = None,
+                  overwrite: bool = False) -> ImportResult:
     """Turn a finemo ``call-hits`` output directory into a nemo_dask output directory.
 
     Parameters
@@ -58,8 +55,19 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json.
     out : path
         The new output directory (must not exist or be empty unless ``overwrite``).
-    block_size : int
-        Regions (by peak_id) per partition.
+    regions_per_partition : int, optional
+        Regions (by peak_id) per Parquet partition; default
+        ``nemo_dask.import.regions-per-partition`` in dask config (1000).
+    overwrite : bool
+        Replace a non-empty ``out``.
+
+    Raises
+    ------
+    InputError
+        ``finemo_dir`` lacks a file, a table's header is not finemo's, or hits do not match
+        its QC or motif table.
+    OutputExistsError
+        ``out`` is not empty and ``overwrite`` is False.
     """
     src, out = Path(finemo_dir), Path(out)
     missing = [n for n in (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)
@@ -67,8 +75,11 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if missing:
         raise InputError(f"{src} is not a finemo call-hits output directory: it lacks "
                          f"{', '.join(missing)}")
+    block_size = (int(config.get("import.regions-per-partition"))
+                  if regions_per_partition is None else regions_per_partition)
     if block_size < 1:
-        raise InputError(f"block_size must be a positive number of regions, got {block_size}")
+        raise InputError("regions_per_partition must be a positive number of regions, got "
+                         f"{block_size}")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise OutputExistsError(f"{out} exists and is not empty; choose a new directory or "
@@ -76,9 +87,10 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         shutil.rmtree(out)
 
     params = read_json(src / PARAMS_FILE)
-    motifs = _read_tsv(src / MOTIF_DATA_FILE, polars_schema(MOTIFS_SCHEMA))
-    qc = _qc_table(_read_tsv(src / QC_FILE, _QC_DTYPES), params)
-    hits = _hits_table(_read_tsv(src / HITS_FILE, FINEMO_HITS_DTYPES), qc, motifs, src)
+    motifs = read_tsv(src / MOTIF_DATA_FILE, FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
+    qc = _qc_table(read_tsv(src / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE), params)
+    hits = _hits_table(read_tsv(src / HITS_FILE, FINEMO_HITS_DTYPES, kind=HITS_FILE), qc,
+                       motifs, src)
 
     n_regions = int(params.get("num_regions") or 0)
     if qc.height:
@@ -100,22 +112,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     shutil.copyfile(src / CWMS_FILE, out / CWMS_FILE)
     write_json_atomic(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
                       out / PARAMS_FILE)
-    from ..calling.output import write_manifest
-
     write_manifest(out, "imported", n_blocks, finished, complete=True)
     return ImportResult(out=out, n_hits=hits.height, n_regions=qc.height, n_blocks=n_blocks)
-
-
-def _read_tsv(path: Path, schema: dict[str, pl.DataType] | pl.Schema) -> pl.DataFrame:
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-    if header != list(schema):
-        raise InputError(f"{path}: expected finemo's columns {list(schema)}, found {header}; "
-                         "pass the files finemo call-hits wrote, unmodified")
-    try:
-        return pl.read_csv(path, separator="\t", quote_char=None, schema=dict(schema))
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: not a readable finemo table ({err})") from err
 
 
 def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
@@ -154,4 +152,4 @@ def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
     return keyed.drop("peak_region_start")
 
 
-__all__ = ("DEFAULT_BLOCK_SIZE", "ImportResult", "import_finemo")
+__all__ = ("ImportResult", "import_finemo")

@@ -1,7 +1,7 @@
 """finemo's post-processing verbs: collapse overlapping hits, intersect runs.
 
-Both accept finemo's hits TSVs, finemo output directories and nemo_dask output directories, and
-follow finemo 0.41's ``postprocessing.py``:
+Both accept finemo's hits TSVs, finemo output directories and nemo_dask output directories
+(read by :func:`nemo_dask.finemo.read.load_hits`), and follow finemo 0.41's ``postprocessing.py``:
 
 - **collapse**: hits are swept in file order. Each hit is widened/narrowed to
   ``[2 start + int(f len), 2 end - int(f len)]`` (``f`` = overlap fraction), so two such
@@ -27,50 +27,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..dataset import HITS_DIR
 from ..errors import InputError
-from ..schema import FINEMO_HITS_DTYPES
-from .export import HITS_FILE, HITS_UNIQUE_FILE, finemo_hits
+from .formats import COLLAPSED_DTYPES, RELAXED_KEYS, STRICT_KEYS
+from .read import load_hits
 
 HitsSource = str | os.PathLike | pl.LazyFrame | pl.DataFrame
 
-#: finemo's collapse-hits output columns: hits.tsv's plus is_primary.
-COLLAPSED_DTYPES: dict[str, pl.DataType] = FINEMO_HITS_DTYPES | {"is_primary": pl.UInt32}
-#: Join keys of intersect-hits (finemo's strict and relaxed criteria).
-STRICT_KEYS: tuple[str, ...] = ("chr", "start", "end", "start_untrimmed", "end_untrimmed",
-                                "motif_name", "strand", "peak_name", "peak_id")
-RELAXED_KEYS: tuple[str, ...] = ("chr", "start_untrimmed", "end_untrimmed", "motif_name",
-                                 "strand")
 DEFAULT_OVERLAP_FRAC = 0.2
 
 _NULLS_KW = ("nulls_equal" if "nulls_equal" in inspect.signature(pl.LazyFrame.join).parameters
              else "join_nulls")
-
-
-def load_hits(source: str | os.PathLike[str], *, unique: bool = False) -> pl.LazyFrame:
-    """Hits in finemo's ``hits.tsv`` layout (plus finemo's ``count`` column of 1s), lazily.
-
-    ``source`` is a finemo hits TSV, a finemo output directory, or a nemo_dask output directory
-    (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv.
-    """
-    path = Path(source)
-    if path.is_dir():
-        if (path / HITS_DIR).is_dir():
-            lf = finemo_hits(path, unique=unique)
-            return lf.with_columns(count=pl.lit(1, pl.Int32))
-        path = path / (HITS_UNIQUE_FILE if unique else HITS_FILE)
-        if not path.is_file():
-            raise InputError(f"{source} is neither a nemo_dask output directory (no {HITS_DIR}/) "
-                             f"nor a finemo one (no {path.name}); pass one of them or a hits TSV")
-    elif not path.is_file():
-        raise InputError(f"hits file {source} does not exist")
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-    if header != list(FINEMO_HITS_DTYPES):
-        raise InputError(f"{path}: expected finemo's hits.tsv columns {list(FINEMO_HITS_DTYPES)}, "
-                         f"found {header}; pass hits.tsv or hits_unique.tsv as finemo wrote them")
-    return pl.scan_csv(path, separator="\t", quote_char=None,
-                       schema=FINEMO_HITS_DTYPES).with_columns(count=pl.lit(1, pl.Int32))
 
 
 def collapse_hits(hits: HitsSource, overlap_frac: float = DEFAULT_OVERLAP_FRAC) -> pl.LazyFrame:
@@ -180,7 +146,6 @@ def _lazy(hits: HitsSource) -> pl.LazyFrame:
 
 
 __all__ = (
-    "COLLAPSED_DTYPES", "DEFAULT_OVERLAP_FRAC", "RELAXED_KEYS", "STRICT_KEYS", "collapse_hits",
-    "intersect_hits", "load_hits", "primary_mask", "write_collapsed", "write_intersection",
-    "write_tsv",
+    "DEFAULT_OVERLAP_FRAC", "collapse_hits", "intersect_hits", "primary_mask", "write_collapsed",
+    "write_intersection", "write_tsv",
 )

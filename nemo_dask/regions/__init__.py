@@ -1,5 +1,7 @@
-"""Regions: the Zarr store every worker reads its block from, and converters into it.
+"""Regions: one entry point (:func:`~.source.open_regions`: a store or finemo's regions.npz),
+the Zarr store every worker reads its block from, and converters into it.
 
-``store`` (:class:`Regions`, :class:`RegionBlock`, :func:`open_regions`) and ``convert`` (one
-module per finemo input format).
+``source`` (:func:`open_regions`, the :class:`RegionSource` protocol), ``store``
+(:class:`Regions`, :class:`RegionBlock`, the layout), ``npz`` (:class:`NpzRegions`) and
+``convert`` (one module per finemo input format).
 """

@@ -14,7 +14,7 @@ Layout (all arrays chunked along regions only, ``chunk_size`` regions per chunk)
 Stores written without peak coordinates have no ``peaks`` group; their peak table follows
 finemo's ``load_regions_npz`` placeholders (chr and peak_name "NA", chr_id = peak_id = row,
 peak_region_start 0). Converters (``nemo_dask.regions.convert``) write a store once, chunk-aligned, and
-mark it complete last; :func:`open_regions` refuses a store without that mark.
+mark it complete last; :func:`open_store` refuses a store without that mark.
 """
 
 from __future__ import annotations
@@ -214,8 +214,9 @@ class Regions:
         return pl.DataFrame(columns)
 
 
-def open_regions(path_or_url: str | os.PathLike[str]) -> Regions:
-    """Open a regions store made by ``nemo-dask convert``.
+def open_store(path_or_url: str | os.PathLike[str]) -> Regions:
+    """Open a regions store made by ``nemo-dask convert`` (:func:`nemo_dask.open_regions`
+    also takes finemo's regions.npz).
 
     Parameters
     ----------
@@ -233,9 +234,9 @@ def open_regions(path_or_url: str | os.PathLike[str]) -> Regions:
     text = os.fspath(path_or_url)
     path = local_path(path_or_url)
     if path is not None and path.is_file():
-        hint = (" (a finemo regions.npz: convert it with `nemo-dask convert npz -r FILE -o STORE`)"
-                if path.suffix == ".npz" else "")
-        raise InputError(f"{text}: is a file, not a regions store{hint}")
+        raise InputError(f"{text}: is a file, not a regions store (for finemo's regions.npz "
+                         "use open_regions, or convert it: `nemo-dask convert npz -r FILE -o "
+                         "STORE`)")
     try:
         group = zarr.open_group(url, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as err:

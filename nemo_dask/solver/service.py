@@ -31,7 +31,8 @@ from ..params import SolverParams
 if TYPE_CHECKING:
     import torch
 
-    from .stream import BlockResult, Job, PreparedMotifs
+    from .kernels import PreparedMotifs
+    from .stream import BlockResult, Job
 
 
 @dataclass
@@ -41,7 +42,6 @@ class _Request:
     motifs: Motifs
     device: torch.device
     params: SolverParams
-    use_hypothetical: bool
     threads: int
     future: Future = field(default_factory=Future)
     started: threading.Event = field(default_factory=threading.Event)
@@ -54,24 +54,24 @@ class SolverService:
     def __init__(self) -> None:
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
-        self._prepared: dict[tuple[Hashable, str], PreparedMotifs] = {}
+        self._prepared: dict[Hashable, PreparedMotifs] = {}
         self._thread = threading.Thread(target=self._loop, name="nemo-dask-solver", daemon=True)
         self._thread.start()
 
     def submit(self, key: Hashable, sequences: np.ndarray, contributions: np.ndarray,
                region_offset: int, *, motifs: Motifs, device: torch.device,
-               params: SolverParams, use_hypothetical: bool,
-               threads: int) -> tuple[Future, threading.Event]:
+               params: SolverParams, threads: int) -> tuple[Future, threading.Event]:
         """Queue a block; returns a future of ``(BlockResult, seconds in the solver)`` and an
         event set when the solver takes the block.
 
-        Blocks share a stream only when ``key`` (the run: motifs, mode, parameters), device
-        and thread count are equal.
+        ``device`` and ``threads`` are what the calling worker resolved for itself (its GPU or
+        CPU, its thread count); torch's thread count is set from ``threads`` before a CPU
+        stream, and the batch size follows them. Blocks share a stream only when ``key`` (the
+        run: motifs, parameters), device and thread count are equal.
         """
         from .stream import Job
 
-        request = _Request((key, str(device), params, use_hypothetical, threads), None, motifs,
-                           device, params, use_hypothetical, threads)
+        request = _Request((key, device, params, threads), None, motifs, device, params, threads)
         request.job = Job(sequences, contributions, region_offset,
                           lambda result, r=request: self._finish(r, result))
         with self._cv:
@@ -128,18 +128,20 @@ class SolverService:
     def _stream(self, first: _Request, more: Any) -> None:
         import torch
 
-        from .stream import fit_stream, prepare_motifs
+        from .kernels import prepare_motifs
+        from .stream import fit_stream
 
         if first.device.type == "cpu":
+            # torch's intra-op pool is process-wide; it is set here, on the only thread that
+            # solves, and never read back: fit_stream is told the count.
             torch.set_num_threads(first.threads)
-        cache_key = (first.key, str(first.device))
-        prepared = self._prepared.get(cache_key)
+        prepared = self._prepared.get(first.key)
         if prepared is None:
             prepared = prepare_motifs(first.motifs, first.device, first.params.sqrt_transform)
-            self._prepared = {cache_key: prepared}  # one run at a time is the usual case
+            self._prepared = {first.key: prepared}  # one run at a time is the usual case
         job, first.job = first.job, None
-        fit_stream(job, more, prepared, use_hypothetical=first.use_hypothetical,
-                   params=first.params, device=first.device)
+        fit_stream(job, more, prepared, params=first.params, device=first.device,
+                   threads=first.threads)
 
 
 _SERVICE: SolverService | None = None

@@ -1,22 +1,19 @@
-"""The Fi-NeMo optimiser for one block of regions: arrays in, hit and QC columns out.
+"""The Fi-NeMo optimiser over a stream of blocks of regions: arrays in, hit and QC columns out.
 
 A non-negative lasso per region, solved by proximal gradient descent with Nesterov momentum,
 per-region step sizes that shrink on divergence and a duality-gap stopping rule, exactly as
-finemo 0.41's ``fit_contribs`` (see ALGORITHM.md). It knows nothing of dask, zarr or files and
-runs on any torch device.
+finemo 0.41's ``fit_contribs`` (see ALGORITHM.md). The numerics are :mod:`.kernels`; this module
+keeps the batch slots: which region of which block sits in which slot, when a region retires and
+what replaces it. It knows nothing of dask, zarr or files and runs on any torch device.
 
-Two things make it faster than finemo without changing any region's iterates:
-
-* finemo multiplies each motif by its trim mask, so every motif is zero outside the union of the
-  trimmed windows; the convolutions here use only that union (often about half the untrimmed
-  width) and place the results at the same positions.
-* finemo keeps ``batch_size`` slots busy to the end, padding included; here finished slots are
-  refilled while regions remain and dropped once none do, so no step computes empty slots.
+Besides the cropped convolutions of :mod:`.kernels`, one thing makes it faster than finemo
+without changing any region's iterates: finemo keeps ``batch_size`` slots busy to the end,
+padding included; here finished slots are refilled while regions remain and dropped once none
+do, so no step computes empty slots.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import warnings
@@ -27,10 +24,19 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 
 from ..motifs import Motifs
 from ..params import SolverParams
+from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
+from .kernels import (
+    PreparedMotifs,
+    channels_last,
+    compiled_step,
+    prepare_motifs,
+    preprocess,
+    prox_step,
+    score,
+)
 
 #: QC ``status`` codes, in the order of schema.QC_STATUS.
 CONVERGED, TIMEOUT, FAILED = 0, 1, 2
@@ -48,101 +54,16 @@ class BlockResult(NamedTuple):
     qc: pl.DataFrame
 
 
-class PreparedMotifs(NamedTuple):
-    """Motif tensors on a device, cropped to the union of the trimmed windows."""
-
-    cwms: torch.Tensor  # (M, 4, Wc) float32, trimmed (and sqrt-transformed if asked)
-    masks: torch.Tensor  # (M, 4, Wc) float32 trim masks
-    lambdas: torch.Tensor  # (1, M, 1) float32
-    offset: int  # first column of the crop in the untrimmed motif
-    width: int  # W, the untrimmed width
-
-
-def prepare_motifs(motifs: Motifs, device: torch.device | str, sqrt_transform: bool) -> PreparedMotifs:
-    """Move a motif set to ``device`` as the solver uses it (trimmed, cropped, float32)."""
-    device = torch.device(device)
-    mask = torch.from_numpy(motifs.trim_masks.astype(np.float32))[:, None, :].repeat(1, 4, 1)
-    cwms = torch.from_numpy(motifs.cwms).to(torch.float32) * mask
-    if sqrt_transform:
-        cwms = _signed_sqrt(cwms)
-        cwms = cwms / (cwms**2).sum(dim=(1, 2)).sqrt()[:, None, None]
-    cols = np.flatnonzero(motifs.trim_masks.any(axis=0))
-    lo, hi = int(cols[0]), int(cols[-1]) + 1
-    lambdas = torch.as_tensor(np.asarray(motifs.lambdas), dtype=torch.float32)[None, :, None]
-    return PreparedMotifs(
-        cwms=_channels_last(cwms[:, :, lo:hi].to(device)),
-        masks=_channels_last(mask[:, :, lo:hi].to(device)),
-        lambdas=lambdas.to(device),
-        offset=lo,
-        width=motifs.width,
-    )
-
-
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (B, C, L) stored as (B, L, C), the layout finemo uses: oneDNN then picks the same
-    convolution kernels, so rounding (and so knife-edge convergence decisions) match finemo."""
-    return t.transpose(1, 2).contiguous().transpose(1, 2)
-
-
-def _signed_sqrt(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.sqrt(torch.abs(x))
-
-
-def _prox_step(
-    cwms: torch.Tensor,
-    x: torch.Tensor,
-    seq: torch.Tensor | None,
-    imp: torch.Tensor,
-    y: torch.Tensor,
-    c: torch.Tensor,
-    i: torch.Tensor,
-    step: torch.Tensor,
-    lambdas: torch.Tensor,
-    lo: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One proximal-gradient step with momentum from the extrapolated point ``y``.
-
-    Shapes: x (B, 4, L); seq (B, 4, Lw) or None (hypothetical); imp, y, c (B, M, P);
-    i (B, 1, 1) int; step (B, 1, 1). Returns the next extrapolated point, the new iterate,
-    the duality gap at ``y`` (divided by L) and the NLL (divided by 2L).
-    """
-    length = x.shape[2]
-    pred = F.conv_transpose1d(y * imp, cwms)  # (B, 4, Lw): zero outside [lo, lo + Lw)
-    if seq is not None:
-        pred = pred * seq
-    hi = lo + pred.shape[2]
-    resid = x.clone()
-    resid[:, :, lo:hi] -= pred
-    ngrad = F.conv1d(resid[:, :, lo:hi], cwms) * imp  # minus the gradient, (B, M, P)
-
-    nll = (resid**2).sum(dim=(1, 2))
-    dual_norm = (ngrad / lambdas).amax(dim=(1, 2))
-    dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
-    dual_diff = (resid * x).sum(dim=(1, 2))
-    l1 = (torch.abs(y).sum(dim=2, keepdim=True) * lambdas).sum(dim=(1, 2))
-    gap = (nll * dual_scale - dual_diff + l1).abs() / length
-
-    c_next = F.relu(y + step * (ngrad - lambdas))
-    mom = i / (i + 3.0)
-    y_next = (1 + mom) * c_next - mom * c
-    return y_next, c_next, gap, nll / (2 * length)
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled_step() -> Callable:
-    return torch.compile(_prox_step, fullgraph=True, dynamic=True)
-
-
 class _Slots:
     """The regions being optimised together, one row per slot (finemo's batch buffers)."""
 
     def __init__(self, n: int, m: int, p: int, length: int, lw: int, projected: bool, device):
         f32 = dict(dtype=torch.float32, device=device)
-        self.x = _channels_last(torch.zeros((n, 4, length), **f32))
-        self.seq = _channels_last(torch.zeros((n, 4, lw), **f32)) if projected else None
-        self.imp = _channels_last(torch.zeros((n, m, p), **f32))
-        self.y = _channels_last(torch.zeros((n, m, p), **f32))
-        self.c = _channels_last(torch.zeros((n, m, p), **f32))
+        self.x = channels_last(torch.zeros((n, 4, length), **f32))
+        self.seq = channels_last(torch.zeros((n, 4, lw), **f32)) if projected else None
+        self.imp = channels_last(torch.zeros((n, m, p), **f32))
+        self.y = channels_last(torch.zeros((n, m, p), **f32))
+        self.c = channels_last(torch.zeros((n, m, p), **f32))
         self.i = torch.zeros((n, 1, 1), dtype=torch.int32, device=device)
         self.step = torch.zeros((n, 1, 1), **f32)
         self.gscale = torch.zeros((n,), **f32)
@@ -177,9 +98,9 @@ def fit_block(
     contributions: np.ndarray,
     motifs: Motifs | PreparedMotifs,
     *,
-    use_hypothetical: bool,
     params: SolverParams | None = None,
     device: torch.device | str = "cpu",
+    threads: int | None = None,
     region_offset: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> BlockResult:
@@ -194,12 +115,14 @@ def fit_block(
         by the sequence). Any float dtype; finemo stores float16.
     motifs
         A :class:`~nemo_dask.motifs.Motifs`, or one already prepared for ``device``.
-    use_hypothetical
-        Fit contributions as hypothetical (modes ph, hh) instead of projected (pp, hp).
     params
-        Optimiser settings (finemo's defaults when omitted).
+        Optimiser settings and mode (finemo's defaults, mode pp, when omitted); modes ph and hh
+        fit the contributions as hypothetical, pp and hp as projected.
     device
         Where to compute: "cpu", "cuda", a torch.device.
+    threads
+        The torch threads the caller gave this solve, for the CPU's default batch size
+        (:meth:`~nemo_dask.params.SolverParams.batch_size_for`); None: torch's current setting.
     region_offset
         Added to row numbers in the output and in warnings (the block's first region).
     progress
@@ -207,8 +130,7 @@ def fit_block(
     """
     results: list[BlockResult] = []
     fit_stream(Job(sequences, contributions, region_offset, results.append), lambda: None,
-               motifs, use_hypothetical=use_hypothetical, params=params, device=device,
-               progress=progress)
+               motifs, params=params, device=device, threads=threads, progress=progress)
     return results[0]
 
 
@@ -217,9 +139,9 @@ def fit_stream(
     more: Callable[[], Job | None],
     motifs: Motifs | PreparedMotifs,
     *,
-    use_hypothetical: bool,
     params: SolverParams | None = None,
     device: torch.device | str = "cpu",
+    threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Solve ``first`` and every block ``more()`` hands over, in one stream of batches.
@@ -234,8 +156,11 @@ def fit_stream(
     device = torch.device(device)
     if isinstance(motifs, Motifs):
         motifs = prepare_motifs(motifs, device, params.sqrt_transform)
+    if threads is None:
+        threads = torch.get_num_threads()
+    max_slots = params.batch_size_for(device.type, threads)
     with torch.inference_mode():
-        _Fit(first, more, motifs, use_hypothetical, params, device, progress).run()
+        _Fit(first, more, motifs, params, device, max_slots, progress).run()
 
 
 class _Block:
@@ -262,7 +187,7 @@ class _Block:
         self.qc: list[dict[str, np.ndarray]] = []
 
     def finish(self) -> None:
-        result = BlockResult(_frame(self.hits, _HIT_COLUMNS), _frame(self.qc, _QC_COLUMNS))
+        result = BlockResult(_frame(self.hits, SOLVER_HITS_DTYPES), _frame(self.qc, SOLVER_QC_DTYPES))
         self.seqs = self.contribs = None  # type: ignore[assignment]
         self.hits, self.qc = [], []
         done, self.done = self.done, None  # type: ignore[assignment]
@@ -272,23 +197,23 @@ class _Block:
 class _Fit:
     """State of one :func:`fit_stream` call."""
 
-    def __init__(self, first, more, motifs, use_hypothetical, params, device, progress):
+    def __init__(self, first, more, motifs, params, device, batch_size, progress):
         self.more = more
         self.mo = motifs
-        self.hyp = use_hypothetical
+        self.hyp = params.use_hypothetical
         self.p = params
         self.device = device
         self.progress = progress
         # Blocks not yet handed back, by index (finished ones are dropped: a stream can be long).
-        self.blocks = {0: _Block(first, use_hypothetical, motifs.width, 0)}
+        self.blocks = {0: _Block(first, self.hyp, motifs.width, 0)}
         self.n_blocks = 1
         self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
         self.lw = self.npos + motifs.cwms.shape[2] - 1
-        self.step_fn = _compiled_step() if params.compile_optimizer else _prox_step
+        self.step_fn = compiled_step() if params.compile_optimizer else prox_step
         # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
         # one, and a region's result must not depend on how many others share its batch.
-        self.max_slots = max(2, params.batch_size_for(device.type, torch.get_num_threads()))
+        self.max_slots = max(2, batch_size)
 
     def run(self) -> None:
         p, mo = self.p, self.mo
@@ -377,23 +302,14 @@ class _Fit:
     def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int) -> None:
         """Preprocess regions ``start ..`` of ``block`` into slots ``rows``; reset their state."""
         stop = start + rows.numel()
-        x = block.contribs[start:stop].to(self.device, torch.float32)
-        if x.ndim == 2:
-            x = x[:, None, :]
-        if not self.hyp:
-            seq = block.seqs[start:stop].to(self.device, torch.float32)
-            x = x * seq
-            lo = self.mo.offset
-            s.seq[rows] = seq[:, :, lo:lo + self.lw]
-        if self.p.sqrt_transform:
-            x = _signed_sqrt(x)
-        gscale = ((x**2).sum(dim=(1, 2)) / self.length).sqrt()
-        x = torch.nan_to_num(x / gscale[:, None, None])
-        lo = self.mo.offset
-        energy = F.conv1d(x[:, :, lo:lo + self.lw] ** 2, self.mo.masks)
-        s.imp[rows] = ((energy + self.p.eps) ** -0.5).clamp(max=10)
-        s.x[rows] = x
-        s.gscale[rows] = gscale
+        contribs = block.contribs[start:stop].to(self.device, torch.float32)
+        seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
+        pre = preprocess(contribs, seqs, self.mo, self.p, self.lw)
+        if pre.seq is not None:
+            s.seq[rows] = pre.seq
+        s.imp[rows] = pre.imp
+        s.x[rows] = pre.x
+        s.gscale[rows] = pre.gscale
         s.region[rows] = torch.arange(start, stop, device=self.device)
         s.block[rows] = block.index
         s.y[rows] = 0
@@ -404,20 +320,13 @@ class _Fit:
     def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
         """Score finished slots ``rows``, record their hits and QC with their blocks, and hand
         over every block whose last region this was."""
-        mo, lo = self.mo, self.mo.offset
-        imp = s.imp[rows]
-        imp_sq = imp**-2 - self.p.eps
-        xw = s.x[rows][:, :, lo:lo + self.lw]
-        importance = F.conv1d(torch.abs(xw), mo.masks)
-        similarity = F.conv1d(xw, mo.cwms) / imp_sq.sqrt()
-        coef = s.c[rows]
-        if self.p.post_filter:
-            coef = coef * (similarity >= mo.lambdas)
-        b, m, pos = torch.nonzero(coef, as_tuple=True)
+        sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
+        b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
         hits = _numpy({
             "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
-            "hit_coefficient": coef[b, m, pos], "hit_similarity": similarity[b, m, pos],
-            "hit_importance": importance[b, m, pos], "hit_importance_sq": imp_sq[b, m, pos],
+            "hit_coefficient": sc.coef[b, m, pos], "hit_similarity": sc.similarity[b, m, pos],
+            "hit_importance": sc.importance[b, m, pos],
+            "hit_importance_sq": sc.importance_sq[b, m, pos],
         })
         hit_block = s.block[rows][b].numpy(force=True)
         qc = _numpy({
@@ -448,17 +357,6 @@ class _Fit:
                 limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
                 warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
                               stacklevel=_stacklevel_outside_package())
-
-
-_HIT_COLUMNS = {
-    "region": pl.UInt32, "motif_id": pl.UInt32, "hit_start": pl.Int32,
-    "hit_coefficient": pl.Float32, "hit_similarity": pl.Float32,
-    "hit_importance": pl.Float32, "hit_importance_sq": pl.Float32,
-}
-_QC_COLUMNS = {
-    "region": pl.UInt32, "nll": pl.Float32, "dual_gap": pl.Float32, "num_steps": pl.Int32,
-    "step_size": pl.Float32, "global_scale": pl.Float32, "status": pl.UInt8,
-}
 
 
 def _numpy(columns: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -75,8 +75,7 @@ def test_full_fixture_matches_finemo_and_in_process_solver(client, tmp_path, dat
 
     # The distributed path is the in-process solver: bit-identical values.
     motifs = load_motifs(modisco_h5)
-    direct = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
-                       use_hypothetical=False)
+    direct = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs)
     peaks = pl.DataFrame({"peak_id": regions_npz["peak_id"], "chr": regions_npz["chr"],
                           "chr_id": regions_npz["chr_id"].astype(np.uint32),
                           "peak_region_start": regions_npz["start"],

@@ -13,8 +13,11 @@ from nemo_dask.cli import main
 from nemo_dask.dataset import read_json, write_block, write_json_atomic
 from nemo_dask.errors import InputError, OutputExistsError
 from nemo_dask.finemo import export as ex
+from nemo_dask.finemo import formats as fmt
+from nemo_dask.finemo import read as rd
+from nemo_dask.finemo.formats import FINEMO_HITS_DTYPES
 from nemo_dask.finemo.importing import import_finemo
-from nemo_dask.schema import FINEMO_HITS_DTYPES, HITS_SCHEMA, QC_SCHEMA
+from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
 
 FINEMO = Path(__file__).parents[1] / "data" / "finemo_out"
 BYTE_IDENTICAL = ("peaks_qc.tsv", "motif_data.tsv", "motif_cwms.npy", "parameters.json")
@@ -25,7 +28,7 @@ KEY_COLS = ["chr", "start", "end", "start_untrimmed", "end_untrimmed", "motif_na
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """finemo's pp output imported as a dataset: 9 blocks of 40 regions plus an empty block."""
     out = tmp_path_factory.mktemp("run") / "out"
-    import_finemo(FINEMO, out, block_size=40)
+    import_finemo(FINEMO, out, regions_per_partition=40)
     empty = pl.DataFrame(schema=pl.from_arrow(HITS_SCHEMA.empty_table()).schema)
     write_block(out, 99, empty, pl.DataFrame(schema=pl.from_arrow(QC_SCHEMA.empty_table()).schema))
     return out
@@ -74,7 +77,7 @@ def test_hits_unique_first_of_each_key(exported: Path) -> None:
     assert a.schema == b.schema and a.height == b.height == 1667
     assert a.select("chr", "start").equals(b.select("chr", "start"))
     assert sorted(a.select(KEY_COLS).rows()) == sorted(b.select(KEY_COLS).rows())
-    assert a.select(ex.UNIQUE_KEY).is_unique().all()
+    assert a.select(fmt.UNIQUE_KEY).is_unique().all()
     # finemo keeps whichever duplicate its unstable sort put first; ours is one of them too.
     every = set(_read(FINEMO / "hits.tsv").rows())
     assert all(row in every for row in a.rows())
@@ -105,17 +108,17 @@ def test_export_independent_of_bucket_size(run_dir: Path, exported: Path, tmp_pa
 
 
 def test_lazy_api_matches_files(run_dir: Path, exported: Path) -> None:
-    hits = ex.finemo_hits(run_dir).collect()
+    hits = rd.finemo_hits(run_dir).collect()
     assert hits.equals(pl.read_csv(exported / "hits.tsv", separator="\t", schema=hits.schema))
-    uniq = ex.finemo_hits(run_dir, unique=True).collect()
+    uniq = rd.finemo_hits(run_dir, unique=True).collect()
     assert uniq.equals(pl.read_csv(exported / "hits_unique.tsv", separator="\t",
                                    schema=uniq.schema))
-    qc = ex.finemo_qc(run_dir).collect()
-    assert qc.height == 350 and qc.columns == list(ex.FINEMO_QC_COLUMNS)
+    qc = rd.finemo_qc(run_dir).collect()
+    assert qc.height == 350 and qc.columns == list(fmt.FINEMO_QC_COLUMNS)
 
 
 def test_round_trip_tsv_dataset_tsv(exported: Path, tmp_path: Path) -> None:
-    again = import_finemo(exported, tmp_path / "again", block_size=1000)
+    again = import_finemo(exported, tmp_path / "again", regions_per_partition=1000)
     assert (again.n_hits, again.n_regions, again.n_blocks) == (1721, 350, 1)
     ex.export(tmp_path / "again", tmp_path / "exp2")
     for name in ("hits.tsv", "hits_unique.tsv", "hits.bed", *BYTE_IDENTICAL):
@@ -140,7 +143,7 @@ def test_bad_inputs(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         import_finemo(FINEMO, run_dir)
     part = tmp_path / "partial"
-    import_finemo(FINEMO, part, block_size=100)
+    import_finemo(FINEMO, part, regions_per_partition=100)
     manifest = read_json(part / "manifest.json")
     write_json_atomic(manifest | {"complete": False}, part / "manifest.json")
     with pytest.raises(InputError, match="incomplete"):
@@ -150,7 +153,7 @@ def test_bad_inputs(run_dir: Path, tmp_path: Path) -> None:
 
 def test_parameters_drop_nemo_dask_keys(run_dir: Path, exported: Path) -> None:
     ours = json.loads((exported / "parameters.json").read_text())
-    assert list(ours) == list(ex.FINEMO_PARAMETER_KEYS)
+    assert list(ours) == list(fmt.FINEMO_PARAMETER_KEYS)
     assert "nemo_dask" not in ours
 
 

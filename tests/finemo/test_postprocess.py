@@ -10,7 +10,9 @@ import pytest
 
 from nemo_dask.cli import main
 from nemo_dask.errors import InputError
+from nemo_dask.finemo import formats as fmt
 from nemo_dask.finemo import postprocess as pp
+from nemo_dask.finemo import read as rd
 from nemo_dask.finemo.export import export
 from nemo_dask.finemo.importing import import_finemo
 
@@ -24,7 +26,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     paths = {}
     for name, src in (("pp", PP), ("hh", HH)):
-        import_finemo(src, root / name, block_size=64)
+        import_finemo(src, root / name, regions_per_partition=64)
         export(root / name, root / f"{name}_export")
         paths[name], paths[f"{name}_export"] = root / name, root / f"{name}_export"
     return paths
@@ -36,7 +38,7 @@ def test_collapse_reproduces_finemo(tmp_path: Path) -> None:
 
 
 def test_collapse_api_is_lazy_and_keeps_columns() -> None:
-    lf = pp.collapse_hits(pp.load_hits(PP / "hits.tsv"), overlap_frac=0.2)
+    lf = pp.collapse_hits(rd.load_hits(PP / "hits.tsv"), overlap_frac=0.2)
     assert isinstance(lf, pl.LazyFrame)
     df = lf.collect()
     assert df.columns[-2:] == ["count", "is_primary"] and df.schema["is_primary"] == pl.UInt32
@@ -99,7 +101,7 @@ def test_intersect_relaxed_and_single() -> None:
                                 relaxed=True).collect()
     assert relaxed.height >= strict.height
     assert {"start_1", "peak_id_1", "count_1"} <= set(relaxed.columns)
-    keys = list(pp.RELAXED_KEYS)
+    keys = list(fmt.RELAXED_KEYS)
     assert set(strict.select(keys).rows()) <= set(relaxed.select(keys).rows())
     one = pp.intersect_hits([PP / "hits.tsv"]).collect()
     assert one.height == 1721 and one.columns[-1] == "count"
@@ -133,9 +135,9 @@ def test_cli_collapse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
-        pp.load_hits(tmp_path / "missing.tsv")
+        rd.load_hits(tmp_path / "missing.tsv")
     with pytest.raises(InputError, match="neither"):
-        pp.load_hits(tmp_path)
+        rd.load_hits(tmp_path)
     with pytest.raises(InputError, match="overlap_frac"):
         pp.collapse_hits(PP / "hits.tsv", 1.5)
     with pytest.raises(InputError, match="at least one"):

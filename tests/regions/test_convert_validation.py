@@ -20,7 +20,7 @@ from nemo_dask.regions.convert import (
     convert_modisco,
     convert_npz,
 )
-from nemo_dask.regions.store import open_regions
+from nemo_dask.regions.source import open_regions
 
 D = Path(__file__).parents[1] / "data" / "convert"
 

@@ -14,7 +14,8 @@ import zarr
 from nemo_dask.errors import InputError
 from nemo_dask.regions.convert import convert_npz
 from nemo_dask.regions.convert._writer import StoreWriter
-from nemo_dask.regions.store import ATTRS_KEY, default_chunk_size, open_regions
+from nemo_dask.regions.source import open_regions
+from nemo_dask.regions.store import ATTRS_KEY, default_chunk_size, open_store
 from nemo_dask.schema import PEAKS_DTYPES
 
 CONVERT = Path(__file__).parents[1] / "data" / "convert"
@@ -86,11 +87,11 @@ def test_block_bounds(store_path: Path) -> None:
         regions.read_block(300, 351)
 
 
-def test_refuses_missing_foreign_and_npz(tmp_path: Path, data_dir: Path) -> None:
+def test_refuses_missing_and_foreign(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no regions store"):
         open_regions(tmp_path / "nothing.zarr")
-    with pytest.raises(InputError, match="convert npz"):
-        open_regions(data_dir / "regions.npz")
+    with pytest.raises(InputError, match="is a file, not a regions store"):
+        open_store(_a_file(tmp_path))
     zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=3)
     with pytest.raises(InputError, match="not a nemo_dask regions store"):
         open_regions(tmp_path / "other.zarr")
@@ -150,3 +151,27 @@ def test_default_chunk_size() -> None:
     assert default_chunk_size(1000, "projected") == 512
     assert default_chunk_size(1000, "hypothetical", 4) == 128
     assert default_chunk_size(10**8, "hypothetical") == 1
+
+
+def _a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "regions.txt"
+    path.write_text("not a store")
+    return path
+
+
+def test_open_regions_reads_an_npz_like_a_store(tmp_path: Path, data_dir: Path) -> None:
+    """One entry point: an npz (by content, whatever its name) reads as the store made from it."""
+    renamed = tmp_path / "regions.data"
+    renamed.write_bytes((data_dir / "regions.npz").read_bytes())
+    npz = open_regions(renamed)
+    store = convert_npz(data_dir / "regions.npz", tmp_path / "s.zarr", progress=False)
+    assert (npz.n_regions, npz.width, npz.contrib_kind) == (
+        store.n_regions, store.width, store.contrib_kind)
+    a, b = npz.read_block(5, 40), store.read_block(5, 40)
+    assert type(a) is type(b)  # one RegionBlock
+    np.testing.assert_array_equal(a.sequences, b.sequences)
+    np.testing.assert_array_equal(a.contributions, b.contributions.astype(a.contributions.dtype))
+    assert a.peaks.equals(b.peaks)
+    with pytest.raises(InputError, match="truncated"):
+        (tmp_path / "cut.npz").write_bytes(renamed.read_bytes()[:5000])
+        open_regions(tmp_path / "cut.npz")

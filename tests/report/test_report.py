@@ -29,7 +29,7 @@ REF = Path(__file__).parents[1] / "data" / "finemo_report_tables"
 def run_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """finemo's call-hits output as a nemo_dask dataset: 4 blocks of regions and an empty one."""
     out = tmp_path_factory.mktemp("run") / "out"
-    import_finemo(data_dir / "finemo_out", out, block_size=100)
+    import_finemo(data_dir / "finemo_out", out, regions_per_partition=100)
     empty = dataset.scan_hits(out).clear().collect(), dataset.scan_qc(out).clear().collect()
     dataset.write_block(out, 999, *empty)
     return out

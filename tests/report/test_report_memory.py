@@ -73,7 +73,7 @@ def tiled_run(k: int, where: Path) -> Path:
 
     one = where / "one"
     if not one.exists():
-        import_finemo(DATA / "finemo_out", one, block_size=350)
+        import_finemo(DATA / "finemo_out", one, regions_per_partition=350)
     hits, qc = dataset.scan_hits(one).collect(), dataset.scan_qc(one).collect()
     n = qc.height
     out = where / f"tiled-{k}"

@@ -30,7 +30,7 @@ def test_parity_with_finemo_outputs(data_dir, regions_npz, modisco_h5, mode, ref
     params = MotifParams(mode=mode)
     motifs = load_motifs(modisco_h5, params)
     res = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
-                    use_hypothetical=params.use_hypothetical)
+                    params=SolverParams(mode=mode))
     ours = _ours(res, motifs)
     theirs = finemo_hits(data_dir / ref)
     joined = ours.join(theirs, on=KEY, how="full", coalesce=True, suffix="_ref")
@@ -59,8 +59,8 @@ def test_compact_projected_equals_full(data_dir, regions_npz, modisco_h5):
         compact = bw["contributions"][:60]
     motifs = load_motifs(modisco_h5)
     seqs = regions_npz["sequences"][:60]
-    full = fit_block(seqs, regions_npz["contributions"][:60], motifs, use_hypothetical=False)
-    comp = fit_block(seqs, compact, motifs, use_hypothetical=False)
+    full = fit_block(seqs, regions_npz["contributions"][:60], motifs)
+    comp = fit_block(seqs, compact, motifs)
     assert full.hits.equals(comp.hits)
     assert full.qc.equals(comp.qc)
 
@@ -68,10 +68,10 @@ def test_compact_projected_equals_full(data_dir, regions_npz, modisco_h5):
 def test_results_do_not_depend_on_batch_or_offset(regions_npz, modisco_h5):
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:40], regions_npz["contributions"][:40]
-    a = fit_block(seqs, contribs, motifs, use_hypothetical=False, params=SolverParams(batch_size=7))
-    b = fit_block(seqs, contribs, motifs, use_hypothetical=False, params=SolverParams(batch_size=64))
+    a = fit_block(seqs, contribs, motifs, params=SolverParams(batch_size=7))
+    b = fit_block(seqs, contribs, motifs, params=SolverParams(batch_size=64))
     assert a.hits.equals(b.hits) and a.qc.equals(b.qc)
-    tail = fit_block(seqs[20:], contribs[20:], motifs, use_hypothetical=False, region_offset=20)
+    tail = fit_block(seqs[20:], contribs[20:], motifs, region_offset=20)
     assert tail.hits.equals(a.hits.filter(pl.col("region") >= 20))
 
 
@@ -84,7 +84,7 @@ def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, de
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:90], regions_npz["contributions"][:90]
     bounds = [(0, 25), (25, 31), (31, 90)]
-    alone = [fit_block(seqs[a:b], contribs[a:b], motifs, use_hypothetical=False,
+    alone = [fit_block(seqs[a:b], contribs[a:b], motifs,
                        params=SolverParams(batch_size=8), region_offset=a) for a, b in bounds]
     got: dict[int, object] = {}
     order: list[int] = []
@@ -103,7 +103,7 @@ def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, de
     streams = 0
     first = job(0)
     while first is not None:  # as the worker's solver does: a new stream when one runs dry
-        fit_stream(first, more, motifs, use_hypothetical=False, params=SolverParams(batch_size=8))
+        fit_stream(first, more, motifs, params=SolverParams(batch_size=8))
         streams += 1
         first = queue.pop(0) if queue else None
     assert sorted(got) == [0, 1, 2] and not queue
@@ -134,8 +134,7 @@ def test_options_match_live_finemo(regions_npz, modisco_h5, options):
     motifs = load_motifs(modisco_h5)
     sl = slice(0, 24)
     ref_hits, ref_qc = _finemo_fit(regions_npz, motifs, sl, **options)
-    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs,
-                    use_hypothetical=False, params=SolverParams(**options))
+    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs, params=SolverParams(**options))
     ref_qc = ref_qc.sort("peak_id")
     assert res.qc["num_steps"].to_list() == ref_qc["num_steps"].to_list()
     assert res.qc["step_size"].to_list() == ref_qc["step_size"].to_list()
@@ -150,7 +149,7 @@ def test_timeout_and_failure_are_retired_with_warnings(regions_npz, modisco_h5):
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:5], regions_npz["contributions"][:5]
     with pytest.warns(RuntimeWarning) as caught:
-        res = fit_block(seqs, contribs, motifs, use_hypothetical=False, region_offset=100,
+        res = fit_block(seqs, contribs, motifs, region_offset=100,
                         params=SolverParams(max_steps=3))
     assert sorted(str(w.message) for w in caught) == [
         f"Region {r} has not converged within max_steps=3 iterations." for r in range(100, 105)]
@@ -161,7 +160,7 @@ def test_timeout_and_failure_are_retired_with_warnings(regions_npz, modisco_h5):
     assert res.hits.height == ref_hits.height
 
     with pytest.warns(RuntimeWarning) as caught:
-        res = fit_block(seqs, contribs, motifs, use_hypothetical=False,
+        res = fit_block(seqs, contribs, motifs,
                         params=SolverParams(step_size_max=40.0, step_size_min=30.0))
     failed = res.qc.filter(pl.col("status") == FAILED)
     assert sorted(str(w.message) for w in caught) == [
@@ -177,7 +176,7 @@ def test_all_zero_region(regions_npz, modisco_h5):
     seqs = regions_npz["sequences"][:3].copy()
     contribs = regions_npz["contributions"][:3].copy()
     contribs[1] = 0
-    res = fit_block(seqs, contribs, motifs, use_hypothetical=False)
+    res = fit_block(seqs, contribs, motifs)
     row = res.qc.row(1, named=True)
     assert row["global_scale"] == 0 and row["status"] == CONVERGED and row["num_steps"] == 1
     assert res.hits.filter(pl.col("region") == 1).height == 0
@@ -188,7 +187,7 @@ def test_hypothetical_mode_rejects_compact_contributions(regions_npz, modisco_h5
     motifs = load_motifs(modisco_h5)
     with pytest.raises(ValueError, match="hypothetical"):
         fit_block(regions_npz["sequences"][:2], regions_npz["contributions"][:2, 0], motifs,
-                  use_hypothetical=True)
+                  params=SolverParams(mode="hh"))
 
 
 @pytest.mark.gpu
@@ -196,8 +195,8 @@ def test_hypothetical_mode_rejects_compact_contributions(regions_npz, modisco_h5
 def test_cuda_matches_cpu(regions_npz, modisco_h5):
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:100], regions_npz["contributions"][:100]
-    cpu = fit_block(seqs, contribs, motifs, use_hypothetical=False)
-    gpu = fit_block(seqs, contribs, motifs, use_hypothetical=False, device="cuda")
+    cpu = fit_block(seqs, contribs, motifs)
+    gpu = fit_block(seqs, contribs, motifs, device="cuda")
     assert gpu.hits.select("region", "motif_id", "hit_start").equals(
         cpu.hits.select("region", "motif_id", "hit_start"))
     assert max_rel(gpu.hits["hit_coefficient"], cpu.hits["hit_coefficient"]) < 1e-3

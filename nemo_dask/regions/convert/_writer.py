@@ -2,7 +2,7 @@
 
 A local store is written under a hidden temporary name beside the target and renamed into place
 once complete; any store (local or fsspec URL) gets its ``complete`` attribute last, and
-:func:`nemo_dask.regions.store.open_regions` refuses stores without it. So an interrupted conversion never
+:func:`nemo_dask.regions.store.open_store` refuses stores without it. So an interrupted conversion never
 leaves a store that looks complete.
 """
 
@@ -31,7 +31,7 @@ from ..store import (
     Regions,
     default_chunk_size,
     local_path,
-    open_regions,
+    open_store,
     store_location,
 )
 
@@ -210,7 +210,7 @@ class StoreWriter:
         self.group.attrs[ATTRS_KEY] = self.attrs
         if self.local is not None:
             _replace_dir(Path(self.target), self.local)
-        return open_regions(self.final)
+        return open_store(self.final)
 
     def abort(self) -> None:
         """Remove what was written (best effort); the target is left as it was."""
