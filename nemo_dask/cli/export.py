@@ -16,7 +16,7 @@ def _default(func: object, name: str) -> object:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export``, ``collapse-hits`` and ``intersect-hits`` verbs."""
-    from ..finemo.export import export
+    from .. import config
     from ..finemo.postprocess import write_collapsed
 
     p = sub.add_parser(
@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "call-hits run, sorting in bounded memory.")
     p.add_argument("-H", "--hits-dir", required=True, help="call-hits output directory (OUT)")
     p.add_argument("-o", "--out-dir", required=True, help="directory for finemo's files")
-    p.add_argument("--max-rows", type=int, default=_default(export, "max_rows"),
-                   help="hits sorted in memory at once; bounds peak memory (default %(default)s)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="hits sorted in memory at once; bounds peak memory (default "
+                   f"{config.get('export.max-rows')}, dask config nemo_dask.export.max-rows)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
     p.set_defaults(func=_run_export)

@@ -20,7 +20,8 @@ from nemo_dask import dataset
 from nemo_dask.cli import main
 from nemo_dask.errors import InputError
 from nemo_dask.finemo.importing import import_finemo
-from nemo_dask.report import NpzRegions, report_tables, write_report
+from nemo_dask.regions.npz import NpzRegions
+from nemo_dask.report import report_tables, write_report
 
 REF = Path(__file__).parents[1] / "data" / "finemo_report_tables"
 
@@ -98,7 +99,7 @@ def test_cwms_equal_finemo_evaluation_in_float64(data_dir: Path, run_dir: Path) 
         50,
         True,
     )
-    ours = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5", block_size=50)
+    ours = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5", regions_per_read=50)
     np.testing.assert_allclose(
         ours.motif_report["cwm_similarity"], ref_df["cwm_similarity"], rtol=1e-9
     )
@@ -139,12 +140,12 @@ def test_tables_api_agrees_across_blocks_and_layouts(
     change any number."""
     from nemo_dask.regions.convert.npz import convert_npz
 
-    a = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5", block_size=1000)
+    a = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5", regions_per_read=1000)
     b = report_tables(
-        NpzRegions(data_dir / "regions_bw.npz"), run_dir, data_dir / "modisco.h5", block_size=7
+        NpzRegions(data_dir / "regions_bw.npz"), run_dir, data_dir / "modisco.h5", regions_per_read=7
     )
     store = convert_npz(data_dir / "regions.npz", tmp_path / "regions.zarr", chunk_size=64)
-    c = report_tables(store.url, run_dir, data_dir / "modisco.h5", block_size=100)
+    c = report_tables(store.url, run_dir, data_dir / "modisco.h5", regions_per_read=100)
     for other in (b, c):
         assert a.motif_report.equals(other.motif_report)
         for kind, value in a.cwms.items():
@@ -179,7 +180,7 @@ def test_parts_give_the_same_tables(
     monkeypatch.setattr(cwms, "_peak_chunks",
                         lambda *a: chunks.extend(real_peak_chunks(*a)) or real_peak_chunks(*a))
     parts = report_tables(data_dir / "regions.npz", run_dir, data_dir / "modisco.h5",
-                          block_size=20)
+                          regions_per_read=20)
     assert parts.motif_report.equals(whole.motif_report)
     assert parts.seqlet_confusion.equals(whole.seqlet_confusion)
     assert parts.hits_per_region.equals(whole.hits_per_region)

@@ -26,9 +26,10 @@ _SHIFT = 400_000  # bp between copies: copies never overlap, so every hit stays 
 _CHILD = """
 import json, resource, sys, time
 import numpy as np, polars as pl
-from nemo_dask.report import NpzRegions, report_tables, write_tables
+from nemo_dask.regions.npz import NpzRegions
+from nemo_dask.report import report_tables, write_tables
 from nemo_dask.report import cwms, distinct
-from nemo_dask.report.regions import RegionBlock
+from nemo_dask.regions.store import RegionBlock
 
 k, run, out, per_part = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 SHIFT = int(sys.argv[7])
