@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from nemo_dask.bench.workers import format_workers_rows, run_workers_bench
 from nemo_dask.cli import main
 
 
+@pytest.mark.slow
 def test_rows_cover_every_cluster_size_on_the_tiled_regions(tiny_npz: Path, modisco_h5) -> None:
     rows = run_workers_bench(str(tiny_npz), str(modisco_h5), (1, 2), repeat=2, block_size=8)
     solo, one, two = rows

@@ -265,6 +265,7 @@ def test_call_hits_dry_run_prints_the_job_script(capsys, monkeypatch, tmp_path):
     assert not os.path.exists("out")  # a dry run writes nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scaling", [dict(jobs=2), dict(min_jobs=2, max_jobs=3)],
                          ids=["fixed", "adaptive"])
 def test_slurm_cluster_end_to_end_with_fake_sbatch(scaling, tmp_path, monkeypatch):
@@ -306,3 +307,29 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_distributed_still_has_the_forkserver_preload_flag():
+    """nemo_dask sets distributed's private ``utils._forkserver_preload_set`` so that dask keeps
+    our fork-server preload list (workers forked with torch loaded). If this fails, distributed
+    renamed or dropped it: local workers still run (the fallback below) but start slower;
+    find distributed's new way to set the preload list and update clusters/local.py."""
+    import distributed.utils
+
+    assert hasattr(distributed.utils, local._DASK_PRELOAD_FLAG), (
+        "distributed.utils no longer has _forkserver_preload_set; see this test's docstring")
+    saved = getattr(distributed.utils, local._DASK_PRELOAD_FLAG)
+    try:
+        assert local.claim_forkserver_preload() is True
+        assert getattr(distributed.utils, local._DASK_PRELOAD_FLAG) is True
+    finally:
+        setattr(distributed.utils, local._DASK_PRELOAD_FLAG, saved)
+
+
+def test_a_distributed_without_the_flag_is_tolerated(monkeypatch):
+    import distributed.utils
+
+    monkeypatch.delattr(distributed.utils, local._DASK_PRELOAD_FLAG)
+    assert local.claim_forkserver_preload() is False
+    with local.worker_start_method("forkserver"):  # no AttributeError: the fallback
+        pass
