@@ -120,17 +120,7 @@ def _wait_for_workers(address: str, tls: dict[str, Path] | None, n: int) -> None
 def _call_hits_cli(argv: list[str]) -> int:
     import nemo_dask.cli as cli
 
-    if "call_hits" not in cli._COMMAND_MODULES:  # until the lead registers the verb
-        cli._COMMAND_MODULES = (*cli._COMMAND_MODULES, "call_hits")
     return cli.main(["call-hits", *argv])
-
-
-def _needs_call_hits() -> None:
-    try:
-        import nemo_dask.calling.api  # noqa: F401
-        import nemo_dask.regions.store  # noqa: F401
-    except ImportError as err:
-        pytest.skip(f"call-hits is not complete yet ({err})")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +140,6 @@ def _hits(out: Path):
 
 @pytest.fixture(scope="module")
 def embedded_hits(small_inputs, tmp_path_factory):
-    _needs_call_hits()
     regions, h5 = small_inputs
     out = tmp_path_factory.mktemp("embedded") / "out"
     rc = _call_hits_cli(["-r", str(regions), "-m", str(h5), "-o", str(out), "--workers", "2",
