@@ -21,9 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from nemo_dask.dataset import write_block
-from nemo_dask.importing import import_finemo
-from nemo_dask.resume import write_manifest
+from nemo_dask.dataset import write_block, write_manifest
+from nemo_dask.finemo.importing import import_finemo
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "finemo_out"
 N_CHR_SPLIT = 8
@@ -57,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        import_finemo(DATA, base, block_size=10**9)
+        import_finemo(DATA, base, regions_per_partition=10**9)
         hits = pl.read_parquet(base / "hits" / "*.parquet")
         qc = pl.read_parquet(base / "qc" / "*.parquet")
         if args.out.exists():

@@ -50,11 +50,12 @@ import polars as pl
 
 from .dataset import HITS_DIR, MOTIFS_FILE, PARAMS_FILE, QC_DIR, read_json
 from .errors import InputError
-from .exporting import QC_FILE, finemo_qc
-from .postprocess import load_hits
+from .finemo.formats import FINEMO_QC_DTYPES, QC_FILE
+from .finemo.read import finemo_qc, load_hits, read_tsv
+from .params import SolverParams
 
 #: finemo 0.41's default ``convergence_tol`` (used when a side has no parameters.json).
-DEFAULT_TOL = 5e-4
+DEFAULT_TOL: float = SolverParams.convergence_tol
 #: Columns that identify a hit.
 HIT_KEY: tuple[str, ...] = ("peak_id", "motif_name", "strand", "start")
 #: Columns of a shared hit that must be equal (they follow from the key and the peak table).
@@ -386,9 +387,7 @@ def read_side(source: str | os.PathLike[str]) -> Side:
         kind = "finemo" if path.is_dir() else "hits.tsv"
         run_dir = path if path.is_dir() else path.parent
         if (run_dir / QC_FILE).is_file():
-            from .importing import _QC_DTYPES, _read_tsv
-
-            qc = _read_tsv(run_dir / QC_FILE, _QC_DTYPES)
+            qc = read_tsv(run_dir / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE)
     hits = load_hits(path).drop("count").collect()
     params_file = (path if path.is_dir() else path.parent) / PARAMS_FILE
     if qc is not None and params_file.is_file():

@@ -26,14 +26,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import open_output, remove_temporaries
+from ._io import open_output, remove_temporaries, write_json
+
+# motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
+from .finemo.formats import CWMS_FILE as CWMS_FILE
+from .finemo.formats import PARAMS_FILE as PARAMS_FILE
 from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform
 
 HITS_DIR = "hits"
 QC_DIR = "qc"
 MOTIFS_FILE = "motifs.parquet"
-CWMS_FILE = "motif_cwms.npy"
-PARAMS_FILE = "parameters.json"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -112,6 +114,18 @@ def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame) -> None:
 def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
     """The motif table of a run (schema.MOTIFS_SCHEMA)."""
     return pl.from_arrow(pq.read_table(Path(out) / MOTIFS_FILE))  # type: ignore[return-value]
+
+
+def write_manifest(out: Path, run_fingerprint: str, n_blocks: int,
+                   finished: dict[int, dict[str, Any]], complete: bool) -> None:
+    """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""
+    write_json({
+        "fingerprint": run_fingerprint,
+        "n_blocks": n_blocks,
+        "complete": complete,
+        "n_hits": int(sum(b["hits"] for b in finished.values())),
+        "blocks": {str(k): finished[k] for k in sorted(finished)},
+    }, out / MANIFEST_FILE)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

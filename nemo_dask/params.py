@@ -1,13 +1,16 @@
-"""Every tunable of hit calling, with finemo 0.41's defaults, in one place.
+"""The parameters of hit calling: finemo's options (with finemo 0.41's defaults) and run options.
 
-The CLI's defaults and the Python API's keyword defaults are read from these dataclasses, so
-they cannot disagree; the resolved values are written to ``OUT/parameters.json``.
+:class:`SolverParams` (the optimiser, and the mode's contribution kind), :class:`MotifParams`
+(how motifs are read) and :class:`RunOptions` (how call-hits runs: blocks, device, retries; its
+defaults are in ``nemo_dask.yaml``, key ``nemo_dask.call-hits``). The CLI's defaults and the
+Python API's keyword defaults are read from these classes, so they cannot disagree; the
+resolved values are written to ``OUT/parameters.json``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import InputError
@@ -29,10 +32,12 @@ DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
 
 @dataclass(frozen=True)
 class SolverParams:
-    """Optimiser settings of finemo's ``fit_contribs``, same names and defaults.
+    """Optimiser settings of finemo's ``fit_contribs``, same names and defaults, and the mode.
 
     ``batch_size`` None means the per-device default of :data:`DEFAULT_BATCH_SIZE` (on CPU,
-    times the torch threads).
+    times the torch threads). ``mode`` is finemo's mode (see :data:`MODES`); the solver uses
+    its second letter only (:attr:`use_hypothetical`), the first picks the motif matrices when
+    they are loaded (:class:`MotifParams`).
     """
 
     step_size_max: float = 3.0
@@ -45,8 +50,10 @@ class SolverParams:
     post_filter: bool = True
     eps: float = 1.0
     compile_optimizer: bool = False
+    mode: str = "pp"
 
     def __post_init__(self) -> None:
+        _check_mode(self.mode)
         for name in ("step_size_max", "step_size_min", "convergence_tol", "eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -74,6 +81,11 @@ class SolverParams:
             return DEFAULT_BATCH_SIZE["cpu"] * max(1, threads)
         return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cuda"])
 
+    @property
+    def use_hypothetical(self) -> bool:
+        """Whether contributions are fitted as hypothetical (modes ph, hh), not projected."""
+        return MODES[self.mode][1]
+
 
 @dataclass(frozen=True)
 class MotifParams:
@@ -90,8 +102,7 @@ class MotifParams:
     include_rc: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        _check_mode(self.mode)
         _check_unit("trim_threshold", self.trim_threshold)
         _check_lambda("lambda_default", self.lambda_default)
         for name, value in (self.motif_lambdas or {}).items():
@@ -110,6 +121,61 @@ class MotifParams:
         return MODES[self.mode][1]
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How call-hits runs; none of these changes a hit. ``None``: the default in
+    ``nemo_dask.yaml`` (dask config ``nemo_dask.call-hits``), filled in by :meth:`resolved`.
+
+    Attributes
+    ----------
+    block_size : int or None
+        Regions per task (one block, one partition of each table). None: computed from the
+        number of regions, the store's chunks and whether the cluster has GPUs.
+    device : str or None
+        ``auto`` (each worker's GPU if it has one, else its CPU), ``cpu``, ``cuda``,
+        ``cuda:N``; resolved to a torch device on each worker.
+    retries : int or None
+        Retries of a failed task.
+    overwrite : bool
+        Replace the results of a different run in the output directory.
+    progress : bool or None
+        A progress bar; None: when stderr is a terminal.
+    """
+
+    block_size: int | None = None
+    device: str | None = None
+    retries: int | None = None
+    overwrite: bool = False
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_size is not None and not (
+            isinstance(self.block_size, int) and self.block_size >= 1
+        ):
+            raise InputError(f"block_size must be an integer >= 1, got {self.block_size!r}")
+        if self.retries is not None and not (isinstance(self.retries, int) and self.retries >= 0):
+            raise InputError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if self.device is not None and not (isinstance(self.device, str) and self.device):
+            raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def resolved(self) -> RunOptions:
+        """A copy with every ``None`` the configuration sets filled in from it (``block_size``
+        stays None when the configuration leaves it to be computed)."""
+        from . import config
+
+        values = {name: getattr(self, name) for name in ("block_size", "device", "retries",
+                                                          "progress")}
+        for name, value in values.items():
+            if value is None:
+                values[name] = config.get(f"call-hits.{name.replace('_', '-')}")
+        return replace(self, **values)
+
+
+def _check_mode(mode: Any) -> None:
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+
+
 def _check_unit(what: str, value: Any) -> None:
     if not (isinstance(value, (int, float)) and 0 <= value <= 1):
         raise InputError(f"{what} must lie in [0, 1], got {value!r}")
@@ -120,7 +186,7 @@ def _check_lambda(what: str, value: Any) -> None:
         raise InputError(f"{what} must be a finite number > 0, got {value!r}")
 
 
-def as_dict(params: SolverParams | MotifParams) -> dict[str, Any]:
+def as_dict(params: SolverParams | MotifParams | RunOptions) -> dict[str, Any]:
     """Plain-JSON dict of a parameters object (tuples become lists)."""
     out = asdict(params)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}

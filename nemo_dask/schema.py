@@ -1,11 +1,15 @@
-"""One schema for every table nemo_dask writes or reads.
+"""One schema for every table nemo_dask writes or reads, and the solver's raw columns.
 
 The Parquet writer, the readers, the finemo-compatible export and the report all take their
 column names and types from here, so a partition written by any worker can be concatenated with
-any other (an empty block included) and scanned by polars, pyarrow, dask or duckdb.
+any other (an empty block included) and scanned by polars, pyarrow, dask or duckdb. finemo's
+own files (TSV column orders, file names) are described in :mod:`nemo_dask.finemo.formats`,
+with the types defined here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import polars as pl
 import pyarrow as pa
@@ -81,39 +85,6 @@ PEAKS_DTYPES: dict[str, pl.DataType] = {
     "chr_id": pl.UInt32,
 }
 
-#: finemo 0.41's ``hits.tsv`` columns and dtypes, in file order.
-FINEMO_HITS_DTYPES: dict[str, pl.DataType] = {
-    "chr": pl.String,
-    "start": pl.Int32,
-    "end": pl.Int32,
-    "start_untrimmed": pl.Int32,
-    "end_untrimmed": pl.Int32,
-    "motif_name": pl.String,
-    "hit_coefficient": pl.Float32,
-    "hit_coefficient_global": pl.Float32,
-    "hit_similarity": pl.Float32,
-    "hit_correlation": pl.Float32,
-    "hit_importance": pl.Float32,
-    "hit_importance_sq": pl.Float32,
-    "strand": pl.String,
-    "peak_name": pl.String,
-    "peak_id": pl.UInt32,
-}
-
-#: finemo 0.41's ``peaks_qc.tsv`` columns, in file order.
-FINEMO_QC_COLUMNS: tuple[str, ...] = (
-    "nll",
-    "dual_gap",
-    "num_steps",
-    "step_size",
-    "global_scale",
-    "peak_id",
-    "chr",
-    "peak_region_start",
-    "peak_name",
-)
-
-
 def polars_schema(schema: pa.Schema) -> pl.Schema:
     """The polars schema matching an Arrow schema of this module."""
     return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
@@ -137,3 +108,25 @@ def conform(table: pa.Table | pl.DataFrame, schema: pa.Schema) -> pa.Table:
             col = col.cast(col.type.value_type)
         columns.append(col.cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def polars_dtypes(schema: pa.Schema, names: Iterable[str] | None = None) -> dict[str, pl.DataType]:
+    """``{column: polars dtype}`` of an Arrow schema of this module, for ``names`` (in that
+    order) or every column."""
+    dtypes = dict(polars_schema(schema))
+    return {n: dtypes[n] for n in (names if names is not None else schema.names)}
+
+
+#: The solver's raw hit columns (:class:`nemo_dask.solver.stream.BlockResult`): ``region`` (the
+#: region's row in the store) and the stored columns it computes, on its normalised scale.
+SOLVER_HITS_DTYPES: dict[str, pl.DataType] = {"region": pl.UInt32} | polars_dtypes(
+    HITS_SCHEMA, ("motif_id", "hit_start", "hit_coefficient", "hit_similarity",
+                  "hit_importance", "hit_importance_sq"))
+
+#: The solver's raw QC columns: ``region``, the stored statistics, and ``status`` as its index
+#: in :data:`QC_STATUS`.
+SOLVER_QC_DTYPES: dict[str, pl.DataType] = (
+    {"region": pl.UInt32}
+    | polars_dtypes(QC_SCHEMA, ("nll", "dual_gap", "num_steps", "step_size", "global_scale"))
+    | {"status": pl.UInt8}
+)

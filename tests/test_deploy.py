@@ -11,7 +11,7 @@ import dask
 import pytest
 import yaml
 
-from nemo_dask.cluster import ClusterOptions, job_script
+from nemo_dask.clusters.connect import ClusterOptions, job_script
 
 pytest.importorskip("dask_jobqueue")  # registers the jobqueue.* defaults the samples override
 

@@ -15,6 +15,9 @@ from conftest import max_rel
 from nemo_dask.cli import main
 from nemo_dask.compare import HitComparison, compare_hits
 
+# The whole pipeline (convert, call-hits on a cluster, export, report): `-m 'not slow'` skips it.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, data_dir) -> dict[str, Path]:

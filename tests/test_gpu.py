@@ -16,7 +16,7 @@ pytestmark = [
 def test_local_cuda_cluster_matches_cpu(tmp_path, data_dir, modisco_h5):
     dask_cuda = pytest.importorskip("dask_cuda")
     distributed = pytest.importorskip("distributed")
-    from nemo_dask.run import call_hits
+    from nemo_dask.calling.api import call_hits
 
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
                                   dashboard_address=None) as cpu_cluster, \

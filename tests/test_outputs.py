@@ -24,7 +24,7 @@ from test_io import ROOT, FifoReader, is_char_device, make_null_device, needs_ro
 
 from nemo_dask import _io
 from nemo_dask.cli import main
-from nemo_dask.importing import import_finemo
+from nemo_dask.finemo.importing import import_finemo
 
 DATA = Path(__file__).parent / "data"
 
@@ -33,7 +33,7 @@ DATA = Path(__file__).parent / "data"
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """finemo's call-hits output as a nemo_dask dataset (the input of the post-run verbs)."""
     out = tmp_path_factory.mktemp("run") / "out"
-    import_finemo(DATA / "finemo_out", out, block_size=100)
+    import_finemo(DATA / "finemo_out", out, regions_per_partition=100)
     return out
 
 
@@ -266,7 +266,7 @@ def test_report_never_deletes_a_foreign_finemo_dataset(tmp_path, capsys) -> None
 
 
 def test_convert_overwrite_through_a_symlink(tiny_npz, tmp_path, capsys) -> None:
-    from nemo_dask.store import open_regions
+    from nemo_dask.regions.store import open_store as open_regions
 
     argv = ["convert", "npz", "-r", str(tiny_npz), "--no-progress", "--overwrite", "-o"]
     (tmp_path / "disk").mkdir()
@@ -342,7 +342,7 @@ def test_call_hits_outputs(tiny_npz, tmp_path, capsys) -> None:
 
 
 def test_version_is_the_package_version(tmp_path, tiny_npz, capsys) -> None:
-    from nemo_dask.convert import convert_npz
+    from nemo_dask.regions.convert import convert_npz
 
     store = convert_npz(tiny_npz, str(tmp_path / "s.zarr"), progress=False)
     assert store.attrs["created_by"] == f"nemo_dask {_io.version()}"

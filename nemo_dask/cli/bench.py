@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_workers(args)
     import torch
 
-    from ..bench import format_rows, run_bench
+    from ..bench.solver import format_rows, run_bench
 
     rows = run_bench(args.regions, args.modisco_h5, mode=args.mode, repeat=args.repeat,
                      batch_sizes=args.batch_sizes, finemo_batch_sizes=args.finemo_batch_sizes,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
-    from ..bench_workers import format_workers_rows, run_workers_bench
+    from ..bench.workers import format_workers_rows, run_workers_bench
     from ..errors import InputError
 
     if min(args.workers) < 1:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from ..params import MODES, MotifParams, SolverParams
+from .. import config
+from ..params import DEFAULT_BATCH_SIZE, MODES, MotifParams, SolverParams
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``call-hits`` verb."""
+    """Add the ``call-hits`` verb (defaults: finemo's from params.py, the run's from dask
+    config ``nemo_dask.call-hits``)."""
     sp, mp = SolverParams(), MotifParams()
+    run_defaults = {k: config.get(f"call-hits.{k}") for k in ("device", "retries")}
     p = sub.add_parser(
         "call-hits",
         help="call motif hits on a Dask cluster (Parquet dataset out)",
@@ -66,17 +69,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     so.add_argument("-S", "--max-steps", type=int, default=sp.max_steps,
                     help="steps before a region times out (default %(default)s)")
     so.add_argument("-b", "--batch-size", type=int, default=None,
-                    help="regions optimised together on a worker (default 64 on CPU, 2000 on "
-                    "a GPU)")
+                    help="regions optimised together on a worker (default "
+                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU, "
+                    f"{DEFAULT_BATCH_SIZE['cuda']} on a GPU)")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
-    so.add_argument("-d", "--device", default="auto",
-                    help="auto (the worker's GPU if it has one), cpu or cuda (default auto)")
+    so.add_argument("-d", "--device", default=None,
+                    help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
+                    f"cuda:N (default {run_defaults['device']})")
 
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
-                    help="regions per Dask task (default: the store's chunk size)")
-    ex.add_argument("--retries", type=int, default=2, help="retries of a failed task")
-    from ..cluster import add_cluster_arguments
+                    help="regions per Dask task (default: computed: about 16 blocks of "
+                    "16-1024 regions on CPU workers, 8192 regions on GPU workers, in whole "
+                    "store chunks)")
+    ex.add_argument("--retries", type=int, default=None,
+                    help=f"retries of a failed task (default {run_defaults['retries']})")
+    from ..clusters.connect import add_cluster_arguments
 
     add_cluster_arguments(p)
     p.set_defaults(func=run)
@@ -84,8 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run call-hits from parsed arguments."""
-    from ..cluster import cluster_options_from_args, job_script
-    from ..run import call_hits
+    from ..calling.api import call_hits
+    from ..clusters.connect import cluster_options_from_args, job_script
     from . import show_warnings_briefly
 
     show_warnings_briefly()

@@ -21,7 +21,7 @@ _FORMATS = {
 
 
 def _default(func_name: str, param: str) -> Any:
-    from .. import convert
+    from ..regions import convert
 
     return inspect.signature(getattr(convert, func_name)).parameters[param].default
 
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     """Call the format's converter by keyword; prints a one-line summary."""
     import sys
 
-    from .. import convert
+    from ..regions import convert
     from . import show_warnings_briefly
 
     show_warnings_briefly()

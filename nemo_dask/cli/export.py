@@ -17,8 +17,8 @@ def _default(func: object, name: str) -> object:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export``, ``collapse-hits`` and ``intersect-hits`` verbs."""
-    from ..exporting import export
-    from ..postprocess import write_collapsed
+    from .. import config
+    from ..finemo.postprocess import write_collapsed
 
     p = sub.add_parser(
         "export", help="write finemo's output files from a call-hits output directory",
@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "call-hits run, sorting in bounded memory.")
     p.add_argument("-H", "--hits-dir", required=True, help="call-hits output directory (OUT)")
     p.add_argument("-o", "--out-dir", required=True, help="directory for finemo's files")
-    p.add_argument("--max-rows", type=int, default=_default(export, "max_rows"),
-                   help="hits sorted in memory at once; bounds peak memory (default %(default)s)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="hits sorted in memory at once; bounds peak memory (default "
+                   f"{config.get('export.max-rows')}, dask config nemo_dask.export.max-rows)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
     p.set_defaults(func=_run_export)
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from ..exporting import export
+    from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
                  allow_incomplete=args.allow_incomplete)
@@ -75,7 +76,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_collapse(args: argparse.Namespace) -> int:
-    from ..postprocess import write_collapsed
+    from ..finemo.postprocess import write_collapsed
 
     path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique)
     _report_written(path)
@@ -83,7 +84,7 @@ def _run_collapse(args: argparse.Namespace) -> int:
 
 
 def _run_intersect(args: argparse.Namespace) -> int:
-    from ..postprocess import write_intersection
+    from ..finemo.postprocess import write_intersection
 
     path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique)
     _report_written(path)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-_DEFAULT_MODISCO_WIDTH = None
-_DEFAULT_BLOCK_SIZE = 1024
+from .. import config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``report`` verb."""
+    """Add the ``report`` verb (defaults: dask config ``nemo_dask.report``)."""
+    defaults = {k: config.get(f"report.{k}") for k in ("modisco-region-width", "regions-per-read")}
     p = sub.add_parser(
         "report",
         help="HTML report and tables of a call-hits output (as finemo report)",
@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-W",
         "--modisco-region-width",
         type=int,
-        default=_DEFAULT_MODISCO_WIDTH,
+        default=None,
         help="width of the windows TF-MoDISco ran on (default: the H5's recorded window_size, "
-        "which wins over -W; 400 when the H5 records none)",
+        f"which wins over -W; {defaults['modisco-region-width']} when the H5 records none)",
     )
     p.add_argument(
         "-n",
@@ -55,9 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--block-size",
+        dest="regions_per_read",
+        metavar="N",
         type=int,
-        default=_DEFAULT_BLOCK_SIZE,
-        help="regions read at a time for hit-averaged CWMs (default %(default)s)",
+        default=None,
+        help="regions read at a time for hit-averaged CWMs; bounds memory (default "
+        f"{defaults['regions-per-read']})",
     )
     p.set_defaults(func=run)
 
@@ -67,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..report import write_report
 
+    # The flags' names in the messages (the API checks again, with its keyword names).
     if args.modisco_region_width is not None and args.modisco_region_width <= 0:
         raise InputError(
             f"-W/--modisco-region-width must be positive, got {args.modisco_region_width}"
         )
-    if args.block_size <= 0:
-        raise InputError(f"--block-size must be positive, got {args.block_size}")
+    if args.regions_per_read is not None and args.regions_per_read <= 0:
+        raise InputError(f"--block-size must be positive, got {args.regions_per_read}")
     result = write_report(
         regions=args.regions,
         hits_dir=args.hits,
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         modisco_region_width=args.modisco_region_width,
         compute_recall=not args.no_recall,
         embed_images=args.embed_images,
-        block_size=args.block_size,
+        regions_per_read=args.regions_per_read,
     )
     print(f"report of {len(result.motif_names)} motifs written to {args.out_dir}/report.html")
     return 0

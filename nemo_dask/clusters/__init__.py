@@ -2,5 +2,5 @@
 
 ``options`` (the :class:`ClusterOptions` dataclass and its dask-config defaults), ``local``
 (LocalCluster / LocalCUDACluster on loopback), ``jobqueue`` (SLURM, PBS, LSF, SGE through
-dask-jobqueue) and ``security`` (TLS). The public entry points live in :mod:`nemo_dask.cluster`.
+dask-jobqueue) and ``security`` (TLS). The public entry points live in :mod:`.connect`.
 """

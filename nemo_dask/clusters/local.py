@@ -43,7 +43,8 @@ def dashboard_address(options: ClusterOptions) -> str:
 
 #: Modules the fork server imports once, so that every worker forked from it starts with the
 #: task's whole import chain (torch above all) already loaded.
-_WORKER_MODULES = ["distributed", "nemo_dask.blocks", "nemo_dask.solver", "nemo_dask.store"]
+_WORKER_MODULES = ["distributed", "nemo_dask.calling.task", "nemo_dask.solver.stream",
+                   "nemo_dask.solver.service", "nemo_dask.regions.store"]
 
 
 def start_method() -> str:
@@ -71,13 +72,27 @@ def worker_start_method(method: str) -> Iterator[None]:
 
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         if method == "forkserver":
-            from distributed import utils as dist_utils
-
-            # dask sets its preload list once per process, behind this flag; ours replaces it.
             # If the server already runs (an earlier cluster), the list no longer matters.
-            dist_utils._forkserver_preload_set = True
+            claim_forkserver_preload()
             multiprocessing.get_context("forkserver").set_forkserver_preload(_WORKER_MODULES)
         yield
+
+
+#: distributed's private flag (``distributed.utils``) behind which it sets its own fork-server
+#: preload list, once per process. tests/clusters/test_cluster.py fails when it disappears.
+_DASK_PRELOAD_FLAG = "_forkserver_preload_set"
+
+
+def claim_forkserver_preload() -> bool:
+    """Keep dask from replacing our fork-server preload list; False when this distributed no
+    longer has the flag. Then dask sets its own list when it starts workers: they still work,
+    only they import torch on their first task instead of finding it loaded."""
+    from distributed import utils as dist_utils
+
+    if not hasattr(dist_utils, _DASK_PRELOAD_FLAG):
+        return False
+    setattr(dist_utils, _DASK_PRELOAD_FLAG, True)
+    return True
 
 
 def prestart_workers() -> None:

@@ -10,30 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import dask
 import dask.config
-import yaml
 
+from .. import config
 from ..errors import InputError
 
 LOCAL_KINDS = ("local", "cuda")
 JOBQUEUE_KINDS = ("slurm", "pbs", "lsf", "sge")
 KINDS = LOCAL_KINDS + JOBQUEUE_KINDS
-
-_YAML = Path(__file__).resolve().parents[1] / "nemo_dask.yaml"
-
-
-def _register_defaults() -> None:
-    # As dask-jobqueue does: our defaults sit under the user's own config files and variables.
-    with open(_YAML) as f:
-        dask.config.update_defaults(yaml.safe_load(f))
-
-
-_register_defaults()
-
 
 class GpuUnavailableError(InputError):
     """``--cluster cuda`` was asked for but no GPU (or no dask-cuda) is usable here."""
@@ -100,7 +86,7 @@ class ClusterOptions:
 
 def cfg(key: str, default: Any = None) -> Any:
     """``nemo_dask.cluster.<key>`` from dask config."""
-    return dask.config.get(f"nemo_dask.cluster.{key}", default=default)
+    return config.get(f"cluster.{key}", default)
 
 
 def jq_cfg(system: str, key: str) -> Any:

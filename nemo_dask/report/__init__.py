@@ -1,18 +1,19 @@
 """The HTML report: finemo's report tables and figures, computed from a nemo-dask output dataset.
 
-``report_tables`` returns the numbers as polars frames; ``write_report`` writes finemo's four
-tables, the figures and ``report.html``.
+``model`` (:class:`ReportTables`), ``compute`` (:func:`report_tables`: the numbers as polars
+frames, with ``distinct``, ``tables``, ``cwms``, ``seqlets``), ``plots`` and ``logo`` (figures),
+``html`` (the page, from ``templates/report.html.j2``) and ``write`` (:func:`write_report`:
+tables, figures and page as files).
 """
 
-from .api import ReportTables, report_tables, write_report, write_tables
-from .regions import NpzRegions, open_report_regions
+from .compute import report_tables
+from .model import ReportTables
 from .seqlets import load_seqlets
+from .write import write_report, write_tables
 
 __all__ = [
-    "NpzRegions",
     "ReportTables",
     "load_seqlets",
-    "open_report_regions",
     "report_tables",
     "write_report",
     "write_tables",

@@ -12,7 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from .regions import RegionBlock, RegionSource
+from ..regions.source import RegionSource
+from ..regions.store import RegionBlock
 
 #: Window kinds of :class:`nemo_dask.report.tables.HitCounts` windows, by code.
 CWM_KINDS = ("hits", "seqlets_only", "hits_restricted_only")
@@ -61,22 +62,22 @@ def accumulate_cwms(
     windows: pl.LazyFrame | pl.DataFrame,
     n_motifs: int,
     motif_width: int,
-    block_size: int = 1024,
+    regions_per_read: int = 1024,
     windows_per_chunk: int | None = None,
 ) -> CwmSums:
-    """Sum contribution x one-hot under every window, reading ``block_size`` regions at a time.
+    """Sum contribution x one-hot under every window, reading ``regions_per_read`` regions at a time.
 
     Parameters
     ----------
     regions : RegionSource
-        Regions store or regions.npz (:func:`nemo_dask.report.regions.open_report_regions`).
+        Regions store or regions.npz (:func:`nemo_dask.open_regions`).
     windows : polars.LazyFrame or DataFrame
         peak_id, hit_start, is_revcomp, motif_idx, kind (``HitCounts.windows``).
     n_motifs : int
         M, the number of motif names.
     motif_width : int
         W, the untrimmed motif width.
-    block_size : int
+    regions_per_read : int
         Regions per read; bounds memory to one block of contributions.
     windows_per_chunk : int, optional
         Windows collected at a time, by ranges of peak_id (default :data:`WINDOWS_PER_CHUNK`).
@@ -88,9 +89,9 @@ def accumulate_cwms(
     # complemented once, on their sum, instead of one by one.
     acc = np.zeros((n_groups * 2, motif_width * 4), dtype=np.float64)
     lazy = windows.lazy()
-    for lo, hi in _peak_chunks(lazy, block_size, windows_per_chunk or WINDOWS_PER_CHUNK):
+    for lo, hi in _peak_chunks(lazy, regions_per_read, windows_per_chunk or WINDOWS_PER_CHUNK):
         chunk = lazy.filter((pl.col("peak_id") >= lo) & (pl.col("peak_id") < hi)).collect()
-        _accumulate_chunk(regions, chunk, n_motifs, motif_width, block_size, acc, counts)
+        _accumulate_chunk(regions, chunk, n_motifs, motif_width, regions_per_read, acc, counts)
     summed = acc.reshape(n_groups, 2, motif_width, 4).transpose(0, 1, 3, 2)
     sums = summed[:, 0] + summed[:, 1, ::-1, ::-1]
     return CwmSums(
@@ -98,11 +99,11 @@ def accumulate_cwms(
     )
 
 
-def _peak_chunks(windows: pl.LazyFrame, block_size: int, per_chunk: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges of peak_id, whole blocks of ``block_size`` ids, each holding about
+def _peak_chunks(windows: pl.LazyFrame, regions_per_read: int, per_chunk: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of peak_id, whole blocks of ``regions_per_read`` ids, each holding about
     ``per_chunk`` windows (a block holding more is a range of its own)."""
     per_block = (
-        windows.group_by(block=pl.col("peak_id") // block_size)
+        windows.group_by(block=pl.col("peak_id") // regions_per_read)
         .len()
         .sort("block")
         .collect()
@@ -111,9 +112,9 @@ def _peak_chunks(windows: pl.LazyFrame, block_size: int, per_chunk: int) -> list
     n = per_chunk  # start a range at the first block
     for block, size in per_block.iter_rows():
         if n + size > per_chunk:
-            ranges.append((block * block_size, (block + 1) * block_size))
+            ranges.append((block * regions_per_read, (block + 1) * regions_per_read))
             n = 0
-        ranges[-1] = (ranges[-1][0], (block + 1) * block_size)
+        ranges[-1] = (ranges[-1][0], (block + 1) * regions_per_read)
         n += size
     return ranges
 
@@ -123,7 +124,7 @@ def _accumulate_chunk(
     windows: pl.DataFrame,
     n_motifs: int,
     motif_width: int,
-    block_size: int,
+    regions_per_read: int,
     acc: np.ndarray,
     counts: np.ndarray,
 ) -> None:
@@ -143,8 +144,8 @@ def _accumulate_chunk(
     del order
     offsets = np.arange(motif_width)
     # Only blocks holding windows are read.
-    for block_start in np.unique(rows[rows >= 0] // block_size) * block_size:
-        block_stop = min(int(block_start) + block_size, regions.n_regions)
+    for block_start in np.unique(rows[rows >= 0] // regions_per_read) * regions_per_read:
+        block_stop = min(int(block_start) + regions_per_read, regions.n_regions)
         lo, hi = np.searchsorted(rows, [block_start, block_stop])
         start = starts[lo:hi]
         valid = (start >= 0) & (start + motif_width <= regions.width)

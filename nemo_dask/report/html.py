@@ -1,18 +1,25 @@
-"""``report.html``: one static page, no scripts, no network; figures as files or data URIs."""
+"""``report.html``: one static page, no scripts, no network; figures as files or data URIs.
+
+The markup is the jinja2 template ``templates/report.html.j2`` (autoescaped); this module makes
+the figures and hands the template plain values.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import math
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import jinja2
 import numpy as np
 import polars as pl
 
 from .._io import make_output_dir, write_bytes, write_text
 from . import plots
-from .api import ReportTables
+from .distinct import confusion_matrix
+from .model import ReportTables
 
 _CSS = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #222; background: #fff;
@@ -77,75 +84,64 @@ class _Figures:
         return f"figures/{name}"
 
 
+class _Figure(NamedTuple):
+    src: str
+    alt: str
+    caption: str
+
+
+class _Column(NamedTuple):
+    name: str
+    label: str
+    description: str
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("nemo_dask.report", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template("report.html.j2")
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def _figure(src: str, alt: str, caption: str) -> str:
-    return (
-        f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">'
-        f"<figcaption>{caption}</figcaption></figure>"
-    )
+_CWM_CAPTION = ("Sequence logos: the motif's CWM (top) and the average contribution x sequence "
+                "under its hits (below), forward and reverse complement; the trimmed core is "
+                "shaded.")
+_DIST_CAPTION = ("Left: fraction of regions with k hits of this motif (all regions, zeros "
+                 "included). Then the distributions of hit coefficient, similarity and "
+                 "importance over all hits.")
 
 
-def _summary_table(result: ReportTables) -> str:
-    cols = [c for c in _COLUMNS if c[0] in result.motif_report.columns]
-    head = "".join(
-        f'<th title="{html.escape(d)}">{html.escape(label)}</th>' for _, label, d in cols
-    )
-    rows = []
-    for i, row in enumerate(result.motif_report.iter_rows(named=True)):
-        cells = [f'<td><a href="#motif-{i}"><code>{html.escape(row["motif_name"])}</code></a></td>']
-        cells += [f"<td>{_fmt(row[c])}</td>" for c, _, _ in cols[1:]]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    defs = "".join(
-        f"<dt>{html.escape(label)}</dt><dd>{html.escape(d)}</dd>" for _, label, d in cols[1:]
-    )
-    return (
-        f'<table id="motif-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        f"<dl>{defs}</dl>"
-    )
-
-
-def _motif_sections(result: ReportTables, figs: _Figures) -> str:
+def _motifs(result: ReportTables, figs: _Figures, columns: list[_Column]) -> list[dict[str, Any]]:
     names = result.motif_names
     bounds = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result.trim_bounds.iter_rows()}
     counts = result.motif_report
-    parts = []
+    rows = list(counts.iter_rows(named=True))
+    width = result.cwms["hits_fc"].shape[2] if names else 0
+    motifs = []
     for i, m in enumerate(names):
         fwd = bounds.get((m, "+"), (0, 0))
-        rev = bounds.get(
-            (m, "-"),
-            (result.cwms["hits_fc"].shape[2] - fwd[1], result.cwms["hits_fc"].shape[2] - fwd[0]),
-        )
+        rev = bounds.get((m, "-"), (width - fwd[1], width - fwd[0]))
         n_hits = int(counts["num_hits_total"][i])
         panels = [
             ("Motif CWM, forward", result.cwms["modisco_fc"][i], fwd),
             ("Motif CWM, reverse complement", result.cwms["modisco_rc"][i], rev),
             (f"Hit-averaged CWM, forward ({n_hits} hits)", result.cwms["hits_fc"][i], fwd),
-            (
-                f"Hit-averaged CWM, reverse complement ({n_hits} hits)",
-                result.cwms["hits_rc"][i],
-                rev,
-            ),
+            (f"Hit-averaged CWM, reverse complement ({n_hits} hits)", result.cwms["hits_rc"][i],
+             rev),
         ]
         if "seqlets_only" in result.cwms:
+            panels.append((f"Missed seqlets ({int(counts['num_seqlets_only'][i])})",
+                           result.cwms["seqlets_only"][i], fwd))
             panels.append(
-                (
-                    f"Missed seqlets ({int(counts['num_seqlets_only'][i])})",
-                    result.cwms["seqlets_only"][i],
-                    fwd,
-                )
-            )
-            panels.append(
-                (
-                    f"Extra restricted hits ({int(counts['num_hits_restricted_only'][i])})",
-                    result.cwms["hits_restricted_only"][i],
-                    fwd,
-                )
-            )
+                (f"Extra restricted hits ({int(counts['num_hits_restricted_only'][i])})",
+                 result.cwms["hits_restricted_only"][i], fwd))
         cwm_src = figs.src(plots.cwm_figure(m, panels), f"motifs/motif_{i:03d}_cwms.png")
         dist_src = figs.src(
             plots.distributions_figure(
@@ -155,25 +151,14 @@ def _motif_sections(result: ReportTables, figs: _Figures) -> str:
             ),
             f"motifs/motif_{i:03d}_distributions.png",
         )
-        sim = counts["cwm_similarity"][i]
-        parts.append(
-            f'<section class="motif" id="motif-{i}"><h3><code>{html.escape(m)}</code></h3>'
-            f"<p>{n_hits} distinct hits; hit/motif CWM similarity {_fmt(float(sim))}.</p>"
-            + _figure(
-                cwm_src,
-                f"CWM logos of {m}",
-                "Sequence logos: the motif's CWM (top) and the average contribution x sequence under its "
-                "hits (below), forward and reverse complement; the trimmed core is shaded.",
-            )
-            + _figure(
-                dist_src,
-                f"Hit distributions of {m}",
-                "Left: fraction of regions with k hits of this motif (all regions, zeros included). "
-                "Then the distributions of hit coefficient, similarity and importance over all hits.",
-            )
-            + "</section>"
-        )
-    return "".join(parts)
+        motifs.append({
+            "name": m, "n_hits": n_hits,
+            "similarity": _fmt(float(counts["cwm_similarity"][i])),
+            "cells": [_fmt(rows[i][c.name]) for c in columns[1:]],
+            "figures": [_Figure(cwm_src, f"CWM logos of {m}", _CWM_CAPTION),
+                        _Figure(dist_src, f"Hit distributions of {m}", _DIST_CAPTION)],
+        })
+    return motifs
 
 
 def render_page(
@@ -183,78 +168,46 @@ def render_page(
     figs = _Figures(out_dir, embed_images)
     names = result.motif_names
     total = result.hits_per_region.filter(pl.col("motif_name") == "total")
-    n_hits = int((total["num_hits"] * total["num_regions"]).sum())
-    body = [
-        "<h1>nemo-dask motif hit calling report</h1>",
-        f'<p class="meta">Hits: <code>{html.escape(title_hint)}</code> &middot; {result.n_regions} regions &middot; '
-        f"{n_hits} hits ({int(result.motif_report['num_hits_total'].sum())} distinct) &middot; {len(names)} motifs</p>",
-        "<p>Did hit calling work? Check that the hit-averaged CWMs look like the motifs, that most "
-        "TF-MoDISco seqlets are recovered as hits, and that most regions hold at least one hit.</p>",
-    ]
-    if result.seqlets is None:
-        body.append(
-            '<p class="note">No TF-MoDISco H5 was given (<code>-m</code>): seqlet comparisons are left out.</p>'
-        )
-    elif not result.compute_recall:
-        body.append(
-            '<p class="note">Recall statistics were not computed (<code>-n/--no-recall</code>).</p>'
-        )
-    body += ["<h2>Motif summary</h2>", _summary_table(result)]
+    columns = [_Column(*c) for c in _COLUMNS if c[0] in result.motif_report.columns]
+    seqlet_figures = []
     if result.seqlets is not None:
-        body.append("<h2>TF-MoDISco seqlet comparison</h2>")
-        body.append(
-            _figure(
-                figs.src(plots.hits_vs_seqlets_figure(result.motif_report), "hits_vs_seqlets.png"),
-                "Hits vs. seqlets per motif",
-                "Distinct hits against TF-MoDISco seqlets per motif (log-log; dashed: y = x). Hits usually "
-                "outnumber seqlets: TF-MoDISco filters strictly and looks at a narrower window."
-                + _ABBREV,
-            )
-        )
+        seqlet_figures.append(_Figure(
+            figs.src(plots.hits_vs_seqlets_figure(result.motif_report), "hits_vs_seqlets.png"),
+            "Hits vs. seqlets per motif",
+            "Distinct hits against TF-MoDISco seqlets per motif (log-log; dashed: y = x). Hits "
+            "usually outnumber seqlets: TF-MoDISco filters strictly and looks at a narrower "
+            "window." + _ABBREV))
         if result.seqlet_confusion is not None:
-            from .distinct import confusion_matrix
-
-            body.append(
-                _figure(
-                    figs.src(
-                        plots.confusion_figure(
-                            confusion_matrix(result.seqlet_confusion, names), names
-                        ),
-                        "seqlet_confusion.png",
-                    ),
-                    "Seqlet vs. hit confusion",
-                    "Rows: seqlet motif; columns: hit motif. Overlapping hits per seqlet, estimated by "
-                    "binning positions to the motif width. Off-diagonal colour marks motifs competing for sites."
-                    + _ABBREV,
-                )
-            )
+            seqlet_figures.append(_Figure(
+                figs.src(plots.confusion_figure(
+                    confusion_matrix(result.seqlet_confusion, names), names),
+                    "seqlet_confusion.png"),
+                "Seqlet vs. hit confusion",
+                "Rows: seqlet motif; columns: hit motif. Overlapping hits per seqlet, estimated "
+                "by binning positions to the motif width. Off-diagonal colour marks motifs "
+                "competing for sites." + _ABBREV))
     coocc = (
         result.cooccurrence.drop("motif_name").to_numpy().astype(np.int64)
         if names
         else np.zeros((0, 0), np.int64)
     )
-    body += [
-        "<h2>Hits across regions</h2>",
-        _figure(
-            figs.src(plots.total_hits_figure(total), "total_hits_per_region.png"),
-            "Total hits per region",
-            "Fraction of regions by their total number of hits (all motifs); regions without hits count as 0.",
-        ),
-        _figure(
-            figs.src(plots.cooccurrence_figure(coocc, names), "motif_cooccurrence.png"),
-            "Motif co-occurrence",
-            "Regions holding both motifs divided by the geometric mean of the regions holding each (1 on the diagonal)."
-            + _ABBREV,
-        ),
-        "<h2>Motifs</h2>",
-        _motif_sections(result, figs),
+    region_figures = [
+        _Figure(figs.src(plots.total_hits_figure(total), "total_hits_per_region.png"),
+                "Total hits per region",
+                "Fraction of regions by their total number of hits (all motifs); regions "
+                "without hits count as 0."),
+        _Figure(figs.src(plots.cooccurrence_figure(coocc, names), "motif_cooccurrence.png"),
+                "Motif co-occurrence",
+                "Regions holding both motifs divided by the geometric mean of the regions "
+                "holding each (1 on the diagonal)." + _ABBREV),
     ]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>nemo-dask report</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+    return _template().render(
+        css=_CSS, title_hint=title_hint, n_regions=result.n_regions,
+        n_hits=int((total["num_hits"] * total["num_regions"]).sum()),
+        n_distinct=int(result.motif_report["num_hits_total"].sum()),
+        has_seqlets=result.seqlets is not None, compute_recall=result.compute_recall,
+        columns=columns, motifs=_motifs(result, figs, columns), seqlet_figures=seqlet_figures,
+        region_figures=region_figures,
     )
 
 

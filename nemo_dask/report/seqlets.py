@@ -181,13 +181,15 @@ def recorded_window(modisco_h5: str | os.PathLike[str]) -> int | None:
 
 def resolve_window(modisco_h5: str | os.PathLike[str], requested: int | None) -> int:
     """The modisco window to use: the H5's recorded ``window_size`` when it has one (a different
-    ``requested`` -W is overridden with a warning), else ``requested``, else 400 (modisco's
-    default)."""
+    ``requested`` -W is overridden with a warning), else ``requested``, else
+    ``nemo_dask.report.modisco-region-width`` in dask config (400, modisco's default)."""
     import warnings
+
+    from .. import config
 
     recorded = recorded_window(modisco_h5)
     if recorded is None:
-        return requested or 400
+        return requested or int(config.get("report.modisco-region-width"))
     if requested is not None and requested != recorded:
         warnings.warn(f"{modisco_h5} records window_size {recorded} (`modisco motifs -w "
                       f"{recorded}`); using it instead of -W {requested}", stacklevel=3)

@@ -62,7 +62,7 @@ def finemo_live(tmp_path_factory) -> Callable[[str], Path]:
 @pytest.fixture(scope="package")
 def client2() -> Iterator[object]:
     """The embedded cluster users get, with 2 workers."""
-    from nemo_dask.cluster import ClusterOptions, connect
+    from nemo_dask.clusters.connect import ClusterOptions, connect
 
     with connect(ClusterOptions(n_workers=2, dashboard_address=None), announce=False) as c:
         yield c
@@ -104,8 +104,9 @@ def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Pat
     """
     import numpy as np
 
-    from nemo_dask.blocks import annotate
-    from nemo_dask.dataset import PARAMS_FILE, write_block, write_json_atomic, write_motifs
+    from nemo_dask._io import write_json
+    from nemo_dask.calling.task import annotate
+    from nemo_dask.dataset import PARAMS_FILE, write_block, write_motifs
     from nemo_dask.params import SolverParams
 
     peaks = pl.DataFrame({"peak_id": regions["peak_id"], "chr": regions["chr"],
@@ -115,7 +116,7 @@ def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Pat
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, 0)
     write_block(out, 0, hits, qc)
     write_motifs(out, motifs.table)
-    write_json_atomic({"mode": mode, "convergence_tol": SolverParams().convergence_tol},
+    write_json({"mode": mode, "convergence_tol": SolverParams().convergence_tol},
                       out / PARAMS_FILE)
     return out
 
@@ -124,8 +125,8 @@ def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Pat
 def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Path]:
     """``in_process(mode)``: fit_block on all 350 regions in this process, as a run directory."""
     from nemo_dask.motifs import load_motifs
-    from nemo_dask.params import MotifParams
-    from nemo_dask.solver import fit_block
+    from nemo_dask.params import MotifParams, SolverParams
+    from nemo_dask.solver.stream import fit_block
 
     root = tmp_path_factory.mktemp("in_process")
     done: dict[str, Path] = {}
@@ -135,7 +136,7 @@ def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Pat
             params = MotifParams(mode=mode)
             motifs = load_motifs(modisco_h5, params)
             res = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
-                            use_hypothetical=params.use_hypothetical)
+                            params=SolverParams(mode=mode))
             done[mode] = write_in_process(root / mode, res, motifs, regions_npz, mode)
         return done[mode]
 
@@ -145,7 +146,7 @@ def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Pat
 @pytest.fixture(scope="package")
 def distributed_pp(tmp_path_factory, client2, modisco_h5) -> Path:
     """call-hits (pp, defaults) on all 350 regions on the 2-worker embedded cluster."""
-    from nemo_dask.run import call_hits
+    from nemo_dask.calling.api import call_hits
 
     out = tmp_path_factory.mktemp("distributed") / "out"
     res = call_hits(DATA / "regions.npz", modisco_h5, out, client=client2, block_size=50,

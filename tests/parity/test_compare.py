@@ -256,14 +256,14 @@ def test_simulated_intel_run_is_accepted_and_other_regressions_are_not(tmp_path,
     """
     from nemo_dask.motifs import load_motifs
     from nemo_dask.params import SolverParams
-    from nemo_dask.solver import fit_block
+    from nemo_dask.solver.stream import fit_block
 
     motifs = load_motifs(modisco_h5)
 
     def early_stop(region: int) -> tuple[int, dict[tuple[str, str, int], float]]:
         sl = slice(region, region + 1)
         res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs,
-                        use_hypothetical=False, params=SolverParams(convergence_tol=5.001e-4))
+                        params=SolverParams(convergence_tol=5.001e-4))
         hits = res.hits.join(motifs.table.select("motif_id", "motif_name", "strand"),
                              on="motif_id")
         start = int(regions_npz["start"][region])

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from nemo_dask.calling.api import call_hits
 from nemo_dask.dataset import scan_hits, scan_qc
 from nemo_dask.motifs import load_motifs
 from nemo_dask.params import SolverParams
-from nemo_dask.run import call_hits
-from nemo_dask.solver import fit_block
+from nemo_dask.solver.stream import fit_block
 
 SORT = ["peak_id", "motif_id", "hit_start"]
 
@@ -37,10 +37,10 @@ def test_distributed_path_is_bit_identical_to_in_process_solver(distributed_pp, 
 def test_results_do_not_depend_on_batch_size_or_offset(regions_npz, modisco_h5):
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:40], regions_npz["contributions"][:40]
-    a = fit_block(seqs, contribs, motifs, use_hypothetical=False, params=SolverParams(batch_size=7))
-    b = fit_block(seqs, contribs, motifs, use_hypothetical=False, params=SolverParams(batch_size=64))
+    a = fit_block(seqs, contribs, motifs, params=SolverParams(batch_size=7))
+    b = fit_block(seqs, contribs, motifs, params=SolverParams(batch_size=64))
     assert a.hits.equals(b.hits) and a.qc.equals(b.qc)
-    tail = fit_block(seqs[20:], contribs[20:], motifs, use_hypothetical=False, region_offset=20)
+    tail = fit_block(seqs[20:], contribs[20:], motifs, region_offset=20)
     assert tail.hits.equals(a.hits.filter(pl.col("region") >= 20))
 
 

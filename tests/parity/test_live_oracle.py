@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from nemo_dask.calling.api import call_hits
 from nemo_dask.compare import compare_hits
-from nemo_dask.run import call_hits
 
 from .conftest import DATA
 

@@ -1,0 +1,182 @@
+"""``call_hits``: the public entry point of the call-hits stage.
+
+Data flow: the driver validates everything and loads the motifs (:mod:`.plan`), gets a client
+(the caller's, or an embedded cluster's) and asks it whether its workers have GPUs, plans the
+blocks (ranges of regions aligned to the store's chunks) and prepares ``OUT``; then
+:mod:`.execute` maps :func:`.task.process_block` over the blocks, one task per block. Each task
+reads its own slice of the store and writes its own partitions; only small summaries come back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..dataset import read_motifs, scan_hits, scan_qc
+from ..params import MotifParams, RunOptions, SolverParams
+
+_SP, _MP = SolverParams, MotifParams
+
+
+@dataclass
+class CallHitsResult:
+    """What :func:`call_hits` returns: where the dataset is, and lazy views of it.
+
+    ``summaries`` has one dict per block solved by this call (skipped blocks have none): its
+    ``block``, ``start``, ``stop``, ``hits``, ``regions``, ``timeouts``, ``failures``, the
+    ``device`` and ``worker`` that solved it, seconds spent reading (``read_s``), in the
+    solver (``solve_s``) and in all (``total_s``), and wall-clock ``started_at`` and
+    ``solved_at`` (``time.time()`` on the worker).
+    """
+
+    out: Path
+    hits: pl.LazyFrame
+    qc: pl.LazyFrame
+    motifs: pl.DataFrame
+    n_blocks: int
+    n_skipped: int
+    n_hits: int
+    elapsed_s: float
+    summaries: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def call_hits(
+    regions: str | os.PathLike[str],
+    motifs: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    client: Any = None,
+    *,
+    peaks: str | os.PathLike[str] | None = None,
+    chrom_order: str | os.PathLike[str] | None = None,
+    mode: str = _MP.mode,
+    lambda_default: float = _MP.lambda_default,
+    trim_threshold: float = _MP.trim_threshold,
+    motifs_include: str | os.PathLike[str] | Sequence[str] | None = None,
+    motif_names: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    motif_lambdas: str | os.PathLike[str] | Mapping[str, float] | None = None,
+    trim_thresholds: str | os.PathLike[str] | Mapping[str, float] | None = None,
+    trim_coords: str | os.PathLike[str] | Mapping[str, tuple[int, int]] | None = None,
+    include_rc: bool = _MP.include_rc,
+    step_size_max: float = _SP.step_size_max,
+    step_size_min: float = _SP.step_size_min,
+    sqrt_transform: bool = _SP.sqrt_transform,
+    convergence_tol: float = _SP.convergence_tol,
+    max_steps: int = _SP.max_steps,
+    batch_size: int | None = _SP.batch_size,
+    step_adjust: float = _SP.step_adjust,
+    post_filter: bool = _SP.post_filter,
+    eps: float = _SP.eps,
+    compile_optimizer: bool = _SP.compile_optimizer,
+    block_size: int | None = None,
+    device: str | None = None,
+    retries: int | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    cluster: Any = None,
+) -> CallHitsResult:
+    """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
+
+    Defaults: finemo 0.41's for its options (:class:`~nemo_dask.params.SolverParams`,
+    :class:`~nemo_dask.params.MotifParams`); ``nemo_dask.call-hits`` in dask config
+    (``nemo_dask.yaml``) for the run options, whose ``None`` means "from there".
+
+    Parameters
+    ----------
+    regions : path or URL
+        A regions store (see ``nemo-dask convert``) or finemo's ``regions.npz`` (converted to
+        ``OUT/regions.zarr`` first, then read by the workers from there).
+    motifs : path
+        A tfmodisco-lite H5 file.
+    out : path
+        Output directory: ``hits/`` and ``qc/`` Parquet partitions, ``motifs.parquet``,
+        ``motif_cwms.npy``, ``parameters.json`` and ``manifest.json``. Rerunning the same run
+        into it resumes; a different run there is refused unless ``overwrite``.
+    client : distributed.Client, optional
+        A client of your cluster (LocalCluster, LocalCUDACluster, a jobqueue cluster, ...),
+        left running. When omitted, an embedded cluster is made from ``cluster`` and closed.
+    peaks, chrom_order : path, optional
+        finemo's call-hits ``-p``/``-C``: a narrowPeak file (plain or compressed) whose rows give
+        a regions.npz made without peaks its coordinates, and the chromosome order of
+        ``chr_id``. Only with a regions.npz; a store gets coordinates when it is converted.
+    mode : {"pp", "ph", "hp", "hh"}
+        Motif matrix (p: CWM, h: hypothetical CWM) and contributions (p: projected,
+        h: hypothetical), as finemo's ``-M``.
+    lambda_default, trim_threshold, include_rc
+        L1 penalty of every motif, the CWM trim threshold, and whether reverse complements
+        are fitted (finemo's ``-l``, ``-t``).
+    motifs_include, motif_names, motif_lambdas, trim_thresholds, trim_coords
+        finemo's per-motif options, as objects (names; name -> new name, lambda, threshold,
+        (start, end)) or as finemo's text files (``-I``, ``-N``, ``-L``, ``-T``, ``-R``).
+    step_size_max, step_size_min, sqrt_transform, convergence_tol, max_steps, batch_size, \
+step_adjust, post_filter, eps, compile_optimizer
+        The optimiser (:class:`~nemo_dask.params.SolverParams`); ``batch_size`` None means
+        16 regions per torch thread on a CPU, 2000 on a GPU.
+    block_size : int, optional
+        Regions per task (one partition of each table). Default: computed (about 16 blocks of
+        16..1024 regions on CPU, 8192 regions when the workers have GPUs, in whole chunks).
+    device : str, optional
+        ``auto`` (each worker's GPU if it has one, else its CPU), ``cpu``, ``cuda`` or
+        ``cuda:N``; resolved on each worker.
+    retries : int, optional
+        Retries of a failed task (default 2).
+    overwrite : bool
+        Replace the results of a different run in ``out``.
+    progress : bool, optional
+        A progress bar on stderr; default: when stderr is a terminal.
+    cluster : ClusterOptions, optional
+        The embedded cluster, when no ``client`` is given (default: dask config
+        ``nemo_dask.cluster``, a local CPU cluster).
+
+    Returns
+    -------
+    CallHitsResult
+        The output directory, lazy scans of its hits and QC, the motif table, block counts,
+        the number of hits and one summary per block solved by this call.
+
+    Raises
+    ------
+    InputError
+        A file, array or parameter is unusable (the message names it and the fix); raised
+        before anything is written to ``out`` and before a cluster starts.
+    OutputExistsError
+        ``out`` holds another run, or files that are not nemo_dask's, and ``overwrite`` is
+        False.
+    GpuUnavailableError
+        ``cluster`` asks for GPUs this machine does not have.
+    """
+    from .execute import cluster_has_gpus, connected, execute, prepare_cluster
+    from .plan import plan_run, validate
+
+    t0 = time.perf_counter()
+    if client is None:
+        cluster = prepare_cluster(cluster)
+    solver = SolverParams(
+        step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
+        convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
+        step_adjust=step_adjust, post_filter=post_filter, eps=eps,
+        compile_optimizer=compile_optimizer, mode=mode)
+    run = RunOptions(block_size=block_size, device=device, retries=retries,
+                     overwrite=overwrite, progress=progress).resolved()
+    checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
+                       chrom_order=chrom_order, mode=mode,
+                       lambda_default=lambda_default, trim_threshold=trim_threshold,
+                       motifs_include=motifs_include, motif_names=motif_names,
+                       motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+                       trim_coords=trim_coords, include_rc=include_rc)
+    with connected(client, cluster) as cl:
+        plan = plan_run(checked, gpus=cluster_has_gpus(cl, run.device, cluster))
+        summaries = execute(cl, plan)
+    n_hits = sum(s["hits"] for s in plan.finished.values())
+    return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),
+                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
+                          n_skipped=plan.n_skipped, n_hits=n_hits,
+                          elapsed_s=time.perf_counter() - t0, summaries=summaries)
+
+
+__all__: Sequence[str] = ("CallHitsResult", "call_hits")

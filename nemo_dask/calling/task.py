@@ -1,0 +1,189 @@
+"""What one Dask task does: read a block of regions, solve it, write its two partitions.
+
+This runs on workers. It opens the regions store itself (arrays never pass through the
+scheduler), runs the solver on the worker's device and writes ``hits/part-<block>`` and
+``qc/part-<block>`` atomically, so a task that is run twice (after a worker is lost) rewrites
+the same complete files and can never duplicate a hit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import polars as pl
+
+from ..dataset import write_block
+from ..motifs import Motifs
+from ..params import SolverParams
+from ..schema import QC_STATUS
+
+if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
+    import torch
+
+_REGIONS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything a task needs besides the motifs: small and cheap to send."""
+
+    block: int
+    start: int
+    stop: int
+    regions_url: str
+    out: str
+    solver: SolverParams  # the optimiser and the mode
+    device: str  # "auto", "cpu", "cuda", "cuda:1", ...: resolved on the worker
+    run_id: str
+
+
+class Placement(NamedTuple):
+    """Where this worker solves: resolved once per task, on the worker, and passed down."""
+
+    device: torch.device
+    threads: int  # torch threads for a CPU solve: the worker's task threads
+
+
+def resolve_placement(device: str, worker: Any | None) -> Placement:
+    """``auto`` means the GPU this worker was given, if any, else the CPU; threads are the
+    worker's (outside a worker: torch's current setting)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = (int(worker.state.nthreads) if worker is not None else torch.get_num_threads())
+    return Placement(torch.device(device), max(1, threads))
+
+
+@functools.lru_cache(maxsize=1)
+def tune_malloc() -> bool:
+    """Let glibc keep the solver's buffers instead of returning them to the OS at every step.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's
+    mmap threshold: every multi-MB tensor the solver allocates per step is then mmapped, page
+    faulted and unmapped again, halving CPU throughput. Raising both thresholds (in this
+    process only; blocks have bounded memory) restores in-process speed. No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+        ok &= libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def _current_worker() -> Any | None:
+    """The dask worker running this task, or None when called outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _open_store(url: str):
+    from ..regions.store import open_store
+
+    regions = _REGIONS.get(url)
+    if regions is None:
+        regions = _REGIONS[url] = open_store(url)
+    return regions
+
+
+def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
+    """Solve one block and write its partitions; returns a small summary for the driver.
+
+    The block goes to the process's solver thread (:mod:`nemo_dask.solver.service`). Once
+    the solver takes it, the task leaves the worker's thread pool (dask's ``secede``) until
+    the block is solved: the worker then starts its next task, which reads its block meanwhile
+    and queues it for the solver, and this task writes its partitions while the next block is
+    solved. A task whose block is still queued keeps its slot, so a worker holds at most one
+    queued block per thread, and the rest of its tasks stay free to be stolen by idle workers.
+    """
+    t0, started_at = time.perf_counter(), time.time()
+    worker = _current_worker()
+    block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
+    t_read = time.perf_counter() - t0
+    place = resolve_placement(spec.device, worker)
+    tune_malloc()
+    from ..solver.service import solver_service
+
+    solving, started = solver_service().submit(
+        spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
+        device=place.device, params=spec.solver, threads=place.threads)
+    peaks = block.peaks
+    del block  # the solver holds the arrays until it is done with them
+    while not (started.wait(0.5) or solving.done()):
+        pass
+    if worker is not None:
+        from distributed import rejoin, secede
+
+        secede()
+    try:
+        result, t_solve = solving.result()
+        solved_at = time.time()
+    finally:
+        if worker is not None:
+            rejoin()
+    hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
+    n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
+    statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    return {
+        "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
+        "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
+        "device": str(place.device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
+        "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
+        "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
+    }
+
+
+def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,
+             start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Turn raw solver columns into the stored hits and QC tables (schema.py).
+
+    Genomic coordinates and global-scale factors are applied as finemo's writer applies them,
+    so the stored values are those of finemo's hits.tsv and peaks_qc.tsv. ``peaks`` holds the
+    peak-table rows of regions ``start, start + 1, ...``.
+    """
+    width = motifs.width
+    # Region i is row i of the peak table; its peak_id is whatever that row says (finemo joins on
+    # peak_id = row number, which is the same thing for every file its extractors write).
+    peak_cols = peaks.select("peak_id", "chr", "chr_id", "peak_region_start", "peak_name")
+    peak_cols = peak_cols.with_columns(
+        region=pl.Series(np.arange(start, start + len(peaks), dtype=np.int64)))
+    qc_full = (
+        qc.with_columns(pl.col("region").cast(pl.Int64),
+                        status=pl.col("status").replace_strict(
+                            list(range(len(QC_STATUS))), list(QC_STATUS), return_dtype=pl.String))
+        .join(peak_cols, on="region", how="left")
+    )
+    motif_cols = motifs.table.select("motif_id", "motif_name", "strand", "motif_start", "motif_end")
+    start_untrimmed = pl.col("peak_region_start").cast(pl.Int64) + pl.col("hit_start")
+    gs = pl.col("global_scale")
+    hits_full = (
+        hits.with_columns(pl.col("region").cast(pl.Int64))
+        .join(qc_full.select("region", "peak_id", "global_scale", "chr", "chr_id",
+                             "peak_region_start", "peak_name"), on="region", how="left")
+        .join(motif_cols, on="motif_id", how="left")
+        .with_columns(
+            start=start_untrimmed + pl.col("motif_start"),
+            end=start_untrimmed + pl.col("motif_end"),
+            start_untrimmed=start_untrimmed,
+            end_untrimmed=start_untrimmed + width,
+            hit_coefficient_global=pl.col("hit_coefficient") * gs**2,
+            hit_importance=pl.col("hit_importance") * gs,
+            hit_importance_sq=pl.col("hit_importance_sq") * gs**2,
+        )
+    )
+    return hits_full, qc_full

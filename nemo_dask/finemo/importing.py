@@ -1,0 +1,158 @@
+"""finemo 0.41 output directory -> nemo_dask's Parquet dataset.
+
+Lets results of a finemo run be exported, collapsed, intersected or reported like our own, and
+gives the export a round-trip test (TSV -> dataset -> TSV). The raw keys finemo drops are
+recovered from its other files: ``motif_id`` from ``motif_data.tsv`` (motif name and strand),
+``hit_start`` = ``start_untrimmed`` - the region's ``peak_region_start`` (``peaks_qc.tsv``), and
+``chr_id`` from the chromosome order of ``peaks_qc.tsv`` (finemo sorts that file by chr_id, so
+first appearance there is chr_id order, with or without a chromosome-order file). Without
+coordinates (chr ``NA``) finemo's chr_id is the region index, i.e. ``peak_id``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import polars as pl
+
+from .. import config
+from .._io import copy_file, make_output_dir, output_dir, remove_owned, write_json
+from ..dataset import is_output_dir, read_json, write_block, write_manifest, write_motifs
+from ..errors import InputError, OutputExistsError
+from .formats import (
+    CWMS_FILE,
+    FINEMO_HITS_DTYPES,
+    FINEMO_MOTIFS_DTYPES,
+    FINEMO_QC_DTYPES,
+    HITS_FILE,
+    MOTIF_DATA_FILE,
+    NA,
+    PARAMS_FILE,
+    QC_FILE,
+)
+from .read import read_tsv
+
+
+class ImportResult(NamedTuple):
+    """What :func:`import_finemo` wrote."""
+
+    out: Path
+    n_hits: int
+    n_regions: int
+    n_blocks: int
+
+
+def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                  regions_per_partition: int | None = None,
+                  overwrite: bool = False) -> ImportResult:
+    """Turn a finemo ``call-hits`` output directory into a nemo_dask output directory.
+
+    Parameters
+    ----------
+    finemo_dir : path
+        Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json.
+    out : path
+        The new output directory (must not exist or be empty unless ``overwrite``; with
+        ``overwrite`` it may hold nemo_dask's own output, which is replaced, but nothing else).
+    regions_per_partition : int, optional
+        Regions (by peak_id) per Parquet partition; default
+        ``nemo_dask.import.regions-per-partition`` in dask config (1000).
+    overwrite : bool
+        Replace a non-empty ``out`` that holds nemo_dask's own output.
+
+    Raises
+    ------
+    InputError
+        ``finemo_dir`` lacks a file, a table's header is not finemo's, or hits do not match
+        its QC or motif table.
+    OutputExistsError
+        ``out`` is not empty and ``overwrite`` is False, or it holds something else.
+    """
+    src, out = Path(finemo_dir), Path(out)
+    missing = [n for n in (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)
+               if not (src / n).is_file()]
+    if missing:
+        raise InputError(f"{src} is not a finemo call-hits output directory: it lacks "
+                         f"{', '.join(missing)}")
+    block_size = (int(config.get("import.regions-per-partition"))
+                  if regions_per_partition is None else regions_per_partition)
+    if block_size < 1:
+        raise InputError("regions_per_partition must be a positive number of regions, got "
+                         f"{block_size}")
+    real = output_dir(out, "imported dataset directory")
+    if real.exists() and any(real.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out} exists and is not empty; choose a new directory or "
+                                    "pass overwrite=True")
+        # Only our own output goes, also when reached through a link (the link stays).
+        remove_owned(real, is_output_dir, "output directory")
+
+    params = read_json(src / PARAMS_FILE)
+    motifs = read_tsv(src / MOTIF_DATA_FILE, FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
+    qc = _qc_table(read_tsv(src / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE), params)
+    hits = _hits_table(read_tsv(src / HITS_FILE, FINEMO_HITS_DTYPES, kind=HITS_FILE), qc,
+                       motifs, src)
+
+    n_regions = int(params.get("num_regions") or 0)
+    if qc.height:
+        n_regions = max(n_regions, int(qc["peak_id"].max()) + 1)  # type: ignore[arg-type]
+    make_output_dir(out, "imported dataset directory")
+    finished: dict[int, dict[str, int]] = {}
+    block_of = pl.col("peak_id") // block_size
+    hits_by = hits.with_columns(_b=block_of).partition_by("_b", as_dict=True, include_key=False)
+    qc_by = qc.with_columns(_b=block_of).partition_by("_b", as_dict=True, include_key=False)
+    n_blocks = max(1, -(-n_regions // block_size))
+    for b in range(n_blocks):
+        h = hits_by.get((b,), hits.clear())
+        q = qc_by.get((b,), qc.clear())
+        n_h, n_q = write_block(out, b, h, q)
+        start = b * block_size
+        finished[b] = {"start": start, "stop": min(start + block_size, max(n_regions, 1)),
+                       "hits": n_h, "regions": n_q}
+    write_motifs(out, motifs)
+    copy_file(src / CWMS_FILE, out / CWMS_FILE)
+    write_json(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
+                      out / PARAMS_FILE)
+    write_manifest(out, "imported", n_blocks, finished, complete=True)
+    return ImportResult(out=out, n_hits=hits.height, n_regions=qc.height, n_blocks=n_blocks)
+
+
+def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
+    """peaks_qc.tsv -> QC_SCHEMA rows (status from num_steps, chr_id from the file's order)."""
+    no_coords = qc.height > 0 and bool((qc["chr"] == NA).all())
+    if no_coords:
+        chr_id = pl.col("peak_id")
+    else:
+        order = qc["chr"].unique(maintain_order=True).to_list()
+        chr_id = pl.col("chr").replace_strict(order, list(range(len(order))),
+                                              return_dtype=pl.UInt32)
+    max_steps = params.get("max_steps")
+    timeout = (pl.col("num_steps") >= max_steps) if max_steps is not None else pl.lit(False)
+    return qc.with_columns(
+        chr_id=chr_id.cast(pl.UInt32),
+        status=pl.when(timeout).then(pl.lit("timeout")).otherwise(pl.lit("converged")),
+    ).sort("peak_id")
+
+
+def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
+                src: Path) -> pl.DataFrame:
+    """hits.tsv -> HITS_SCHEMA rows, with motif_id, hit_start and chr_id recovered."""
+    keyed = (
+        hits.drop("hit_correlation")
+        .join(qc.select("peak_id", "peak_region_start", "chr_id"), on="peak_id", how="left")
+        .join(motifs.select("motif_name", "strand", "motif_id"), on=["motif_name", "strand"],
+              how="left")
+        .with_columns(hit_start=(pl.col("start_untrimmed") - pl.col("peak_region_start"))
+                      .cast(pl.Int32))
+    )
+    for col, other in (("peak_region_start", QC_FILE), ("motif_id", MOTIF_DATA_FILE)):
+        n = keyed[col].null_count()
+        if n:
+            raise InputError(f"{src / HITS_FILE}: {n} hits have no match in {src / other} "
+                             f"(field {col}); the files must come from the same finemo run")
+    return keyed.drop("peak_region_start")
+
+
+__all__ = ("ImportResult", "import_finemo")

@@ -1,0 +1,244 @@
+"""Writing a regions store chunk by chunk, so that a conversion never holds more than one chunk.
+
+A local store is written under a hidden temporary name beside the target (beside a symlink's
+target, so the link stays a link) and renamed into place once complete
+(:mod:`nemo_dask._io` names the temporary and checks what is at ``-o``); any store (local or
+fsspec URL) gets its ``complete`` attribute last, and
+:func:`nemo_dask.regions.store.open_store` refuses stores without it. So an interrupted conversion never
+leaves a store that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..._io import output_dir, replace_directory, temporary_name, version
+from ...errors import InputError, OutputExistsError
+from ...schema import PEAKS_DTYPES
+from ..store import (
+    ATTRS_KEY,
+    CONTRIB_KINDS,
+    FORMAT_VERSION,
+    STRING_COLUMNS,
+    Regions,
+    default_chunk_size,
+    local_path,
+    open_store,
+    store_location,
+)
+
+#: Contribution dtypes a store may hold.
+CONTRIB_DTYPES = ("float16", "float32")
+#: Zarr dtypes of the peak-table arrays (``str``: variable-length UTF-8).
+_PEAK_ARRAY_DTYPES: dict[str, Any] = {"chr": str, "peak_region_start": "int32",
+                                      "peak_name": str, "peak_id": "uint32", "chr_id": "uint32"}
+
+
+def resolve_chunk_size(chunk_size: int | None, n_regions: int, width: int, kind: str,
+                       dtype: str) -> int:
+    """The chunk size to write: the user's, else the default, never more than N."""
+    if chunk_size is None:
+        chunk_size = default_chunk_size(width, kind, np.dtype(dtype).itemsize)
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) \
+            or chunk_size < 1:
+        raise InputError(f"chunk size must be an integer >= 1, got {chunk_size!r}")
+    return int(max(1, min(int(chunk_size), n_regions)))
+
+
+def check_contrib_dtype(dtype: str) -> str:
+    """Validate the ``contrib_dtype`` option."""
+    name = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else str(dtype)
+    if name not in CONTRIB_DTYPES:
+        raise InputError(f"contribution dtype must be one of {CONTRIB_DTYPES}, got {dtype!r}")
+    return name
+
+
+def check_target(out: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse to write over an existing store unless ``overwrite``; never delete a non-store.
+
+    A local ``out`` that is (or links to) a file, device or FIFO is refused whatever
+    ``overwrite`` says; a symlink to a store (or to nothing) is followed.
+    """
+    if os.fspath(out) == "-":
+        output_dir(out, "regions store")  # raises: a store is a directory
+    path = local_path(out)
+    if path is not None:
+        path = output_dir(path, "regions store")
+        if not path.exists():
+            return
+        if not overwrite:
+            raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) "
+                                    "to replace it, or choose another -o")
+        if _replaceable(path):
+            return
+        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store; refusing "
+                                "to delete it even with --overwrite; choose another -o")
+    fs, root = _fsspec(store_location(out))
+    if fs.exists(root) and not overwrite:
+        raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) to "
+                                "replace it, or choose another -o")
+
+
+def _replaceable(path: Path) -> bool:
+    """An empty directory or a regions store: what ``--overwrite`` may replace."""
+    return path.is_dir() and not path.is_symlink() and (
+        not any(path.iterdir()) or _is_store_dir(path))
+
+
+def _is_store_dir(path: Path) -> bool:
+    import json
+
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and ATTRS_KEY in meta.get("attributes", {})
+
+
+def _fsspec(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root
+
+
+class StoreWriter:
+    """Creates the arrays of a store and writes chunk-aligned slices of them, once each.
+
+    Parameters
+    ----------
+    out : str or PathLike
+        Target path or fsspec URL.
+    n_regions, width : int
+        N and L.
+    contrib_kind : str
+        ``"hypothetical"`` or ``"projected"``.
+    chunk_size : int
+        Regions per chunk (already resolved).
+    contrib_dtype : str
+        ``"float16"`` or ``"float32"``.
+    has_peaks : bool
+        Whether a peak table is written.
+    attrs : dict
+        Extra attributes (source, parameters), merged into the store's attributes.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], *, n_regions: int, width: int,
+                 contrib_kind: str, chunk_size: int, contrib_dtype: str, has_peaks: bool,
+                 attrs: dict[str, Any]) -> None:
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        assert contrib_kind in CONTRIB_KINDS
+        self.out = out
+        self.final = store_location(out)
+        self.local = local_path(out)
+        if self.local is not None:
+            # A symlink's target is replaced, beside it (one file system for the rename).
+            self.local = output_dir(self.local, "regions store")
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+            self.target = str(self.local.parent / temporary_name(self.local.name))
+        else:
+            fs, root = _fsspec(self.final)
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
+            self.target = self.final
+        self.n_regions, self.width, self.chunk_size = n_regions, width, chunk_size
+        self.attrs = {
+            "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
+            "contrib_kind": contrib_kind, "contrib_dtype": contrib_dtype,
+            "chunk_size": chunk_size, "has_peaks": has_peaks, **attrs,
+            "created_by": f"nemo_dask {version()}",
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "complete": False,
+        }
+        self.group = zarr.open_group(self.target, mode="w", zarr_format=3)
+        self.group.attrs[ATTRS_KEY] = self.attrs
+        # bitshuffle + zstd: one-hot int8 and float16 both compress well and round-trip exactly.
+        codec = [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
+        c = chunk_size
+        self.sequences = self.group.create_array(
+            "sequences", shape=(n_regions, 4, width), chunks=(c, 4, width), dtype="int8",
+            compressors=codec, fill_value=0, dimension_names=("region", "base", "position"))
+        cshape = (n_regions, 4, width) if contrib_kind == "hypothetical" else (n_regions, width)
+        cchunks = (c, 4, width) if contrib_kind == "hypothetical" else (c, width)
+        cdims = ("region", "base", "position") if contrib_kind == "hypothetical" \
+            else ("region", "position")
+        self.contributions = self.group.create_array(
+            "contributions", shape=cshape, chunks=cchunks, dtype=contrib_dtype,
+            compressors=codec, fill_value=0, dimension_names=cdims)
+        self.peaks: dict[str, Any] = {}
+        if has_peaks:
+            pg = self.group.create_group("peaks")
+            for name, dtype in _PEAK_ARRAY_DTYPES.items():
+                self.peaks[name] = pg.create_array(name, shape=(n_regions,), chunks=(c,),
+                                                   dtype=dtype, dimension_names=("region",))
+                if name in STRING_COLUMNS:
+                    self.peaks[f"{name}_isnull"] = pg.create_array(
+                        f"{name}_isnull", shape=(n_regions,), chunks=(c,), dtype="bool",
+                        fill_value=False, dimension_names=("region",))
+
+    def write(self, start: int, sequences: np.ndarray, contributions: np.ndarray,
+              peaks: pl.DataFrame | None) -> None:
+        """Write regions ``start:start + n``; ``start`` must be a chunk boundary."""
+        n = sequences.shape[0]
+        assert start % self.chunk_size == 0 and (n == self.chunk_size
+                                                 or start + n == self.n_regions)
+        stop = start + n
+        self.sequences[start:stop] = sequences
+        self.contributions[start:stop] = contributions
+        if self.peaks:
+            assert peaks is not None and peaks.height == n
+            for name, dtype in PEAKS_DTYPES.items():
+                col = peaks.get_column(name)
+                if name in STRING_COLUMNS:
+                    isnull = col.is_null().to_numpy()
+                    self.peaks[f"{name}_isnull"][start:stop] = isnull
+                    values = np.array(col.fill_null("").to_list(), dtype=object)
+                    self.peaks[name][start:stop] = values
+                else:
+                    self.peaks[name][start:stop] = col.cast(dtype).to_numpy()
+
+    def finish(self, extra_attrs: dict[str, Any]) -> Regions:
+        """Mark the store complete (last write), move it into place, and open it."""
+        self.attrs.update(extra_attrs)
+        del self.attrs["complete"]
+        self.attrs["complete"] = True  # listed last, written last
+        self.group.attrs[ATTRS_KEY] = self.attrs
+        if self.local is not None:
+            # The old store (checked: an empty directory or a store) goes once the new one is in.
+            replace_directory(self.target, self.local, _replaceable, "regions store")
+        return open_store(self.final)
+
+    def abort(self) -> None:
+        """Remove what was written (best effort); the target is left as it was."""
+        if self.local is not None:
+            shutil.rmtree(self.target, ignore_errors=True)
+        else:
+            try:
+                fs, root = _fsspec(self.target)
+                fs.rm(root, recursive=True)
+            except (OSError, ValueError):
+                pass
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool | None, desc: str) -> Iterator[Any]:
+    """A tqdm bar over regions; off when ``enabled`` is False, or None and stderr is no terminal."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    with tqdm(total=total, unit="regions", desc=desc, disable=not enabled,
+              dynamic_ncols=True, file=sys.stderr) as bar:
+        yield bar

@@ -1,0 +1,173 @@
+"""finemo 0.41's numerics as pure tensor steps: motif preparation, preprocessing, the proximal
+gradient step and scoring (see ALGORITHM.md). No state, no bookkeeping of which region sits in
+which batch slot: that is :mod:`.stream`'s job.
+
+Motifs are cropped to the union of their trimmed windows (finemo multiplies every motif by its
+trim mask, so they are zero outside it): the convolutions use only that union and place the
+results at the same positions. Tensors are kept channels-last as finemo keeps them, so that
+oneDNN picks the same kernels and rounding matches finemo's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..motifs import Motifs
+from ..params import SolverParams
+
+
+class PreparedMotifs(NamedTuple):
+    """Motif tensors on a device, cropped to the union of the trimmed windows."""
+
+    cwms: torch.Tensor  # (M, 4, Wc) float32, trimmed (and sqrt-transformed if asked)
+    masks: torch.Tensor  # (M, 4, Wc) float32 trim masks
+    lambdas: torch.Tensor  # (1, M, 1) float32
+    offset: int  # first column of the crop in the untrimmed motif
+    width: int  # W, the untrimmed width
+
+
+class Preprocessed(NamedTuple):
+    """Regions ready for the optimiser (finemo's per-batch preprocessing)."""
+
+    x: torch.Tensor  # (B, 4, L) contributions, divided by their global scale
+    seq: torch.Tensor | None  # (B, 4, Lw) one-hot under the motif windows; None if hypothetical
+    imp: torch.Tensor  # (B, M, P) importance scale of each motif position
+    gscale: torch.Tensor  # (B,) global scale (RMS of the contributions)
+
+
+class Scores(NamedTuple):
+    """Per-hit statistics of retired regions (finemo's hit scoring)."""
+
+    coef: torch.Tensor  # (B, M, P) coefficients, post-filtered if asked
+    similarity: torch.Tensor  # (B, M, P)
+    importance: torch.Tensor  # (B, M, P)
+    importance_sq: torch.Tensor  # (B, M, P)
+
+
+def prepare_motifs(motifs: Motifs, device: torch.device | str, sqrt_transform: bool) -> PreparedMotifs:
+    """Move a motif set to ``device`` as the solver uses it (trimmed, cropped, float32)."""
+    device = torch.device(device)
+    mask = torch.from_numpy(motifs.trim_masks.astype(np.float32))[:, None, :].repeat(1, 4, 1)
+    cwms = torch.from_numpy(motifs.cwms).to(torch.float32) * mask
+    if sqrt_transform:
+        cwms = signed_sqrt(cwms)
+        cwms = cwms / (cwms**2).sum(dim=(1, 2)).sqrt()[:, None, None]
+    cols = np.flatnonzero(motifs.trim_masks.any(axis=0))
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    lambdas = torch.as_tensor(np.asarray(motifs.lambdas), dtype=torch.float32)[None, :, None]
+    return PreparedMotifs(
+        cwms=channels_last(cwms[:, :, lo:hi].to(device)),
+        masks=channels_last(mask[:, :, lo:hi].to(device)),
+        lambdas=lambdas.to(device),
+        offset=lo,
+        width=motifs.width,
+    )
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, C, L) stored as (B, L, C), the layout finemo uses: oneDNN then picks the same
+    convolution kernels, so rounding (and so knife-edge convergence decisions) match finemo."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def signed_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """finemo's ``sqrt_transform``: sign(x) sqrt(|x|)."""
+    return torch.sign(x) * torch.sqrt(torch.abs(x))
+
+
+def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMotifs,
+               params: SolverParams, lw: int) -> Preprocessed:
+    """finemo's preprocessing of a batch of regions.
+
+    Parameters
+    ----------
+    contribs : Tensor, shape=(B, 4, L) or (B, L), float32, on the solver's device
+        Hypothetical contributions, or compact projected ones.
+    seqs : Tensor, shape=(B, 4, L), float32, or None
+        One-hot sequences; given for projected modes (contributions are masked by them).
+    lw : int
+        Width of the motif windows' union, ``L - W + Wc``.
+    """
+    x = contribs[:, None, :] if contribs.ndim == 2 else contribs
+    lo = mo.offset
+    seq = None
+    if seqs is not None:
+        x = x * seqs
+        seq = seqs[:, :, lo:lo + lw]
+    if params.sqrt_transform:
+        x = signed_sqrt(x)
+    length = x.shape[2]
+    gscale = ((x**2).sum(dim=(1, 2)) / length).sqrt()
+    x = torch.nan_to_num(x / gscale[:, None, None])
+    energy = F.conv1d(x[:, :, lo:lo + lw] ** 2, mo.masks)
+    imp = ((energy + params.eps) ** -0.5).clamp(max=10)
+    return Preprocessed(x, seq, imp, gscale)
+
+
+def prox_step(
+    cwms: torch.Tensor,
+    x: torch.Tensor,
+    seq: torch.Tensor | None,
+    imp: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
+    i: torch.Tensor,
+    step: torch.Tensor,
+    lambdas: torch.Tensor,
+    lo: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One proximal-gradient step with momentum from the extrapolated point ``y``.
+
+    Shapes: x (B, 4, L); seq (B, 4, Lw) or None (hypothetical); imp, y, c (B, M, P);
+    i (B, 1, 1) int; step (B, 1, 1). Returns the next extrapolated point, the new iterate,
+    the duality gap at ``y`` (divided by L) and the NLL (divided by 2L).
+    """
+    length = x.shape[2]
+    pred = F.conv_transpose1d(y * imp, cwms)  # (B, 4, Lw): zero outside [lo, lo + Lw)
+    if seq is not None:
+        pred = pred * seq
+    hi = lo + pred.shape[2]
+    resid = x.clone()
+    resid[:, :, lo:hi] -= pred
+    ngrad = F.conv1d(resid[:, :, lo:hi], cwms) * imp  # minus the gradient, (B, M, P)
+
+    nll = (resid**2).sum(dim=(1, 2))
+    dual_norm = (ngrad / lambdas).amax(dim=(1, 2))
+    dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
+    dual_diff = (resid * x).sum(dim=(1, 2))
+    l1 = (torch.abs(y).sum(dim=2, keepdim=True) * lambdas).sum(dim=(1, 2))
+    gap = (nll * dual_scale - dual_diff + l1).abs() / length
+
+    c_next = F.relu(y + step * (ngrad - lambdas))
+    mom = i / (i + 3.0)
+    y_next = (1 + mom) * c_next - mom * c
+    return y_next, c_next, gap, nll / (2 * length)
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_step() -> Callable:
+    """:func:`prox_step` through ``torch.compile`` (finemo's ``--compile``), compiled once."""
+    return torch.compile(prox_step, fullgraph=True, dynamic=True)
+
+
+def score(x: torch.Tensor, imp: torch.Tensor, coef: torch.Tensor, mo: PreparedMotifs,
+          params: SolverParams, lw: int) -> Scores:
+    """finemo's hit statistics of finished regions: similarity, importance and the
+    post-filter (hits whose similarity is below the motif's lambda are dropped).
+
+    Shapes: x (B, 4, L), imp and coef (B, M, P).
+    """
+    lo = mo.offset
+    imp_sq = imp**-2 - params.eps
+    xw = x[:, :, lo:lo + lw]
+    importance = F.conv1d(torch.abs(xw), mo.masks)
+    similarity = F.conv1d(xw, mo.cwms) / imp_sq.sqrt()
+    if params.post_filter:
+        coef = coef * (similarity >= mo.lambdas)
+    return Scores(coef, similarity, importance, imp_sq)

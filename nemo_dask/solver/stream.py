@@ -1,0 +1,383 @@
+"""The Fi-NeMo optimiser over a stream of blocks of regions: arrays in, hit and QC columns out.
+
+A non-negative lasso per region, solved by proximal gradient descent with Nesterov momentum,
+per-region step sizes that shrink on divergence and a duality-gap stopping rule, exactly as
+finemo 0.41's ``fit_contribs`` (see ALGORITHM.md). The numerics are :mod:`.kernels`; this module
+keeps the batch slots: which region of which block sits in which slot, when a region retires and
+what replaces it. It knows nothing of dask, zarr or files and runs on any torch device.
+
+Besides the cropped convolutions of :mod:`.kernels`, one thing makes it faster than finemo
+without changing any region's iterates: finemo keeps ``batch_size`` slots busy to the end,
+padding included; here finished slots are refilled while regions remain and dropped once none
+do, so no step computes empty slots.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import torch
+
+from ..motifs import Motifs
+from ..params import SolverParams
+from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
+from .kernels import (
+    PreparedMotifs,
+    channels_last,
+    compiled_step,
+    prepare_motifs,
+    preprocess,
+    prox_step,
+    score,
+)
+
+#: QC ``status`` codes, in the order of schema.QC_STATUS.
+CONVERGED, TIMEOUT, FAILED = 0, 1, 2
+
+
+class BlockResult(NamedTuple):
+    """Raw solver output for one block (values on the solver's normalised scale).
+
+    hits: region, motif_id, hit_start, hit_coefficient, hit_similarity, hit_importance,
+    hit_importance_sq. qc: region, nll, dual_gap, num_steps, step_size, global_scale, status
+    (0 converged, 1 timeout, 2 failed). ``region`` is ``region_offset`` + row in the block.
+    """
+
+    hits: pl.DataFrame
+    qc: pl.DataFrame
+
+
+class _Slots:
+    """The regions being optimised together, one row per slot (finemo's batch buffers)."""
+
+    def __init__(self, n: int, m: int, p: int, length: int, lw: int, projected: bool, device):
+        f32 = dict(dtype=torch.float32, device=device)
+        self.x = channels_last(torch.zeros((n, 4, length), **f32))
+        self.seq = channels_last(torch.zeros((n, 4, lw), **f32)) if projected else None
+        self.imp = channels_last(torch.zeros((n, m, p), **f32))
+        self.y = channels_last(torch.zeros((n, m, p), **f32))
+        self.c = channels_last(torch.zeros((n, m, p), **f32))
+        self.i = torch.zeros((n, 1, 1), dtype=torch.int32, device=device)
+        self.step = torch.zeros((n, 1, 1), **f32)
+        self.gscale = torch.zeros((n,), **f32)
+        self.region = torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.block = torch.full((n,), -1, dtype=torch.int64, device=device)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every slot not in ``rows`` (used once no region is left to load)."""
+        for name, value in vars(self).items():
+            if value is not None:
+                setattr(self, name, value[rows])
+
+
+@dataclass
+class Job:
+    """One block of regions for :func:`fit_stream`.
+
+    ``done`` is called with the block's :class:`BlockResult` as soon as its last region
+    retires (on the solver's thread), while the solver goes on with other blocks. The solver
+    takes the arrays: it clears them from the Job once it holds them, so that a long stream
+    does not keep finished blocks in memory.
+    """
+
+    sequences: np.ndarray
+    contributions: np.ndarray
+    region_offset: int
+    done: Callable[[BlockResult], None]
+
+
+def fit_block(
+    sequences: np.ndarray,
+    contributions: np.ndarray,
+    motifs: Motifs | PreparedMotifs,
+    *,
+    params: SolverParams | None = None,
+    device: torch.device | str = "cpu",
+    threads: int | None = None,
+    region_offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> BlockResult:
+    """Call motif hits in one block of regions.
+
+    Parameters
+    ----------
+    sequences : ndarray, shape=(n, 4, L), int8
+        One-hot sequences (all-zero column for N).
+    contributions : ndarray, shape=(n, 4, L) or (n, L)
+        Hypothetical contributions, or compact projected ones (broadcast over bases and masked
+        by the sequence). Any float dtype; finemo stores float16.
+    motifs
+        A :class:`~nemo_dask.motifs.Motifs`, or one already prepared for ``device``.
+    params
+        Optimiser settings and mode (finemo's defaults, mode pp, when omitted); modes ph and hh
+        fit the contributions as hypothetical, pp and hp as projected.
+    device
+        Where to compute: "cpu", "cuda", a torch.device.
+    threads
+        The torch threads the caller gave this solve, for the CPU's default batch size
+        (:meth:`~nemo_dask.params.SolverParams.batch_size_for`); None: torch's current setting.
+    region_offset
+        Added to row numbers in the output and in warnings (the block's first region).
+    progress
+        Called with the number of regions that just finished.
+    """
+    results: list[BlockResult] = []
+    fit_stream(Job(sequences, contributions, region_offset, results.append), lambda: None,
+               motifs, params=params, device=device, threads=threads, progress=progress)
+    return results[0]
+
+
+def fit_stream(
+    first: Job,
+    more: Callable[[], Job | None],
+    motifs: Motifs | PreparedMotifs,
+    *,
+    params: SolverParams | None = None,
+    device: torch.device | str = "cpu",
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Solve ``first`` and every block ``more()`` hands over, in one stream of batches.
+
+    When no region of the blocks taken so far is left to load, the solver asks ``more()`` for
+    another block (``None``: not now) and fills its free slots with it, so the slow regions
+    ending one block share their batches with the next block instead of running alone. Each
+    region's result is the same as with :func:`fit_block` (they never depend on the batch).
+    Blocks must have the regions' width of ``first``. Arguments as :func:`fit_block`.
+    """
+    params = params or SolverParams()
+    device = torch.device(device)
+    if isinstance(motifs, Motifs):
+        motifs = prepare_motifs(motifs, device, params.sqrt_transform)
+    if threads is None:
+        threads = torch.get_num_threads()
+    max_slots = params.batch_size_for(device.type, threads)
+    with torch.inference_mode():
+        _Fit(first, more, motifs, params, device, max_slots, progress).run()
+
+
+class _Block:
+    """A block being solved: its inputs on the CPU and the results of its retired regions."""
+
+    def __init__(self, job: Job, use_hypothetical: bool, width: int, index: int):
+        sequences, contributions = job.sequences, job.contributions
+        n, _, length = sequences.shape
+        if contributions.ndim == 2 and use_hypothetical:
+            raise ValueError("hypothetical modes need contributions of shape (N, 4, L); these "
+                             "are compact projected (N, L)")
+        if contributions.shape[0] != n or contributions.shape[-1] != length:
+            raise ValueError(f"contributions {contributions.shape} do not match sequences "
+                             f"{sequences.shape}")
+        if length < width:
+            raise ValueError(f"regions of width {length} are narrower than the motifs ({width})")
+        self.seqs = torch.from_numpy(np.ascontiguousarray(sequences))
+        self.contribs = torch.from_numpy(np.ascontiguousarray(contributions))
+        job.sequences = job.contributions = None  # type: ignore[assignment]
+        self.n, self.length, self.index = n, length, index
+        self.offset, self.done = job.region_offset, job.done
+        self.loaded = self.retired = 0
+        self.hits: list[dict[str, np.ndarray]] = []
+        self.qc: list[dict[str, np.ndarray]] = []
+
+    def finish(self) -> None:
+        result = BlockResult(_frame(self.hits, SOLVER_HITS_DTYPES), _frame(self.qc, SOLVER_QC_DTYPES))
+        self.seqs = self.contribs = None  # type: ignore[assignment]
+        self.hits, self.qc = [], []
+        done, self.done = self.done, None  # type: ignore[assignment]
+        done(result)
+
+
+class _Fit:
+    """State of one :func:`fit_stream` call."""
+
+    def __init__(self, first, more, motifs, params, device, batch_size, progress):
+        self.more = more
+        self.mo = motifs
+        self.hyp = params.use_hypothetical
+        self.p = params
+        self.device = device
+        self.progress = progress
+        # Blocks not yet handed back, by index (finished ones are dropped: a stream can be long).
+        self.blocks = {0: _Block(first, self.hyp, motifs.width, 0)}
+        self.n_blocks = 1
+        self.length = self.blocks[0].length
+        self.npos = self.length - motifs.width + 1
+        self.lw = self.npos + motifs.cwms.shape[2] - 1
+        self.step_fn = compiled_step() if params.compile_optimizer else prox_step
+        # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
+        # one, and a region's result must not depend on how many others share its batch.
+        self.max_slots = max(2, batch_size)
+
+    def run(self) -> None:
+        p, mo = self.p, self.mo
+        s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
+        while (active := s.region >= 0).any():
+            s.y, s.c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                              mo.lambdas, mo.offset)
+            s.i += 1
+            diverged = ~torch.isfinite(gap) & active
+            if diverged.any():
+                s.y[diverged] = 0
+                s.c[diverged] = 0
+                s.i[diverged] = 0
+                s.step[diverged] *= p.step_adjust
+            timeout = s.i.view(-1) > p.max_steps
+            failed = s.step.view(-1) < p.step_size_min
+            converged = gap <= p.convergence_tol
+            done = (converged | timeout | failed) & active
+            if not done.any():
+                continue
+            rows = torch.nonzero(done).view(-1)
+            status = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
+            self._retire(s, rows, gap, nll, status)
+            s.region[rows] = -1
+            s = self._fill(s)
+
+    def _new_slots(self, n: int) -> _Slots:
+        return _Slots(n, self.mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
+                      self.device)
+
+    def _pending(self) -> _Block | None:
+        """The block whose regions are loaded next, asking ``more()`` when none is left."""
+        for block in self.blocks.values():
+            if block.loaded < block.n:
+                return block
+        job = self.more()
+        if job is None:
+            return None
+        block = _Block(job, self.hyp, self.mo.width, self.n_blocks)
+        if block.length != self.length:
+            raise ValueError(f"a block of width {block.length} joined a stream of width "
+                             f"{self.length}")
+        self.blocks[block.index] = block
+        self.n_blocks += 1
+        return block
+
+    def _fill(self, s: _Slots) -> _Slots:
+        """Load pending regions into free slots (growing them up to the batch size when a new
+        block arrives), or drop idle slots when none is pending; returns the slots."""
+        free = torch.nonzero(s.region < 0).view(-1)
+        while free.numel():
+            block = self._pending()
+            if block is None:
+                return self._shrink(s)
+            wanted = min(self.max_slots, int((s.region >= 0).sum()) + block.n - block.loaded)
+            if s.region.numel() < wanted:
+                s = self._grow(s, wanted)
+                free = torch.nonzero(s.region < 0).view(-1)
+            k = min(free.numel(), block.n - block.loaded)
+            self._load(s, free[:k], block, block.loaded)
+            block.loaded += k
+            free = free[k:]
+        return s
+
+    def _grow(self, s: _Slots, n: int) -> _Slots:
+        """``s`` with idle slots added up to ``n``, its busy slots kept in place."""
+        grown = self._new_slots(n)
+        rows = torch.arange(s.region.numel(), device=self.device)
+        for name, value in vars(s).items():
+            if value is not None:
+                getattr(grown, name)[rows] = value
+        return grown
+
+    @staticmethod
+    def _shrink(s: _Slots) -> _Slots:
+        """Drop idle slots once no region is left to load, keeping at least two."""
+        idle = s.region < 0
+        n_busy = int((~idle).sum())
+        if n_busy and s.region.numel() > max(n_busy, 2):
+            keep = torch.nonzero(~idle).view(-1)
+            if n_busy == 1:
+                keep = torch.cat([keep, torch.nonzero(idle).view(-1)[:1]])
+            s.keep(keep)
+        return s
+
+    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int) -> None:
+        """Preprocess regions ``start ..`` of ``block`` into slots ``rows``; reset their state."""
+        stop = start + rows.numel()
+        contribs = block.contribs[start:stop].to(self.device, torch.float32)
+        seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
+        pre = preprocess(contribs, seqs, self.mo, self.p, self.lw)
+        if pre.seq is not None:
+            s.seq[rows] = pre.seq
+        s.imp[rows] = pre.imp
+        s.x[rows] = pre.x
+        s.gscale[rows] = pre.gscale
+        s.region[rows] = torch.arange(start, stop, device=self.device)
+        s.block[rows] = block.index
+        s.y[rows] = 0
+        s.c[rows] = 0
+        s.i[rows] = 0
+        s.step[rows] = self.p.step_size_max
+
+    def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
+        """Score finished slots ``rows``, record their hits and QC with their blocks, and hand
+        over every block whose last region this was."""
+        sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
+        b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
+        hits = _numpy({
+            "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
+            "hit_coefficient": sc.coef[b, m, pos], "hit_similarity": sc.similarity[b, m, pos],
+            "hit_importance": sc.importance[b, m, pos],
+            "hit_importance_sq": sc.importance_sq[b, m, pos],
+        })
+        hit_block = s.block[rows][b].numpy(force=True)
+        qc = _numpy({
+            "region": s.region[rows], "nll": nll[rows], "dual_gap": gap[rows],
+            "num_steps": s.i[rows].view(-1), "step_size": s.step[rows].view(-1),
+            "global_scale": s.gscale[rows], "status": status[rows],
+        })
+        qc_block = s.block[rows].numpy(force=True)
+        for index in np.unique(qc_block):
+            block = self.blocks[int(index)]
+            in_hits, in_qc = hit_block == index, qc_block == index
+            block.hits.append({k: v[in_hits] for k, v in hits.items()})
+            block.qc.append({k: v[in_qc] for k, v in qc.items()})
+            for part in (block.hits[-1], block.qc[-1]):
+                part["region"] = part["region"] + block.offset
+            self._warn(block.qc[-1])
+            block.retired += int(in_qc.sum())
+            if block.retired == block.n:
+                del self.blocks[int(index)]
+                block.finish()
+        if self.progress is not None:
+            self.progress(rows.numel())
+
+    def _warn(self, qc: dict[str, np.ndarray]) -> None:
+        for code, text in ((TIMEOUT, "has not converged within max_steps={} iterations"),
+                           (FAILED, "failed: its step size fell below step_size_min={}")):
+            for r in qc["region"][qc["status"] == code]:
+                limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
+                warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
+                              stacklevel=_stacklevel_outside_package())
+
+
+def _numpy(columns: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.numpy(force=True) for k, v in columns.items()}
+
+
+def _frame(parts: list[dict[str, np.ndarray]], dtypes: dict) -> pl.DataFrame:
+    """Concatenate recorded columns, ordered by region (and motif, position for hits)."""
+    if not parts:
+        return pl.DataFrame(schema=dtypes)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in dtypes}
+    df = pl.DataFrame({k: pl.Series(k, v).cast(dtypes[k]) for k, v in cols.items()})
+    order = [c for c in ("region", "motif_id", "hit_start") if c in df.columns]
+    return df.sort(order)
+
+
+def _stacklevel_outside_package() -> int:
+    """The ``stacklevel`` that points a warning issued by its caller at the first frame outside
+    nemo_dask (the user's call), however deep inside the solver it was raised."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # nemo_dask/
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

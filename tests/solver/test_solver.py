@@ -1,0 +1,154 @@
+"""The torch solver against live finemo 0.41 on options and edge cases.
+
+Parity on the whole fixture (recorded and live) and the batching invariants are in
+tests/parity/."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import max_rel
+
+from nemo_dask.motifs import load_motifs
+from nemo_dask.params import SolverParams
+from nemo_dask.solver.stream import CONVERGED, FAILED, TIMEOUT, fit_block
+
+
+def test_compact_projected_equals_full(data_dir, regions_npz, modisco_h5):
+    with np.load(data_dir / "regions_bw.npz") as bw:
+        compact = bw["contributions"][:60]
+    motifs = load_motifs(modisco_h5)
+    seqs = regions_npz["sequences"][:60]
+    full = fit_block(seqs, regions_npz["contributions"][:60], motifs)
+    comp = fit_block(seqs, compact, motifs)
+    assert full.hits.equals(comp.hits)
+    assert full.qc.equals(comp.qc)
+
+
+@pytest.mark.parametrize("delay", [0, 4, 10_000])
+def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, delay):
+    """Blocks handed over mid-stream (at once, in a tail, after the slots shrank) give each
+    region exactly what it gets alone; each block is handed back when its last region ends."""
+    from nemo_dask.solver.stream import Job, fit_stream
+
+    motifs = load_motifs(modisco_h5)
+    seqs, contribs = regions_npz["sequences"][:90], regions_npz["contributions"][:90]
+    bounds = [(0, 25), (25, 31), (31, 90)]
+    alone = [fit_block(seqs[a:b], contribs[a:b], motifs,
+                       params=SolverParams(batch_size=8), region_offset=a) for a, b in bounds]
+    got: dict[int, object] = {}
+    order: list[int] = []
+
+    def job(i: int) -> Job:
+        a, b = bounds[i]
+        return Job(seqs[a:b], contribs[a:b], a,
+                   lambda r, i=i: (got.__setitem__(i, r), order.append(i)))
+
+    queue, calls = [job(1), job(2)], [0]
+
+    def more():
+        calls[0] += 1
+        return queue.pop(0) if queue and calls[0] > delay else None
+
+    streams = 0
+    first = job(0)
+    while first is not None:  # as the worker's solver does: a new stream when one runs dry
+        fit_stream(first, more, motifs, params=SolverParams(batch_size=8))
+        streams += 1
+        first = queue.pop(0) if queue else None
+    assert sorted(got) == [0, 1, 2] and not queue
+    assert streams == (3 if delay > 1000 else 1)
+    for i in range(3):
+        assert got[i].hits.equals(alone[i].hits), i
+        assert got[i].qc.equals(alone[i].qc), i
+
+
+def _finemo_fit(regions_npz, motifs, sl, hyp=False, **kw):
+    hitcaller = pytest.importorskip("finemo.hitcaller")
+    p = SolverParams(**kw)
+    contribs = regions_npz["contributions"][sl]
+    with pytest.warns(RuntimeWarning):  # "No GPU available"
+        return hitcaller.fit_contribs(
+            motifs.cwms, contribs, regions_npz["sequences"][sl], motifs.trim_masks, hyp,
+            motifs.lambdas, p.step_size_max, p.step_size_min, p.sqrt_transform, p.convergence_tol,
+            p.max_steps, 16, p.step_adjust, p.post_filter, None, False, p.eps)
+
+
+@pytest.mark.parametrize("options", [
+    dict(sqrt_transform=True),
+    dict(post_filter=False),
+    dict(step_size_max=40.0),  # diverges, restarts with smaller steps
+    dict(convergence_tol=0.005, eps=0.5),
+], ids=["sqrt", "no-post-filter", "divergence-restart", "tol-eps"])
+def test_options_match_live_finemo(regions_npz, modisco_h5, options):
+    motifs = load_motifs(modisco_h5)
+    sl = slice(0, 24)
+    ref_hits, ref_qc = _finemo_fit(regions_npz, motifs, sl, **options)
+    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs, params=SolverParams(**options))
+    ref_qc = ref_qc.sort("peak_id")
+    assert res.qc["num_steps"].to_list() == ref_qc["num_steps"].to_list()
+    assert res.qc["step_size"].to_list() == ref_qc["step_size"].to_list()
+    ref_hits = ref_hits.sort("peak_id", "motif_id", "hit_start")
+    assert res.hits.select("region", "motif_id", "hit_start").rows() == ref_hits.select(
+        "peak_id", "motif_id", "hit_start").rows()
+    assert max_rel(res.hits["hit_coefficient"], ref_hits["hit_coefficient"]) < 1e-3
+    assert max_rel(res.hits["hit_similarity"], ref_hits["hit_similarity"]) < 1e-5
+
+
+def test_timeout_and_failure_are_retired_with_warnings(regions_npz, modisco_h5):
+    motifs = load_motifs(modisco_h5)
+    seqs, contribs = regions_npz["sequences"][:5], regions_npz["contributions"][:5]
+    with pytest.warns(RuntimeWarning) as caught:
+        res = fit_block(seqs, contribs, motifs, region_offset=100,
+                        params=SolverParams(max_steps=3))
+    assert sorted(str(w.message) for w in caught) == [
+        f"Region {r} has not converged within max_steps=3 iterations." for r in range(100, 105)]
+    assert {w.filename for w in caught} == {__file__}  # points at the caller, not the solver
+    assert (res.qc["status"] == TIMEOUT).all()
+    assert (res.qc["num_steps"] == 4).all()  # finemo retires when the counter exceeds max_steps
+    ref_hits, ref_qc = _finemo_fit(regions_npz, motifs, slice(0, 5), max_steps=3)
+    assert res.hits.height == ref_hits.height
+
+    with pytest.warns(RuntimeWarning) as caught:
+        res = fit_block(seqs, contribs, motifs,
+                        params=SolverParams(step_size_max=40.0, step_size_min=30.0))
+    failed = res.qc.filter(pl.col("status") == FAILED)
+    assert sorted(str(w.message) for w in caught) == [
+        f"Region {r} failed: its step size fell below step_size_min=30.0."
+        for r in sorted(failed["region"])]
+    assert failed.height >= 1
+    assert (failed["num_steps"] == 0).all() and (failed["step_size"] < 30.0).all()
+    assert res.hits.filter(pl.col("region").is_in(failed["region"].implode())).height == 0
+
+
+def test_all_zero_region(regions_npz, modisco_h5):
+    motifs = load_motifs(modisco_h5)
+    seqs = regions_npz["sequences"][:3].copy()
+    contribs = regions_npz["contributions"][:3].copy()
+    contribs[1] = 0
+    res = fit_block(seqs, contribs, motifs)
+    row = res.qc.row(1, named=True)
+    assert row["global_scale"] == 0 and row["status"] == CONVERGED and row["num_steps"] == 1
+    assert res.hits.filter(pl.col("region") == 1).height == 0
+    assert res.hits.filter(pl.col("region") != 1).height > 0
+
+
+def test_hypothetical_mode_rejects_compact_contributions(regions_npz, modisco_h5):
+    motifs = load_motifs(modisco_h5)
+    with pytest.raises(ValueError, match="hypothetical"):
+        fit_block(regions_npz["sequences"][:2], regions_npz["contributions"][:2, 0], motifs,
+                  params=SolverParams(mode="hh"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(regions_npz, modisco_h5):
+    motifs = load_motifs(modisco_h5)
+    seqs, contribs = regions_npz["sequences"][:100], regions_npz["contributions"][:100]
+    cpu = fit_block(seqs, contribs, motifs)
+    gpu = fit_block(seqs, contribs, motifs, device="cuda")
+    assert gpu.hits.select("region", "motif_id", "hit_start").equals(
+        cpu.hits.select("region", "motif_id", "hit_start"))
+    assert max_rel(gpu.hits["hit_coefficient"], cpu.hits["hit_coefficient"]) < 1e-3
