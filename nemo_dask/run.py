@@ -2,8 +2,10 @@
 
 Data flow: the driver validates everything and loads the motifs; it plans blocks (ranges of
 regions aligned to the store's chunks) and maps :func:`nemo_dask.blocks.process_block` over
-them, one task per block, with the motifs scattered once to every worker. Each task reads its
-own slice of the store and writes its own partitions; only small summaries come back.
+them, one task per block. The motifs go to OUT before any task is submitted and each task reads
+them from there (once per worker process): nothing lives only in a worker's memory, so workers
+may retire, be cancelled or die at any time. Each task reads its own slice of the store and
+writes its own partitions; only small summaries come back.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import dask
 import numpy as np
 import polars as pl
 
-from .blocks import BlockSpec, process_block
+from .blocks import BlockSpec, motifs_digest, process_block
+from .clusters.waiting import WorkerWait
 from .dataset import (
     CWMS_FILE,
     PARAMS_FILE,
@@ -41,7 +44,7 @@ from .motifs import Motifs, load_motifs, read_mapping, read_names_list, read_tri
 from .params import MotifParams, SolverParams, field_names
 from .resume import fingerprint, finished_blocks, prepare_out, write_manifest
 
-_RUN_KEYS = ("block_size", "device", "overwrite", "progress", "retries")
+_RUN_KEYS = ("block_size", "device", "overwrite", "progress", "retries", "worker_wait")
 
 
 @dataclass
@@ -94,7 +97,16 @@ def call_hits(
         ``trim_thresholds``, ``trim_coords`` — the last five as objects or as finemo's text
         files — and every :class:`~nemo_dask.params.SolverParams` field), plus ``block_size``
         (regions per task; default the store's chunk size), ``device`` ("auto", "cpu", "cuda"),
-        ``overwrite``, ``progress``, ``retries`` and ``cluster``.
+        ``overwrite``, ``progress``, ``retries``, ``cluster`` and ``worker_wait`` (seconds,
+        or a time such as "2 hours", without any connected worker before the run stops with
+        :class:`~nemo_dask.errors.WorkersUnavailableError`; default None: wait as long as the
+        batch system keeps the jobs queued).
+
+    Raises
+    ------
+    WorkersUnavailableError
+        The batch system refused a worker job or says it can never run (the message quotes
+        its reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
     """
     t0 = time.perf_counter()
     if client is None:
@@ -142,8 +154,9 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
     if unknown:
         raise InputError(f"unknown call_hits parameter(s) {sorted(unknown)}")
     run_opts = {"block_size": None, "device": "auto", "overwrite": False, "progress": None,
-                "retries": 2}
+                "retries": 2, "worker_wait": None}
     run_opts.update({k: params.pop(k) for k in _RUN_KEYS if k in params})
+    run_opts["worker_wait"] = _worker_wait_seconds(run_opts["worker_wait"])
     files = _read_option_files(params)
     motif_params = MotifParams(**{k: params.pop(k) for k in field_names(MotifParams) if k in params})
     solver = SolverParams(**params)
@@ -206,6 +219,8 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
         write_motifs(out, motifs.table)
         _save_npy(out / CWMS_FILE, motifs.cwms)
         write_json_atomic(finemo_params, out / PARAMS_FILE)
+    else:
+        _ensure_motifs_in_out(out, motifs)
     finished = finished_blocks(out, blocks) if resuming else {}
     write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks))
     return _Plan(out=out, regions_url=source, motifs=motifs, motif_params=motif_params,
@@ -219,29 +234,39 @@ def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, A
     todo = [b for b in plan.blocks if b[0] not in plan.finished]
     if not todo:
         return []
+    digest = motifs_digest(plan.motifs)
     specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url, out=str(plan.out),
                        use_hypothetical=plan.motif_params.use_hypothetical, solver=plan.solver,
-                       device=opts["device"], run_id=plan.fingerprint) for b, s, e in todo]
-    motifs_future = client.scatter(plan.motifs, broadcast=True, hash=False)
-    futures = client.map(process_block, specs, motifs=motifs_future, retries=opts["retries"],
+                       device=opts["device"], run_id=plan.fingerprint,
+                       motifs_digest=digest) for b, s, e in todo]
+    futures = client.map(process_block, specs, retries=opts["retries"],
                          key=[f"nemo-dask-{plan.fingerprint[:12]}-block-{s.block}" for s in specs])
     summaries: list[dict[str, Any]] = []
     n_regions = sum(e - s for _, s, e in todo)
-    last_write = time.monotonic()
     with _progress_bar(n_regions, opts["progress"]) as bar:
+        wait = WorkerWait(client, worker_wait=opts["worker_wait"], status=bar.status)
+        ac = as_completed(futures)
         try:
-            for fut in as_completed(futures):
-                summary = fut.result()
-                fut.release()
-                summaries.append(summary)
-                plan.finished[summary["block"]] = {k: summary[k] for k in
-                                                   ("start", "stop", "hits", "regions")}
-                bar.update(summary["regions"])
-                if time.monotonic() - last_write > 2.0:
-                    write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                                   complete=False)
-                    last_write = time.monotonic()
+            while not ac.is_empty():
+                done = ac.next_batch(block=False)
+                if not done:
+                    wait.check()
+                    time.sleep(0.05)
+                    continue
+                for fut in done:
+                    summary = fut.result()
+                    fut.release()
+                    summaries.append(summary)
+                    plan.finished[summary["block"]] = {k: summary[k] for k in
+                                                       ("start", "stop", "hits", "regions")}
+                    bar.update(summary["regions"])
+        except BaseException:
+            client.cancel(futures)
+            wait.cancel_jobs()
+            raise
         finally:
+            # The manifest is written once here and once when planning, never per block: the
+            # partition files are the truth (resume reads them), so a crash loses nothing.
             write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
                            complete=len(plan.finished) == len(plan.blocks))
     return summaries
@@ -262,21 +287,59 @@ def _client(client: Any, cluster_opts: Any) -> Iterator[Any]:
 
 
 class _NoBar:
+    """No progress bar; status lines (jobs waiting in the queue) go to stderr if ``say``."""
+
+    def __init__(self, say: bool) -> None:
+        self.say = say
+
     def update(self, n: int) -> None:
         pass
+
+    def status(self, text: str) -> None:
+        if self.say and text:
+            print(f"nemo-dask: {text}", file=sys.stderr, flush=True)
+
+
+class _Bar:
+    """tqdm, with the workers' status (e.g. jobs pending in the queue) after the counts."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def status(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
 
 
 @contextlib.contextmanager
 def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield _NoBar()
+    """A bar on a terminal (``enabled`` None) or when asked; without one, status changes are
+    printed as lines unless progress was turned off (``enabled`` False)."""
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield _NoBar(say=enabled is None)
         return
     from tqdm import tqdm
 
     with tqdm(total=total, unit="regions", desc="call-hits", dynamic_ncols=True) as bar:
-        yield bar
+        yield _Bar(bar)
+
+
+def _worker_wait_seconds(value: Any) -> float | None:
+    """``worker_wait`` as seconds: a number, a dask time string ("10 minutes"), or None."""
+    if value is None:
+        return None
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = float(parse_timedelta(value, default="seconds"))
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"worker_wait (--worker-wait) {value!r}: expected seconds or a time "
+                         "such as '30 minutes'") from None
+    if seconds <= 0:
+        raise InputError(f"worker_wait (--worker-wait) must be positive, got {value!r}")
+    return seconds
 
 
 def _read_option_files(params: dict[str, Any]) -> dict[str, str | None]:
@@ -423,6 +486,18 @@ def _finemo_parameters(regions: Any, motifs_path: Any, out: Path, mp: MotifParam
         "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
         "num_motifs": motifs.n_motifs,
     }
+
+
+def _ensure_motifs_in_out(out: Path, motifs: Motifs) -> None:
+    """Rewrite the motif files of a resumed run unless they hold exactly ``motifs``: the tasks
+    read their motifs from there (:func:`nemo_dask.blocks.motifs_from_out`)."""
+    from .blocks import motifs_from_out
+
+    try:
+        motifs_from_out(str(out), motifs_digest(motifs))
+    except (InputError, OSError, ValueError):
+        write_motifs(out, motifs.table)
+        _save_npy(out / CWMS_FILE, motifs.cwms)
 
 
 def _save_npy(path: Path, array: Any) -> None:

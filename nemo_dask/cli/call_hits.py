@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: the store's chunk size)")
     ex.add_argument("--retries", type=int, default=2, help="retries of a failed task")
+    ex.add_argument("--worker-wait", metavar="TIME", default=None,
+                    help="stop if no Dask worker is connected for this long, e.g. 600 (seconds) "
+                    "or '2 hours' (default: wait as long as the batch system keeps the jobs "
+                    "queued; jobs it refuses or can never run stop the run at once)")
     from ..cluster import add_cluster_arguments
 
     add_cluster_arguments(p)
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
+        worker_wait=args.worker_wait,
     )
     skipped = f" ({result.n_skipped} already done)" if result.n_skipped else ""
     print(f"{result.n_hits} hits in {result.n_blocks} blocks{skipped}, "
