@@ -17,7 +17,7 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from ..errors import InputError
 from .local import dashboard_address
-from .options import ClusterOptions, cfg, jq_cfg
+from .options import ClusterOptions, cfg, import_dask_jobqueue, jq_cfg
 from .security import NO_TLS_RISK, Security, for_new_cluster, from_files, shared_temp_directory
 
 _CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster",
@@ -26,7 +26,7 @@ _CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster",
 
 def _dask_jobqueue() -> Any:
     try:
-        import dask_jobqueue
+        dask_jobqueue = import_dask_jobqueue()
     except ImportError as err:
         raise InputError("--cluster slurm|pbs|lsf|sge needs dask-jobqueue: "
                          "`pip install dask-jobqueue cryptography` (or nemo_dask[hpc])") from err
