@@ -155,8 +155,8 @@ class WorkerWait:
         for state in states.values():
             if state.never:
                 raise WorkersUnavailableError(
-                    f"worker job {state.job_id} can never start: the batch system says "
-                    f"{state.raw.lower()} ({state.reason}); ask for fewer resources "
+                    f"worker job {state.job_id} can never start: the batch system keeps it "
+                    f"{state.state} ({state.reason}); ask for fewer resources "
                     "(--job-cpu, --memory, --gpus-per-job, --walltime) or another --queue")
         if not self._ever_connected:
             self._check_ended(jobs, states)
