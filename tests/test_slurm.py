@@ -120,6 +120,12 @@ def _cmd(store: Path, modisco_h5: Path, out: Path, tls: Path, *extra: str) -> li
             "--walltime", "00:10:00", "--shared-temp-directory", str(tls), *extra]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Submit from the test's directory: SLURM writes each job's slurm-<id>.out there."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _env(**config: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({f"DASK_{k}": v for k, v in config.items()})
@@ -138,7 +144,7 @@ def test_baseline_equals_local(store, modisco_h5, local_hits, tmp_path):
 def test_waits_in_queue_behind_another_job(store, modisco_h5, local_hits, tmp_path):
     """The node's CPUs are held by another job for 25 s: the run shows its job pending for
     Resources (no 30 s timeout) and completes when the node frees."""
-    blocker = subprocess.run(["sbatch", "-J", "nemo-dask-blocker", "-c", str(os.cpu_count()),
+    blocker = subprocess.run(["sbatch", "-J", "nemo-dask-blocker", "-c", str(len(os.sched_getaffinity(0))),
                               "--mem", "100M", "-o", "/dev/null", "--wrap", "sleep 25"],
                              capture_output=True, text=True, check=True)
     assert "Submitted" in blocker.stdout
@@ -206,7 +212,8 @@ def test_worker_job_cancelled_mid_run(scaling, store, modisco_h5, local_hits, tm
 @pytest.mark.parametrize(("flags", "said"), [
     (["--gpus-per-job", "1"], "Invalid generic resource (gres) specification"),
     (["--job-cpu", "4096"], "PartitionConfig"),
-], ids=["gpu-refused", "never-runs"])
+    (["--python", "/bin/false"], "before its Dask worker connected"),
+], ids=["gpu-refused", "never-runs", "worker-cannot-start"])
 def test_impossible_job_ends_run_in_one_line(flags, said, store, modisco_h5, tmp_path):
     out, tls = tmp_path / "out", tmp_path / "tls"
     cmd = _cmd(store, modisco_h5, out, tls, "--jobs", "1")
