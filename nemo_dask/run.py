@@ -11,6 +11,7 @@ writes its own partitions; only small summaries come back.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import sys
@@ -228,6 +229,12 @@ def _plan(regions: Any, motifs_path: Any, out: Any, params: dict[str, Any]) -> _
                  finished=finished, n_skipped=len(finished))
 
 
+#: Most blocks submitted to the scheduler at once. More are submitted as blocks finish, so the
+#: driver (which hosts the scheduler) holds task state for at most this many blocks however
+#: many the run has; enough to keep thousands of worker threads busy.
+MAX_BLOCKS_IN_FLIGHT = 4096
+
+
 def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, Any]]:
     from distributed import as_completed
 
@@ -235,17 +242,25 @@ def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, A
     if not todo:
         return []
     digest = motifs_digest(plan.motifs)
-    specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url, out=str(plan.out),
-                       use_hypothetical=plan.motif_params.use_hypothetical, solver=plan.solver,
-                       device=opts["device"], run_id=plan.fingerprint,
-                       motifs_digest=digest) for b, s, e in todo]
-    futures = client.map(process_block, specs, retries=opts["retries"],
-                         key=[f"nemo-dask-{plan.fingerprint[:12]}-block-{s.block}" for s in specs])
+    prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
+
+    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
+        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+                           out=str(plan.out), use_hypothetical=plan.motif_params.use_hypothetical,
+                           solver=plan.solver, device=opts["device"], run_id=plan.fingerprint,
+                           motifs_digest=digest) for b, s, e in blocks]
+        return client.map(process_block, specs, retries=opts["retries"],
+                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+
     summaries: list[dict[str, Any]] = []
     n_regions = sum(e - s for _, s, e in todo)
+    queued = iter(todo)
+    in_flight: set[Any] = set()
     with _progress_bar(n_regions, opts["progress"]) as bar:
         wait = WorkerWait(client, worker_wait=opts["worker_wait"], status=bar.status)
-        ac = as_completed(futures)
+        first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
+        in_flight.update(first)
+        ac = as_completed(first)
         try:
             while not ac.is_empty():
                 done = ac.next_batch(block=False)
@@ -256,12 +271,18 @@ def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, A
                 for fut in done:
                     summary = fut.result()
                     fut.release()
+                    in_flight.discard(fut)
                     summaries.append(summary)
                     plan.finished[summary["block"]] = {k: summary[k] for k in
                                                        ("start", "stop", "hits", "regions")}
                     bar.update(summary["regions"])
+                more = list(itertools.islice(queued, len(done)))
+                if more:
+                    new = submit(more)
+                    in_flight.update(new)
+                    ac.update(new)
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(in_flight))
             wait.cancel_jobs()
             raise
         finally:

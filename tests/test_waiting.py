@@ -83,7 +83,7 @@ def threads_client():
         yield client
 
 
-def test_manifest_is_not_rewritten_per_block(threads_client, tmp_path, tiny_npz, modisco_h5,
+def test_manifest_is_not_rewritten_per_block_and_blocks_are_windowed(threads_client, tmp_path, tiny_npz, modisco_h5,
                                              monkeypatch):
     """Bytes written to manifest.json per block do not grow with the number of blocks (it was
     rewritten whole while blocks finished: quadratic over a long run)."""
@@ -97,15 +97,20 @@ def test_manifest_is_not_rewritten_per_block(threads_client, tmp_path, tiny_npz,
         written.append((Path(out) / "manifest.json").stat().st_size)
 
     monkeypatch.setattr(run, "write_manifest", counting)
-    per_block = {}
+    # At most 5 blocks in flight: the rest are submitted as blocks finish.
+    monkeypatch.setattr(run, "MAX_BLOCKS_IN_FLIGHT", 5)
+    per_block, hits = {}, {}
     for block_size in (12, 1):
         written.clear()
         result = call_hits(tiny_npz, modisco_h5, tmp_path / f"b{block_size}",
                            client=threads_client, block_size=block_size, progress=False)
-        assert result.n_blocks == 24 // block_size
+        assert result.n_blocks == 24 // block_size == len(result.summaries)
         assert len(written) == 2  # planned, then finished: never per block
         per_block[result.n_blocks] = sum(written) / result.n_blocks
+        hits[block_size] = result.hits.collect().sort("peak_id", "start", "motif_id")
     assert per_block[24] <= per_block[2] * 1.5
+    assert hits[1].select("peak_id", "start", "motif_id").equals(
+        hits[12].select("peak_id", "start", "motif_id"))
 
 
 def test_worker_wait_bounds_a_run_without_workers(tmp_path, tiny_npz, modisco_h5):
