@@ -34,6 +34,8 @@ def test_squeue_states_reasons_and_never_runnable():
     assert bs.summary([states["11"], states["11"]]) == "2 jobs pending (Resources)"
     assert bs.summary([states["13"], states["12"]]) == "1 job running, 1 pending (Priority)"
     assert bs.summary([]) == "no job in the queue"
+    assert (bs.summary([states["12"], states["11"], states["12"]])
+            == "3 jobs pending (2 Priority, 1 Resources)")
 
 
 def test_pbs_lsf_sge_status_parsers():

@@ -162,17 +162,24 @@ def parse_qstat_sge(text: str) -> dict[str, JobState]:
 
 
 def summary(states: list[JobState]) -> str:
-    """``"2 jobs pending (Resources)"``, ``"1 job running, 1 pending (Priority)"``."""
+    """``"2 jobs pending (Resources)"``, ``"1 job running, 1 pending (Priority)"``,
+    ``"3 jobs pending (2 Priority, 1 Resources)"``."""
     if not states:
         return "no job in the queue"
-    groups: collections.Counter[tuple[str, str]] = collections.Counter(
-        (s.state, s.reason) for s in states)
-    order = {"running": 0, "pending": 1, "ended": 2}
     parts = []
-    for i, ((state, reason), n) in enumerate(sorted(groups.items(),
-                                                    key=lambda kv: (order[kv[0][0]], kv[0][1]))):
-        noun = ("job " if n == 1 else "jobs ") if i == 0 else ""
-        parts.append(f"{n} {noun}{state}" + (f" ({reason})" if reason else ""))
+    for state in ("running", "pending", "ended"):
+        group = [s for s in states if s.state == state]
+        if not group:
+            continue
+        reasons = collections.Counter(s.reason for s in group if s.reason)
+        if len(reasons) == 1 and sum(reasons.values()) == len(group):
+            detail = f" ({next(iter(reasons))})"
+        elif reasons:
+            detail = " (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")"
+        else:
+            detail = ""
+        noun = ("job " if len(group) == 1 else "jobs ") if not parts else ""
+        parts.append(f"{len(group)} {noun}{state}{detail}")
     return ", ".join(parts)
 
 
