@@ -18,3 +18,8 @@ class InputError(NemoDaskError, ValueError):
 
 class OutputExistsError(NemoDaskError, FileExistsError):
     """The output location holds something that would be overwritten or mixed with new results."""
+
+
+class WorkersUnavailableError(NemoDaskError, RuntimeError):
+    """No Dask worker can join the run: the batch system refused or can never start its jobs,
+    or none connected within the bound the user set (``--worker-wait``)."""

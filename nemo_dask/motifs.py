@@ -237,3 +237,20 @@ def _convert(path: str | os.PathLike[str], n: int, text: str, kind: type):
         return kind(text)
     except ValueError:
         raise InputError(f"{path} line {n}: {text!r} is not a valid {kind.__name__}") from None
+
+
+def motifs_digest(motifs: Motifs) -> str:
+    """SHA-256 of everything the solver and the annotation use of ``motifs``: the matrices,
+    trim masks and lambdas (with their dtypes and shapes) and the motif table.
+
+    A run's identity holds it (a resume with other motifs is refused), and each task checks the
+    motifs it reads from ``OUT`` against it.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for array in (motifs.cwms, motifs.trim_masks, motifs.lambdas):
+        h.update(str((array.dtype.str, array.shape)).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(motifs.table.write_csv().encode())
+    return h.hexdigest()

@@ -140,6 +140,11 @@ class RunOptions:
         Replace the results of a different run in the output directory.
     progress : bool or None
         A progress bar; None: when stderr is a terminal.
+    worker_wait : float, str or None
+        Longest time without any connected worker before the run stops
+        (:class:`~nemo_dask.errors.WorkersUnavailableError`): seconds, or a dask time string
+        such as ``"2 hours"`` (resolved to seconds). None: wait as long as the batch system
+        keeps the jobs queued (jobs it refuses or can never run stop the run at once).
     """
 
     block_size: int | None = None
@@ -147,6 +152,7 @@ class RunOptions:
     retries: int | None = None
     overwrite: bool = False
     progress: bool | None = None
+    worker_wait: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.block_size is not None and not (
@@ -157,6 +163,8 @@ class RunOptions:
             raise InputError(f"retries must be an integer >= 0, got {self.retries!r}")
         if self.device is not None and not (isinstance(self.device, str) and self.device):
             raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        # Frozen: the one normalisation (a time string to seconds) goes through object.__setattr__.
+        object.__setattr__(self, "worker_wait", _seconds(self.worker_wait))
 
     def resolved(self) -> RunOptions:
         """A copy with every ``None`` the configuration sets filled in from it (``block_size``
@@ -164,7 +172,7 @@ class RunOptions:
         from . import config
 
         values = {name: getattr(self, name) for name in ("block_size", "device", "retries",
-                                                          "progress")}
+                                                          "progress", "worker_wait")}
         for name, value in values.items():
             if value is None:
                 values[name] = config.get(f"call-hits.{name.replace('_', '-')}")
@@ -195,3 +203,19 @@ def as_dict(params: SolverParams | MotifParams | RunOptions) -> dict[str, Any]:
 def field_names(cls: type) -> tuple[str, ...]:
     """Names of the fields of a parameters dataclass."""
     return tuple(f.name for f in fields(cls))
+
+
+def _seconds(value: float | str | None) -> float | None:
+    """``worker_wait`` as seconds: a number, a dask time string ("10 minutes"), or None."""
+    if value is None:
+        return None
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = float(parse_timedelta(value, default="seconds"))
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"worker_wait (--worker-wait) {value!r}: expected seconds or a time "
+                         "such as '30 minutes'") from None
+    if seconds <= 0:
+        raise InputError(f"worker_wait (--worker-wait) must be positive, got {value!r}")
+    return seconds

@@ -78,6 +78,7 @@ def call_hits(
     retries: int | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    worker_wait: float | str | None = None,
     cluster: Any = None,
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
@@ -129,6 +130,10 @@ step_adjust, post_filter, eps, compile_optimizer
         Replace the results of a different run in ``out``.
     progress : bool, optional
         A progress bar on stderr; default: when stderr is a terminal.
+    worker_wait : float or str, optional
+        Longest time without any connected worker before the run stops: seconds, or a time
+        such as ``"2 hours"``. Default: wait as long as the batch system keeps the jobs queued;
+        jobs it refuses or can never run stop the run within a minute either way.
     cluster : ClusterOptions, optional
         The embedded cluster, when no ``client`` is given (default: dask config
         ``nemo_dask.cluster``, a local CPU cluster).
@@ -149,6 +154,9 @@ step_adjust, post_filter, eps, compile_optimizer
         False.
     GpuUnavailableError
         ``cluster`` asks for GPUs this machine does not have.
+    WorkersUnavailableError
+        The batch system refused a worker job or says it can never run (the message quotes its
+        reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
     """
     from .execute import cluster_has_gpus, connected, execute, prepare_cluster
     from .plan import plan_run, validate
@@ -162,7 +170,8 @@ step_adjust, post_filter, eps, compile_optimizer
         step_adjust=step_adjust, post_filter=post_filter, eps=eps,
         compile_optimizer=compile_optimizer, mode=mode)
     run = RunOptions(block_size=block_size, device=device, retries=retries,
-                     overwrite=overwrite, progress=progress).resolved()
+                     overwrite=overwrite, progress=progress,
+                     worker_wait=worker_wait).resolved()
     checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
                        chrom_order=chrom_order, mode=mode,
                        lambda_default=lambda_default, trim_threshold=trim_threshold,

@@ -7,6 +7,7 @@ embedded cluster's) and :func:`cluster_has_gpus` (asked of the workers themselve
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import dask
 
 from .. import config
 from ..dataset import write_manifest
+from ..motifs import motifs_digest
 from .plan import Plan
 from .task import BlockSpec, process_block
 
@@ -74,38 +76,84 @@ def cluster_has_gpus(client: Any, device: str, cluster_opts: Any = None) -> bool
                               and bool(getattr(cluster_opts, "gpus_per_job", 1)))
 
 
+#: Most blocks submitted to the scheduler at once. More are submitted as blocks finish, so the
+#: driver (which hosts the scheduler) holds task state for at most this many blocks however
+#: many the run has; enough to keep thousands of worker threads busy.
+MAX_BLOCKS_IN_FLIGHT = 4096
+
+
 def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     """Submit the blocks not yet finished; returns their summaries as they complete.
 
-    The manifest is rewritten at most every 2 s while blocks finish, and once at the end.
+    Tasks read the motifs from ``OUT`` (:func:`.task.motifs_from_out`), never from a worker's
+    memory, so workers may retire, be cancelled or die at any time. While no worker is
+    connected, the batch system's word on the run's jobs is shown (:class:`WorkerWait`); a job
+    it refuses or can never run ends the run with :class:`~nemo_dask.errors.WorkersUnavailableError`.
+    The manifest is written when planning and once here at the end, never per block: the
+    partition files are the truth (a resume reads them), so a crash loses nothing.
+
+    Raises
+    ------
+    WorkersUnavailableError
+        The batch system refused a worker job or says it can never run (the message quotes its
+        reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
     """
     from distributed import as_completed
+
+    from ..clusters.waiting import WorkerWait
 
     todo = [b for b in plan.blocks if b[0] not in plan.finished]
     if not todo:
         return []
-    specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url, out=str(plan.out),
-                       solver=plan.solver, device=str(plan.run.device), run_id=plan.fingerprint)
-             for b, s, e in todo]
-    motifs_future = client.scatter(plan.motifs, broadcast=True, hash=False)
-    futures = client.map(process_block, specs, motifs=motifs_future, retries=plan.run.retries,
-                         key=[f"nemo-dask-{plan.fingerprint[:12]}-block-{s.block}" for s in specs])
+    digest = motifs_digest(plan.motifs)
+    prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
+
+    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
+        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+                           out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
+                           run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+        return client.map(process_block, specs, retries=plan.run.retries,
+                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+
     summaries: list[dict[str, Any]] = []
     n_regions = sum(e - s for _, s, e in todo)
-    last_write = time.monotonic()
+    queued = iter(todo)
+    in_flight: set[Any] = set()
     with _progress_bar(n_regions, plan.run.progress) as bar:
+        wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
+        first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
+        in_flight.update(first)
+        ac = as_completed(first)
         try:
-            for fut in as_completed(futures):
-                summary = fut.result()
-                fut.release()
-                summaries.append(summary)
-                plan.finished[summary["block"]] = {k: summary[k] for k in
-                                                   ("start", "stop", "hits", "regions")}
-                bar.update(summary["regions"])
-                if time.monotonic() - last_write > 2.0:
-                    write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                                   complete=False)
-                    last_write = time.monotonic()
+            while not ac.is_empty():
+                done = ac.next_batch(block=False)
+                if not done:
+                    wait.check()
+                    time.sleep(0.05)
+                    continue
+                for fut in done:
+                    try:
+                        # A result whose worker died before it was gathered is recomputed;
+                        # never block on it here, where lost jobs are noticed and replaced.
+                        summary = fut.result(timeout=5)
+                    except TimeoutError:
+                        ac.add(fut)
+                        continue
+                    fut.release()
+                    in_flight.discard(fut)
+                    summaries.append(summary)
+                    plan.finished[summary["block"]] = {k: summary[k] for k in
+                                                       ("start", "stop", "hits", "regions")}
+                    bar.update(summary["regions"])
+                more = list(itertools.islice(queued, len(done)))
+                if more:
+                    new = submit(more)
+                    in_flight.update(new)
+                    ac.update(new)
+        except BaseException:
+            client.cancel(list(in_flight))
+            wait.cancel_jobs()
+            raise
         finally:
             write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
                            complete=len(plan.finished) == len(plan.blocks))
@@ -113,21 +161,43 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
 
 
 class _NoBar:
+    """No progress bar; status lines (jobs waiting in the queue) go to stderr if ``say``."""
+
+    def __init__(self, say: bool) -> None:
+        self.say = say
+
     def update(self, n: int) -> None:
         pass
+
+    def status(self, text: str) -> None:
+        if self.say and text:
+            print(f"nemo-dask: {text}", file=sys.stderr, flush=True)
+
+
+class _Bar:
+    """tqdm, with the workers' status (e.g. jobs pending in the queue) after the counts."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def status(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
 
 
 @contextlib.contextmanager
 def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield _NoBar()
+    """A bar on a terminal (``enabled`` None) or when asked; without one, status changes are
+    printed as lines unless progress was turned off (``enabled`` False)."""
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield _NoBar(say=enabled is None)
         return
     from tqdm import tqdm
 
     with tqdm(total=total, unit="regions", desc="call-hits", dynamic_ncols=True) as bar:
-        yield bar
+        yield _Bar(bar)
 
 
 __all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster")

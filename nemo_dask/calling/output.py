@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._io import check_removable, is_temporary, output_dir, remove_owned
 from ..dataset import (
     CWMS_FILE,
@@ -35,29 +33,15 @@ from ..dataset import (
     read_json,
 )
 from ..errors import OutputExistsError
-from ..motifs import Motifs
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
 _OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
 _PARTITION_DIRS = (HITS_DIR, QC_DIR)
 
 
-def motifs_digest(motifs: Motifs) -> str:
-    """SHA-256 of the exact motif matrices, trim masks and motif table."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(motifs.cwms).tobytes())
-    h.update(np.ascontiguousarray(motifs.trim_masks).tobytes())
-    h.update(motifs.table.write_csv().encode())
-    return h.hexdigest()
-
-
-def fingerprint(identity: dict[str, Any], motifs: Motifs | None = None) -> str:
-    """SHA-256 over the run's identity (JSON) and, when given, the motifs' digest."""
-    h = hashlib.sha256()
-    h.update(json.dumps(identity, sort_keys=True, default=str).encode())
-    if motifs is not None:
-        h.update(motifs_digest(motifs).encode())
-    return h.hexdigest()
+def fingerprint(identity: dict[str, Any]) -> str:
+    """SHA-256 over the run's identity (as sorted JSON)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 #: How a refusal names each part of the identity.

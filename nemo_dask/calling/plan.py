@@ -40,12 +40,19 @@ from ..dataset import (
     write_motifs,
 )
 from ..errors import InputError
-from ..motifs import Motifs, load_motifs, read_mapping, read_names_list, read_trim_coords
+from ..motifs import (
+    Motifs,
+    load_motifs,
+    motifs_digest,
+    read_mapping,
+    read_names_list,
+    read_trim_coords,
+)
 from ..params import MotifParams, RunOptions, SolverParams
 from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
-from .output import fingerprint, finished_blocks, motifs_digest, prepare_out
+from .output import fingerprint, finished_blocks, prepare_out
 
 #: Store attributes that say where the inputs were or when the store was made, not what it holds.
 _VOLATILE_ATTRS = ("created_at", "created_by", "source")
@@ -197,6 +204,8 @@ def plan_run(c: Checked, gpus: bool) -> Plan:
         write_motifs(out, c.motifs.table)
         _save_npy(out / CWMS_FILE, c.motifs.cwms)
         write_json(finemo_params, out / PARAMS_FILE)
+    else:
+        _ensure_motifs_in_out(out, c.motifs)
     finished = finished_blocks(out, blocks) if resuming else {}
     write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks))
     return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
@@ -380,6 +389,18 @@ def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
         "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
         "num_motifs": motifs.n_motifs,
     }
+
+
+def _ensure_motifs_in_out(out: Path, motifs: Motifs) -> None:
+    """Rewrite the motif files of a resumed run unless they hold exactly ``motifs``: the tasks
+    read their motifs from there (:func:`nemo_dask.calling.task.motifs_from_out`)."""
+    from .task import motifs_from_out
+
+    try:
+        motifs_from_out(str(out), motifs_digest(motifs))
+    except (InputError, OSError, ValueError):
+        write_motifs(out, motifs.table)
+        _save_npy(out / CWMS_FILE, motifs.cwms)
 
 
 def _save_npy(path: Path, array: Any) -> None:

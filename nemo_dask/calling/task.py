@@ -4,6 +4,12 @@ This runs on workers. It opens the regions store itself (arrays never pass throu
 scheduler), runs the solver on the worker's device and writes ``hits/part-<block>`` and
 ``qc/part-<block>`` atomically, so a task that is run twice (after a worker is lost) rewrites
 the same complete files and can never duplicate a hit.
+
+Nothing a task needs lives only in some worker's memory: the motifs are read from the run's
+output directory (``motif_cwms.npy`` and ``motifs.parquet``, written by the driver before any
+task is submitted) and checked against the digest the driver put in the task, then cached per
+worker process. A worker that retires, is cancelled or dies takes nothing with it; its tasks
+simply run again elsewhere.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -18,8 +25,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ..dataset import write_block
-from ..motifs import Motifs
+from ..dataset import CWMS_FILE, read_motifs, write_block
+from ..errors import InputError
+from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import QC_STATUS
 
@@ -27,6 +35,8 @@ if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs i
     import torch
 
 _REGIONS: dict[str, Any] = {}
+_MOTIFS: dict[tuple[str, str], Motifs] = {}
+_MOTIFS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,45 @@ class BlockSpec:
     solver: SolverParams  # the optimiser and the mode
     device: str  # "auto", "cpu", "cuda", "cuda:1", ...: resolved on the worker
     run_id: str
+    motifs_digest: str = ""  # motifs_digest() of the run's motifs, checked when loading them
+
+
+def motifs_from_out(out: str, digest: str = "") -> Motifs:
+    """The run's motifs, rebuilt from ``OUT/motif_cwms.npy`` and ``OUT/motifs.parquet``.
+
+    Trim masks are 1 on ``[motif_start, motif_end)`` of each row and lambdas are the table's
+    ``lambda`` column, exactly as :func:`nemo_dask.motifs.load_motifs` made them. Cached per
+    process by (``out``, ``digest``).
+
+    Raises
+    ------
+    InputError
+        When the files are missing or hold other motifs than ``digest`` (OUT was overwritten by
+        another run while this one was running).
+    """
+    key = (out, digest)
+    with _MOTIFS_LOCK:
+        cached = _MOTIFS.get(key)
+        if cached is not None:
+            return cached
+        try:
+            cwms = np.load(f"{out}/{CWMS_FILE}")
+            table = read_motifs(out)
+        except OSError as err:
+            raise InputError(f"{out}: cannot read the run's motifs ({err}); was the output "
+                             "directory removed while the run was going on?") from None
+        width = cwms.shape[2]
+        masks = np.zeros((cwms.shape[0], width), dtype=np.int8)
+        for i, (s, e) in enumerate(zip(table["motif_start"], table["motif_end"], strict=True)):
+            masks[i, s:e] = 1
+        motifs = Motifs(cwms=cwms, trim_masks=masks,
+                        lambdas=table.get_column("lambda").to_numpy().astype(np.float64),
+                        table=table)
+        if digest and motifs_digest(motifs) != digest:
+            raise InputError(f"{out}: {CWMS_FILE} and motifs.parquet hold other motifs than "
+                             "this run's; another run wrote into the same output directory")
+        _MOTIFS[key] = motifs
+        return motifs
 
 
 class Placement(NamedTuple):
@@ -101,8 +150,10 @@ def _open_store(url: str):
     return regions
 
 
-def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
+def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, Any]:
     """Solve one block and write its partitions; returns a small summary for the driver.
+
+    ``motifs`` defaults to the run's motifs read from ``spec.out`` (:func:`motifs_from_out`).
 
     The block goes to the process's solver thread (:mod:`nemo_dask.solver.service`). Once
     the solver takes it, the task leaves the worker's thread pool (dask's ``secede``) until
@@ -113,6 +164,8 @@ def process_block(spec: BlockSpec, motifs: Motifs) -> dict[str, Any]:
     """
     t0, started_at = time.perf_counter(), time.time()
     worker = _current_worker()
+    if motifs is None:
+        motifs = motifs_from_out(spec.out, spec.motifs_digest)
     block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)

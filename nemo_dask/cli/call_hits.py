@@ -84,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "store chunks)")
     ex.add_argument("--retries", type=int, default=None,
                     help=f"retries of a failed task (default {run_defaults['retries']})")
+    ex.add_argument("--worker-wait", metavar="TIME", default=None,
+                    help="stop if no Dask worker is connected for this long, e.g. 600 (seconds) "
+                    "or '2 hours' (default: wait as long as the batch system keeps the jobs "
+                    "queued; jobs it refuses or can never run stop the run at once)")
     from ..clusters.connect import add_cluster_arguments
 
     add_cluster_arguments(p)
@@ -120,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
+        worker_wait=args.worker_wait,
     )
     skipped = f" ({result.n_skipped} already done)" if result.n_skipped else ""
     print(f"{result.n_hits} hits in {result.n_blocks} blocks{skipped}, "

@@ -17,7 +17,7 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from ..errors import InputError
 from .local import dashboard_address
-from .options import ClusterOptions, cfg, jq_cfg
+from .options import ClusterOptions, cfg, import_dask_jobqueue, jq_cfg
 from .security import NO_TLS_RISK, Security, for_new_cluster, from_files, shared_temp_directory
 
 _CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster",
@@ -26,7 +26,7 @@ _CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster",
 
 def _dask_jobqueue() -> Any:
     try:
-        import dask_jobqueue
+        dask_jobqueue = import_dask_jobqueue()
     except ImportError as err:
         raise InputError("--cluster slurm|pbs|lsf|sge needs dask-jobqueue: "
                          "`pip install dask-jobqueue cryptography` (or nemo_dask[hpc])") from err
@@ -185,6 +185,30 @@ def start(options: ClusterOptions) -> Any:
     return cluster
 
 
+def recording_job_class(base: type) -> type:
+    """A subclass of the dask-jobqueue Job ``base`` that records, on a fresh class per cluster,
+    the id of every job it submits (``nemo_submitted``) and the batch system's words when a
+    submission is refused (``nemo_errors``), instead of raising them inside dask's event loop
+    (where they only show as a traceback in the log and the run waits forever).
+    :class:`nemo_dask.clusters.waiting.WorkerWait` reads both."""
+    from distributed.core import Status
+
+    from .batch_status import submission_error
+
+    async def start(self: Any) -> None:
+        try:
+            await base.start(self)
+        except Exception as err:  # sbatch/qsub/bsub refused the job
+            type(self).nemo_errors.append(submission_error(err))
+            self.job_id = None
+            self.status = Status.running  # nothing to wait for; close() is then a no-op
+            return
+        type(self).nemo_submitted.append(str(self.job_id))
+
+    return type(base.__name__, (base,), {"start": start, "nemo_errors": [],
+                                         "nemo_submitted": [], "__module__": __name__})
+
+
 def make(options: ClusterOptions) -> Any:
     """The dask-jobqueue cluster of ``options``, its scheduler started, no job submitted yet."""
     cls = cluster_class(options.cluster or "")
@@ -195,7 +219,7 @@ def make(options: ClusterOptions) -> Any:
     # dask-jobqueue's default dashboard listens on every interface: keep it on loopback.
     sched_opts.setdefault("dashboard_address", dashboard_address(options))
     kwargs: dict[str, Any] = dict(job_kwargs(options), scheduler_options=sched_opts,
-                                  security=security)
+                                  security=security, job_cls=recording_job_class(cls.job_cls))
     if options.interface:
         kwargs["interface"] = options.interface
     if security is not None and from_files(options) is None:

@@ -89,10 +89,33 @@ def cfg(key: str, default: Any = None) -> Any:
     return config.get(f"cluster.{key}", default)
 
 
+def import_dask_jobqueue() -> Any:
+    """``import dask_jobqueue``, keeping Ctrl-C a KeyboardInterrupt.
+
+    dask-jobqueue's ``runner`` module, imported with the package, replaces the SIGINT handler
+    by ``sys.exit()``: Ctrl-C would then end call-hits with status 0 and no message. The
+    handler that was there before the import is put back (main thread only, where Python
+    allows it).
+    """
+    import signal
+    import sys
+    import threading
+
+    if "dask_jobqueue" in sys.modules:
+        return sys.modules["dask_jobqueue"]
+    previous = signal.getsignal(signal.SIGINT)
+    import dask_jobqueue
+
+    if (threading.current_thread() is threading.main_thread() and previous is not None
+            and signal.getsignal(signal.SIGINT) is not previous):
+        signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
 def jq_cfg(system: str, key: str) -> Any:
     """``jobqueue.<system>.<key>`` from dask config (dask-jobqueue's own settings)."""
     try:  # importing dask_jobqueue registers its defaults (jobqueue.yaml) in dask config
-        import dask_jobqueue  # noqa: F401
+        import_dask_jobqueue()
     except ImportError:
         pass
     return dask.config.get(f"jobqueue.{system}.{key}", default=None)

@@ -12,7 +12,7 @@ from nemo_dask._io import write_json
 from nemo_dask.calling.output import fingerprint, finished_blocks, prepare_out
 from nemo_dask.dataset import PARAMS_FILE, QC_DIR, part_name, write_block
 from nemo_dask.errors import OutputExistsError
-from nemo_dask.motifs import load_motifs
+from nemo_dask.motifs import load_motifs, motifs_digest
 from nemo_dask.params import MotifParams
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
 
@@ -23,11 +23,12 @@ def motifs(modisco_h5):
 
 
 def test_fingerprint_changes_with_identity_and_motifs(motifs, modisco_h5):
-    identity = {"mode": "pp", "block_size": 10}
-    fp = fingerprint(identity, motifs)
-    assert fp == fingerprint(dict(identity), motifs)
-    assert fp != fingerprint(identity | {"block_size": 11}, motifs)
-    assert fp != fingerprint(identity, load_motifs(modisco_h5, MotifParams(lambda_default=0.5)))
+    identity = {"mode": "pp", "motifs": motifs_digest(motifs)}
+    fp = fingerprint(identity)
+    assert fp == fingerprint(dict(reversed(list(identity.items()))))  # key order is no identity
+    assert fp != fingerprint(identity | {"mode": "hh"})
+    other = load_motifs(modisco_h5, MotifParams(lambda_default=0.5))
+    assert fp != fingerprint(identity | {"motifs": motifs_digest(other)})
 
 
 def test_prepare_out_resumes_refuses_and_overwrites(tmp_path: Path):

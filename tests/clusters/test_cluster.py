@@ -266,26 +266,15 @@ def test_call_hits_dry_run_prints_the_job_script(capsys, monkeypatch, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("scaling", [dict(jobs=2), dict(min_jobs=2, max_jobs=3)],
                          ids=["fixed", "adaptive"])
-def test_slurm_cluster_end_to_end_with_fake_sbatch(scaling, tmp_path, monkeypatch):
-    """connect() with --cluster slurm: jobs go through an `sbatch` stand-in that runs the job
-    script as a local process; the TLS workers join and compute; closing cancels the jobs."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(
-        "#!/usr/bin/env bash\n"
-        'cp "$1" "$1.copy"\n'
-        'setsid bash "$1.copy" > "$1.log" 2>&1 < /dev/null &\n'
-        'echo "Submitted batch job $!"\n')
-    (bin_dir / "scancel").write_text(
-        "#!/usr/bin/env bash\n"
-        'for j in "$@"; do kill -- "-$j" 2>/dev/null || kill "$j" 2>/dev/null; done\n'
-        "exit 0\n")
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+def test_pbs_cluster_end_to_end_with_fake_qsub(scaling, tmp_path, monkeypatch):
+    """connect() with --cluster pbs: jobs go through a `qsub` stand-in that runs the job
+    script as a local process; the TLS workers join and compute; closing cancels the jobs.
+    (SLURM runs against a real scheduler: tests/test_slurm.py.)"""
+    bin_dir = _fake_batch_system(tmp_path, "qsub", "qdel")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    opts = ClusterOptions(cluster="slurm", memory="1GB", walltime="00:10:00",
-                          shared_temp_directory=str(tmp_path / "tls"), **scaling)
-    with dask.config.set({"jobqueue.slurm.scheduler-options": {"host": "127.0.0.1"}}):
+    opts = ClusterOptions(cluster="pbs", memory="1GB", walltime="00:10:00", job_cpu=1,
+                          gpus_per_job=0, shared_temp_directory=str(tmp_path / "tls"), **scaling)
+    with dask.config.set({"jobqueue.pbs.scheduler-options": {"host": "127.0.0.1"}}):
         with connect(opts) as client:
             assert client.scheduler.address.startswith("tls://127.0.0.1:")
             client.wait_for_workers(2, timeout=90)
@@ -297,6 +286,28 @@ def test_slurm_cluster_end_to_end_with_fake_sbatch(scaling, tmp_path, monkeypatc
         pids = {p for p in pids if _alive(p)}
         time.sleep(0.2)
     assert not pids, "closing the cluster must cancel its jobs"
+
+
+def _fake_batch_system(tmp_path, submit: str, cancel: str, refuse: str | None = None):
+    """A submit command that runs the job script as a local process (job id = its pid), or
+    that refuses every job with ``refuse`` on stderr; a cancel command that kills it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if refuse:
+        (bin_dir / submit).write_text(f"#!/usr/bin/env bash\necho '{refuse}' >&2\nexit 1\n")
+    else:
+        (bin_dir / submit).write_text(
+            "#!/usr/bin/env bash\n"
+            'cp "$1" "$1.copy"\n'
+            'setsid bash "$1.copy" > "$1.log" 2>&1 < /dev/null &\n'
+            'echo "$!.fakepbs"\n')
+    (bin_dir / cancel).write_text(
+        "#!/usr/bin/env bash\n"
+        'for j in "$@"; do j=${j%%.*}; kill -- "-$j" 2>/dev/null || kill "$j" 2>/dev/null; done\n'
+        "exit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return bin_dir
 
 
 def _alive(pid: int) -> bool:
