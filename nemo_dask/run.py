@@ -269,7 +269,13 @@ def _execute(client: Any, plan: _Plan, opts: dict[str, Any]) -> list[dict[str, A
                     time.sleep(0.05)
                     continue
                 for fut in done:
-                    summary = fut.result()
+                    try:
+                        # A result whose worker died before it was gathered is recomputed;
+                        # never block on it here, where lost jobs are noticed and replaced.
+                        summary = fut.result(timeout=5)
+                    except TimeoutError:
+                        ac.add(fut)
+                        continue
                     fut.release()
                     in_flight.discard(fut)
                     summaries.append(summary)
