@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import polars as pl
 import pytest
+from intervals_synth import pattern_cwm, write_genome
 
 from nemo_dask.calling.api import call_hits
 from nemo_dask.errors import InputError
 from nemo_dask.regions.convert import convert_intervals
 from nemo_dask.regions.convert.intervals import plan_intervals
-
-from intervals_synth import pattern_cwm, write_genome
 
 pytest.importorskip("distributed")
 L, OVERLAP, CHROM_LEN = 200, 60, 250
