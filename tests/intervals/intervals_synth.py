@@ -46,3 +46,35 @@ def write_genome(where: Path, chroms: dict[str, int], plants: dict[str, list[int
             bw.addEntries(chrom, 0, values=values.astype(np.float64).tolist(), span=1, step=1)
     bw.close()
     return fasta, bw_path
+
+
+def write_long_genome(where: Path, length: int, cwm: np.ndarray, *, chrom: str = "chrL",
+                      every: int = 5000, seed: int = 0, block: int = 60 * 16384,
+                      noise: float = 0.002) -> tuple[Path, Path]:
+    """One chromosome of ``length`` bases written 1 Mb at a time (bounded memory), with a
+    planted + strand instance of ``cwm`` every ``every`` bases (untrimmed starts
+    ``every // 2 + k * every``) in Gaussian noise; returns (FASTA, bigWig)."""
+    import pyBigWig
+
+    rng = np.random.default_rng(seed)
+    fasta, bw_path = where / f"{chrom}.fa", where / f"{chrom}.bw"
+    best = cwm.argmax(axis=1)
+    width = len(cwm)
+    bw = pyBigWig.open(str(bw_path), "w")
+    bw.addHeader([(chrom, length)])
+    with open(fasta, "w") as fa:
+        fa.write(f">{chrom}\n")
+        for lo in range(0, length, block):
+            hi = min(lo + block, length)
+            seq = rng.integers(0, 4, hi - lo)
+            values = rng.normal(0, noise, hi - lo)
+            first = -(-(lo - every // 2) // every) * every + every // 2
+            for p in range(max(first, every // 2), hi - width, every):
+                seq[p - lo:p - lo + width] = best
+                values[p - lo:p - lo + width] = cwm[np.arange(width), best]
+            text = "".join(BASES[seq])
+            # block is a multiple of 60, so lines never straddle two blocks
+            fa.write("".join(text[i:i + 60] + "\n" for i in range(0, len(text), 60)))
+            bw.addEntries(chrom, lo, values=values, span=1, step=1)
+    bw.close()
+    return fasta, bw_path
