@@ -59,7 +59,8 @@ def _union(chrom_starts: dict[str, list[tuple[int, int]]]) -> dict[str, tuple[np
 
 
 def evaluate(name: str, hits: pl.DataFrame, truth: pl.DataFrame, windows: dict,
-             genome_bp: int, matches: dict[str, str]) -> None:
+             called_bp: int, matches: dict[str, str]) -> None:
+    """Print one run's figures; background = called bases outside the peak windows."""
     hits = hits.with_columns(motif=pl.col("motif_name").replace_strict(matches, default=None))
     dup = hits.select("chr", "start", "motif_name", "strand").is_duplicated().sum()
     in_peak = np.zeros(hits.height, dtype=bool)
@@ -86,7 +87,8 @@ def evaluate(name: str, hits: pl.DataFrame, truth: pl.DataFrame, windows: dict,
     print(f"{name:34s} hits {hits.height:5d}  dup {dup}  recall {recalled}/{len(targets)} = "
           f"{recalled / len(targets):.3f}  precision(in peaks) {precision:.3f}  "
           f"hits/Mb peaks {n_peak / peak_bp * 1e6:8.1f}  background {n_bg:5d} hits = "
-          f"{n_bg / max(genome_bp - peak_bp, 1) * 1e6:7.1f}/Mb", flush=True)
+          f"{n_bg / max(called_bp - peak_bp, 1) * 1e6:7.1f}/Mb of "
+          f"{max(called_bp - peak_bp, 0):,} bp", flush=True)
 
 
 def fill_background(src: Path, peaks: Path, dest: Path, seed: int = 0) -> Path:
@@ -143,7 +145,6 @@ def main() -> None:
     matches = dict(pl.read_csv(fx / "modisco_pattern_matches.tsv", separator="\t")
                    .select("pattern", "best_motif").iter_rows())
     sizes = dict(line.split("\t")[:2] for line in (fx / "genome.chrom.sizes").read_text().split("\n") if line)
-    genome_bp = sum(int(v) for v in sizes.values())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bigwig = fx / "contribs_projected.bw"
@@ -188,7 +189,9 @@ def main() -> None:
                 if store is peaks:  # finemo's hits_unique: the overlapping windows' copies once
                     hits = hits.unique(["chr", "start", "motif_name", "strand"], keep="first")
                 print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-                evaluate(name, hits, truth, windows, genome_bp, matches)
+                called = (store.attrs["tiling"]["bases"] if store is tiled
+                          else sum(int((e - s).sum()) for s, e in windows.values()))
+                evaluate(name, hits, truth, windows, called, matches)
 
 
 if __name__ == "__main__":
