@@ -75,7 +75,7 @@ def _format_args(p: argparse.ArgumentParser, fmt: str, func_name: str) -> None:
                        help="window width (even; default %(default)s)")
         p.add_argument("--overlap", type=int, default=_default(func_name, "overlap"),
                        help="bases shared by consecutive windows, at least the untrimmed motif "
-                       "width W (call-hits refuses less; default %(default)s = W 30 + 2 x 35)")
+                       "width W (call-hits refuses less; default %(default)s = 2 x a W of 50)")
         return
     if fmt in ("chrombpnet-h5", "bpnet-h5"):
         p.add_argument("-c", "--h5s", required=True, nargs="+",

@@ -51,8 +51,9 @@ from .bigwig import _open_bigwigs, _open_fasta, fill_window
 
 PathLike = str | os.PathLike[str]
 
-#: Default overlap of consecutive windows (bp): the untrimmed width W of tfmodisco-lite motifs
-#: (30 by default) plus 35 bp of context on each side of any owned hit's untrimmed window.
+#: Default overlap of consecutive windows (bp): twice the untrimmed width W = 50 of the bundled
+#: tfmodisco-lite patterns (modisco-lite writes 30-50 bp), so every owned hit keeps at least
+#: (overlap - W) // 2 bases of context inside its window; call-hits refuses overlap < W.
 DEFAULT_OVERLAP = 100
 #: Attribute key of the tiling parameters in the store's attributes.
 TILING_KEY = "tiling"
