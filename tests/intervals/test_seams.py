@@ -82,3 +82,19 @@ def test_overlap_narrower_than_motifs_refused(client, tmp_path, modisco_h5):
     with pytest.raises(InputError, match="overlap 48, narrower than the motifs' untrimmed"):
         call_hits(store.url, modisco_h5, tmp_path / "out", client=client, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_hits_outside_a_short_interval_are_dropped(client, tmp_path, modisco_h5):
+    """A short interval's one window also sees its flanks; only hits anchored inside count."""
+    cwm = pattern_cwm(modisco_h5)
+    fasta, bw = write_genome(tmp_path, {"c": 1200}, {"c": [150, 600, 950]}, cwm)
+    bed = tmp_path / "short.bed"
+    bed.write_text("c\t560\t700\tshort\n")
+    # Its one window, [140, 1140), holds all three instances whole; only 600 is in the interval.
+    wide = convert_intervals(fasta, bw, tmp_path / "wide.zarr", intervals=bed,
+                             region_width=1000, overlap=OVERLAP, progress=False)
+    assert wide.n_regions == 1 and wide.peaks["peak_region_start"][0] == 140
+    res = call_hits(wide.url, modisco_h5, tmp_path / "out", client=client, progress=False)
+    hits = res.hits.collect()
+    assert hits["start_untrimmed"].to_list() == [600]
+    assert hits["peak_name"].to_list() == ["short"]
