@@ -90,10 +90,10 @@ def test_hits_outside_a_short_interval_are_dropped(client, tmp_path, modisco_h5)
     fasta, bw = write_genome(tmp_path, {"c": 1200}, {"c": [150, 600, 950]}, cwm)
     bed = tmp_path / "short.bed"
     bed.write_text("c\t560\t700\tshort\n")
-    # Its one window, [140, 1140), holds all three instances whole; only 600 is in the interval.
+    # Its one window, [130, 1130), holds all three instances whole; only 600 is in the interval.
     wide = convert_intervals(fasta, bw, tmp_path / "wide.zarr", intervals=bed,
                              region_width=1000, overlap=OVERLAP, progress=False)
-    assert wide.n_regions == 1 and wide.peaks["peak_region_start"][0] == 140
+    assert wide.n_regions == 1 and wide.peaks["peak_region_start"][0] == 130
     res = call_hits(wide.url, modisco_h5, tmp_path / "out", client=client, progress=False)
     hits = res.hits.collect()
     assert hits["start_untrimmed"].to_list() == [600]
