@@ -51,9 +51,18 @@ class SolverParams:
     eps: float = 1.0
     compile_optimizer: bool = False
     mode: str = "pp"
+    #: A fixed divisor of every region's contributions instead of finemo's per-region RMS
+    #: (None: finemo's ``global_scale``); see "Calling over intervals and whole genomes".
+    global_scale: float | None = None
 
     def __post_init__(self) -> None:
         _check_mode(self.mode)
+        if self.global_scale is not None and not (
+            isinstance(self.global_scale, (int, float)) and not isinstance(self.global_scale, bool)
+            and math.isfinite(self.global_scale) and self.global_scale > 0
+        ):
+            raise InputError(f"global_scale must be a finite number > 0 (or None for finemo's "
+                             f"per-region scale), got {self.global_scale!r}")
         for name in ("step_size_max", "step_size_min", "convergence_tol", "eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

@@ -73,6 +73,7 @@ def call_hits(
     post_filter: bool = _SP.post_filter,
     eps: float = _SP.eps,
     compile_optimizer: bool = _SP.compile_optimizer,
+    global_scale: float | None = _SP.global_scale,
     block_size: int | None = None,
     device: str | None = None,
     retries: int | None = None,
@@ -118,6 +119,11 @@ def call_hits(
 step_adjust, post_filter, eps, compile_optimizer
         The optimiser (:class:`~nemo_dask.params.SolverParams`); ``batch_size`` None means
         16 regions per torch thread on a CPU, 2000 on a GPU.
+    global_scale : float, optional
+        Divide every region's contributions by this fixed value instead of by its own RMS
+        (finemo's ``global_scale``): for tiled stores, so that quiet background windows are not
+        magnified into hits. :func:`nemo_dask.regions.scale.peak_scale` computes a percentile
+        of the peak windows' own scales. None (default): finemo's per-region scale.
     block_size : int, optional
         Regions per task (one partition of each table). Default: computed (about 16 blocks of
         16..1024 regions on CPU, 8192 regions when the workers have GPUs, in whole chunks).
@@ -168,7 +174,7 @@ step_adjust, post_filter, eps, compile_optimizer
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
         step_adjust=step_adjust, post_filter=post_filter, eps=eps,
-        compile_optimizer=compile_optimizer, mode=mode)
+        compile_optimizer=compile_optimizer, mode=mode, global_scale=global_scale)
     run = RunOptions(block_size=block_size, device=device, retries=retries,
                      overwrite=overwrite, progress=progress,
                      worker_wait=worker_wait).resolved()

@@ -53,6 +53,7 @@ from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
 from .output import fingerprint, finished_blocks, prepare_out
+from .seams import check_tiling
 
 #: Store attributes that say where the inputs were or when the store was made, not what it holds.
 _VOLATILE_ATTRS = ("created_at", "created_by", "source")
@@ -127,6 +128,7 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     source = open_regions(regions)
     peaks_identity = _check_peaks_option(inputs, isinstance(source, NpzRegions))
     _check_compatible(source, motifs, motif_params, source.url)
+    check_tiling(source, motifs.width, source.url)
     temporary = None
     if isinstance(source, NpzRegions):
         identity = _npz_identity(source.path)
@@ -154,8 +156,10 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
         "motif_options": _jsonable(vars(motif_params)),
         "motifs": motifs_digest(motifs),
         # The mode is recorded once, above; batch size and compilation change no hit.
+        # (global_scale only when set, so that runs made before it existed still resume.)
         "solver": {k: v for k, v in vars(solver).items()
-                   if k not in ("batch_size", "compile_optimizer", "mode")},
+                   if k not in ("batch_size", "compile_optimizer", "mode")
+                   and not (k == "global_scale" and v is None)},
     })
     run_fp = fingerprint(run_identity)
     try:
@@ -387,7 +391,8 @@ def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
         "mode": mp.mode, "no_post_filter": not solver.post_filter,
         "compile_optimizer": solver.compile_optimizer, "region_width": store.width,
         "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
-        "num_motifs": motifs.n_motifs,
+        "num_motifs": motifs.n_motifs, "global_scale": solver.global_scale,
+        "tiling": store.attrs.get("tiling") if isinstance(store.attrs, dict) else None,
     }
 
 

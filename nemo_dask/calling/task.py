@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import QC_STATUS
+from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
     import torch
@@ -190,6 +191,8 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
         if worker is not None:
             rejoin()
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
+    # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
+    hits = keep_owned(hits, _open_store(spec.regions_url), spec.start, spec.stop, motifs.width)
     n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
     return {

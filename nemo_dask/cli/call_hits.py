@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU, "
                     f"{DEFAULT_BATCH_SIZE['cuda']} on a GPU)")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
+    gs = so.add_mutually_exclusive_group()
+    gs.add_argument("--global-scale", type=float, default=None, metavar="VALUE",
+                    help="divide every region's contributions by VALUE instead of by its own "
+                    "RMS (finemo's per-region global_scale, the default); for tiled stores")
+    gs.add_argument("--global-scale-from", default=None, metavar="STORE[:PERCENTILE]",
+                    help="the fixed scale is this percentile (default 50) of the per-region "
+                    "scales of STORE, a store of peak windows (`convert bigwig`)")
     so.add_argument("-d", "--device", default=None,
                     help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
                     f"cuda:N (default {run_defaults['device']})")
@@ -112,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
     if args.motif_alphas is not None:
         warnings.warn("-A/--motif-alphas is deprecated; use -L/--motif-lambdas", stacklevel=1)
         lambdas = args.motif_alphas
+    global_scale = args.global_scale
+    if args.global_scale_from is not None:
+        from ..params import MODES
+        from ..regions.scale import parse_scale_from, peak_scale
+
+        store, pct = parse_scale_from(args.global_scale_from)
+        global_scale = peak_scale(store, pct, use_hypothetical=MODES[args.mode][1],
+                                  sqrt_transform=args.sqrt_transform)
+        print(f"global scale: {global_scale:.6g} (percentile {pct:g} of {store})")
     result = call_hits(
         args.regions, args.modisco_h5, args.out_dir, cluster=cluster,
         peaks=args.peaks, chrom_order=args.chrom_order,
@@ -122,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         step_size_max=args.step_size_max, step_size_min=args.step_size_min,
         step_adjust=args.step_adjust, convergence_tol=args.convergence_tol,
         max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
+        global_scale=global_scale,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
         worker_wait=args.worker_wait,

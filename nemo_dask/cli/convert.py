@@ -17,6 +17,9 @@ _FORMATS = {
     "bpnet-h5": ("convert_bpnet_h5", "BPNet / tf-atlas H5 files (input_seqs, hyp_scores)"),
     "modisco": ("convert_modisco", "tfmodisco-lite .npy/.npz one-hot sequences and attributions"),
     "bigwig": ("convert_bigwig", "FASTA + bigWig(s) of projected contributions + narrowPeak"),
+    "intervals": ("convert_intervals", "FASTA + bigWig(s) of projected contributions over "
+                  "intervals of any width (BED, chrom.sizes or the whole genome), tiled into "
+                  "overlapping windows"),
 }
 
 
@@ -54,6 +57,25 @@ def _format_args(p: argparse.ArgumentParser, fmt: str, func_name: str) -> None:
         p.add_argument("-C", "--chrom-order", default=None,
                        help="file whose first column orders chromosomes (chr_id); others "
                        "follow in order of appearance in -p")
+        return
+    if fmt == "intervals":
+        p.add_argument("-f", "--fasta", required=True, help="genome FASTA (.fai made if absent)")
+        p.add_argument("-b", "--bigwigs", required=True, nargs="+",
+                       help="one or more bigWigs of projected contributions (averaged)")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("-i", "--intervals", default=None,
+                           help="BED of intervals (chr, start, end, optional name; plain or "
+                           "compressed); overlapping ones are merged")
+        where.add_argument("-g", "--chrom-sizes", default=None,
+                           help="chrom.sizes file: each listed chromosome, whole")
+        where.add_argument("--whole-genome", action="store_true",
+                           help="every chromosome of the FASTA, whole")
+        p.add_argument("-w", "--region-width", type=int,
+                       default=_default(func_name, "region_width"),
+                       help="window width (even; default %(default)s)")
+        p.add_argument("--overlap", type=int, default=_default(func_name, "overlap"),
+                       help="bases shared by consecutive windows, at least the untrimmed motif "
+                       "width W (call-hits refuses less; default %(default)s = 2 x a W of 50)")
         return
     if fmt in ("chrombpnet-h5", "bpnet-h5"):
         p.add_argument("-c", "--h5s", required=True, nargs="+",

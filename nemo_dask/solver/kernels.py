@@ -104,6 +104,8 @@ def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMo
         x = signed_sqrt(x)
     length = x.shape[2]
     gscale = ((x**2).sum(dim=(1, 2)) / length).sqrt()
+    if params.global_scale is not None:  # a fixed scale for tiled calling (params.py)
+        gscale = torch.full_like(gscale, params.global_scale)
     x = torch.nan_to_num(x / gscale[:, None, None])
     energy = F.conv1d(x[:, :, lo:lo + lw] ** 2, mo.masks)
     imp = ((energy + params.eps) ** -0.5).clamp(max=10)

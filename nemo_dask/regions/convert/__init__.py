@@ -8,6 +8,7 @@ Each ``convert_*`` function streams its inputs chunk by chunk into a new Zarr st
 from .bigwig import convert_bigwig
 from .bpnet_h5 import convert_bpnet_h5
 from .chrombpnet_h5 import convert_chrombpnet_h5
+from .intervals import convert_intervals
 from .modisco import convert_modisco
 from .npz import convert_npz
 
@@ -15,6 +16,7 @@ __all__ = [
     "convert_bigwig",
     "convert_bpnet_h5",
     "convert_chrombpnet_h5",
+    "convert_intervals",
     "convert_modisco",
     "convert_npz",
 ]

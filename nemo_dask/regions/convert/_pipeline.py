@@ -88,6 +88,10 @@ class Source:
     #: What finemo does with NaN/inf in this input, appended to the zeroing warning.
     nan_note: str = ("finemo's extract-regions-* also zeroes NaN, but writes infinities as the "
                      "largest float")
+    #: Extra per-region arrays, stored under the group ``tiling/``: name -> dtype, and
+    #: ``extra(start, stop)`` -> {name: (stop - start,) array} (interval stores use them).
+    extra_dtypes: dict[str, str] = field(default_factory=dict)
+    extra: Callable[[int, int], dict[str, np.ndarray]] | None = None
 
 
 def crop_bounds(input_width: int, region_width: int, label: str) -> tuple[int, int]:
@@ -167,7 +171,7 @@ def run_conversion(source: Source, out: Any, *, peaks: PeakReader | None,
         writer = StoreWriter(out, n_regions=n, width=source.width,
                              contrib_kind=source.contrib_kind, chunk_size=chunk,
                              contrib_dtype=contrib_dtype, has_peaks=peaks is not None,
-                             attrs=source.attrs)
+                             attrs=source.attrs, extra_arrays=source.extra_dtypes)
         try:
             digest = hashlib.sha256()
             counts = _stream(source, peaks, writer, chunk, contrib_dtype, progress, desc, digest)
@@ -211,6 +215,11 @@ def _stream(source: Source, peaks: PeakReader | None, writer: StoreWriter, chunk
             combined, _, n_over = clean_contributions(combined, "")
             counts["float16 overflow"]["inf"] += n_over
             writer.write(start, seqs, combined, table)
+            if source.extra is not None:
+                extra = source.extra(start, stop)
+                writer.write_extra(start, extra)
+                for name in sorted(extra):
+                    digest.update(np.ascontiguousarray(extra[name]).tobytes())
             digest.update(seqs.tobytes())
             digest.update(combined.tobytes())
             if table is not None:

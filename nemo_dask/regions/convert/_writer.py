@@ -131,11 +131,13 @@ class StoreWriter:
         Whether a peak table is written.
     attrs : dict
         Extra attributes (source, parameters), merged into the store's attributes.
+    extra_arrays : dict, optional
+        Extra (N,) arrays, name -> dtype, created under the group ``tiling/``.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, n_regions: int, width: int,
                  contrib_kind: str, chunk_size: int, contrib_dtype: str, has_peaks: bool,
-                 attrs: dict[str, Any]) -> None:
+                 attrs: dict[str, Any], extra_arrays: dict[str, str] | None = None) -> None:
         import zarr
         from zarr.codecs import BloscCodec
 
@@ -187,6 +189,19 @@ class StoreWriter:
                     self.peaks[f"{name}_isnull"] = pg.create_array(
                         f"{name}_isnull", shape=(n_regions,), chunks=(c,), dtype="bool",
                         fill_value=False, dimension_names=("region",))
+
+        self.extra: dict[str, Any] = {}
+        if extra_arrays:
+            tg = self.group.create_group("tiling")
+            for name, dtype in extra_arrays.items():
+                self.extra[name] = tg.create_array(name, shape=(n_regions,), chunks=(c,),
+                                                   dtype=dtype, dimension_names=("region",))
+
+    def write_extra(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write the extra arrays of regions ``start:start + n`` (a chunk, as :meth:`write`)."""
+        assert set(arrays) == set(self.extra)
+        for name, values in arrays.items():
+            self.extra[name][start:start + len(values)] = values
 
     def write(self, start: int, sequences: np.ndarray, contributions: np.ndarray,
               peaks: pl.DataFrame | None) -> None:

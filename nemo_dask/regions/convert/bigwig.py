@@ -38,7 +38,7 @@ def one_hot(sequence: str) -> np.ndarray:
     return (chars[None, :] == _ALPHABET[:, None]).astype(np.int8)
 
 
-def _open_fasta(path: Path, chromosomes: list[str]) -> Any:
+def _open_fasta(path: Path, chromosomes: list[str], role: str = "the peaks file") -> Any:
     import pyfaidx
 
     if not path.is_file():
@@ -53,13 +53,14 @@ def _open_fasta(path: Path, chromosomes: list[str]) -> Any:
     if missing:
         genome.close()
         raise InputError(f"{path}: chromosome(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}"
-                         f" of the peaks file are absent from the FASTA (it has "
+                         f" of {role} are absent from the FASTA (it has "
                          f"{list(genome.keys())[:5]}...); use the genome the peaks were called on "
                          "(check chr prefixes)")
     return genome
 
 
-def _open_bigwigs(paths: list[Path], chromosomes: list[str]) -> list[Any]:
+def _open_bigwigs(paths: list[Path], chromosomes: list[str],
+                  role: str = "the peaks file") -> list[Any]:
     import pyBigWig
 
     bws: list[Any] = []
@@ -78,7 +79,7 @@ def _open_bigwigs(paths: list[Path], chromosomes: list[str]) -> list[Any]:
             sizes = bw.chroms()
             missing = [c for c in chromosomes if c not in sizes]
             if missing:
-                raise InputError(f"{p}: chromosome(s) {missing[:5]} of the peaks file are absent "
+                raise InputError(f"{p}: chromosome(s) {missing[:5]} of {role} are absent "
                                  f"from the bigWig (it has {list(sizes)[:5]}...); use a bigWig "
                                  "made on the same genome as the FASTA")
     except BaseException:
@@ -86,6 +87,46 @@ def _open_bigwigs(paths: list[Path], chromosomes: list[str]) -> list[Any]:
             bw.close()
         raise
     return bws
+
+
+def fill_window(genome: Any, bws: list[Any], chrom: str, begin: int, seq: np.ndarray,
+                contrib: np.ndarray, buffer: np.ndarray, notes: dict[str, int],
+                label: str) -> None:
+    """Read ``chrom:[begin, begin + L)`` into ``seq`` (4, L) and ``contrib`` (L,), in place.
+
+    The part inside the chromosome goes to its place in the window; the parts before 0 and
+    past the end stay zero (both ends padded alike, counted in ``notes``). Missing bigWig
+    values are 0; several bigWigs are averaged as finemo does (``np.mean`` of the float16
+    ``buffer`` (n_bigwigs, L), float32 intermediates).
+
+    Raises
+    ------
+    InputError
+        The FASTA or a bigWig cannot be read there.
+    """
+    width = seq.shape[1]
+    length = len(genome[chrom])
+    lo, hi = max(begin, 0), min(begin + width, length)
+    if begin < 0:
+        notes["regions_before_chromosome_start"] += 1
+    if begin + width > length:
+        notes["regions_past_chromosome_end"] += 1
+    if hi <= lo:
+        return
+    a, b = lo - begin, hi - begin
+    try:
+        seq[:, a:b] = one_hot(genome[chrom][lo:hi].seq)
+        buffer[:] = 0
+        for j, bw in enumerate(bws):
+            bw_end = min(hi, bw.chroms(chrom))
+            if bw_end > lo:
+                values = np.asarray(bw.values(chrom, lo, bw_end, numpy=True))
+                buffer[j, : bw_end - lo] = np.nan_to_num(values, nan=0.0)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise InputError(f"reading {chrom}:{lo}-{hi} ({label}) failed "
+                         f"({type(err).__name__}: {err}); the FASTA or a bigWig is "
+                         "damaged or its index is stale") from None
+    contrib[a:b] = np.mean(buffer[:, : b - a], axis=0)
 
 
 def convert_bigwig(
@@ -141,31 +182,8 @@ def convert_bigwig(
         rows = zip(chunk.get_column("chr").to_list(),
                    chunk.get_column("peak_region_start").to_list(), strict=True)
         for i, (chrom, begin) in enumerate(rows):
-            length = len(genome[chrom])
-            # The part of [begin, begin + width) inside the chromosome goes to its place in the
-            # window; the parts before 0 and past the end stay zero (padding both ends alike).
-            lo, hi = max(begin, 0), min(begin + width, length)
-            if begin < 0:
-                notes["regions_before_chromosome_start"] += 1
-            if begin + width > length:
-                notes["regions_past_chromosome_end"] += 1
-            if hi <= lo:
-                continue
-            a, b = lo - begin, hi - begin
-            try:
-                seqs[i, :, a:b] = one_hot(genome[chrom][lo:hi].seq)
-                buffer[:] = 0
-                for j, bw in enumerate(bws):
-                    bw_end = min(hi, bw.chroms(chrom))
-                    if bw_end > lo:
-                        values = np.asarray(bw.values(chrom, lo, bw_end, numpy=True))
-                        buffer[j, : bw_end - lo] = np.nan_to_num(values, nan=0.0)
-            except (RuntimeError, OSError, ValueError) as err:
-                raise InputError(f"reading {chrom}:{lo}-{hi} (region {start + i}) failed "
-                                 f"({type(err).__name__}: {err}); the FASTA or a bigWig is "
-                                 "damaged or its index is stale") from None
-            # finemo: np.mean of the float16 buffer (float32 intermediates), then stored float16.
-            contribs[i, a:b] = np.mean(buffer[:, : b - a], axis=0)
+            fill_window(genome, bws, chrom, int(begin), seqs[i], contribs[i], buffer, notes,
+                        f"region {start + i}")
         return seqs, [contribs]
 
     def close() -> None:
