@@ -172,6 +172,7 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
     """
     if os.fspath(path) == STDOUT:
         return "stdout", Path("/dev/stdout")
+    path = localize(path)
     given = Path(os.path.expanduser(os.fspath(path)))
     try:
         # stat, not realpath first: the kernel follows /dev/stdout's "magic" /proc links too.
@@ -237,6 +238,14 @@ def open_output(path: str | os.PathLike[str], mode: str = "wb", *,
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"open_output: mode must be 'wb' or 'w', got {mode!r}")
+    path = localize(path)
+    if is_url(path):
+        with _url_output(os.fspath(path), mode, what) as f:
+            yield f
+            if mode == "w":
+                f.flush()
+                f.detach()  # type: ignore[attr-defined]
+        return
     kind, target = output_file(path, what)
     if kind == "file":
         with _atomic(target) as raw:
@@ -398,6 +407,9 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
     if os.fspath(path) == STDOUT:
         raise OutputExistsError(f"the {what} cannot be standard output (-): give a directory "
                                 "path")
+    path = localize(path)
+    if is_url(path):
+        raise ValueError(f"output_dir: {path} is a URL; callers check is_url first")
     given = os.path.expanduser(os.fspath(path))
     try:
         mode = os.stat(given).st_mode
@@ -488,9 +500,276 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
     return st
 
 
+# ---------------------------------------------------------------------------------------------
+# fsspec URLs (object stores and other remote file systems)
+#
+# Every path option takes a local path, a ``file://`` URL (the same local path) or any fsspec
+# URL (``s3://bucket/key``, ``gs://...``, ``memory://...``). :func:`localize` turns ``file://``
+# URLs into local paths, so that the rules above apply to them unchanged; :func:`is_url` says
+# whether what remains is remote. Remote outputs follow these rules instead:
+#
+# * a file is written in memory (or to a local temporary file when large) and sent with ONE
+#   write of the whole object (``fs.pipe_file`` / ``fs.put_file``; on S3 a single PUT, or a
+#   multipart upload that becomes visible only when complete): a reader never sees half an
+#   object, and a failed write leaves the old object;
+# * a directory output is a prefix; nothing has to be created first;
+# * a directory of several files (export, tracks, report) is staged in a local temporary
+#   directory and each file uploaded when all are complete (:func:`staged_output`);
+# * a remote input directory (a run's OUT for export, tracks, report, collapse/intersect) is
+#   copied to a local temporary directory first (:func:`remote_input`), its regions store left
+#   out.
+# ---------------------------------------------------------------------------------------------
+
+#: fsspec protocols and the package that provides each (for the one-line message).
+_FS_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
+                "abfs": "adlfs", "abfss": "adlfs", "adl": "adlfs", "hf": "huggingface_hub",
+                "sftp": "paramiko", "ssh": "paramiko", "http": "aiohttp", "https": "aiohttp"}
+_LOCAL_SCHEMES = ("file", "local")
+_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def url_scheme(path: str | os.PathLike[str]) -> str | None:
+    """The URL scheme of ``path`` (``"s3"``, ``"file"``), or None for a plain path."""
+    m = _URL_RE.match(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
+    return m.group("scheme").lower() if m else None
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` names a remote (non-local) location: an fsspec URL other than file://."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    scheme = url_scheme(path)
+    return scheme is not None and scheme not in _LOCAL_SCHEMES
+
+
+def localize(path: Any) -> Any:
+    """``file://`` and ``local://`` URLs as local path strings; anything else unchanged."""
+    if isinstance(path, (str, os.PathLike)) and url_scheme(path) in _LOCAL_SCHEMES:
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(os.fspath(path))
+        return unquote(parsed.netloc + parsed.path)
+    return path
+
+
+def filesystem(url: str | os.PathLike[str]) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path within it.
+
+    Raises
+    ------
+    InputError
+        The URL's protocol is unknown, or its file-system package is not installed (one line
+        naming the package, e.g. ``pip install 'nemo_dask[s3]'`` for s3fs).
+    """
+    import fsspec
+
+    from .errors import InputError
+
+    text = os.fspath(url)
+    scheme = url_scheme(text) or "file"
+    try:
+        fs, root = fsspec.core.url_to_fs(text)
+    except ImportError as err:
+        pkg = _FS_PACKAGES.get(scheme, getattr(err, "name", None) or "its fsspec package")
+        extra = " (pip install 'nemo_dask[s3]')" if pkg == "s3fs" else ""
+        raise InputError(f"{text}: reading or writing {scheme}:// URLs needs the Python package "
+                         f"{pkg}, which is not installed{extra}") from None
+    except ValueError as err:
+        if "Protocol not known" in str(err):
+            raise InputError(f"{text}: unknown URL protocol {scheme}://; pass a local path or a "
+                             "URL of a file system fsspec knows (s3://, gs://, file://...)"
+                             ) from None
+        raise
+    return fs, root
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> Any:
+    """``base / parts`` for a local path (a Path) or a URL (a string joined with ``/``)."""
+    if is_url(base):
+        text = os.fspath(base).rstrip("/")
+        return "/".join([text, *parts])
+    return Path(localize(base)).joinpath(*parts)
+
+
+def url_exists(url: str) -> bool:
+    """Whether anything (an object or a non-empty prefix) is at ``url``."""
+    fs, root = filesystem(url)
+    return bool(fs.exists(root))
+
+
+def url_isfile(url: str) -> bool:
+    """Whether ``url`` is one object (not a prefix)."""
+    fs, root = filesystem(url)
+    return bool(fs.isfile(root))
+
+
+def url_put_bytes(url: str, data: bytes) -> None:
+    """Write the whole object ``url`` in one request (atomic on object stores)."""
+    fs, root = filesystem(url)
+    fs.pipe_file(root, data)
+
+
+def url_read_bytes(url: str) -> bytes:
+    """The whole object at ``url``."""
+    fs, root = filesystem(url)
+    return bytes(fs.cat_file(root))
+
+
+@contextlib.contextmanager
+def _url_output(url: str, mode: str, what: str) -> Iterator[IO[Any]]:
+    from .errors import InputError
+
+    fs, root = filesystem(url)
+    if fs.isdir(root):
+        raise OutputExistsError(f"{url} is a directory (a prefix with objects under it), but "
+                                f"the {what} must be a file: choose another -o; nothing was "
+                                "written")
+    spool = _SpooledBytes()
+    yield spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
+    spool.seek(0)
+    try:
+        if spool.tell_size() <= _PIPE_MAX:
+            fs.pipe_file(root, spool.read())
+        else:
+            fs.put_file(spool.name(), root)
+    except OSError as err:
+        raise InputError(f"{url}: writing the {what} failed ({err})") from err
+    finally:
+        spool.discard()
+
+
+#: Objects up to this size are sent from memory; larger ones from a local temporary file.
+_PIPE_MAX = 64 << 20
+
+
+class _SpooledBytes(io.RawIOBase):
+    """A binary sink held in memory up to _PIPE_MAX bytes, then in a local temporary file."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._f: Any = tempfile.SpooledTemporaryFile(max_size=_PIPE_MAX)
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:  # type: ignore[override]
+        return self._f.write(b)
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        return self._f.read(n)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def tell_size(self) -> int:
+        here = self._f.tell()
+        self._f.seek(0, 2)
+        size = self._f.tell()
+        self._f.seek(here)
+        return size
+
+    def name(self) -> str:
+        self._f.rollover()
+        self._f.flush()
+        return self._f.name
+
+    def close(self) -> None:  # writers (pyarrow, TextIOWrapper) close their sink: keep data
+        pass
+
+    def discard(self) -> None:
+        self._f.close()
+
+
+@contextlib.contextmanager
+def staged_output(dest: str | os.PathLike[str], what: str = "output directory"
+                  ) -> Iterator[tuple[str, Path | None]]:
+    """A local staging directory for a directory output of several files.
+
+    Yields ``(stage, final)``. For a local ``dest`` (a path or ``file://``), ``stage`` is a
+    hidden temporary directory inside it and ``final`` the resolved directory: the caller moves
+    the finished files in (with :func:`install`). For a URL, ``final`` is None: when the block
+    ends without an exception every file in ``stage`` is uploaded to ``dest/<name>``, one whole
+    object each. ``stage`` is removed in both cases.
+    """
+    import tempfile
+
+    dest = localize(dest)
+    if is_url(dest):
+        fs, root = filesystem(dest)
+        if fs.isfile(root):
+            raise OutputExistsError(f"{dest} is an object (a file), but the {what} must be a "
+                                    "directory (prefix): choose another -o; nothing was written")
+        with tempfile.TemporaryDirectory(prefix=".nemo-dask-stage-") as stage:
+            yield stage, None
+            for dirpath, _dirs, files in os.walk(stage):
+                for name in sorted(files):
+                    local = os.path.join(dirpath, name)
+                    rel = os.path.relpath(local, stage).replace(os.sep, "/")
+                    fs.put_file(local, f"{root.rstrip('/')}/{rel}")
+        return
+    real = make_output_dir(dest, what)
+    remove_temporaries(real, ("stage",))
+    stage = real / temporary_name("stage")
+    stage.mkdir()
+    try:
+        yield str(stage), real
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def remote_input(src: str | os.PathLike[str], what: str = "input directory",
+                 exclude: Collection[str] = ("regions.zarr",)) -> Iterator[str]:
+    """A local path for an input directory: the path itself, or a local copy of a URL's files.
+
+    The copy (top-level entries named in ``exclude`` left out) lives in a temporary directory
+    removed when the block ends.
+
+    Raises
+    ------
+    InputError
+        A URL with nothing under it.
+    """
+    import tempfile
+
+    from .errors import InputError
+
+    src = localize(src)
+    if not is_url(src):
+        yield os.fspath(Path(os.path.expanduser(os.fspath(src))))
+        return
+    fs, root = filesystem(src)
+    root = root.rstrip("/")
+    files = [f for f in fs.find(root) if f.startswith(root + "/")]
+    files = [f for f in files if f[len(root) + 1:].split("/")[0] not in exclude]
+    if not files:
+        raise InputError(f"{src}: nothing there; pass the {what} (a path or URL that exists)")
+    with tempfile.TemporaryDirectory(prefix=".nemo-dask-input-") as tmp:
+        for f in files:
+            rel = f[len(root) + 1:]
+            if any(is_temporary(part) for part in rel.split("/")):
+                continue
+            local = os.path.join(tmp, *rel.split("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            fs.get_file(f, local)
+        yield tmp
+
+
 __all__ = (
     "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "is_temporary",
     "make_output_dir", "open_output", "output_dir", "output_file", "remove_owned",
     "remove_temporaries", "replace_directory", "temporary_name", "temporary_of", "version",
-    "write_bytes", "write_json", "write_text",
+    "write_bytes", "write_json", "write_text", "filesystem", "is_url", "join", "localize",
+    "remote_input", "staged_output", "url_exists", "url_isfile", "url_put_bytes",
+    "url_read_bytes", "url_scheme",
 )
