@@ -103,7 +103,9 @@ def remove_temporaries(directory: str | os.PathLike[str],
     with ``names`` only the temporaries of those final names (for a directory that also holds
     the user's own files); links and special files are left alone whatever their name.
     """
-    d = Path(directory)
+    if is_url(directory):
+        return 0  # objects are written whole, by one request: no temporaries on object stores
+    d = Path(localize(directory))
     if not d.is_dir():
         return 0
     wanted = None if names is None else {n[:_MAX_STEM] for n in names}
@@ -145,7 +147,7 @@ def _is_stream(mode: int) -> bool:
 
 def is_stdout(path: str | os.PathLike[str]) -> bool:
     """Whether writing ``path`` writes this process's standard output (``-``, /dev/stdout...)."""
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         return True
     try:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
@@ -170,9 +172,16 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
         ``path`` is (or links to) a directory or a block device, or its parent is not a
         directory.
     """
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         return "stdout", Path("/dev/stdout")
     path = localize(path)
+    if is_url(path):
+        fs, root = filesystem(_text(path))
+        if fs.isdir(root):
+            raise OutputExistsError(f"{_text(path)} is a directory (a prefix with objects under "
+                                    f"it), but the {what} must be a file: choose another -o; "
+                                    "nothing was written")
+        return "url", path  # type: ignore[return-value]
     given = Path(os.path.expanduser(os.fspath(path)))
     try:
         # stat, not realpath first: the kernel follows /dev/stdout's "magic" /proc links too.
@@ -294,6 +303,11 @@ def install(src: str | os.PathLike[str], path: str | os.PathLike[str],
     """
     src = Path(src)
     kind, target = output_file(path, what)
+    if kind == "url":
+        fs, root = filesystem(_text(target))
+        fs.put_file(str(src), root)  # one whole object
+        src.unlink()
+        return
     if kind == "file":
         with open(src, "rb+") as f:
             os.fsync(f.fileno())
@@ -404,12 +418,17 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
     OutputExistsError
         ``path`` is ``-``, or is (or links to) a file, device, FIFO or socket.
     """
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         raise OutputExistsError(f"the {what} cannot be standard output (-): give a directory "
                                 "path")
     path = localize(path)
     if is_url(path):
-        raise ValueError(f"output_dir: {path} is a URL; callers check is_url first")
+        fs, root = filesystem(_text(path))
+        if fs.isfile(root):
+            raise OutputExistsError(f"{_text(path)} is an object (a file), but the {what} must "
+                                    "be a directory (a prefix): choose another -o; nothing was "
+                                    "written")
+        return location(path)
     given = os.path.expanduser(os.fspath(path))
     try:
         mode = os.stat(given).st_mode
@@ -427,6 +446,8 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
 def make_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
     """:func:`output_dir`, then create the directory (and its parents); returns it resolved."""
     target = output_dir(path, what)
+    if is_url(target):
+        return target  # an object store prefix exists as soon as an object is under it
     try:
         target.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -463,7 +484,13 @@ def remove_owned(path: str | os.PathLike[str], owned: Callable[[Path], bool] | N
     Refuses, with :class:`OutputExistsError`, what :func:`check_removable` refuses. A missing
     path is not an error. Trees are removed without following links inside them.
     """
-    p = Path(path)
+    if is_url(path):
+        if check_removable(path, owned, what) is None:
+            return False
+        fs, root = filesystem(_text(path))
+        fs.rm(root, recursive=True)
+        return True
+    p = Path(localize(path))
     st = check_removable(p, owned, what)
     if st is None:
         return False
@@ -481,7 +508,16 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
     Refused: a symlink (whatever it points to), a device, FIFO or socket, and anything for
     which ``owned`` (when given) returns False.
     """
-    p = Path(path)
+    if is_url(path):
+        u = location(path)
+        if not u.exists():
+            return None
+        if owned is not None and not owned(u):
+            raise OutputExistsError(f"{u} is not nemo_dask's own {what}; refusing to delete it "
+                                    "even with --overwrite; remove it yourself or choose another "
+                                    "output")
+        return os.stat_result((0,) * 10)  # objects have no mode; removable
+    p = Path(localize(path))
     try:
         st = os.lstat(p)
     except FileNotFoundError:
@@ -528,28 +564,65 @@ _LOCAL_SCHEMES = ("file", "local")
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
-def url_scheme(path: str | os.PathLike[str]) -> str | None:
+def _text(path: Any) -> str | None:
+    """A path, URL or universal_pathlib UPath as text (None for anything else)."""
+    if isinstance(path, Path):
+        return os.fspath(path)
+    if hasattr(path, "protocol") and hasattr(path, "fs"):  # a UPath (str() is its URL)
+        return str(path)
+    if isinstance(path, (str, os.PathLike)):
+        return os.fspath(path)  # type: ignore[return-value]
+    return None
+
+
+def url_scheme(path: Any) -> str | None:
     """The URL scheme of ``path`` (``"s3"``, ``"file"``), or None for a plain path."""
-    m = _URL_RE.match(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
+    text = _text(path)
+    m = _URL_RE.match(text) if text is not None else None
     return m.group("scheme").lower() if m else None
 
 
 def is_url(path: Any) -> bool:
     """Whether ``path`` names a remote (non-local) location: an fsspec URL other than file://."""
-    if not isinstance(path, (str, os.PathLike)):
-        return False
     scheme = url_scheme(path)
     return scheme is not None and scheme not in _LOCAL_SCHEMES
 
 
 def localize(path: Any) -> Any:
-    """``file://`` and ``local://`` URLs as local path strings; anything else unchanged."""
-    if isinstance(path, (str, os.PathLike)) and url_scheme(path) in _LOCAL_SCHEMES:
+    """``file://`` and ``local://`` URLs as local path strings; remote UPaths as URL strings;
+    anything else unchanged."""
+    scheme = url_scheme(path)
+    if scheme in _LOCAL_SCHEMES:
         from urllib.parse import unquote, urlparse
 
-        parsed = urlparse(os.fspath(path))
+        parsed = urlparse(_text(path))
         return unquote(parsed.netloc + parsed.path)
+    if scheme is not None and not isinstance(path, (str, os.PathLike)):
+        return _text(path)
     return path
+
+
+def location(path: Any) -> Any:
+    """A path-like handle of a directory or file: a local :class:`Path` (``~`` expanded,
+    absolute; ``file://`` URLs included), or a universal_pathlib ``UPath`` for a URL, which has
+    the same ``/``, ``exists``, ``is_file``, ``is_dir``, ``iterdir`` and ``name`` and whose
+    ``str()`` is the URL."""
+    path = localize(path)
+    if is_url(path):
+        from upath import UPath
+
+        filesystem(_text(path))  # one clear line when the package is missing
+        return UPath(_text(path))
+    return Path(os.path.expanduser(os.fspath(path))).absolute()
+
+
+def open_input(path: Any, mode: str = "rb") -> Any:
+    """Open a local file or a URL's object for reading (a context manager either way)."""
+    path = localize(path)
+    if is_url(path):
+        fs, root = filesystem(_text(path))
+        return fs.open(root, mode)
+    return open(path, mode)
 
 
 def filesystem(url: str | os.PathLike[str]) -> tuple[Any, str]:
@@ -565,7 +638,7 @@ def filesystem(url: str | os.PathLike[str]) -> tuple[Any, str]:
 
     from .errors import InputError
 
-    text = os.fspath(url)
+    text = _text(url) or os.fspath(url)
     scheme = url_scheme(text) or "file"
     try:
         fs, root = fsspec.core.url_to_fs(text)
@@ -771,5 +844,5 @@ __all__ = (
     "remove_temporaries", "replace_directory", "temporary_name", "temporary_of", "version",
     "write_bytes", "write_json", "write_text", "filesystem", "is_url", "join", "localize",
     "remote_input", "staged_output", "url_exists", "url_isfile", "url_put_bytes",
-    "url_read_bytes", "url_scheme",
+    "url_read_bytes", "url_scheme", "location", "open_input",
 )
