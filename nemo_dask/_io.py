@@ -597,7 +597,7 @@ def localize(path: Any) -> Any:
 
         parsed = urlparse(_text(path))
         return unquote(parsed.netloc + parsed.path)
-    if scheme is not None and not isinstance(path, (str, os.PathLike)):
+    if scheme is not None and not isinstance(path, str):
         return _text(path)
     return path
 
@@ -698,7 +698,11 @@ def _url_output(url: str, mode: str, what: str) -> Iterator[IO[Any]]:
                                 f"the {what} must be a file: choose another -o; nothing was "
                                 "written")
     spool = _SpooledBytes()
-    yield spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
+    try:
+        yield spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
+    except BaseException:
+        spool.discard()  # nothing is sent: the old object (if any) stays
+        raise
     spool.seek(0)
     try:
         if spool.tell_size() <= _PIPE_MAX:

@@ -146,6 +146,16 @@ def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
         return pl.from_arrow(pq.read_table(f))  # type: ignore[return-value]
 
 
+def read_cwms(out: Any) -> Any:
+    """``OUT/motif_cwms.npy`` (M x 4 x W) of a run, local or at an fsspec URL."""
+    import io
+
+    import numpy as np
+
+    with open_input(location(out) / CWMS_FILE) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
 def write_manifest(out: Any, run_fingerprint: str, n_blocks: int,
                    finished: dict[int, dict[str, Any]], complete: bool) -> None:
     """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""

@@ -128,6 +128,21 @@ def test_chain_on_s3_equals_local(s3, local_run, tmp_path, monkeypatch) -> None:
     assert main(["intersect-hits", "-i", f"{remote['exp']}/hits.tsv", remote["out"], "-o",
                  f"{base}/inter.tsv"]) == 0
     assert len(fs.cat_file(f"{base}/inter.tsv").decode().splitlines()) > 1
+    # compare-hits on two remote inputs (a run and a TSV), and the run's CWMs from the bucket.
+    assert main(["compare-hits", remote["out"], f"{remote['exp']}/hits.tsv"]) == 0
+    from nemo_dask.dataset import read_cwms
+
+    np.testing.assert_array_equal(read_cwms(remote["out"]), read_cwms(local_run["out"]))
+    # Another run into the same S3 OUT: refused, then replaced with --overwrite.
+    again = ["call-hits", "-r", remote["s.zarr"], "-m", str(D / "modisco.h5"), "-o",
+             remote["out"], "--workers", "1", "--block-size", "8", "--no-progress",
+             "--global-lambda", "0.9"]
+    assert main(again) == 2
+    assert main([*again, "--overwrite"]) == 0
+    fs.invalidate_cache()
+    params = json.loads(fs.cat_file(f"{remote['out']}/parameters.json"))
+    assert params["lambda_default"] == 0.9
+    assert json.loads(fs.cat_file(f"{remote['out']}/manifest.json"))["complete"] is True
     _no_stray(tmp_path)
 
 
@@ -227,7 +242,11 @@ def test_missing_filesystem_package_is_one_line(tmp_path) -> None:
     for args in (["export", "-H", "s3://b/run", "-o", str(tmp_path / "e")],
                  ["call-hits", "-r", str(D / "regions.npz"), "-m", str(D / "modisco.h5"),
                   "-o", "s3://b/run"],
-                 ["tracks", "-H", "s3://b/run", "-o", str(tmp_path / "t")]):
+                 ["tracks", "-H", "s3://b/run", "-o", str(tmp_path / "t")],
+                 ["convert", "npz", "-r", str(D / "regions.npz"), "-o", "s3://b/s.zarr"],
+                 ["report", "-r", "s3://b/s.zarr", "-H", "s3://b/run", "-o",
+                  str(tmp_path / "r"), "-n"],
+                 ["collapse-hits", "-i", "s3://b/run", "-o", str(tmp_path / "c.tsv")]):
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, r.stderr
