@@ -103,7 +103,9 @@ def remove_temporaries(directory: str | os.PathLike[str],
     with ``names`` only the temporaries of those final names (for a directory that also holds
     the user's own files); links and special files are left alone whatever their name.
     """
-    d = Path(directory)
+    if is_url(directory):
+        return 0  # objects are written whole, by one request: no temporaries on object stores
+    d = Path(localize(directory))
     if not d.is_dir():
         return 0
     wanted = None if names is None else {n[:_MAX_STEM] for n in names}
@@ -145,7 +147,7 @@ def _is_stream(mode: int) -> bool:
 
 def is_stdout(path: str | os.PathLike[str]) -> bool:
     """Whether writing ``path`` writes this process's standard output (``-``, /dev/stdout...)."""
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         return True
     try:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
@@ -170,8 +172,16 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
         ``path`` is (or links to) a directory or a block device, or its parent is not a
         directory.
     """
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         return "stdout", Path("/dev/stdout")
+    path = localize(path)
+    if is_url(path):
+        fs, root = filesystem(_text(path))
+        if fs.isdir(root):
+            raise OutputExistsError(f"{_text(path)} is a directory (a prefix with objects under "
+                                    f"it), but the {what} must be a file: choose another -o; "
+                                    "nothing was written")
+        return "url", path  # type: ignore[return-value]
     given = Path(os.path.expanduser(os.fspath(path)))
     try:
         # stat, not realpath first: the kernel follows /dev/stdout's "magic" /proc links too.
@@ -237,6 +247,14 @@ def open_output(path: str | os.PathLike[str], mode: str = "wb", *,
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"open_output: mode must be 'wb' or 'w', got {mode!r}")
+    path = localize(path)
+    if is_url(path):
+        with _url_output(os.fspath(path), mode, what) as f:
+            yield f
+            if mode == "w":
+                f.flush()
+                f.detach()  # type: ignore[attr-defined]
+        return
     kind, target = output_file(path, what)
     if kind == "file":
         with _atomic(target) as raw:
@@ -285,6 +303,11 @@ def install(src: str | os.PathLike[str], path: str | os.PathLike[str],
     """
     src = Path(src)
     kind, target = output_file(path, what)
+    if kind == "url":
+        fs, root = filesystem(_text(target))
+        fs.put_file(str(src), root)  # one whole object
+        src.unlink()
+        return
     if kind == "file":
         with open(src, "rb+") as f:
             os.fsync(f.fileno())
@@ -395,9 +418,17 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
     OutputExistsError
         ``path`` is ``-``, or is (or links to) a file, device, FIFO or socket.
     """
-    if os.fspath(path) == STDOUT:
+    if _text(path) == STDOUT:
         raise OutputExistsError(f"the {what} cannot be standard output (-): give a directory "
                                 "path")
+    path = localize(path)
+    if is_url(path):
+        fs, root = filesystem(_text(path))
+        if fs.isfile(root):
+            raise OutputExistsError(f"{_text(path)} is an object (a file), but the {what} must "
+                                    "be a directory (a prefix): choose another -o; nothing was "
+                                    "written")
+        return location(path)
     given = os.path.expanduser(os.fspath(path))
     try:
         mode = os.stat(given).st_mode
@@ -415,6 +446,8 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
 def make_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
     """:func:`output_dir`, then create the directory (and its parents); returns it resolved."""
     target = output_dir(path, what)
+    if is_url(target):
+        return target  # an object store prefix exists as soon as an object is under it
     try:
         target.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -451,7 +484,13 @@ def remove_owned(path: str | os.PathLike[str], owned: Callable[[Path], bool] | N
     Refuses, with :class:`OutputExistsError`, what :func:`check_removable` refuses. A missing
     path is not an error. Trees are removed without following links inside them.
     """
-    p = Path(path)
+    if is_url(path):
+        if check_removable(path, owned, what) is None:
+            return False
+        fs, root = filesystem(_text(path))
+        fs.rm(root, recursive=True)
+        return True
+    p = Path(localize(path))
     st = check_removable(p, owned, what)
     if st is None:
         return False
@@ -469,7 +508,16 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
     Refused: a symlink (whatever it points to), a device, FIFO or socket, and anything for
     which ``owned`` (when given) returns False.
     """
-    p = Path(path)
+    if is_url(path):
+        u = location(path)
+        if not u.exists():
+            return None
+        if owned is not None and not owned(u):
+            raise OutputExistsError(f"{u} is not nemo_dask's own {what}; refusing to delete it "
+                                    "even with --overwrite; remove it yourself or choose another "
+                                    "output")
+        return os.stat_result((0,) * 10)  # objects have no mode; removable
+    p = Path(localize(path))
     try:
         st = os.lstat(p)
     except FileNotFoundError:
@@ -488,9 +536,317 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
     return st
 
 
+# ---------------------------------------------------------------------------------------------
+# fsspec URLs (object stores and other remote file systems)
+#
+# Every path option takes a local path, a ``file://`` URL (the same local path) or any fsspec
+# URL (``s3://bucket/key``, ``gs://...``, ``memory://...``). :func:`localize` turns ``file://``
+# URLs into local paths, so that the rules above apply to them unchanged; :func:`is_url` says
+# whether what remains is remote. Remote outputs follow these rules instead:
+#
+# * a file is written in memory (or to a local temporary file when large) and sent with ONE
+#   write of the whole object (``fs.pipe_file`` / ``fs.put_file``; on S3 a single PUT, or a
+#   multipart upload that becomes visible only when complete): a reader never sees half an
+#   object, and a failed write leaves the old object;
+# * a directory output is a prefix; nothing has to be created first;
+# * a directory of several files (export, tracks, report) is staged in a local temporary
+#   directory and each file uploaded when all are complete (:func:`staged_output`);
+# * a remote input directory (a run's OUT for export, tracks, report, collapse/intersect) is
+#   copied to a local temporary directory first (:func:`remote_input`), its regions store left
+#   out.
+# ---------------------------------------------------------------------------------------------
+
+#: fsspec protocols and the package that provides each (for the one-line message).
+_FS_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
+                "abfs": "adlfs", "abfss": "adlfs", "adl": "adlfs", "hf": "huggingface_hub",
+                "sftp": "paramiko", "ssh": "paramiko", "http": "aiohttp", "https": "aiohttp"}
+_LOCAL_SCHEMES = ("file", "local")
+_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def _text(path: Any) -> str | None:
+    """A path, URL or universal_pathlib UPath as text (None for anything else)."""
+    if isinstance(path, Path):
+        return os.fspath(path)
+    if hasattr(path, "protocol") and hasattr(path, "fs"):  # a UPath (str() is its URL)
+        return str(path)
+    if isinstance(path, (str, os.PathLike)):
+        return os.fspath(path)  # type: ignore[return-value]
+    return None
+
+
+def url_scheme(path: Any) -> str | None:
+    """The URL scheme of ``path`` (``"s3"``, ``"file"``), or None for a plain path."""
+    text = _text(path)
+    m = _URL_RE.match(text) if text is not None else None
+    return m.group("scheme").lower() if m else None
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` names a remote (non-local) location: an fsspec URL other than file://."""
+    scheme = url_scheme(path)
+    return scheme is not None and scheme not in _LOCAL_SCHEMES
+
+
+def localize(path: Any) -> Any:
+    """``file://`` and ``local://`` URLs as local path strings; remote UPaths as URL strings;
+    anything else unchanged."""
+    scheme = url_scheme(path)
+    if scheme in _LOCAL_SCHEMES:
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(_text(path))
+        return unquote(parsed.netloc + parsed.path)
+    if scheme is not None and not isinstance(path, str):
+        return _text(path)
+    return path
+
+
+def location(path: Any) -> Any:
+    """A path-like handle of a directory or file: a local :class:`Path` (``~`` expanded,
+    absolute; ``file://`` URLs included), or a universal_pathlib ``UPath`` for a URL, which has
+    the same ``/``, ``exists``, ``is_file``, ``is_dir``, ``iterdir`` and ``name`` and whose
+    ``str()`` is the URL."""
+    path = localize(path)
+    if is_url(path):
+        from upath import UPath
+
+        filesystem(_text(path))  # one clear line when the package is missing
+        return UPath(_text(path))
+    return Path(os.path.expanduser(os.fspath(path))).absolute()
+
+
+def open_input(path: Any, mode: str = "rb") -> Any:
+    """Open a local file or a URL's object for reading (a context manager either way)."""
+    path = localize(path)
+    if is_url(path):
+        fs, root = filesystem(_text(path))
+        return fs.open(root, mode)
+    return open(path, mode)
+
+
+def filesystem(url: str | os.PathLike[str]) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path within it.
+
+    Raises
+    ------
+    InputError
+        The URL's protocol is unknown, or its file-system package is not installed (one line
+        naming the package, e.g. ``pip install 'nemo_dask[s3]'`` for s3fs).
+    """
+    import fsspec
+
+    from .errors import InputError
+
+    text = _text(url) or os.fspath(url)
+    scheme = url_scheme(text) or "file"
+    try:
+        fs, root = fsspec.core.url_to_fs(text)
+    except ImportError as err:
+        pkg = _FS_PACKAGES.get(scheme, getattr(err, "name", None) or "its fsspec package")
+        extra = " (pip install 'nemo_dask[s3]')" if pkg == "s3fs" else ""
+        raise InputError(f"{text}: reading or writing {scheme}:// URLs needs the Python package "
+                         f"{pkg}, which is not installed{extra}") from None
+    except ValueError as err:
+        if "Protocol not known" in str(err):
+            raise InputError(f"{text}: unknown URL protocol {scheme}://; pass a local path or a "
+                             "URL of a file system fsspec knows (s3://, gs://, file://...)"
+                             ) from None
+        raise
+    return fs, root
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> Any:
+    """``base / parts`` for a local path (a Path) or a URL (a string joined with ``/``)."""
+    if is_url(base):
+        text = os.fspath(base).rstrip("/")
+        return "/".join([text, *parts])
+    return Path(localize(base)).joinpath(*parts)
+
+
+def url_exists(url: str) -> bool:
+    """Whether anything (an object or a non-empty prefix) is at ``url``."""
+    fs, root = filesystem(url)
+    return bool(fs.exists(root))
+
+
+def url_isfile(url: str) -> bool:
+    """Whether ``url`` is one object (not a prefix)."""
+    fs, root = filesystem(url)
+    return bool(fs.isfile(root))
+
+
+def url_put_bytes(url: str, data: bytes) -> None:
+    """Write the whole object ``url`` in one request (atomic on object stores)."""
+    fs, root = filesystem(url)
+    fs.pipe_file(root, data)
+
+
+def url_read_bytes(url: str) -> bytes:
+    """The whole object at ``url``."""
+    fs, root = filesystem(url)
+    return bytes(fs.cat_file(root))
+
+
+@contextlib.contextmanager
+def _url_output(url: str, mode: str, what: str) -> Iterator[IO[Any]]:
+    from .errors import InputError
+
+    fs, root = filesystem(url)
+    if fs.isdir(root):
+        raise OutputExistsError(f"{url} is a directory (a prefix with objects under it), but "
+                                f"the {what} must be a file: choose another -o; nothing was "
+                                "written")
+    spool = _SpooledBytes()
+    try:
+        yield spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
+    except BaseException:
+        spool.discard()  # nothing is sent: the old object (if any) stays
+        raise
+    spool.seek(0)
+    try:
+        if spool.tell_size() <= _PIPE_MAX:
+            fs.pipe_file(root, spool.read())
+        else:
+            fs.put_file(spool.name(), root)
+    except OSError as err:
+        raise InputError(f"{url}: writing the {what} failed ({err})") from err
+    finally:
+        spool.discard()
+
+
+#: Objects up to this size are sent from memory; larger ones from a local temporary file.
+_PIPE_MAX = 64 << 20
+
+
+class _SpooledBytes(io.RawIOBase):
+    """A binary sink held in memory up to _PIPE_MAX bytes, then in a local temporary file."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._f: Any = tempfile.SpooledTemporaryFile(max_size=_PIPE_MAX)
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:  # type: ignore[override]
+        return self._f.write(b)
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        return self._f.read(n)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def tell_size(self) -> int:
+        here = self._f.tell()
+        self._f.seek(0, 2)
+        size = self._f.tell()
+        self._f.seek(here)
+        return size
+
+    def name(self) -> str:
+        self._f.rollover()
+        self._f.flush()
+        return self._f.name
+
+    def close(self) -> None:  # writers (pyarrow, TextIOWrapper) close their sink: keep data
+        pass
+
+    def discard(self) -> None:
+        self._f.close()
+
+
+@contextlib.contextmanager
+def staged_output(dest: str | os.PathLike[str], what: str = "output directory"
+                  ) -> Iterator[tuple[str, Path | None]]:
+    """A local staging directory for a directory output of several files.
+
+    Yields ``(stage, final)``. For a local ``dest`` (a path or ``file://``), ``stage`` is a
+    hidden temporary directory inside it and ``final`` the resolved directory: the caller moves
+    the finished files in (with :func:`install`). For a URL, ``final`` is None: when the block
+    ends without an exception every file in ``stage`` is uploaded to ``dest/<name>``, one whole
+    object each. ``stage`` is removed in both cases.
+    """
+    import tempfile
+
+    dest = localize(dest)
+    if is_url(dest):
+        fs, root = filesystem(dest)
+        if fs.isfile(root):
+            raise OutputExistsError(f"{dest} is an object (a file), but the {what} must be a "
+                                    "directory (prefix): choose another -o; nothing was written")
+        with tempfile.TemporaryDirectory(prefix=".nemo-dask-stage-") as stage:
+            yield stage, None
+            for dirpath, _dirs, files in os.walk(stage):
+                for name in sorted(files):
+                    local = os.path.join(dirpath, name)
+                    rel = os.path.relpath(local, stage).replace(os.sep, "/")
+                    fs.put_file(local, f"{root.rstrip('/')}/{rel}")
+        return
+    real = make_output_dir(dest, what)
+    remove_temporaries(real, ("stage",))
+    stage = real / temporary_name("stage")
+    stage.mkdir()
+    try:
+        yield str(stage), real
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def remote_input(src: str | os.PathLike[str], what: str = "input directory",
+                 exclude: Collection[str] = ("regions.zarr",)) -> Iterator[str]:
+    """A local path for an input directory: the path itself, or a local copy of a URL's files.
+
+    The copy (top-level entries named in ``exclude`` left out) lives in a temporary directory
+    removed when the block ends.
+
+    Raises
+    ------
+    InputError
+        A URL with nothing under it.
+    """
+    import tempfile
+
+    from .errors import InputError
+
+    src = localize(src)
+    if not is_url(src):
+        yield os.fspath(Path(os.path.expanduser(os.fspath(src))))
+        return
+    fs, root = filesystem(src)
+    root = root.rstrip("/")
+    files = [f for f in fs.find(root) if f.startswith(root + "/")]
+    files = [f for f in files if f[len(root) + 1:].split("/")[0] not in exclude]
+    if not files:
+        raise InputError(f"{src}: nothing there; pass the {what} (a path or URL that exists)")
+    with tempfile.TemporaryDirectory(prefix=".nemo-dask-input-") as tmp:
+        for f in files:
+            rel = f[len(root) + 1:]
+            if any(is_temporary(part) for part in rel.split("/")):
+                continue
+            local = os.path.join(tmp, *rel.split("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            fs.get_file(f, local)
+        yield tmp
+
+
 __all__ = (
     "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "is_temporary",
     "make_output_dir", "open_output", "output_dir", "output_file", "remove_owned",
     "remove_temporaries", "replace_directory", "temporary_name", "temporary_of", "version",
-    "write_bytes", "write_json", "write_text",
+    "write_bytes", "write_json", "write_text", "filesystem", "is_url", "join", "localize",
+    "remote_input", "staged_output", "url_exists", "url_isfile", "url_put_bytes",
+    "url_read_bytes", "url_scheme", "location", "open_input",
 )

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +367,23 @@ def read_side(source: str | os.PathLike[str]) -> Side:
     InputError
         ``source`` is missing, or a directory of neither kind, or a file that is not a hits TSV.
     """
+    from ._io import is_url, localize, remote_input
+
+    source = localize(source)
+    if is_url(source):
+        # Read eagerly from a local copy (a directory's files, or the TSV's parent's files).
+        text = str(source).rstrip("/")
+        from ._io import filesystem
+
+        fs, root = filesystem(text)
+        if fs.isfile(root):
+            parent, _, name = text.rpartition("/")
+            with remote_input(parent, "hits input") as local:
+                side = read_side(Path(local) / name)
+        else:
+            with remote_input(text, "hits input") as local:
+                side = read_side(local)
+        return replace(side, path=text)  # type: ignore[arg-type]
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path} does not exist; pass a nemo_dask or finemo output directory "

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import open_output, remove_temporaries, write_json
+from ._io import (
+    filesystem,
+    is_url,
+    location,
+    open_input,
+    open_output,
+    remove_temporaries,
+    write_json,
+)
 
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
@@ -62,18 +69,23 @@ def write_block(
 
     QC is written last: a block counts as finished only when both files are valid.
     """
-    out = Path(out)
+    out = location(out)
     n_hits = write_table_atomic(conform(hits, HITS_SCHEMA), out / HITS_DIR / part_name(block))
     n_qc = write_table_atomic(conform(qc, QC_SCHEMA), out / QC_DIR / part_name(block))
     return n_hits, n_qc
 
 
 def partition_rows(path: str | os.PathLike[str]) -> int | None:
-    """Row count of a complete Parquet file, or None if it is missing or unreadable."""
-    if not Path(path).is_file():  # a FIFO or device of that name must not be read (it blocks)
+    """Row count of a complete Parquet file, or None if it is missing or unreadable.
+
+    On an object store the object was written whole (one request), but a reader still checks
+    its footer: an object some other tool truncated is not trusted either.
+    """
+    if not location(path).is_file():  # a FIFO or device of that name must not be read (it blocks)
         return None
     try:
-        return pq.read_metadata(path).num_rows
+        with open_input(path) as f:
+            return pq.read_metadata(f).num_rows
     except (OSError, pa.ArrowInvalid):
         return None
 
@@ -84,7 +96,8 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
     Returns how many were removed (names as :func:`nemo_dask._io.is_temporary` says; in ``out``
     only those of the run's own files, since ``out`` may also hold a user's files).
     """
-    return (remove_temporaries(Path(out) / HITS_DIR) + remove_temporaries(Path(out) / QC_DIR)
+    return (remove_temporaries(location(out) / HITS_DIR)
+            + remove_temporaries(location(out) / QC_DIR)
             + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE)))
 
 
@@ -99,24 +112,51 @@ def scan_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
 
 
 def _scan(out: str | os.PathLike[str], sub: str, schema: pa.Schema) -> pl.LazyFrame:
-    d = Path(out) / sub
+    d = location(out) / sub
+    if is_url(d):
+        return _scan_url(str(d), schema)
     if not d.is_dir() or not any(d.glob("part-*.parquet")):
         return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
     # A glob, not the directory: hidden temporaries of a run in progress must not be read.
     return pl.scan_parquet(str(d / "part-*.parquet"), schema=pl.from_arrow(schema.empty_table()).schema)
 
 
+def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
+    """The partitions under a URL as a lazy frame, read through fsspec by pyarrow."""
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, root = filesystem(url)
+    files = sorted(f for f in fs.glob(f"{root.rstrip('/')}/part-*.parquet"))
+    if not files:
+        return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+    dataset = ds.dataset(files, schema=schema, format="parquet",
+                         filesystem=PyFileSystem(FSSpecHandler(fs)))
+    return pl.scan_pyarrow_dataset(dataset)
+
+
 def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame) -> None:
     """Write the motif table to ``OUT/motifs.parquet``."""
-    write_table_atomic(conform(motifs, MOTIFS_SCHEMA), Path(out) / MOTIFS_FILE)
+    write_table_atomic(conform(motifs, MOTIFS_SCHEMA), location(out) / MOTIFS_FILE)
 
 
 def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
     """The motif table of a run (schema.MOTIFS_SCHEMA)."""
-    return pl.from_arrow(pq.read_table(Path(out) / MOTIFS_FILE))  # type: ignore[return-value]
+    with open_input(location(out) / MOTIFS_FILE) as f:
+        return pl.from_arrow(pq.read_table(f))  # type: ignore[return-value]
 
 
-def write_manifest(out: Path, run_fingerprint: str, n_blocks: int,
+def read_cwms(out: Any) -> Any:
+    """``OUT/motif_cwms.npy`` (M x 4 x W) of a run, local or at an fsspec URL."""
+    import io
+
+    import numpy as np
+
+    with open_input(location(out) / CWMS_FILE) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def write_manifest(out: Any, run_fingerprint: str, n_blocks: int,
                    finished: dict[int, dict[str, Any]], complete: bool) -> None:
     """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""
     write_json({
@@ -125,19 +165,19 @@ def write_manifest(out: Path, run_fingerprint: str, n_blocks: int,
         "complete": complete,
         "n_hits": int(sum(b["hits"] for b in finished.values())),
         "blocks": {str(k): finished[k] for k in sorted(finished)},
-    }, out / MANIFEST_FILE)
+    }, location(out) / MANIFEST_FILE)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file written by :func:`nemo_dask._io.write_json`."""
-    with open(path) as f:
+    with open_input(path, "r") as f:
         return json.load(f)
 
 
 def is_output_dir(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a directory a nemo_dask run (or import) wrote: its parameters.json
     carries nemo_dask's own record."""
-    params = Path(path) / PARAMS_FILE
+    params = location(path) / PARAMS_FILE
     if not params.is_file():
         return False
     try:
@@ -149,4 +189,4 @@ def is_output_dir(path: str | os.PathLike[str]) -> bool:
 
 def read_parameters(out: str | os.PathLike[str]) -> dict[str, Any]:
     """The parameters a run in ``out`` was made with."""
-    return read_json(Path(out) / PARAMS_FILE)
+    return read_json(location(out) / PARAMS_FILE)

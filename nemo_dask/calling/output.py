@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +148,11 @@ def _looks_owned(path: Path) -> bool:
     if path.name in _PARTITION_DIRS:
         return path.is_dir() and all(
             (e.startswith("part-") and e.endswith(".parquet")) or is_temporary(e)
-            for e in os.listdir(path))
+            for e in (c.name for c in path.iterdir()))
     if path.name == "regions.zarr":
         from .convert._writer import _is_store_dir
 
-        return path.is_dir() and _is_store_dir(path)
+        return path.is_dir() and _is_store_dir(path)  # (local or UPath)
     return path.is_file()
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from .._io import (
+    is_url,
+    location,
     make_output_dir,
     open_output,
     output_dir,
@@ -124,7 +126,9 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     motifs = load_motifs(motifs_path, motif_params)
     # A file, device, FIFO or - at OUT is refused before any work (also before an npz conversion).
     output_dir(out, "call-hits output directory")
-    out = Path(out).expanduser().absolute()
+    # A local Path, or a UPath for an fsspec URL (s3://...): every OUT file goes through
+    # nemo_dask._io, which writes an object store's objects whole, one request each.
+    out = location(out)
     source = open_regions(regions)
     peaks_identity = _check_peaks_option(inputs, isinstance(source, NpzRegions))
     _check_compatible(source, motifs, motif_params, source.url)
@@ -136,7 +140,11 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
         # Workers read a store: the npz is converted (once; a rerun reuses OUT/regions.zarr).
         # (Not with overwrite: OUT's files, its store included, may be about to go.)
         store = None if run.overwrite else _reuse_store(out, identity, peaks_identity)
-        if store is None:
+        if store is None and is_url(out):
+            # No rename on object stores: convert straight to OUT/regions.zarr (its complete
+            # mark is written last, so a killed conversion is redone, never trusted).
+            store = _convert_into(source.path, out, _npz_chunk(source.n_regions), inputs)
+        elif store is None:
             store = _convert(source.path, out, _npz_chunk(source.n_regions), inputs)
             temporary = Path(store.url)
     else:
@@ -287,6 +295,15 @@ def _convert(npz: Path, out: Path, chunk: int, inputs: dict[str, Any]) -> Region
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _convert_into(npz: Path, out: Any, chunk: int, inputs: dict[str, Any]) -> Regions:
+    """Convert a regions.npz into ``OUT/regions.zarr`` of a URL OUT (see :func:`validate`)."""
+    from ..regions.convert.npz import convert_npz
+
+    return convert_npz(str(npz), str(out / "regions.zarr"), peaks=inputs["peaks"],
+                       chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
+                       progress=False)
 
 
 def _move_store(source: str, out: Path) -> str:

@@ -16,7 +16,8 @@ from .._io import version
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
-_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "export", "compare", "report", "bench")
+_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "export", "tracks", "compare",
+                                       "report", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

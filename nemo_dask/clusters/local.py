@@ -147,7 +147,23 @@ def start_local(options: ClusterOptions) -> Any:
     return LocalCluster(processes=True, host=_HOST, dashboard_address=dashboard_address(options),
                         n_workers=n, threads_per_worker=threads,
                         memory_limit=options.memory_limit or "auto",
-                        security=for_new_cluster(options), config=worker_config())
+                        security=for_new_cluster(options), config=worker_config(),
+                        env=storage_environ())
+
+
+#: Environment variables object-store clients read (credentials, endpoints, fsspec config).
+_STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCE_", "AZURE_STORAGE_")
+
+
+def storage_environ() -> dict[str, str]:
+    """The driver's object-store settings (``AWS_*``, ``FSSPEC_*``, ...), for the workers.
+
+    Workers are forked from a fork server started with the first cluster of the process, so
+    they see the environment of that moment, not the driver's current one; the nanny sets
+    these in each worker before it starts, so a store on ``s3://`` reads with the credentials
+    and endpoint the driver has now.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(_STORAGE_ENV_PREFIXES)}
 
 
 def worker_config() -> dict[str, Any]:

@@ -38,10 +38,15 @@ import pyarrow.parquet as pq
 from .. import config
 from .._io import (
     install,
+    is_url,
+    localize,
+    location,
     make_output_dir,
     output_dir,
     output_file,
+    remote_input,
     remove_temporaries,
+    staged_output,
     temporary_name,
 )
 from ..dataset import (
@@ -121,32 +126,56 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         ``dest_dir`` is (or links to) a file or device, or one of the file names in it is a
         directory.
     """
-    out, dest = Path(out), Path(dest_dir)
-    real = output_dir(dest, "export directory")
-    _check_run(out, dest, allow_incomplete)
+    out_given, dest_given = localize(out), localize(dest_dir)
     if max_rows is None:
         max_rows = int(config.get("export.max-rows"))
     if max_rows < 1:
         raise InputError(f"max_rows must be a positive number of hits, got {max_rows}")
+    if str(out_given).rstrip("/") == str(dest_given).rstrip("/"):
+        raise InputError(f"export destination {dest_dir} is the run directory itself; its "
+                         "parameters.json would lose the nemo_dask settings: choose another "
+                         "directory")
     names = CALL_HITS_FILES
-    for name in names:
-        output_file(real / name, "export file")
-    make_output_dir(real, "export directory")
-    remove_temporaries(real, ("export", *names))  # left by a killed export; only ours
-    tmp = real / temporary_name("export")
-    tmp.mkdir()
-    try:
-        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
-        n_regions = _write_qc(out, tmp, max_rows)
-        read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
-        shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
-        _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    if is_url(dest_given):
+        # An object store: staged locally, each file uploaded whole once all are complete.
+        with remote_input(out_given, "call-hits output directory") as local, \
+                staged_output(dest_given, "export directory") as (stage, _):
+            counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out)
+        dest_text = str(dest_given).rstrip("/")
+        return ExportResult(dest=dest_text, n_hits=counts[0], n_unique=counts[1],  # type: ignore[arg-type]
+                            n_regions=counts[2], n_buckets=counts[3],
+                            files=tuple(f"{dest_text}/{n}" for n in names))  # type: ignore[misc]
+    dest = Path(dest_given)
+    real = output_dir(dest, "export directory")
+    with remote_input(out_given, "call-hits output directory") as local:
+        _check_run(Path(local), dest, allow_incomplete, out)
         for name in names:
-            install(tmp / name, real / name, "export file")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            output_file(real / name, "export file")
+        make_output_dir(real, "export directory")
+        remove_temporaries(real, ("export", *names))  # left by a killed export; only ours
+        tmp = real / temporary_name("export")
+        tmp.mkdir()
+        try:
+            n_hits, n_unique, n_regions, n_buckets = _export_into(Path(local), tmp, max_rows,
+                                                                  allow_incomplete, out)
+            for name in names:
+                install(tmp / name, real / name, "export file")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(dest=dest, n_hits=n_hits, n_unique=n_unique, n_regions=n_regions,
                         n_buckets=n_buckets, files=tuple(dest / n for n in names))
+
+
+def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
+                 shown: Any) -> tuple[int, int, int, int]:
+    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``."""
+    _check_run(out, None, allow_incomplete, shown)
+    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
+    n_regions = _write_qc(out, tmp, max_rows)
+    read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
+    shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
+    _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    return n_hits, n_unique, n_regions, n_buckets
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -303,13 +332,14 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
         json.dump(finemo_parameters(params), f, indent=4)
 
 
-def _check_run(out: Path, dest: Path, allow_incomplete: bool) -> None:
+def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any = None) -> None:
+    shown = out if shown is None else shown
     missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
                if not (out / name).exists()]
     if missing:
-        raise InputError(f"{out} is not a call-hits output directory: it lacks "
+        raise InputError(f"{shown} is not a call-hits output directory: it lacks "
                          f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
-    if dest.resolve() == out.resolve():
+    if dest is not None and dest.resolve() == out.resolve():
         raise InputError(f"export destination {dest} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "
                          "directory")
@@ -318,7 +348,7 @@ def _check_run(out: Path, dest: Path, allow_incomplete: bool) -> None:
         info = read_json(manifest)
         if not info.get("complete", True):
             done = len(info.get("blocks", {}))
-            raise InputError(f"{manifest}: the run is incomplete ({done} of "
+            raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
                              f"{info.get('n_blocks', '?')} blocks finished); resume it with "
                              "call-hits, or export what exists with --allow-incomplete")
 

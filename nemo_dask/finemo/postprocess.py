@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .._io import open_output, output_file
+from .._io import is_url, localize, open_output, output_file
 from ..errors import InputError
 from .formats import COLLAPSED_DTYPES, NA, RELAXED_KEYS, STRICT_KEYS
 from .read import load_hits
@@ -146,7 +146,8 @@ def write_tsv(lf: pl.LazyFrame, out_path: str | os.PathLike[str]) -> Path:
     a file atomically, a symlink's target, a device, FIFO or ``-`` directly)."""
     with open_output(out_path, "wb", what="hits table") as f:
         lf.sink_csv(f, separator="\t", engine="streaming")
-    return Path(out_path)
+    target = localize(out_path)
+    return target if is_url(target) else Path(target)
 
 
 def _lazy(hits: HitsSource) -> pl.LazyFrame:

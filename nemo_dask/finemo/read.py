@@ -15,6 +15,7 @@ from typing import Literal, overload
 
 import polars as pl
 
+from .._io import is_url, location, open_input
 from ..dataset import HITS_DIR, read_motifs, scan_hits, scan_qc
 from ..errors import InputError
 from .formats import (
@@ -38,7 +39,7 @@ def load_hits(source: str | os.PathLike[str], *, unique: bool = False) -> pl.Laz
     ``source`` is a finemo hits TSV, a finemo output directory, or a nemo_dask output directory
     (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv.
     """
-    path = Path(source)
+    path = location(source)  # a local Path, or a UPath for an fsspec URL
     if path.is_dir():
         if (path / HITS_DIR).is_dir():
             lf = finemo_hits(path, unique=unique)
@@ -97,11 +98,16 @@ def read_tsv(path: Path, dtypes: dict[str, pl.DataType], *, kind: str,
     InputError
         The header differs (a file of another kind, or edited), or a value does not parse.
     """
-    with open(path) as f:
+    with open_input(path, "r") as f:
         header = f.readline().rstrip("\n").split("\t")
     if header != list(dtypes):
         raise InputError(f"{path}: expected finemo's {kind} columns {list(dtypes)}, found "
                          f"{header}; pass the {kind} finemo wrote, unmodified")
+    if is_url(path):  # read whole through fsspec (polars' own cloud readers ignore fsspec)
+        with open_input(path) as f:
+            path = f.read()  # type: ignore[assignment]
+        frame = pl.read_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
+        return frame.lazy() if lazy else frame
     if lazy:
         return pl.scan_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
     try:

@@ -233,6 +233,10 @@ def open_store(path_or_url: str | os.PathLike[str]) -> Regions:
     url = store_location(path_or_url)
     text = os.fspath(path_or_url)
     path = local_path(path_or_url)
+    if path is None:
+        from .._io import filesystem
+
+        filesystem(url)  # a missing s3fs (gcsfs, ...) is one line, not zarr's traceback
     if path is not None and path.is_file():
         raise InputError(f"{text}: is a file, not a regions store (for finemo's regions.npz "
                          "use open_regions, or convert it: `nemo-dask convert npz -r FILE -o "

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import polars as pl
 
-from .._io import make_output_dir, open_output, output_dir, output_file
+from .._io import (
+    is_url,
+    localize,
+    make_output_dir,
+    open_output,
+    output_dir,
+    output_file,
+    remote_input,
+    staged_output,
+)
 from ..regions.source import RegionSource
 from . import tables
 from .compute import is_finemo_dir, report_tables
@@ -78,9 +87,22 @@ def write_report(
     ``hits_dir`` may also be a finemo call-hits output directory: it is imported into
     ``out_dir/finemo_dataset`` first.
     Other parameters are those of :func:`report_tables`.
+
+    ``hits_dir`` and ``out_dir`` may be fsspec URLs (``s3://...``): a remote run is copied to a
+    local temporary directory first (its regions store left out), a remote ``out_dir`` is
+    written locally and each file uploaded whole once the report is complete.
     """
+    args = (modisco_h5, modisco_region_width, compute_recall, embed_images, regions_per_read)
+    if is_url(localize(out_dir)):
+        with staged_output(out_dir, "report directory") as (stage, _):
+            return write_report(regions, hits_dir, stage, *args)
+    if is_url(localize(hits_dir)):
+        with remote_input(hits_dir, "hits directory") as local:
+            return write_report(regions, local, out_dir, *args)
+    out_dir = localize(out_dir)
     out = Path(out_dir)
     check_report_dir(out, figures=not embed_images)
+    hits_dir = localize(hits_dir)
     if is_finemo_dir(Path(hits_dir)):
         # finemo's TSV outputs are imported once into a dataset kept beside the report.
         from ..finemo.importing import import_finemo

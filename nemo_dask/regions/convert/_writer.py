@@ -2,8 +2,15 @@
 
 A local store is written under a hidden temporary name beside the target (beside a symlink's
 target, so the link stays a link) and renamed into place once complete
-(:mod:`nemo_dask._io` names the temporary and checks what is at ``-o``); any store (local or
-fsspec URL) gets its ``complete`` attribute last, and
+(:mod:`nemo_dask._io` names the temporary and checks what is at ``-o``). Object stores have no
+rename: a new store at an empty URL prefix is written in place; one that replaces an existing
+store (``--overwrite``) is written completely under a hidden sibling prefix
+(``.<name>.tmp-<hex>``), and only then is the old store deleted and the new one copied to the
+final prefix (server-side copies), its root ``zarr.json`` -- which carries the complete mark --
+last, and the temporary prefix removed. So the old store is never destroyed before a complete
+new one exists; if the swap itself is interrupted, the final prefix reads as incomplete (refused
+by ``open_store``) and the complete new store is still under the temporary prefix. Any store
+(local or fsspec URL) gets its ``complete`` attribute last, and
 :func:`nemo_dask.regions.store.open_store` refuses stores without it. So an interrupted conversion never
 leaves a store that looks complete.
 """
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..._io import output_dir, replace_directory, temporary_name, version
+from ..._io import location, output_dir, replace_directory, temporary_name, version
 from ...errors import InputError, OutputExistsError
 from ...schema import PEAKS_DTYPES
 from ..store import (
@@ -87,6 +94,9 @@ def check_target(out: str | os.PathLike[str], overwrite: bool) -> None:
     if fs.exists(root) and not overwrite:
         raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) to "
                                 "replace it, or choose another -o")
+    if fs.exists(root) and fs.find(root) and not _is_store_dir(location(store_location(out))):
+        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store; refusing "
+                                "to delete it even with --overwrite; choose another -o")
 
 
 def _replaceable(path: Path) -> bool:
@@ -106,10 +116,9 @@ def _is_store_dir(path: Path) -> bool:
 
 
 def _fsspec(url: str) -> tuple[Any, str]:
-    import fsspec
+    from ..._io import filesystem
 
-    fs, root = fsspec.core.url_to_fs(url)
-    return fs, root
+    return filesystem(url)
 
 
 class StoreWriter:
@@ -152,9 +161,15 @@ class StoreWriter:
             self.target = str(self.local.parent / temporary_name(self.local.name))
         else:
             fs, root = _fsspec(self.final)
-            if fs.exists(root):
-                fs.rm(root, recursive=True)
-            self.target = self.final
+            self.fs, self.root = fs, root.rstrip("/")
+            self.staging: str | None = None
+            if fs.exists(self.root):  # check_target allowed it: a store, with overwrite
+                parent, _, name = self.root.rpartition("/")
+                self.staging = f"{parent}/{temporary_name(name)}" if parent \
+                    else temporary_name(name)
+                self.target = fs.unstrip_protocol(self.staging)
+            else:
+                self.target = self.final
         self.n_regions, self.width, self.chunk_size = n_regions, width, chunk_size
         self.attrs = {
             "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
@@ -233,7 +248,20 @@ class StoreWriter:
         if self.local is not None:
             # The old store (checked: an empty directory or a store) goes once the new one is in.
             replace_directory(self.target, self.local, _replaceable, "regions store")
+        elif self.staging is not None:
+            self._swap_remote()
         return open_store(self.final)
+
+    def _swap_remote(self) -> None:
+        """Replace the old object-store store by the complete one under ``self.staging``."""
+        fs, src, dst = self.fs, self.staging, self.root
+        assert src is not None
+        files = sorted(fs.find(src))
+        head = f"{src}/zarr.json"
+        fs.rm(dst, recursive=True)
+        for f in [f for f in files if f != head] + [head]:  # the complete mark last
+            fs.copy(f, dst + f[len(src):])
+        fs.rm(src, recursive=True)
 
     def abort(self) -> None:
         """Remove what was written (best effort); the target is left as it was."""
@@ -242,7 +270,7 @@ class StoreWriter:
         else:
             try:
                 fs, root = _fsspec(self.target)
-                fs.rm(root, recursive=True)
+                fs.rm(root, recursive=True)  # the staging prefix, or a new store's own prefix
             except (OSError, ValueError):
                 pass
 

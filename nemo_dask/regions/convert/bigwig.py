@@ -199,6 +199,8 @@ def convert_bigwig(
                           "bigwigs": [str(p.absolute()) for p in bw_paths],
                           "chrom_order": None if chrom_order is None
                           else str(Path(chrom_order).absolute())},
+               # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
+               "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
                "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,
                               "chunk_size": chunk_size}},
         combine=lambda arrays, dtype: arrays[0].astype(dtype, copy=False),
