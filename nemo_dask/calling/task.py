@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ..dataset import CWMS_FILE, read_motifs, write_block
+from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_block
 from ..errors import InputError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
@@ -74,7 +74,7 @@ def motifs_from_out(out: str, digest: str = "") -> Motifs:
         if cached is not None:
             return cached
         try:
-            cwms = np.load(f"{out}/{CWMS_FILE}")
+            cwms = read_cwms(out)  # local or an fsspec URL
             table = read_motifs(out)
         except OSError as err:
             raise InputError(f"{out}: cannot read the run's motifs ({err}); was the output "
