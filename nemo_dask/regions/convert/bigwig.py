@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,31 @@ def fill_window(genome: Any, bws: list[Any], chrom: str, begin: int, seq: np.nda
     contrib[a:b] = np.mean(buffer[:, : b - a], axis=0)
 
 
+def window_reader(genome: Any, bws: list[Any], width: int, contrib_dtype: str, label: str
+                  ) -> tuple[Callable[..., tuple[np.ndarray, list[np.ndarray]]], dict[str, int]]:
+    """The converter pipeline's ``read`` for windows of ``width`` bp at the peak table's
+    (chr, peak_region_start), filled by :func:`fill_window`, and the counts it keeps of windows
+    that reach past either chromosome end (for the warnings). ``label`` names a window in
+    messages ("region", "window")."""
+    notes = {"regions_past_chromosome_end": 0, "regions_before_chromosome_start": 0}
+    buf_dtype = np.float16 if contrib_dtype == "float16" else np.float32
+    buffer = np.zeros((len(bws), width), dtype=buf_dtype)
+
+    def read(start: int, stop: int, chunk: pl.DataFrame | None) -> tuple[np.ndarray,
+                                                                       list[np.ndarray]]:
+        assert chunk is not None
+        seqs = np.zeros((stop - start, 4, width), dtype=np.int8)
+        contribs = np.zeros((stop - start, width), dtype=buf_dtype)
+        rows = zip(chunk.get_column("chr").to_list(),
+                   chunk.get_column("peak_region_start").to_list(), strict=True)
+        for i, (chrom, begin) in enumerate(rows):
+            fill_window(genome, bws, chrom, int(begin), seqs[i], contribs[i], buffer, notes,
+                        f"{label} {start + i}")
+        return seqs, [contribs]
+
+    return read, notes
+
+
 def convert_bigwig(
     peaks: PathLike,
     fasta: PathLike,
@@ -169,22 +194,8 @@ def convert_bigwig(
     except BaseException:
         genome.close()
         raise
-    notes = {"regions_past_chromosome_end": 0, "regions_before_chromosome_start": 0}
-    buf_dtype = np.float16 if contrib_dtype == "float16" else np.float32
     width = region_width
-    buffer = np.zeros((len(bws), width), dtype=buf_dtype)
-
-    def read(start: int, stop: int, chunk: pl.DataFrame | None) -> tuple[np.ndarray,
-                                                                       list[np.ndarray]]:
-        assert chunk is not None
-        seqs = np.zeros((stop - start, 4, width), dtype=np.int8)
-        contribs = np.zeros((stop - start, width), dtype=buf_dtype)
-        rows = zip(chunk.get_column("chr").to_list(),
-                   chunk.get_column("peak_region_start").to_list(), strict=True)
-        for i, (chrom, begin) in enumerate(rows):
-            fill_window(genome, bws, chrom, int(begin), seqs[i], contribs[i], buffer, notes,
-                        f"region {start + i}")
-        return seqs, [contribs]
+    read, notes = window_reader(genome, bws, width, contrib_dtype, "region")
 
     def close() -> None:
         genome.close()

@@ -47,7 +47,7 @@ from ...schema import PEAKS_DTYPES
 from ..store import Regions
 from ._peaks import is_skipped_line, open_text_lines
 from ._pipeline import Source, crop_bounds, run_conversion
-from .bigwig import _open_bigwigs, _open_fasta, fill_window
+from .bigwig import _open_bigwigs, _open_fasta, window_reader
 
 PathLike = str | os.PathLike[str]
 
@@ -330,22 +330,8 @@ def convert_intervals(
         warnings.warn(f"{role}: {tiles.n_merged} interval(s) overlapped or touched another on "
                       "the same chromosome and were merged with it (no base is called twice)",
                       stacklevel=2)
-    notes = {"regions_past_chromosome_end": 0, "regions_before_chromosome_start": 0}
-    buf_dtype = np.float16 if contrib_dtype == "float16" else np.float32
     width = region_width
-    buffer = np.zeros((len(bws), width), dtype=buf_dtype)
-
-    def read(start: int, stop: int, chunk: pl.DataFrame | None) -> tuple[np.ndarray,
-                                                                       list[np.ndarray]]:
-        assert chunk is not None
-        seqs = np.zeros((stop - start, 4, width), dtype=np.int8)
-        contribs = np.zeros((stop - start, width), dtype=buf_dtype)
-        rows = zip(chunk.get_column("chr").to_list(),
-                   chunk.get_column("peak_region_start").to_list(), strict=True)
-        for i, (chrom, begin) in enumerate(rows):
-            fill_window(genome, bws, chrom, int(begin), seqs[i], contribs[i], buffer, notes,
-                        f"window {start + i}")
-        return seqs, [contribs]
+    read, notes = window_reader(genome, bws, width, contrib_dtype, "window")
 
     def extra(start: int, stop: int) -> dict[str, np.ndarray]:
         w = tiles.windows(start, stop)
