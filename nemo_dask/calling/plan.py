@@ -146,9 +146,10 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
         "mode": motif_params.mode,
         "motif_options": _jsonable(vars(motif_params)),
         "motifs": motifs_digest(motifs),
-        # The mode is recorded once, above; batch size and compilation change no hit.
+        # The mode is recorded once, above; batch size, compilation and how often convergence
+        # is checked change no hit.
         "solver": {k: v for k, v in vars(solver).items()
-                   if k not in ("batch_size", "compile_optimizer", "mode")},
+                   if k not in ("batch_size", "compile_optimizer", "mode", "check_every")},
     })
     run_fp = fingerprint(run_identity)
     try:
