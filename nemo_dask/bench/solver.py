@@ -54,14 +54,14 @@ def load_arrays(regions: str, repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
 def resize_motifs(motifs: Motifs, n_motifs: int) -> Motifs:
     """A motif set of ``n_motifs`` motifs (both strands counted) made from ``motifs``, to time
     the solver at other M: the first ``n_motifs`` when there are enough, else the set plus
-    blends of two of its patterns (0.6 x one + 0.4 x another forward CWM, renormalised,
-    trimmed to the union of both windows) and their reverse complements. Blends are distinct
+    blends of two of its patterns (w x one + (1 - w) x another forward CWM, w = 0.6, 0.75,
+    0.9, renormalised, trimmed to the union of both windows) and their reverse complements. Blends are distinct
     motifs that look like real ones; both tools receive the same arrays.
 
     Raises
     ------
     InputError
-        ``n_motifs`` is odd or below 2.
+        ``n_motifs`` is odd or below 2, or needs more blends than the patterns give.
     """
     if n_motifs < 2 or n_motifs % 2:
         raise InputError(f"--motifs {n_motifs}: give an even number >= 2 (forward and reverse)")
@@ -69,10 +69,15 @@ def resize_motifs(motifs: Motifs, n_motifs: int) -> Motifs:
     masks = motifs.trim_masks.astype(np.int8)
     fwd, fmask = cwms[0::2], masks[0::2]
     k = fwd.shape[0]
+    pairs = [(a, b) for a in range(k) for b in range(k) if a != b]
+    n_blends = max(0, (n_motifs - cwms.shape[0]) // 2)
+    if n_blends and (not pairs or n_blends > 3 * len(pairs)):
+        raise InputError(f"--motifs {n_motifs}: too many for blends of {k} pattern(s)")
     new_c, new_m = [cwms[:n_motifs]], [masks[:n_motifs]]
-    for j in range(max(0, (n_motifs - cwms.shape[0]) // 2)):
-        a, b = j % k, (j % k + 1 + j // k) % k
-        cwm = 0.6 * fwd[a] + 0.4 * fwd[b]
+    for j in range(n_blends):
+        a, b = pairs[j % len(pairs)]
+        w = 0.6 + 0.15 * (j // len(pairs))  # 0.6, 0.75, 0.9: each round a new blend
+        cwm = w * fwd[a] + (1 - w) * fwd[b]
         mask = fmask[a] | fmask[b]
         cwm = cwm * mask / np.sqrt(((cwm * mask) ** 2).sum())
         new_c.append(np.stack([cwm, cwm[::-1, ::-1]]))
