@@ -27,6 +27,8 @@ MODES: dict[str, tuple[str, bool]] = {
 #: Default solver batch (regions optimised together) per device type; on CPU per torch thread.
 #: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there; at one thread 16 was
 #: 12% faster than 64, its working set staying in cache); on a GPU large ones fill the device.
+#: The CUDA figure is the fallback only: the solver sizes a GPU batch from the device's free
+#: memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
 DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
 
 #: Default number of steps between convergence checks per device type. Each check reads the

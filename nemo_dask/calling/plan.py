@@ -189,6 +189,7 @@ def plan_run(c: Checked, gpus: bool) -> Plan:
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": c.solver.eps,
+        "exact": c.solver.exact, "check_every": c.solver.check_every,
         "batch_size_resolved": {"cpu_per_thread": c.solver.batch_size_for("cpu"),
                                 "cuda": c.solver.batch_size_for("cuda")},
         "motif_options": {k: v for k, v in vars(c.motif_params).items()},

@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="steps before a region times out (default %(default)s)")
     so.add_argument("-b", "--batch-size", type=int, default=None,
                     help="regions optimised together on a worker (default "
-                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU, "
-                    f"{DEFAULT_BATCH_SIZE['cuda']} on a GPU)")
+                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU; on a GPU what half "
+                    "its free memory holds, at most 16384)")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
     so.add_argument("--exact", action="store_true",
                     help="finemo's dense transposed convolution on CPU: the same iterates as "
