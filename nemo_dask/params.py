@@ -27,7 +27,14 @@ MODES: dict[str, tuple[str, bool]] = {
 #: Default solver batch (regions optimised together) per device type; on CPU per torch thread.
 #: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there; at one thread 16 was
 #: 12% faster than 64, its working set staying in cache); on a GPU large ones fill the device.
+#: The CUDA figure is the fallback only: the solver sizes a GPU batch from the device's free
+#: memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
 DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
+
+#: Default number of steps between convergence checks per device type. Each check reads the
+#: duality gaps back to the host; on a GPU that synchronisation stalls the queue of kernels, on
+#: a CPU it costs nothing. Results do not depend on it (finished regions are frozen).
+DEFAULT_CHECK_EVERY: dict[str, int] = {"cpu": 1, "cuda": 10}
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,14 @@ class SolverParams:
     """Optimiser settings of finemo's ``fit_contribs``, same names and defaults, and the mode.
 
     ``batch_size`` None means the per-device default of :data:`DEFAULT_BATCH_SIZE` (on CPU,
-    times the torch threads). ``mode`` is finemo's mode (see :data:`MODES`); the solver uses
+    times the torch threads; on a GPU, sized from its free memory).
+
+    Two fields are nemo_dask's own (the solver's speed, issue 16): ``exact`` keeps finemo's
+    dense transposed convolution on CPU, so iterates match finemo's bit for bit on the same
+    machine; the default computes it from the few non-zeros of the extrapolated point, which
+    reorders the terms of its sums (last bits; the rounding-robust parity holds). On a GPU the
+    dense step is always used. ``check_every`` is how many steps pass between convergence
+    checks (None: :data:`DEFAULT_CHECK_EVERY`); it changes no result. ``mode`` is finemo's mode (see :data:`MODES`); the solver uses
     its second letter only (:attr:`use_hypothetical`), the first picks the motif matrices when
     they are loaded (:class:`MotifParams`).
     """
@@ -54,6 +68,9 @@ class SolverParams:
     #: A fixed divisor of every region's contributions instead of finemo's per-region RMS
     #: (None: finemo's ``global_scale``); see "Calling over intervals and whole genomes".
     global_scale: float | None = None
+    # nemo_dask's own (issue 16, speed): see the class docstring.
+    exact: bool = False
+    check_every: int | None = None
 
     def __post_init__(self) -> None:
         _check_mode(self.mode)
@@ -80,6 +97,16 @@ class SolverParams:
             isinstance(self.batch_size, int) and self.batch_size >= 1
         ):
             raise InputError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.check_every is not None and not (
+            isinstance(self.check_every, int) and self.check_every >= 1
+        ):
+            raise InputError(f"check_every must be an integer >= 1, got {self.check_every!r}")
+
+    def check_every_for(self, device_type: str) -> int:
+        """Steps between convergence checks on a device of type ``device_type``."""
+        if self.check_every is not None:
+            return self.check_every
+        return DEFAULT_CHECK_EVERY.get(device_type, DEFAULT_CHECK_EVERY["cuda"])
 
     def batch_size_for(self, device_type: str, threads: int = 1) -> int:
         """The batch size to use on a device of type ``device_type`` ("cpu", "cuda", ...)

@@ -74,6 +74,8 @@ def call_hits(
     eps: float = _SP.eps,
     compile_optimizer: bool = _SP.compile_optimizer,
     global_scale: float | None = _SP.global_scale,
+    exact: bool = _SP.exact,
+    check_every: int | None = _SP.check_every,
     block_size: int | None = None,
     device: str | None = None,
     retries: int | None = None,
@@ -116,9 +118,11 @@ def call_hits(
         finemo's per-motif options, as objects (names; name -> new name, lambda, threshold,
         (start, end)) or as finemo's text files (``-I``, ``-N``, ``-L``, ``-T``, ``-R``).
     step_size_max, step_size_min, sqrt_transform, convergence_tol, max_steps, batch_size, \
-step_adjust, post_filter, eps, compile_optimizer
+step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The optimiser (:class:`~nemo_dask.params.SolverParams`); ``batch_size`` None means
-        16 regions per torch thread on a CPU, 2000 on a GPU.
+        16 regions per torch thread on a CPU, on a GPU what half its free memory holds;
+        ``exact`` keeps finemo's dense step on CPU (bit-identical iterates, slower);
+        ``check_every`` None means a convergence check every step on CPU, every 10 on a GPU.
     global_scale : float, optional
         Divide every region's contributions by this fixed value instead of by its own RMS
         (finemo's ``global_scale``): for tiled stores, so that quiet background windows are not
@@ -174,7 +178,8 @@ step_adjust, post_filter, eps, compile_optimizer
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
         step_adjust=step_adjust, post_filter=post_filter, eps=eps,
-        compile_optimizer=compile_optimizer, mode=mode, global_scale=global_scale)
+        compile_optimizer=compile_optimizer, mode=mode, global_scale=global_scale,
+        exact=exact, check_every=check_every)
     run = RunOptions(block_size=block_size, device=device, retries=retries,
                      overwrite=overwrite, progress=progress,
                      worker_wait=worker_wait).resolved()

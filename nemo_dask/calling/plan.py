@@ -163,10 +163,11 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
         "mode": motif_params.mode,
         "motif_options": _jsonable(vars(motif_params)),
         "motifs": motifs_digest(motifs),
-        # The mode is recorded once, above; batch size and compilation change no hit.
-        # (global_scale only when set, so that runs made before it existed still resume.)
+        # The mode is recorded once, above; batch size, compilation and how often convergence
+        # is checked change no hit. (global_scale only when set, so that runs made before it
+        # existed still resume.)
         "solver": {k: v for k, v in vars(solver).items()
-                   if k not in ("batch_size", "compile_optimizer", "mode")
+                   if k not in ("batch_size", "compile_optimizer", "mode", "check_every")
                    and not (k == "global_scale" and v is None)},
     })
     run_fp = fingerprint(run_identity)
@@ -207,6 +208,7 @@ def plan_run(c: Checked, gpus: bool) -> Plan:
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": c.solver.eps,
+        "exact": c.solver.exact, "check_every": c.solver.check_every,
         "batch_size_resolved": {"cpu_per_thread": c.solver.batch_size_for("cpu"),
                                 "cuda": c.solver.batch_size_for("cuda")},
         "motif_options": {k: v for k, v in vars(c.motif_params).items()},

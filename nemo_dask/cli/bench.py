@@ -21,10 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="tile the regions this many times")
     p.add_argument("-b", "--batch-sizes", type=_ints, default=None,
                    help="nemo_dask batch sizes, comma-separated (default: call-hits' default, "
-                   "16 per torch thread on CPU, 2000 on CUDA)")
+                   "16 per torch thread on CPU; on CUDA, what half the GPU's free memory holds)")
     p.add_argument("--finemo-batch-sizes", type=_ints, default=[16, 64, 256],
                    help="finemo batch sizes, comma-separated (default 16,64,256)")
-    p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("-d", "--device", default="cpu",
+                   help="cpu, cuda or cuda:N (default cpu); both tools run there")
+    p.add_argument("--exact", action="store_true",
+                   help="time nemo_dask's exact step (finemo's dense transposed convolution)")
+    p.add_argument("--motifs", type=int, default=None, dest="n_motifs",
+                   help="a motif set of this many motifs (both strands), made from the H5's "
+                   "patterns and blends of two of them (e.g. 20, 60, 100)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's; with --workers, threads per worker, 1)")
     w = p.add_argument_group("cluster scaling (instead of the finemo comparison)")
@@ -50,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     rows = run_bench(args.regions, args.modisco_h5, mode=args.mode, repeat=args.repeat,
                      batch_sizes=args.batch_sizes, finemo_batch_sizes=args.finemo_batch_sizes,
-                     device=args.device, threads=args.threads)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, mode {args.mode}")
+                     device=args.device, threads=args.threads, exact=args.exact,
+                     n_motifs=args.n_motifs)
+    m = f", {args.n_motifs} motifs" if args.n_motifs else ""
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, mode {args.mode}, "
+          f"{rows[0].regions} regions{m}{', exact' if args.exact else ''}")
     print(format_rows(rows))
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import warnings
 
 from .. import config
-from ..params import DEFAULT_BATCH_SIZE, MODES, MotifParams, SolverParams
+from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="steps before a region times out (default %(default)s)")
     so.add_argument("-b", "--batch-size", type=int, default=None,
                     help="regions optimised together on a worker (default "
-                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU, "
-                    f"{DEFAULT_BATCH_SIZE['cuda']} on a GPU)")
+                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU; on a GPU what half "
+                    "its free memory holds, at most 16384)")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
     gs = so.add_mutually_exclusive_group()
     gs.add_argument("--global-scale", type=float, default=None, metavar="VALUE",
@@ -80,6 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     gs.add_argument("--global-scale-from", default=None, metavar="STORE[:PERCENTILE]",
                     help="the fixed scale is this percentile (default 50) of the per-region "
                     "scales of STORE, a store of peak windows (`convert bigwig`)")
+    so.add_argument("--exact", action="store_true",
+                    help="finemo's dense transposed convolution on CPU: the same iterates as "
+                    "finemo bit for bit on the same machine, slower (default: computed from "
+                    "the few non-zero coefficients; same hits by the rounding-robust rule)")
+    so.add_argument("--check-every", type=int, default=None,
+                    help="steps between convergence checks; changes no result (default "
+                    f"{DEFAULT_CHECK_EVERY['cpu']} on CPU, {DEFAULT_CHECK_EVERY['cuda']} on a GPU)")
     so.add_argument("-d", "--device", default=None,
                     help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
                     f"cuda:N (default {run_defaults['device']})")
@@ -138,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         step_size_max=args.step_size_max, step_size_min=args.step_size_min,
         step_adjust=args.step_adjust, convergence_tol=args.convergence_tol,
         max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
-        global_scale=global_scale,
+        global_scale=global_scale, exact=args.exact, check_every=args.check_every,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
         worker_wait=args.worker_wait,

@@ -10,10 +10,18 @@ Besides the cropped convolutions of :mod:`.kernels`, one thing makes it faster t
 without changing any region's iterates: finemo keeps ``batch_size`` slots busy to the end,
 padding included; here finished slots are refilled while regions remain and dropped once none
 do, so no step computes empty slots.
+
+On CPU the default step (:func:`.kernels.prox_step_sparse`) computes the transposed convolution
+from the extrapolated point's few non-zeros; ``SolverParams(exact=True)`` keeps finemo's dense
+one. On a GPU, convergence is checked every ``check_every`` steps instead of every step, so the
+host does not wait for the device at each step; a region that finishes between two checks is
+frozen (its iterate, counters and gap stop changing), so its result is the one it has when
+checked at every step.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -35,6 +43,7 @@ from .kernels import (
     prepare_motifs,
     preprocess,
     prox_step,
+    prox_step_sparse,
     score,
 )
 
@@ -159,8 +168,43 @@ def fit_stream(
     if threads is None:
         threads = torch.get_num_threads()
     max_slots = params.batch_size_for(device.type, threads)
+    if device.type == "cuda" and params.batch_size is None:
+        free, _ = torch.cuda.mem_get_info(device)
+        p = first.sequences.shape[-1] - motifs.width + 1
+        max_slots = cuda_batch_size(free, motifs.cwms.shape[0], p, first.sequences.shape[-1])
     with torch.inference_mode():
         _Fit(first, more, motifs, params, device, max_slots, progress).run()
+
+
+#: Share of a GPU's free memory the solver's slots may fill, and the most slots taken.
+CUDA_MEMORY_SHARE = 0.5
+CUDA_MAX_BATCH = 16384
+
+
+def cuda_batch_size(free_bytes: int, n_motifs: int, n_pos: int, length: int,
+                    share: float = CUDA_MEMORY_SHARE, cap: int = CUDA_MAX_BATCH) -> int:
+    """The default batch on a GPU: as many slots as ``share`` of its free memory holds.
+
+    Parameters
+    ----------
+    free_bytes : int
+        The device's free memory (``torch.cuda.mem_get_info()[0]``).
+    n_motifs, n_pos, length : int
+        M, P and L of the regions.
+    share, cap : float, int
+        The share of free memory to fill and the largest batch returned (a larger batch no
+        longer speeds up a step once the device is busy).
+
+    Returns
+    -------
+    int
+        Between 2 and ``cap``. A slot holds float32 x and the one-hot under the windows
+        (8 L values), importance, iterate and extrapolated point (3 M P), and a step's
+        temporaries (about 13 M P and 12 L more: gradient, candidates, masks, residual,
+        scoring of retiring rows).
+    """
+    per_slot = 4 * (16 * n_motifs * n_pos + 20 * length)
+    return int(max(2, min(cap, share * free_bytes // per_slot)))
 
 
 class _Block:
@@ -210,14 +254,29 @@ class _Fit:
         self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
         self.lw = self.npos + motifs.cwms.shape[2] - 1
-        self.step_fn = compiled_step() if params.compile_optimizer else prox_step
+        if params.compile_optimizer:
+            self.step_fn = compiled_step()
+        elif params.exact or device.type != "cpu":
+            # Elsewhere the sparse step's nonzero() would synchronise the host at every step.
+            self.step_fn = prox_step
+        else:
+            cwms_t = motifs.cwms.transpose(1, 2).contiguous()
+            self.step_fn = functools.partial(prox_step_sparse, cwms_t=cwms_t)
+        self.check_every = params.check_every_for(device.type)
         # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
         # one, and a region's result must not depend on how many others share its batch.
         self.max_slots = max(2, batch_size)
 
     def run(self) -> None:
-        p, mo = self.p, self.mo
         s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
+        if self.check_every == 1:
+            self._run_checking_each_step(s)
+        else:
+            self._run_checking_every(s, self.check_every)
+
+    def _run_checking_each_step(self, s: _Slots) -> None:
+        """Step and check every slot's convergence each step (finemo's loop)."""
+        p, mo = self.p, self.mo
         while (active := s.region >= 0).any():
             s.y, s.c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
                                               mo.lambdas, mo.offset)
@@ -237,6 +296,43 @@ class _Fit:
             rows = torch.nonzero(done).view(-1)
             status = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
             self._retire(s, rows, gap, nll, status)
+            s.region[rows] = -1
+            s = self._fill(s)
+
+    def _run_checking_every(self, s: _Slots, k: int) -> None:
+        """Take ``k`` steps between two reads of the device's state; each slot whose region
+        finishes within them is frozen at the step it finished (the iterate, counters and
+        gap it had then), so results equal :meth:`_run_checking_each_step`'s."""
+        p, mo = self.p, self.mo
+        while (active := s.region >= 0).any():
+            n = active.numel()
+            finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+            gap_at = torch.zeros(n, dtype=torch.float32, device=self.device)
+            nll_at = torch.zeros(n, dtype=torch.float32, device=self.device)
+            status = torch.zeros(n, dtype=torch.int64, device=self.device)
+            for _ in range(k):
+                y, c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                              mo.lambdas, mo.offset)
+                live = active & ~finished
+                diverged = ~torch.isfinite(gap) & live
+                lv, dv = live.view(-1, 1, 1), diverged.view(-1, 1, 1)
+                s.y = torch.where(lv, y.masked_fill_(dv, 0), s.y)
+                s.c = torch.where(lv, c.masked_fill_(dv, 0), s.c)
+                s.i = torch.where(lv, s.i + 1, s.i).masked_fill_(dv, 0)
+                s.step = torch.where(dv, s.step * p.step_adjust, s.step)
+                timeout = s.i.view(-1) > p.max_steps
+                failed = s.step.view(-1) < p.step_size_min
+                converged = gap <= p.convergence_tol
+                now = (converged | timeout | failed) & live
+                gap_at = torch.where(now, gap, gap_at)
+                nll_at = torch.where(now, nll, nll_at)
+                code = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
+                status = torch.where(now, code, status)
+                finished |= now
+            if not finished.any():
+                continue
+            rows = torch.nonzero(finished).view(-1)
+            self._retire(s, rows, gap_at, nll_at, status)
             s.region[rows] = -1
             s = self._fill(s)
 
