@@ -241,7 +241,9 @@ def check_seqlets_line_up(modisco_h5: str | os.PathLike[str], regions: object,
     matched = 0
     for (_, start, end, revcomp, stored), row in zip(records, rows, strict=True):
         a, b = offset + start, offset + end
-        if row < 0 or a < 0 or b > width:
+        # A seqlet of a region these regions do not have (modisco ran on more or other
+        # regions) cannot lie on them.
+        if row < 0 or row >= regions.n_regions or a < 0 or b > width:  # type: ignore[attr-defined]
             continue
         seq = regions.read_block(int(row), int(row) + 1).sequences[0][:, a:b]  # type: ignore
         if revcomp:

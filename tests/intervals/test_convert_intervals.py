@@ -70,6 +70,8 @@ def test_whole_genome_and_chrom_sizes_agree(tmp_path):
     # 17750 + 100 bases widened -> ceil((17850 - 1000) / 900) + 1 = 20 windows
     assert (a.peaks["chr"] == "chrA").sum() == 20
     assert a.attrs["tiling"]["bases"] == 17750 + 17974
+    # The genome's sizes, for `nemo-dask tracks` without --chrom-sizes or --fasta.
+    assert a.attrs["chrom_sizes"] == {"chrA": 17750, "chrB": 17974}
 
 
 def test_overlapping_intervals_are_merged(tmp_path):

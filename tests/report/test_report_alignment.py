@@ -99,3 +99,12 @@ def test_seqlets_of_another_region_list_stop_the_report(tmp_path, data_dir, run_
     np.savez(tmp_path / "kept.npz", **kept)
     assert check_seqlets_line_up(modisco_h5, open_regions(tmp_path / "kept.npz"),
                                  400) == 1.0
+
+
+def test_subset_of_modisco_regions_is_refused_clearly(tmp_path, data_dir, modisco_h5) -> None:
+    """Seqlets of regions the input does not have (a subset of modisco's regions) cannot lie on
+    it: the same clear refusal, not an index error."""
+    with np.load(data_dir / "regions.npz") as d:
+        np.savez(tmp_path / "first40.npz", **{k: d[k][:40] for k in d.files})
+    with pytest.raises(InputError, match=r"only \d+ of \d+ sampled seqlets.*subset"):
+        check_seqlets_line_up(modisco_h5, open_regions(tmp_path / "first40.npz"), 400)

@@ -359,6 +359,8 @@ def convert_intervals(
                           "whole_genome": bool(whole_genome),
                           "fasta": str(fasta.absolute()),
                           "bigwigs": [str(p.absolute()) for p in bw_paths]},
+               # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
+               "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
                "parameters": {"region_width": region_width, "overlap": int(overlap),
                               "contrib_dtype": contrib_dtype, "chunk_size": chunk_size},
                TILING_KEY: tiling},
