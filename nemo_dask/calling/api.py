@@ -130,7 +130,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         of the peak windows' own scales. None (default): finemo's per-region scale.
     block_size : int, optional
         Regions per task (one partition of each table). Default: computed (about 16 blocks of
-        16..1024 regions on CPU, 8192 regions when the workers have GPUs, in whole chunks).
+        16..1024 regions on CPU; on GPU workers 4 solver batches, the batch being what their
+        free GPU memory holds (8192 regions while no worker is up), in whole chunks).
     device : str, optional
         ``auto`` (each worker's GPU if it has one, else its CPU), ``cpu``, ``cuda`` or
         ``cuda:N``; resolved on each worker.
@@ -168,7 +169,13 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
     """
-    from .execute import cluster_has_gpus, connected, execute, prepare_cluster
+    from .execute import (
+        cluster_has_gpus,
+        connected,
+        execute,
+        prepare_cluster,
+        workers_gpu_batch,
+    )
     from .plan import plan_run, validate
 
     t0 = time.perf_counter()
@@ -190,7 +197,12 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                        motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
                        trim_coords=trim_coords, include_rc=include_rc)
     with connected(client, cluster) as cl:
-        plan = plan_run(checked, gpus=cluster_has_gpus(cl, run.device, cluster))
+        gpus = cluster_has_gpus(cl, run.device, cluster)
+        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
+                                       checked.motifs.width)
+                     if gpus and run.block_size is None and solver.batch_size is None else None)
+        plan = plan_run(checked, gpus=gpus,
+                        gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
         summaries = execute(cl, plan)
     n_hits = sum(s["hits"] for s in plan.finished.values())
     return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),

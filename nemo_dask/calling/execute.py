@@ -76,6 +76,23 @@ def cluster_has_gpus(client: Any, device: str, cluster_opts: Any = None) -> bool
                               and bool(getattr(cluster_opts, "gpus_per_job", 1)))
 
 
+def _worker_gpu_batch(n_motifs: int, n_pos: int, length: int) -> int:
+    import torch
+
+    from ..solver.stream import cuda_batch_size
+
+    return cuda_batch_size(int(torch.cuda.mem_get_info()[0]), n_motifs, n_pos, length)
+
+
+def workers_gpu_batch(client: Any, n_motifs: int, width: int, motif_width: int) -> int | None:
+    """The default solver batch the workers' GPUs hold (the smallest over the workers), asked
+    of the workers themselves: the driver never touches CUDA. None when no worker is up yet."""
+    if not client.scheduler_info().get("workers"):
+        return None
+    answers = client.run(_worker_gpu_batch, n_motifs, width - motif_width + 1, width)
+    return min(answers.values()) if answers else None
+
+
 #: Most blocks submitted to the scheduler at once. More are submitted as blocks finish, so the
 #: driver (which hosts the scheduler) holds task state for at most this many blocks however
 #: many the run has; enough to keep thousands of worker threads busy.
@@ -200,4 +217,4 @@ def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
         yield _Bar(bar)
 
 
-__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster")
+__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "workers_gpu_batch")

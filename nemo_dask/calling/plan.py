@@ -184,7 +184,7 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                    regions_url=regions_url)
 
 
-def plan_run(c: Checked, gpus: bool) -> Plan:
+def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
     """Lay out the blocks (GPU-sized when ``gpus``; a resume keeps OUT's layout), write the
     motif files and ``parameters.json``, and find the finished blocks."""
     store, out, run = c.store, c.out, c.run
@@ -200,7 +200,8 @@ def plan_run(c: Checked, gpus: bool) -> Plan:
                       "again with the new one)", stacklevel=3)
         block_size = recorded
     if block_size is None:
-        block_size = recorded or default_block_size(n_regions, int(store.chunk_size), gpus)
+        block_size = recorded or default_block_size(n_regions, int(store.chunk_size), gpus,
+                                                    gpu_batch)
     blocks = [(b, s, min(s + block_size, n_regions))
               for b, s in enumerate(range(0, n_regions, block_size))]
     remove_stale_temporaries(out)
@@ -226,15 +227,26 @@ def plan_run(c: Checked, gpus: bool) -> Plan:
                 blocks=blocks, fingerprint=run_fp, finished=finished, n_skipped=len(finished))
 
 
-def default_block_size(n_regions: int, chunk: int, gpu: bool) -> int:
+#: Solver batches per block on a GPU: the next block's regions fill the slots a block's slow
+#: tail leaves free (solver.stream), and a few batches per task keep reads off the GPU's path.
+GPU_BATCHES_PER_BLOCK = 4
+
+
+def default_block_size(n_regions: int, chunk: int, gpu: bool,
+                       gpu_batch: int | None = None) -> int:
     """Regions per task when the user does not say.
 
     On CPU about 16 blocks (at least 16, at most 1024 regions each) so that every worker gets
-    several and the last ones finish together; on GPUs blocks of ~8192 regions, several solver
-    batches, to keep the device busy. Rounded to whole chunks when larger than a chunk (smaller
-    blocks share a chunk's read, which costs little beside solving).
+    several and the last ones finish together. On GPUs :data:`GPU_BATCHES_PER_BLOCK` solver
+    batches, ``gpu_batch`` being the batch the workers' free GPU memory holds
+    (:func:`nemo_dask.calling.execute.workers_gpu_batch`), or 8192 regions when no worker could
+    say (jobs still queued). Rounded to whole chunks when larger than a chunk (smaller blocks
+    share a chunk's read, which costs little beside solving).
     """
-    target = 8192 if gpu else min(1024, max(16, -(-n_regions // 16)))
+    if gpu:
+        target = GPU_BATCHES_PER_BLOCK * gpu_batch if gpu_batch else 8192
+    else:
+        target = min(1024, max(16, -(-n_regions // 16)))
     if target >= chunk:
         target = max(chunk, round(target / chunk) * chunk)
     return max(1, min(target, n_regions))

@@ -94,8 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: computed: about 16 blocks of "
-                    "16-1024 regions on CPU workers, 8192 regions on GPU workers, in whole "
-                    "store chunks)")
+                    "16-1024 regions on CPU workers; on GPU workers 4 solver batches, as many "
+                    "as their free memory holds, or 8192 regions; in whole store chunks)")
     ex.add_argument("--retries", type=int, default=None,
                     help=f"retries of a failed task (default {run_defaults['retries']})")
     ex.add_argument("--worker-wait", metavar="TIME", default=None,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nemo_dask.calling.execute import cluster_has_gpus
+from nemo_dask.calling.execute import cluster_has_gpus, workers_gpu_batch
 from nemo_dask.calling.plan import default_block_size
 from nemo_dask.calling.task import resolve_placement
 
@@ -20,7 +20,7 @@ class _FakeClient:
     def scheduler_info(self):
         return {"workers": dict.fromkeys(self.answers, {})}
 
-    def run(self, func):
+    def run(self, func, *args):
         self.runs += 1
         return dict(self.answers)
 
@@ -49,6 +49,16 @@ def test_block_sizes_for_cpu_and_gpu_workers():
     assert default_block_size(350, 64, gpu=False) == 22  # about 16 blocks, under a chunk
     assert default_block_size(100_000, 256, gpu=True) == 8192
     assert default_block_size(100_000, 256, gpu=False) == 1024
+    # On GPUs: 4 batches of what the workers' free memory holds, in whole chunks.
+    assert default_block_size(100_000, 256, gpu=True, gpu_batch=3000) == 12032
+    assert default_block_size(5_000, 256, gpu=True, gpu_batch=3000) == 5000
+
+
+def test_gpu_batch_is_asked_of_the_workers_and_the_smallest_wins():
+    # Workers answer with stream.cuda_batch_size of their own free memory.
+    client = _FakeClient({"tcp://a": 4000, "tcp://b": 2500})
+    assert workers_gpu_batch(client, 20, 1000, 30) == 2500 and client.runs == 1
+    assert workers_gpu_batch(_FakeClient({}), 20, 1000, 30) is None  # no worker up yet
 
 
 def test_placement_is_resolved_once_from_the_worker():
