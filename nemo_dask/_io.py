@@ -850,3 +850,26 @@ __all__ = (
     "remote_input", "staged_output", "url_exists", "url_isfile", "url_put_bytes",
     "url_read_bytes", "url_scheme", "location", "open_input",
 )
+
+
+def fetch_input_file(value: Any, directory: str | os.PathLike[str]) -> Any:
+    """A local copy, in ``directory``, of an input *file* at a remote URL (a modisco H5, peaks,
+    FASTA, bigWig, a regions.npz, ...): the libraries that read them (h5py, pyBigWig, pyfaidx,
+    numpy's npz) need a local file. A FASTA's ``.fai`` index beside it comes along. Local paths,
+    ``file://`` URLs (as local paths) and remote *directories* (a regions store, a run) are
+    returned as they are: those are read in place.
+
+    Raises
+    ------
+    InputError
+        The URL's filesystem package is missing (one line naming it).
+    """
+    value = localize(value)
+    if not is_url(value) or not url_isfile(_text(value)):
+        return value
+    fs, root = filesystem(_text(value))
+    dest = Path(directory) / f"{len(os.listdir(directory))}-{root.rstrip('/').rsplit('/', 1)[-1]}"
+    fs.get(root, str(dest))
+    if fs.isfile(root + ".fai"):
+        fs.get(root + ".fai", str(dest) + ".fai")
+    return str(dest)

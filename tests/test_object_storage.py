@@ -146,6 +146,33 @@ def test_chain_on_s3_equals_local(s3, local_run, tmp_path, monkeypatch) -> None:
     _no_stray(tmp_path)
 
 
+def test_input_files_at_urls_are_fetched(s3, local_run, tmp_path, monkeypatch) -> None:
+    """Every input file (peaks, FASTA and its index, bigWig, modisco H5, a regions.npz) may be
+    an s3:// URL too: the same store and hits as from local files."""
+    monkeypatch.chdir(tmp_path)
+    fs, base = s3["fs"], f"s3://{s3['bucket']}/inputs"
+    for f in (C / "peaks_bw.narrowPeak", C / "genome.fa", C / "genome.fa.fai",
+              C / "contribs.bw", D / "modisco.h5"):
+        fs.put_file(str(f), f"{base}/{f.name}")
+    store, out = f"{base}/s.zarr", f"{base}/out"
+    assert main(["convert", "bigwig", "-p", f"{base}/peaks_bw.narrowPeak", "-f",
+                 f"{base}/genome.fa", "-b", f"{base}/contribs.bw", "-o", store,
+                 "--chunk-size", "8", "--no-progress"]) == 0
+    assert main(["call-hits", "-r", store, "-m", f"{base}/modisco.h5", "-o", out,
+                 "--workers", "1", "--block-size", "8", "--no-progress"]) == 0
+    assert _frame(out).equals(_frame(str(local_run["out"])))
+    # finemo's regions.npz at a URL: fetched, then converted into OUT/regions.zarr as usual.
+    with np.load(D / "regions.npz") as d:
+        np.savez(tmp_path / "r24.npz", **{k: d[k][:24] for k in d.files})
+    fs.put_file(str(tmp_path / "r24.npz"), f"{base}/r24.npz")
+    assert main(["call-hits", "-r", f"{base}/r24.npz", "-m", f"{base}/modisco.h5", "-o",
+                 str(tmp_path / "npz_out"), "--workers", "1", "--no-progress"]) == 0
+    assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-m", str(D / "modisco.h5"),
+                 "-o", str(tmp_path / "npz_local"), "--workers", "1", "--no-progress"]) == 0
+    assert _frame(str(tmp_path / "npz_out")).equals(_frame(str(tmp_path / "npz_local")))
+    _no_stray(tmp_path)
+
+
 def test_file_urls_are_local_paths(local_run, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     d = tmp_path / "f"

@@ -34,11 +34,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options (by argparse ``dest``) whose values are input files. A remote URL there is fetched to
+#: a local temporary copy for the run (:func:`nemo_dask._io.fetch_input_file`): h5py, pyBigWig,
+#: pyfaidx and npz readers need local files. Stores and runs are read in place at their URLs.
+_INPUT_FILE_OPTIONS: tuple[str, ...] = (
+    "regions", "regions_npz", "modisco_h5", "peaks", "chrom_order", "fasta", "bigwigs",
+    "intervals", "chrom_sizes", "h5s", "sequences", "attributions", "motifs_include",
+    "motif_names", "motif_lambdas", "cwm_trim_coords", "cwm_trim_thresholds",
+)
+
+
+def _fetch_remote_inputs(args: argparse.Namespace, directory: str) -> None:
+    from .._io import fetch_input_file, is_url
+
+    for name in _INPUT_FILE_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            if any(is_url(v) for v in value):
+                setattr(args, name, [fetch_input_file(v, directory) for v in value])
+        elif isinstance(value, str) and is_url(value):
+            setattr(args, name, fetch_input_file(value, directory))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-dask`` console script."""
+    import tempfile
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with tempfile.TemporaryDirectory(prefix="nemo-dask-inputs-") as fetched:
+            _fetch_remote_inputs(args, fetched)
+            return int(args.func(args) or 0)
     except NemoDaskError as err:
         print(f"nemo-dask {args.command}: error: {err}", file=sys.stderr)
         return 2
