@@ -25,11 +25,12 @@ MODES: dict[str, tuple[str, bool]] = {
 }
 
 #: Default solver batch (regions optimised together) per device type; on CPU per torch thread.
-#: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there; at one thread 16 was
-#: 12% faster than 64, its working set staying in cache); on a GPU large ones fill the device.
+#: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there; with the sparse step,
+#: at one thread 32 was 4-7% faster than 16 and than 48-64 for M = 12 and 20, 1400 regions, its
+#: working set staying in cache); on a GPU large ones fill the device.
 #: The CUDA figure is the fallback only: the solver sizes a GPU batch from the device's free
 #: memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
-DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
+DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 32, "cuda": 2000}
 
 #: Default number of steps between convergence checks per device type. Each check reads the
 #: duality gaps back to the host; on a GPU that synchronisation stalls the queue of kernels, on

@@ -154,13 +154,14 @@ def prox_step(
 
 def sparse_prediction(cwms_t: torch.Tensor, coef: torch.Tensor, imp: torch.Tensor,
                       seq: torch.Tensor | None, lw: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                                  torch.Tensor]:
+                                                                  int]:
     """The transposed convolution ``conv_transpose1d(coef * imp, cwms)`` (times ``seq``)
     computed from ``coef``'s non-zeros only, by scatter-adding one scaled motif per non-zero.
 
     The extrapolated point of the lasso has a handful of non-zeros per region among M x P, so
     the dense transposed convolution computes mostly zeros; this costs nnz x Wc x 4. Each
-    output is the same sum as the dense one up to the order of its terms (last bits).
+    output is the same sum as the dense one up to the order of its terms (last bits). CPU
+    tensors only.
 
     Parameters
     ----------
@@ -178,28 +179,163 @@ def sparse_prediction(cwms_t: torch.Tensor, coef: torch.Tensor, imp: torch.Tenso
     pred : Tensor, shape=(B, 4, Lw), channels-last
     abs_sum : Tensor, shape=(B, M)
         Σ_p |coef[b, m, p]| (the L1 term of the duality gap), from the same non-zeros.
-    nnz : Tensor, shape=()
+    nnz : int
         How many non-zeros ``coef`` has.
     """
-    b_, m_, p_ = coef.shape
-    wc = cwms_t.shape[1]
-    flat = coef.transpose(1, 2).reshape(-1)  # a view: (B, P, M) is the storage order
-    idx = flat.nonzero().view(-1)
-    vals = flat[idx]
-    m = idx % m_
-    bp = idx // m_  # b * P + p
-    b = bp // p_
-    terms = (vals * imp.transpose(1, 2).reshape(-1)[idx])[:, None, None] * cwms_t[m]
-    rows = (bp + b * (wc - 1))[:, None] + torch.arange(wc, device=coef.device)  # b * Lw + p + k
-    rows = rows.view(-1)
-    terms = terms.view(-1, 4)
-    if seq is not None:
-        terms = terms * seq.transpose(1, 2).reshape(-1, 4)[rows]
-    pred = torch.zeros((b_ * lw, 4), dtype=coef.dtype, device=coef.device)
-    pred.index_add_(0, rows, terms)
-    abs_sum = torch.zeros(b_ * m_, dtype=coef.dtype, device=coef.device)
-    abs_sum.index_add_(0, b * m_ + m, vals.abs())
-    return pred.view(b_, lw, 4).transpose(1, 2), abs_sum.view(b_, m_), idx.numel()
+    b_, m_, _ = coef.shape
+    nz = _NonZeros(cwms_t.numpy(), coef, imp, seq, lw)
+    pred = torch.zeros((b_ * lw, 4), dtype=coef.dtype)
+    pred.index_add_(0, torch.from_numpy(nz.rows), torch.from_numpy(nz.terms))
+    return (pred.view(b_, lw, 4).transpose(1, 2), torch.from_numpy(nz.abs_sum(b_)).view(b_, m_),
+            nz.vals.size)
+
+
+def _storage(t: torch.Tensor) -> np.ndarray:
+    """The flat numpy view of a channels-last (B, C, L) CPU tensor's storage, (B, L, C) order."""
+    return t.transpose(1, 2).reshape(-1).numpy()
+
+
+class _NonZeros:
+    """The non-zeros of a (B, M, P) coefficient tensor and the motif columns each adds to the
+    prediction (B * Lw rows of 4 bases). The index arithmetic runs in numpy on views of the
+    tensors' storage: for a few hundred elements it costs a fraction of torch's dispatch."""
+
+    def __init__(self, cwms_t: np.ndarray, coef: torch.Tensor, imp: torch.Tensor,
+                 seq: torch.Tensor | None, lw: int):
+        m_, p_ = coef.shape[1], coef.shape[2]
+        wc = cwms_t.shape[1]
+        flat = _storage(coef)
+        idx = np.flatnonzero(flat != 0)  # ascending: the order torch.nonzero gives
+        self.vals = flat[idx]
+        self.m = idx % m_
+        bp = idx // m_  # b * P + p
+        self.b = bp // p_
+        scale = self.vals * _storage(imp)[idx]
+        terms = (scale[:, None, None] * cwms_t[self.m]).reshape(-1, 4)
+        #: rows of the (B * Lw, 4) prediction: b * Lw + p + k for k < Wc
+        self.rows = ((bp + self.b * (wc - 1))[:, None] + np.arange(wc)).reshape(-1)
+        if seq is not None:
+            terms *= _storage(seq).reshape(-1, 4)[self.rows]
+        self.terms = terms
+        self.m_ = m_
+
+    def abs_sum(self, n_regions: int) -> np.ndarray:
+        """Σ_p |coef| per (region, motif), (B * M,) float32, added in index order."""
+        out = np.zeros(n_regions * self.m_, dtype=np.float32)
+        np.add.at(out, self.b * self.m_ + self.m, np.abs(self.vals))
+        return out
+
+
+class SparseStep:
+    """The CPU step (the default there): :func:`prox_step` with the transposed convolution
+    from the extrapolated point's non-zeros (:class:`_NonZeros`), and fewer, layout-friendly
+    passes over the (B, M, P) tensors.
+
+    The arithmetic is :func:`prox_step`'s except for the order of terms in the prediction and
+    in the L1 sum, so iterates agree with finemo's to the last bits (the duality-gap stop can
+    then differ by a step in knife-edge regions, ALGORITHM.md). Built once per motif set and
+    region width; called as :func:`prox_step` without the motif arguments.
+
+    Parameters
+    ----------
+    mo : PreparedMotifs
+        The motifs, on the CPU.
+    npos : int
+        P = L - W + 1, the motif positions per region.
+    """
+
+    def __init__(self, mo: PreparedMotifs, npos: int):
+        m_, _, wc = mo.cwms.shape
+        self.cwms = mo.cwms
+        self.cwms_t = mo.cwms.transpose(1, 2).contiguous().numpy()  # (M, Wc, 4)
+        self.masks_t = mo.masks.transpose(1, 2).contiguous().numpy().astype(bool)
+        # λ spread over positions in the tensors' layout: broadcasting a (1, M, 1) λ over a
+        # channels-last tensor takes a slow strided loop, a (1, M, P) one a vectorised one.
+        self.lam = channels_last(mo.lambdas.expand(1, m_, npos).contiguous())
+        self.lam_row = mo.lambdas.view(1, -1)
+        self.lo = mo.offset
+        self.lw = npos + wc - 1
+
+    def __call__(self, x: torch.Tensor, seq: torch.Tensor | None, imp: torch.Tensor,
+                 y: torch.Tensor, c: torch.Tensor, i: torch.Tensor, step: torch.Tensor,
+                 consume: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
+        """One step from ``y``; shapes and results as :func:`prox_step`. Inputs are not
+        modified, unless ``consume``: then ``y`` and ``c`` (the caller's old iterates, dead
+        after the step) are overwritten, and the next extrapolated point is built in ``y``'s
+        buffer, which saves two allocations and passes over (B, M, P) per step."""
+        b_, m_, _ = y.shape
+        length, lo, lw = x.shape[2], self.lo, self.lw
+        nz = _NonZeros(self.cwms_t, y, imp, seq, lw)
+        # The prediction over whole regions (zero outside the windows), so that the residual
+        # and its sums are finemo's term for term: the gap decides when a region stops.
+        rows = nz.rows + np.repeat(nz.b * (length - lw) + lo, self.cwms_t.shape[1])
+        pred = torch.zeros((b_ * length, 4), dtype=y.dtype)
+        pred.index_add_(0, torch.from_numpy(rows), torch.from_numpy(nz.terms))
+        resid = x - pred.view(b_, length, 4).transpose(1, 2)  # channels-last, as x
+        ngrad = F.conv1d(resid[:, :, lo:lo + lw], self.cwms)
+        ngrad.mul_(imp)
+
+        nll = (resid**2).sum(dim=(1, 2))
+        dual_norm = (ngrad / self.lam).amax(dim=(1, 2))
+        dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
+        dual_diff = (resid * x).sum(dim=(1, 2))
+        l1 = (torch.from_numpy(nz.abs_sum(b_)).view(b_, m_) * self.lam_row).sum(dim=1)
+        gap = (nll * dual_scale - dual_diff + l1).abs() / length
+
+        # c_next = relu(y + step * (g - λ)), in place in the gradient's buffer.
+        c_next = ngrad.sub_(self.lam).mul_(step).add_(y).relu_()
+        mom = i / (i + 3.0)
+        if consume:
+            y_next = torch.mul(c_next, 1 + mom, out=y)
+            y_next.sub_(c.mul_(mom))
+        else:
+            y_next = c_next * (1 + mom)
+            y_next.sub_(mom * c)
+        return y_next, c_next, gap, nll / (2 * length)
+
+    def score(self, x: torch.Tensor, imp: torch.Tensor, coef: torch.Tensor,
+              params: SolverParams) -> dict[str, np.ndarray]:
+        """finemo's hit statistics (:func:`score`) at ``coef``'s non-zeros only, from the
+        motif windows under each: the convolutions of :func:`score` evaluated at a handful of
+        positions instead of all M x P. Sums run in float64 and are rounded once, so they
+        agree with finemo's float32 convolutions to their rounding (~1e-7 relative).
+
+        Parameters
+        ----------
+        x : Tensor, shape=(B, 4, L), channels-last
+        imp, coef : Tensor, shape=(B, M, P), channels-last
+
+        Returns
+        -------
+        dict of ndarray
+            ``row`` (index into the B regions), ``motif_id``, ``hit_start`` and the hit
+            columns ``hit_coefficient``, ``hit_similarity``, ``hit_importance``,
+            ``hit_importance_sq``, one entry per non-zero that passes the post-filter.
+        """
+        m_, p_ = coef.shape[1], coef.shape[2]
+        wc = self.cwms_t.shape[1]
+        flat = _storage(coef)
+        idx = np.flatnonzero(flat != 0)
+        m = idx % m_
+        bp = idx // m_
+        b, pos = bp // p_, bp % p_
+        imp_nz = torch.from_numpy(_storage(imp)[idx])
+        imp_sq = (imp_nz**-2 - params.eps).numpy()
+        # windows[h, k, base] = x[b, base, lo + pos + k]: the contributions under each hit
+        xs = _storage(x).reshape(x.shape[0], -1, 4)
+        cols = self.lo + pos[:, None] + np.arange(wc)
+        windows = xs[b[:, None], cols].astype(np.float64)  # (nnz, Wc, 4)
+        cwms = self.cwms_t[m].astype(np.float64)
+        similarity = ((windows * cwms).sum(axis=(1, 2)).astype(np.float32)
+                      / np.sqrt(imp_sq))
+        importance = (np.abs(windows) * self.masks_t[m]).sum(axis=(1, 2)).astype(np.float32)
+        vals = flat[idx]
+        keep = (similarity >= self.lam_row.numpy()[0, m]) if params.post_filter else \
+            np.ones(idx.size, dtype=bool)
+        return {"row": b[keep], "motif_id": m[keep], "hit_start": pos[keep],
+                "hit_coefficient": vals[keep], "hit_similarity": similarity[keep],
+                "hit_importance": importance[keep], "hit_importance_sq": imp_sq[keep]}
 
 
 def prox_step_sparse(
@@ -213,41 +349,11 @@ def prox_step_sparse(
     step: torch.Tensor,
     lambdas: torch.Tensor,
     lo: int,
-    cwms_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`prox_step` with the transposed convolution from ``y``'s non-zeros
-    (:func:`sparse_prediction`) and fewer passes over the (B, M, P) tensors; the default on
-    CPU. The same arithmetic as :func:`prox_step` except for the order of the terms in the
-    prediction and in the L1 sum, so iterates agree with finemo's to the last bits (the
-    duality-gap stop can then differ by a step in knife-edge regions). Arguments and
-    results as :func:`prox_step`; ``cwms_t`` is ``cwms`` position-major (computed if None).
-    Inputs are not modified.
-    """
-    if cwms_t is None:
-        cwms_t = cwms.transpose(1, 2).contiguous()
-    length = x.shape[2]
-    lw = y.shape[2] + cwms.shape[2] - 1
-    pred, abs_sum, _ = sparse_prediction(cwms_t, y, imp, seq, lw)
-    hi = lo + lw
-    resid = x.clone()
-    resid[:, :, lo:hi] -= pred
-    ngrad = F.conv1d(resid[:, :, lo:hi], cwms)
-    ngrad.mul_(imp)
-
-    nll = (resid**2).sum(dim=(1, 2))
-    lam = lambdas.view(1, -1)
-    dual_norm = (ngrad / lambdas).amax(dim=(1, 2))
-    dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
-    dual_diff = (resid * x).sum(dim=(1, 2))
-    l1 = (abs_sum * lam).sum(dim=1)
-    gap = (nll * dual_scale - dual_diff + l1).abs() / length
-
-    # c_next = relu(y + step * (g - λ)), in place in the gradient's buffer.
-    c_next = ngrad.sub_(lambdas).mul_(step).add_(y).relu_()
-    mom = i / (i + 3.0)
-    y_next = c_next * (1 + mom)
-    y_next.sub_(mom * c)
-    return y_next, c_next, gap, nll / (2 * length)
+    """:class:`SparseStep` with :func:`prox_step`'s arguments (built for these motifs at each
+    call: for tests and one-off use; the solver builds it once)."""
+    mo = PreparedMotifs(cwms, cwms, lambdas, lo, 0)
+    return SparseStep(mo, y.shape[2])(x, seq, imp, y, c, i, step)
 
 
 @functools.lru_cache(maxsize=1)

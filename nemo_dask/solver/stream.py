@@ -21,7 +21,6 @@ checked at every step.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import warnings
@@ -38,12 +37,12 @@ from ..params import SolverParams
 from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
 from .kernels import (
     PreparedMotifs,
+    SparseStep,
     channels_last,
     compiled_step,
     prepare_motifs,
     preprocess,
     prox_step,
-    prox_step_sparse,
     score,
 )
 
@@ -254,14 +253,14 @@ class _Fit:
         self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
         self.lw = self.npos + motifs.cwms.shape[2] - 1
+        self.sparse = None
         if params.compile_optimizer:
             self.step_fn = compiled_step()
         elif params.exact or device.type != "cpu":
             # Elsewhere the sparse step's nonzero() would synchronise the host at every step.
             self.step_fn = prox_step
         else:
-            cwms_t = motifs.cwms.transpose(1, 2).contiguous()
-            self.step_fn = functools.partial(prox_step_sparse, cwms_t=cwms_t)
+            self.sparse = SparseStep(motifs, self.npos)
         self.check_every = params.check_every_for(device.type)
         # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
         # one, and a region's result must not depend on how many others share its batch.
@@ -269,17 +268,18 @@ class _Fit:
 
     def run(self) -> None:
         s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
-        if self.check_every == 1:
+        if self.sparse is not None and self.check_every == 1:
+            self._run_on_cpu(s)
+        elif self.check_every == 1:
             self._run_checking_each_step(s)
         else:
             self._run_checking_every(s, self.check_every)
 
     def _run_checking_each_step(self, s: _Slots) -> None:
         """Step and check every slot's convergence each step (finemo's loop)."""
-        p, mo = self.p, self.mo
+        p = self.p
         while (active := s.region >= 0).any():
-            s.y, s.c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
-                                              mo.lambdas, mo.offset)
+            s.y, s.c, gap, nll = self._step(s)
             s.i += 1
             diverged = ~torch.isfinite(gap) & active
             if diverged.any():
@@ -299,11 +299,41 @@ class _Fit:
             s.region[rows] = -1
             s = self._fill(s)
 
+    def _run_on_cpu(self, s: _Slots) -> None:
+        """:meth:`_run_checking_each_step` for the CPU's sparse step: the per-region
+        bookkeeping (a few values per slot) runs in numpy on views of the slot tensors, which
+        costs a fraction of torch's per-operation dispatch, and the step reuses the old
+        iterates' buffers. The same decisions in the same float32 arithmetic."""
+        p = self.p
+        while (active := s.region.numpy() >= 0).any():
+            s.y, s.c, gap, nll = self.sparse(s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                             consume=True)
+            i, step, g = s.i.view(-1).numpy(), s.step.view(-1).numpy(), gap.numpy()
+            i += 1
+            diverged = ~np.isfinite(g) & active
+            if diverged.any():
+                rows = torch.from_numpy(np.flatnonzero(diverged))
+                s.y[rows] = 0
+                s.c[rows] = 0
+                i[diverged] = 0
+                step[diverged] *= np.float32(p.step_adjust)
+            timeout = i > p.max_steps
+            failed = step < np.float32(p.step_size_min)
+            converged = g <= np.float32(p.convergence_tol)
+            done = (converged | timeout | failed) & active
+            if not done.any():
+                continue
+            rows = torch.from_numpy(np.flatnonzero(done))
+            status = np.where(converged, CONVERGED, np.where(timeout, TIMEOUT, FAILED))
+            self._retire(s, rows, gap, nll, torch.from_numpy(status))
+            s.region[rows] = -1
+            s = self._fill(s)
+
     def _run_checking_every(self, s: _Slots, k: int) -> None:
         """Take ``k`` steps between two reads of the device's state; each slot whose region
         finishes within them is frozen at the step it finished (the iterate, counters and
         gap it had then), so results equal :meth:`_run_checking_each_step`'s."""
-        p, mo = self.p, self.mo
+        p = self.p
         while (active := s.region >= 0).any():
             n = active.numel()
             finished = torch.zeros(n, dtype=torch.bool, device=self.device)
@@ -311,8 +341,7 @@ class _Fit:
             nll_at = torch.zeros(n, dtype=torch.float32, device=self.device)
             status = torch.zeros(n, dtype=torch.int64, device=self.device)
             for _ in range(k):
-                y, c, gap, nll = self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
-                                              mo.lambdas, mo.offset)
+                y, c, gap, nll = self._step(s)
                 live = active & ~finished
                 diverged = ~torch.isfinite(gap) & live
                 lv, dv = live.view(-1, 1, 1), diverged.view(-1, 1, 1)
@@ -335,6 +364,13 @@ class _Fit:
             self._retire(s, rows, gap_at, nll_at, status)
             s.region[rows] = -1
             s = self._fill(s)
+
+    def _step(self, s: _Slots) -> tuple[torch.Tensor, ...]:
+        if self.sparse is not None:
+            return self.sparse(s.x, s.seq, s.imp, s.y, s.c, s.i, s.step)
+        mo = self.mo
+        return self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step, mo.lambdas,
+                            mo.offset)
 
     def _new_slots(self, n: int) -> _Slots:
         return _Slots(n, self.mo.cwms.shape[0], self.npos, self.length, self.lw, not self.hyp,
@@ -416,15 +452,22 @@ class _Fit:
     def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
         """Score finished slots ``rows``, record their hits and QC with their blocks, and hand
         over every block whose last region this was."""
-        sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
-        b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
-        hits = _numpy({
-            "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
-            "hit_coefficient": sc.coef[b, m, pos], "hit_similarity": sc.similarity[b, m, pos],
-            "hit_importance": sc.importance[b, m, pos],
-            "hit_importance_sq": sc.importance_sq[b, m, pos],
-        })
-        hit_block = s.block[rows][b].numpy(force=True)
+        if self.sparse is not None:
+            hits = self.sparse.score(s.x[rows], s.imp[rows], s.c[rows], self.p)
+            b = hits.pop("row")
+            hits = {"region": s.region[rows].numpy()[b], **hits}
+            hit_block = s.block[rows].numpy()[b]
+        else:
+            sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
+            b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
+            hits = _numpy({
+                "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
+                "hit_coefficient": sc.coef[b, m, pos],
+                "hit_similarity": sc.similarity[b, m, pos],
+                "hit_importance": sc.importance[b, m, pos],
+                "hit_importance_sq": sc.importance_sq[b, m, pos],
+            })
+            hit_block = s.block[rows][b].numpy(force=True)
         qc = _numpy({
             "region": s.region[rows], "nll": nll[rows], "dual_gap": gap[rows],
             "num_steps": s.i[rows].view(-1), "step_size": s.step[rows].view(-1),
