@@ -24,10 +24,11 @@ MODES: dict[str, tuple[str, bool]] = {
     "hh": ("hcwm", True),
 }
 
-#: Default solver batch (regions optimised together) per device type; on CPU per torch thread.
-#: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there; with the sparse step,
-#: at one thread 32 was 4-7% faster than 16 and than 48-64 for M = 12 and 20, 1400 regions, its
-#: working set staying in cache); on a GPU large ones fill the device.
+#: Default solver batch (regions optimised together) per device type. On CPU small batches win
+#: (finemo's 2000 is ~9x slower than 16-64 there): with the sparse step, 1400 regions, M = 12
+#: and 20, one torch thread ran 4-7% faster at 32 than at 16 and at 48-64, two threads 6-11%
+#: faster at 32 than at 64 (the working set stays in cache), so a CPU batch is this or 16 per
+#: thread, whichever is larger; on a GPU large batches fill the device.
 #: The CUDA figure is the fallback only: the solver sizes a GPU batch from the device's free
 #: memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
 DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 32, "cuda": 2000}
@@ -115,7 +116,7 @@ class SolverParams:
         if self.batch_size is not None:
             return self.batch_size
         if device_type == "cpu":
-            return DEFAULT_BATCH_SIZE["cpu"] * max(1, threads)
+            return max(DEFAULT_BATCH_SIZE["cpu"], 16 * max(1, threads))
         return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cuda"])
 
     @property
