@@ -24,14 +24,14 @@ MODES: dict[str, tuple[str, bool]] = {
     "hh": ("hcwm", True),
 }
 
-#: Default solver batch (regions optimised together) per device type. On CPU small batches win
-#: (finemo's 2000 is ~9x slower than 16-64 there): with the sparse step, 1400 regions, M = 12
-#: and 20, one torch thread ran 4-7% faster at 32 than at 16 and at 48-64, two threads 6-11%
-#: faster at 32 than at 64 (the working set stays in cache), so a CPU batch is this or 16 per
-#: thread, whichever is larger; on a GPU large batches fill the device.
-#: The CUDA figure is the fallback only: the solver sizes a GPU batch from the device's free
-#: memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
-DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 32, "cuda": 2000}
+#: Default solver batch (regions optimised together) per device type; on CPU per torch thread.
+#: On CPU small batches win (finemo's 2000 is ~9x slower than 16-64 there). With the sparse
+#: step a lone process at one thread runs 4-7% faster at 32 than at 16, but call-hits runs one
+#: worker per core, and two solver processes side by side (sharing caches and memory bandwidth)
+#: ran 6-10% faster at 16 than at 24 or 32 (M = 20, 750 regions each); on a GPU large batches
+#: fill the device. The CUDA figure is the fallback only: the solver sizes a GPU batch from the
+#: device's free memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
+DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
 
 #: Default number of steps between convergence checks per device type. Each check reads the
 #: duality gaps back to the host; on a GPU that synchronisation stalls the queue of kernels, on
@@ -116,7 +116,7 @@ class SolverParams:
         if self.batch_size is not None:
             return self.batch_size
         if device_type == "cpu":
-            return max(DEFAULT_BATCH_SIZE["cpu"], 16 * max(1, threads))
+            return DEFAULT_BATCH_SIZE["cpu"] * max(1, threads)
         return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cuda"])
 
     @property

@@ -87,7 +87,9 @@ PEAKS_DTYPES: dict[str, pl.DataType] = {
 
 def polars_schema(schema: pa.Schema) -> pl.Schema:
     """The polars schema matching an Arrow schema of this module."""
-    return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    # Not schema.empty_table() nor pa.array([]): both import pandas (~0.15 s of every start).
+    empty = pa.Table.from_arrays([pa.nulls(0, type=f.type) for f in schema], schema=schema)
+    return pl.from_arrow(empty).schema  # type: ignore[union-attr]
 
 
 def conform(table: pa.Table | pl.DataFrame, schema: pa.Schema) -> pa.Table:

@@ -38,9 +38,7 @@ def test_solver_params_refuse_bad_values(bad):
 
 
 def test_batch_size_per_device_and_threads():
-    assert SolverParams().batch_size_for("cpu", 1) == DEFAULT_BATCH_SIZE["cpu"] == 32
-    assert SolverParams().batch_size_for("cpu", 2) == 32
-    assert SolverParams().batch_size_for("cpu", 8) == 16 * 8
+    assert SolverParams().batch_size_for("cpu", 3) == 3 * DEFAULT_BATCH_SIZE["cpu"]
     assert SolverParams().batch_size_for("cuda", 8) == DEFAULT_BATCH_SIZE["cuda"]
     assert SolverParams(batch_size=7).batch_size_for("cpu", 4) == 7
 
@@ -87,6 +85,6 @@ def test_cli_defaults_are_the_api_defaults():
     # Run options: None, so that the configuration decides; the help says what it says.
     assert defaults["retries"] is None and defaults["device"] is None
     help_of = {a.dest: a.help for a in p._actions}
-    assert f"default {DEFAULT_BATCH_SIZE['cpu']} on CPU, or 16 per torch thread" in help_of["batch_size"]
+    assert f"default {DEFAULT_BATCH_SIZE['cpu']} per torch thread" in help_of["batch_size"]
     assert "computed" in help_of["block_size"] and "chunk size" not in help_of["block_size"]
     assert "(default 2)" in help_of["retries"]

@@ -120,7 +120,7 @@ def call_hits(
     step_size_max, step_size_min, sqrt_transform, convergence_tol, max_steps, batch_size, \
 step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The optimiser (:class:`~nemo_dask.params.SolverParams`); ``batch_size`` None means
-        on a CPU 32 regions or 16 per torch thread, whichever is more; on a GPU what half its free memory holds;
+        16 regions per torch thread on a CPU, on a GPU what half its free memory holds;
         ``exact`` keeps finemo's dense step on CPU (bit-identical iterates, slower);
         ``check_every`` None means a convergence check every step on CPU, every 10 on a GPU.
     global_scale : float, optional

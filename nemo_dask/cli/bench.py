@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="tile the regions this many times")
     p.add_argument("-b", "--batch-sizes", type=_ints, default=None,
                    help="nemo_dask batch sizes, comma-separated (default: call-hits' default, "
-                   "32 on CPU, or 16 per torch thread if more; on CUDA, what half the GPU's free memory holds)")
+                   "16 per torch thread on CPU; on CUDA, what half the GPU's free memory holds)")
     p.add_argument("--finemo-batch-sizes", type=_ints, default=[16, 64, 256],
                    help="finemo batch sizes, comma-separated (default 16,64,256)")
     p.add_argument("-d", "--device", default="cpu",

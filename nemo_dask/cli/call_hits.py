@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="steps before a region times out (default %(default)s)")
     so.add_argument("-b", "--batch-size", type=int, default=None,
                     help="regions optimised together on a worker (default "
-                    f"{DEFAULT_BATCH_SIZE['cpu']} on CPU, or 16 per torch thread if more; on a GPU what half "
+                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU; on a GPU what half "
                     "its free memory holds, at most 16384)")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
     gs = so.add_mutually_exclusive_group()
