@@ -253,6 +253,10 @@ class SparseStep:
         # channels-last tensor takes a slow strided loop, a (1, M, P) one a vectorised one.
         self.lam = channels_last(mo.lambdas.expand(1, m_, npos).contiguous())
         self.lam_row = mo.lambdas.view(1, -1)
+        lam = mo.lambdas.view(-1)
+        # One λ for all motifs (finemo's default): max(g / λ) is max(g) / λ exactly (division by
+        # a positive number is monotone in IEEE arithmetic), which spares a pass over (B, M, P).
+        self.one_lambda = lam[0] if bool((lam == lam[0]).all()) and float(lam[0]) > 0 else None
         self.lo = mo.offset
         self.lw = npos + wc - 1
 
@@ -277,7 +281,10 @@ class SparseStep:
         ngrad.mul_(imp)
 
         nll = (resid**2).sum(dim=(1, 2))
-        dual_norm = (ngrad / self.lam).amax(dim=(1, 2))
+        if self.one_lambda is not None:
+            dual_norm = ngrad.amax(dim=(1, 2)) / self.one_lambda
+        else:
+            dual_norm = (ngrad / self.lam).amax(dim=(1, 2))
         dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
         dual_diff = (resid * x).sum(dim=(1, 2))
         l1 = (torch.from_numpy(nz.abs_sum(b_)).view(b_, m_) * self.lam_row).sum(dim=1)

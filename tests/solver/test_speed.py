@@ -206,3 +206,64 @@ def test_bench_motif_sets_of_other_sizes(modisco_h5):
         assert len({c.tobytes() for c in out.cwms}) == m
     with pytest.raises(InputError, match="even"):
         resize_motifs(motifs, 7)
+
+
+def _trajectory_point(regions_npz, modisco_h5, mode: str, n: int, steps: int = 25):
+    """Prepared motifs and regions and the iterates after ``steps`` dense steps."""
+    mo, pre, npos, lw = _prepared(regions_npz, modisco_h5, mode, n)
+    y = channels_last(torch.zeros((n, mo.cwms.shape[0], npos)))
+    c = y.clone()
+    i = torch.zeros((n, 1, 1), dtype=torch.int32)
+    step = torch.full((n, 1, 1), 3.0)
+    for _ in range(steps):
+        y, c, _, _ = prox_step(mo.cwms, pre.x, pre.seq, pre.imp, y, c, i, step, mo.lambdas,
+                               mo.offset)
+        i += 1
+    return mo, pre, npos, lw, y, c, i, step
+
+
+@pytest.mark.parametrize("mode", ["pp", "hh"])
+def test_sparse_step_variants_are_bit_identical(regions_npz, modisco_h5, mode):
+    """Reusing the old iterates' buffers, and max(g) / λ for a single λ, change no bit."""
+    from nemo_dask.solver.kernels import SparseStep
+
+    mo, pre, npos, _, y, c, i, step = _trajectory_point(regions_npz, modisco_h5, mode, 8)
+    fast = SparseStep(mo, npos)
+    assert fast.one_lambda is not None  # the fixture's motifs share finemo's default λ
+    plain = SparseStep(mo, npos)
+    plain.one_lambda = None
+    ref = plain(pre.x, pre.seq, pre.imp, y, c, i, step)
+    y0, c0 = y.clone(), c.clone()
+    kept = fast(pre.x, pre.seq, pre.imp, y, c, i, step)
+    assert torch.equal(y, y0) and torch.equal(c, c0)  # inputs untouched by default
+    consumed = fast(pre.x, pre.seq, pre.imp, y.clone(), c.clone(), i, step, consume=True)
+    for a, b, d in zip(ref, kept, consumed, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, d)
+    # Per-motif lambdas take the division path.
+    lam = mo.lambdas.clone()
+    lam[0, 0, 0] = 0.9
+    assert SparseStep(mo._replace(lambdas=lam), npos).one_lambda is None
+
+
+@pytest.mark.parametrize("mode", ["pp", "hh"])
+@pytest.mark.parametrize("post_filter", [True, False])
+def test_sparse_scores_equal_the_dense_ones_at_every_hit(regions_npz, modisco_h5, mode,
+                                                         post_filter):
+    """Similarity, importance and the post-filter evaluated at the non-zeros only agree with
+    finemo's convolutions over all positions (to float32 rounding)."""
+    from nemo_dask.solver.kernels import SparseStep, score
+
+    mo, pre, npos, lw, _, c, _, _ = _trajectory_point(regions_npz, modisco_h5, mode, 8, 60)
+    params = SolverParams(mode=mode, post_filter=post_filter)
+    dense = score(pre.x, pre.imp, c, mo, params, lw)
+    b, m, pos = torch.nonzero(dense.coef, as_tuple=True)
+    sparse = SparseStep(mo, npos).score(pre.x, pre.imp, c, params)
+    got = sorted(zip(sparse["row"], sparse["motif_id"], sparse["hit_start"], strict=True))
+    assert got == sorted(zip(b.tolist(), m.tolist(), pos.tolist(), strict=True))
+    assert len(got) > 10
+    order = np.lexsort((sparse["hit_start"], sparse["motif_id"], sparse["row"]))
+    np.testing.assert_array_equal(sparse["hit_coefficient"][order], dense.coef[b, m, pos])
+    np.testing.assert_array_equal(sparse["hit_importance_sq"][order],
+                                  dense.importance_sq[b, m, pos])
+    for key, col in (("hit_similarity", dense.similarity), ("hit_importance", dense.importance)):
+        np.testing.assert_allclose(sparse[key][order], col[b, m, pos].numpy(), rtol=2e-6)
