@@ -1,8 +1,12 @@
 """Live oracle: finemo 0.41 run in this session on this CPU, against nemo_dask on a cluster.
 
-On the same machine both must take the same number of steps in every region and call the same
-hits; coefficients agree within 1e-3 relative (finemo's own result depends on its batch size at
-~2e-5). All through compare_hits, with no knife-edge allowance: on one CPU there is no coin toss.
+With ``exact=True`` nemo_dask runs finemo's arithmetic, so on the same machine both take the
+same number of steps in every region: compared with no knife-edge allowance (on one CPU and one
+arithmetic there is no coin toss). The default CPU step orders a few sums differently, so a
+region whose duality gap lands within rounding of the tolerance may stop a step apart even on
+this CPU: compared by the knife-edge rule of compare_hits (on the fixture no region does today).
+Either way the same hits, coefficients within 1e-3 relative (finemo's own result depends on its
+batch size at ~2e-5).
 """
 
 from __future__ import annotations
@@ -14,20 +18,25 @@ from nemo_dask.compare import compare_hits
 
 from .conftest import DATA
 
-# (mode, workers, block size): several block sizes, 1 and 2 workers, for both modes.
-RUNS = [("pp", 2, 50), ("pp", 1, 128), ("hh", 2, 100), ("hh", 1, 40)]
+# (mode, workers, block size, exact): several block sizes, 1 and 2 workers, both modes, both steps.
+RUNS = [("pp", 2, 50, False), ("pp", 1, 128, True), ("hh", 2, 100, True), ("hh", 1, 40, False)]
 
 
-@pytest.mark.parametrize("mode,workers,block_size", RUNS,
-                         ids=[f"{m}-w{w}-b{b}" for m, w, b in RUNS])
-def test_nemo_dask_equals_live_finemo(request, tmp_path, finemo_live, mode, workers, block_size):
+@pytest.mark.parametrize("mode,workers,block_size,exact", RUNS,
+                         ids=[f"{m}-w{w}-b{b}{'-exact' if e else ''}" for m, w, b, e in RUNS])
+def test_nemo_dask_equals_live_finemo(request, tmp_path, finemo_live, mode, workers, block_size,
+                                      exact):
     reference = finemo_live(mode)
     client = request.getfixturevalue("client1" if workers == 1 else "client2")
     res = call_hits(DATA / "regions.npz", DATA / "modisco.h5", tmp_path / "out", client=client,
-                    mode=mode, block_size=block_size, progress=False)
+                    mode=mode, block_size=block_size, exact=exact, progress=False)
     assert len({s["worker"] for s in res.summaries}) == workers
-    cmp = compare_hits(res.out, reference, max_knife_edge_share=0.0)
+    cmp = compare_hits(res.out, reference, max_knife_edge_share=0.0 if exact else 0.01)
     assert cmp.agrees, cmp.format()
-    assert cmp.n_regions == 350 and cmp.steps_differ == []
-    assert cmp.n_a == cmp.n_b == cmp.n_shared > 1000 and cmp.jaccard == 1.0
-    assert cmp.value("hit_coefficient").max_all < 1e-3
+    assert cmp.n_regions == 350
+    assert all(r.knife_edge for r in cmp.steps_differ), cmp.format()
+    assert cmp.n_shared > 1000 and cmp.jaccard >= 0.999
+    if exact or not cmp.steps_differ:
+        assert cmp.steps_differ == []
+        assert cmp.n_a == cmp.n_b == cmp.n_shared
+        assert cmp.value("hit_coefficient").max_all < 1e-3
