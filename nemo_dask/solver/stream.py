@@ -11,9 +11,10 @@ without changing any region's iterates: finemo keeps ``batch_size`` slots busy t
 padding included; here finished slots are refilled while regions remain and dropped once none
 do, so no step computes empty slots.
 
-On CPU the default step (:func:`.kernels.prox_step_sparse`) computes the transposed convolution
-from the extrapolated point's few non-zeros; ``SolverParams(exact=True)`` keeps finemo's dense
-one. On a GPU, convergence is checked every ``check_every`` steps instead of every step, so the
+On CPU the default step (:class:`.kernels.SparseStep`) computes the transposed convolution
+from the extrapolated point's few non-zeros and the hit statistics at the hits only, and the
+per-region bookkeeping runs in numpy (:meth:`_Fit._run_on_cpu`); ``SolverParams(exact=True)``
+keeps finemo's dense step and scoring. On a GPU, convergence is checked every ``check_every`` steps instead of every step, so the
 host does not wait for the device at each step; a region that finishes between two checks is
 frozen (its iterate, counters and gap stop changing), so its result is the one it has when
 checked at every step.
