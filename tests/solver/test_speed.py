@@ -267,3 +267,26 @@ def test_sparse_scores_equal_the_dense_ones_at_every_hit(regions_npz, modisco_h5
                                   dense.importance_sq[b, m, pos])
     for key, col in (("hit_similarity", dense.similarity), ("hit_importance", dense.importance)):
         np.testing.assert_allclose(sparse[key][order], col[b, m, pos].numpy(), rtol=2e-6)
+
+
+@pytest.mark.parametrize("mode", ["pp", "hh"])
+def test_preprocessing_a_region_alone_or_in_a_batch_gives_the_same_bits(regions_npz, modisco_h5,
+                                                                       mode):
+    """The solver preprocesses regions 16 at a time ahead of the slots they fill; finemo one
+    batch of freed slots at a time (often one region: another convolution kernel). Both give
+    each region the same contributions, importance scale and global scale, bit for bit."""
+    from nemo_dask.params import MotifParams
+
+    mo = prepare_motifs(load_motifs(modisco_h5, MotifParams(mode=mode)), "cpu", False)
+    n = 16
+    contribs = torch.from_numpy(regions_npz["contributions"][:n]).float()
+    seqs = None if mode == "hh" else torch.from_numpy(regions_npz["sequences"][:n]).float()
+    lw = contribs.shape[2] - load_motifs(modisco_h5).width + 1 + mo.cwms.shape[2] - 1
+    params = SolverParams(mode=mode)
+    batch = preprocess(contribs, seqs, mo, params, lw)
+    for k in (0, 5, 15):
+        one = preprocess(contribs[k:k + 1], None if seqs is None else seqs[k:k + 1], mo, params,
+                         lw)
+        for a, b in zip(one, batch, strict=True):
+            if a is not None:
+                assert torch.equal(a[0], b[k])
