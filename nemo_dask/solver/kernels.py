@@ -280,26 +280,35 @@ class SparseStep:
         ngrad = F.conv1d(resid[:, :, lo:lo + lw], self.cwms)
         ngrad.mul_(imp)
 
-        nll = (resid**2).sum(dim=(1, 2))
+        nll = (resid**2).sum(dim=(1, 2)).numpy()
         if self.one_lambda is not None:
             dual_norm = ngrad.amax(dim=(1, 2)) / self.one_lambda
         else:
             dual_norm = (ngrad / self.lam).amax(dim=(1, 2))
-        dual_scale = (torch.clamp(1 / dual_norm, max=1.0) ** 2 + 1) / 2
-        dual_diff = (resid * x).sum(dim=(1, 2))
-        l1 = (torch.from_numpy(nz.abs_sum(b_)).view(b_, m_) * self.lam_row).sum(dim=1)
-        gap = (nll * dual_scale - dual_diff + l1).abs() / length
+        dual_diff = (resid * x).sum(dim=(1, 2)).numpy()
+        l1 = (torch.from_numpy(nz.abs_sum(b_)).view(b_, m_) * self.lam_row).sum(dim=1).numpy()
+        # The rest of the gap is a few values per region: numpy's float32 operations are
+        # torch's, one by one, at a fraction of the dispatch cost.
+        f1 = np.float32(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dual_scale = (np.minimum(f1 / dual_norm.numpy(), f1) ** 2 + f1) / np.float32(2)
+            gap = np.abs(nll * dual_scale - dual_diff + l1) / np.float32(length)
+        # Nesterov momentum i / (i + 3), in float32 as torch computes it from the int counter.
+        i_f = i.view(-1).numpy().astype(np.float32)
+        mom_np = i_f / (i_f + np.float32(3))
+        mom = torch.from_numpy(mom_np).view(-1, 1, 1)
+        one_plus = torch.from_numpy(mom_np + f1).view(-1, 1, 1)
 
         # c_next = relu(y + step * (g - λ)), in place in the gradient's buffer.
         c_next = ngrad.sub_(self.lam).mul_(step).add_(y).relu_()
-        mom = i / (i + 3.0)
         if consume:
-            y_next = torch.mul(c_next, 1 + mom, out=y)
+            y_next = torch.mul(c_next, one_plus, out=y)
             y_next.sub_(c.mul_(mom))
         else:
-            y_next = c_next * (1 + mom)
+            y_next = c_next * one_plus
             y_next.sub_(mom * c)
-        return y_next, c_next, gap, nll / (2 * length)
+        return (y_next, c_next, torch.from_numpy(gap),
+                torch.from_numpy(nll / np.float32(2 * length)))
 
     def score(self, x: torch.Tensor, imp: torch.Tensor, coef: torch.Tensor,
               params: SolverParams) -> dict[str, np.ndarray]:
