@@ -56,10 +56,32 @@ def _fetch_remote_inputs(args: argparse.Namespace, directory: str) -> None:
             setattr(args, name, fetch_input_file(value, directory))
 
 
+def _start_worker_server_early(argv: Sequence[str]) -> None:
+    """For ``call-hits`` on the embedded local cluster, start the fork server its workers come
+    from before anything else: it imports torch (about a second) on another core while this
+    process imports its own modules, parses and converts the input (clusters/local.py). A
+    server started for a run that then fails its checks is simply never used."""
+    if not argv or argv[0] != "call-hits" or any(a in ("-h", "--help", "--dry-run") for a in argv):
+        return
+    if any(a == "--scheduler" or a.startswith("--scheduler=") for a in argv):
+        return
+    kinds = [argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--cluster"]
+    kinds += [a.split("=", 1)[1] for a in argv if a.startswith("--cluster=")]
+    from ..clusters.options import cfg
+
+    kind = (kinds[-1] if kinds else cfg("kind") or "local").lower()
+    if kind == "local" and not cfg("scheduler"):
+        from ..clusters.local import prestart_workers
+
+        prestart_workers()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-dask`` console script."""
     import tempfile
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _start_worker_server_early(argv)
     args = build_parser().parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="nemo-dask-inputs-") as fetched:
