@@ -38,7 +38,7 @@ from ._io import (
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
-from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform
+from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
 
 HITS_DIR = "hits"
 QC_DIR = "qc"
@@ -116,9 +116,9 @@ def _scan(out: str | os.PathLike[str], sub: str, schema: pa.Schema) -> pl.LazyFr
     if is_url(d):
         return _scan_url(str(d), schema)
     if not d.is_dir() or not any(d.glob("part-*.parquet")):
-        return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+        return pl.LazyFrame(schema=polars_schema(schema))
     # A glob, not the directory: hidden temporaries of a run in progress must not be read.
-    return pl.scan_parquet(str(d / "part-*.parquet"), schema=pl.from_arrow(schema.empty_table()).schema)
+    return pl.scan_parquet(str(d / "part-*.parquet"), schema=polars_schema(schema))
 
 
 def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
@@ -129,7 +129,7 @@ def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
     fs, root = filesystem(url)
     files = sorted(f for f in fs.glob(f"{root.rstrip('/')}/part-*.parquet"))
     if not files:
-        return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+        return pl.LazyFrame(schema=polars_schema(schema))
     dataset = ds.dataset(files, schema=schema, format="parquet",
                          filesystem=PyFileSystem(FSSpecHandler(fs)))
     return pl.scan_pyarrow_dataset(dataset)
@@ -143,7 +143,9 @@ def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame) -> None:
 def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
     """The motif table of a run (schema.MOTIFS_SCHEMA)."""
     with open_input(location(out) / MOTIFS_FILE) as f:
-        return pl.from_arrow(pq.read_table(f))  # type: ignore[return-value]
+        # ParquetFile, not pq.read_table: that imports pyarrow.dataset and with it pandas,
+        # ~0.2 s on every worker's first task.
+        return pl.from_arrow(pq.ParquetFile(f).read())  # type: ignore[return-value]
 
 
 def read_cwms(out: Any) -> Any:
