@@ -97,10 +97,35 @@ def store(tmp_path_factory, regions_npz) -> Path:
     return _tiled_store(tmp_path_factory, regions_npz, 4)
 
 
+# The lifetime test's workers each live 5-7 s; its run must outlast several of them on any CPU.
+_LONG_RUN_S = 20.0
+
+
+def _single_thread_rate(regions_npz, modisco_h5) -> float:
+    """Regions per second of one solver thread on this machine (the fixture's first 160)."""
+    import torch
+
+    from nemo_dask.motifs import load_motifs
+    from nemo_dask.solver.stream import fit_block
+
+    motifs, before = load_motifs(modisco_h5), torch.get_num_threads()
+    seqs, contribs = regions_npz["sequences"][:160], regions_npz["contributions"][:160]
+    torch.set_num_threads(1)
+    try:
+        fit_block(seqs[:16], contribs[:16], motifs, threads=1)  # warm up
+        t0 = time.perf_counter()
+        fit_block(seqs, contribs, motifs, threads=1)
+        return 160 / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def long_store(tmp_path_factory, regions_npz) -> Path:
-    """1280 regions: a run that outlives several short worker lifetimes."""
-    return _tiled_store(tmp_path_factory, regions_npz, 8)
+def long_store(tmp_path_factory, regions_npz, modisco_h5) -> Path:
+    """A run of about _LONG_RUN_S seconds for one single-CPU worker, sized from this CPU's
+    measured rate (a fixed size finished inside one lifetime once the solver got faster)."""
+    tiles = max(8, int(np.ceil(_LONG_RUN_S * _single_thread_rate(regions_npz, modisco_h5) / 160)))
+    return _tiled_store(tmp_path_factory, regions_npz, tiles)
 
 
 @pytest.fixture(scope="module")
