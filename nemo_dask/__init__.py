@@ -73,8 +73,19 @@ __all__ = [
     "finemo_qc", "fit_block", "import_finemo", "intersect_hits", "load_hits", "load_motifs",
     "open_regions", "read_motifs",
     "read_parameters", "report_tables", "scan_hits", "scan_qc", "write_collapsed",
-    "write_intersection", "write_report",
+    "write_intersection", "write_report", "version",
 ]
+
+
+def version() -> str:
+    """The installed nemo_dask version (``"unknown"`` when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _dist_version
+
+    try:
+        return _dist_version("nemo_dask")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -367,13 +367,13 @@ def read_side(source: str | os.PathLike[str]) -> Side:
     InputError
         ``source`` is missing, or a directory of neither kind, or a file that is not a hits TSV.
     """
-    from ._io import is_url, localize, remote_input
+    from .storage.urls import is_url, localize, remote_input
 
     source = localize(source)
     if is_url(source):
         # Read eagerly from a local copy (a directory's files, or the TSV's parent's files).
         text = str(source).rstrip("/")
-        from ._io import filesystem
+        from .storage.urls import filesystem
 
         fs, root = filesystem(text)
         if fs.isfile(root):

@@ -10,8 +10,8 @@ Layout of an output directory ``OUT``::
     OUT/manifest.json              finished blocks and their row counts
 
 A partition is written to a hidden temporary name beside its final name and renamed into place
-(:mod:`nemo_dask._io`), so a reader (and a resumed run) only ever sees complete files; the
-temporary's name (``.part-000000.parquet.tmp-<hex>``) matches no glob of the dataset, so
+(:mod:`nemo_dask.storage.outputs`), so a reader (and a resumed run) only ever sees complete
+files; the temporary's name (``.part-000000.parquet.tmp-<hex>``) matches no glob of the dataset, so
 ``pl.scan_parquet('OUT/hits/*.parquet')`` works while a run writes and after a killed writer.
 """
 
@@ -25,20 +25,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import (
-    filesystem,
-    is_url,
-    location,
-    open_input,
-    open_output,
-    remove_temporaries,
-    write_json,
-)
-
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
 from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
+from .storage.outputs import open_output, remove_temporaries, write_json
+from .storage.urls import filesystem, is_url, location, open_input
 
 HITS_DIR = "hits"
 QC_DIR = "qc"
@@ -52,7 +44,7 @@ def part_name(block: int) -> str:
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
-    """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask._io.open_output`.
+    """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
     same directory, then a rename).
@@ -93,8 +85,9 @@ def partition_rows(path: str | os.PathLike[str]) -> int | None:
 def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
     """Delete temporaries left by an interrupted writer in ``hits/``, ``qc/`` and ``out`` itself.
 
-    Returns how many were removed (names as :func:`nemo_dask._io.is_temporary` says; in ``out``
-    only those of the run's own files, since ``out`` may also hold a user's files).
+    Returns how many were removed (names as :func:`nemo_dask.storage.temporary.is_temporary`
+    says; in ``out`` only those of the run's own files, since ``out`` may also hold a user's
+    files).
     """
     return (remove_temporaries(location(out) / HITS_DIR)
             + remove_temporaries(location(out) / QC_DIR)
@@ -171,7 +164,7 @@ def write_manifest(out: Any, run_fingerprint: str, n_blocks: int,
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by :func:`nemo_dask._io.write_json`."""
+    """Read a JSON file written by :func:`nemo_dask.storage.outputs.write_json`."""
     with open_input(path, "r") as f:
         return json.load(f)
 

@@ -38,8 +38,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ._io import install, make_output_dir, output_file, remote_input, staged_output
 from .errors import InputError
+from .storage.outputs import install, make_output_dir, output_file, staged_output
+from .storage.urls import remote_input
 
 #: File name of the hits bigBed inside the tracks directory.
 BIGBED_FILE = "hits.bb"

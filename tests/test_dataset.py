@@ -6,7 +6,6 @@ from pathlib import Path
 
 import polars as pl
 
-from nemo_dask._io import temporary_name
 from nemo_dask.dataset import (
     HITS_DIR,
     MANIFEST_FILE,
@@ -21,6 +20,7 @@ from nemo_dask.dataset import (
     write_manifest,
 )
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
+from nemo_dask.storage.temporary import temporary_name
 
 
 def _empty(schema) -> pl.DataFrame:

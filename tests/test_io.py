@@ -1,5 +1,5 @@
-"""nemo_dask._io: what an output path may be (file, symlink, device, FIFO, socket, -, directory)
-and how each is written; temporaries that no dataset glob matches; version().
+"""nemo_dask.storage: what an output path may be (file, symlink, device, FIFO, socket, -,
+directory) and how each is written; temporaries that no dataset glob matches; version().
 
 The verbs' own behaviour on such paths is tested through the CLI in test_outputs.py.
 """
@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from nemo_dask import _io
+import nemo_dask
 from nemo_dask.dataset import remove_stale_temporaries, scan_hits, write_block
 from nemo_dask.errors import OutputExistsError
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
+from nemo_dask.storage import outputs, temporary
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 needs_root = pytest.mark.skipif(not ROOT, reason="mknod of a character device needs root")
@@ -59,7 +60,7 @@ class FifoReader:
 
 
 def temporaries(d: Path) -> list[str]:
-    return sorted(n for n in os.listdir(d) if _io.is_temporary(n))
+    return sorted(n for n in os.listdir(d) if temporary.is_temporary(n))
 
 
 # --- names --------------------------------------------------------------------------------
@@ -68,30 +69,30 @@ def temporaries(d: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["part-000001.parquet", "hits.tsv", "parameters.json",
                                   "regions.zarr", "report.html", "x" * 250])
 def test_temporaries_match_no_data_glob(name: str) -> None:
-    tmp = _io.temporary_name(name)
+    tmp = temporary.temporary_name(name)
     assert tmp.startswith(".") and len(tmp) <= 255
     for pattern in ("*.parquet", "part-*.parquet", "*.tsv", "*.json", "*.zarr", "*.html",
                     "*.npy", "*.bed", f"{name}*", "[!.]*"):
         assert not fnmatch.fnmatch(tmp, pattern), (tmp, pattern)
-    assert _io.is_temporary(tmp) and _io.temporary_of(tmp) == name[:200]
+    assert temporary.is_temporary(tmp) and temporary.temporary_of(tmp) == name[:200]
 
 
 def test_old_temporary_names_are_recognised_for_clean_up() -> None:
     old = ".tmp-0123456789abcdef0123456789abcdef-part-000003.parquet"
-    assert _io.is_temporary(old) and _io.temporary_of(old) == "part-000003.parquet"
+    assert temporary.is_temporary(old) and temporary.temporary_of(old) == "part-000003.parquet"
     for name in ("part-000001.parquet", ".hidden", ".tmp-notes.txt", "a.tmp-0123abcd"):
-        assert not _io.is_temporary(name), name
+        assert not temporary.is_temporary(name), name
 
 
 def test_remove_temporaries_only_named_ones(tmp_path: Path) -> None:
-    mine = tmp_path / _io.temporary_name("hits.tsv")
-    other = tmp_path / _io.temporary_name("notes.txt")
+    mine = tmp_path / temporary.temporary_name("hits.tsv")
+    other = tmp_path / temporary.temporary_name("notes.txt")
     mine.write_text("x")
     other.write_text("x")
     (tmp_path / "hits.tsv").write_text("keep")
-    (tmp_path / _io.temporary_name("export")).mkdir()
-    os.symlink(tmp_path / "hits.tsv", tmp_path / _io.temporary_name("hits.tsv"))
-    assert _io.remove_temporaries(tmp_path, ("hits.tsv", "export")) == 2
+    (tmp_path / temporary.temporary_name("export")).mkdir()
+    os.symlink(tmp_path / "hits.tsv", tmp_path / temporary.temporary_name("hits.tsv"))
+    assert outputs.remove_temporaries(tmp_path, ("hits.tsv", "export")) == 2
     assert not mine.exists() and other.exists() and (tmp_path / "hits.tsv").read_text() == "keep"
     assert len(temporaries(tmp_path)) == 2  # the unnamed one and the link: left alone
 
@@ -103,14 +104,14 @@ def test_regular_file_is_replaced_atomically(tmp_path: Path) -> None:
     path = tmp_path / "out.tsv"
     path.write_text("old\n")
     os.chmod(path, 0o640)
-    with pytest.raises(RuntimeError), _io.open_output(path, "w") as f:
+    with pytest.raises(RuntimeError), outputs.open_output(path, "w") as f:
         f.write("half")
         raise RuntimeError("writer failed")
     assert path.read_text() == "old\n" and temporaries(tmp_path) == []
-    _io.write_text(path, "new\n")
+    outputs.write_text(path, "new\n")
     assert path.read_text() == "new\n" and temporaries(tmp_path) == []
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, "the user's permissions are kept"
-    _io.write_json({"a": 1}, tmp_path / "sub" / "x.json")
+    outputs.write_json({"a": 1}, tmp_path / "sub" / "x.json")
     assert (tmp_path / "sub" / "x.json").read_text() == '{\n    "a": 1\n}\n'
 
 
@@ -122,13 +123,13 @@ def test_symlink_target_written_beside_the_target(tmp_path: Path) -> None:
     os.symlink(target, link)
     chain = tmp_path / "chain.tsv"
     os.symlink(link, chain)
-    _io.write_text(chain, "new")
+    outputs.write_text(chain, "new")
     assert link.is_symlink() and chain.is_symlink() and os.readlink(chain) == str(link)
     assert target.read_text() == "new"
     assert temporaries(tmp_path) == [] and temporaries(tmp_path / "shared") == []
     dangling = tmp_path / "dangling.tsv"
     os.symlink(tmp_path / "shared" / "new.tsv", dangling)
-    _io.write_text(dangling, "made")
+    outputs.write_text(dangling, "made")
     assert dangling.is_symlink() and (tmp_path / "shared" / "new.tsv").read_text() == "made"
 
 
@@ -142,7 +143,7 @@ def test_install_moves_or_copies_into_a_symlinks_target(tmp_path: Path) -> None:
         os.symlink(target, link)
         src = tmp_path / "finished"
         src.write_bytes(b"rows\n")
-        _io.install(src, link)
+        outputs.install(src, link)
         assert link.is_symlink() and target.read_bytes() == b"rows\n" and not src.exists()
     finally:
         target.unlink(missing_ok=True)
@@ -154,8 +155,8 @@ def test_install_moves_or_copies_into_a_symlinks_target(tmp_path: Path) -> None:
 @needs_root
 def test_character_device_is_written_and_kept(tmp_path: Path) -> None:
     dev = make_null_device(tmp_path / "null")
-    _io.write_bytes(dev, b"x" * 100_000)
-    with _io.open_output(dev, "w") as f:
+    outputs.write_bytes(dev, b"x" * 100_000)
+    with outputs.open_output(dev, "w") as f:
         f.write("text")
     assert is_char_device(dev) and temporaries(tmp_path) == []
 
@@ -165,14 +166,14 @@ def test_block_device_is_refused(tmp_path: Path) -> None:
     dev = tmp_path / "disk"
     os.mknod(dev, stat.S_IFBLK | 0o600, os.makedev(7, 200))
     with pytest.raises(OutputExistsError, match="block device"):
-        _io.write_bytes(dev, b"x")
+        outputs.write_bytes(dev, b"x")
     assert stat.S_ISBLK(os.lstat(dev).st_mode)
 
 
 def test_fifo_reader_receives_the_bytes(tmp_path: Path) -> None:
     reader = FifoReader(tmp_path / "pipe")
     payload = os.urandom(300_000)  # more than a pipe buffer: really streamed
-    _io.write_bytes(reader.path, payload)
+    outputs.write_bytes(reader.path, payload)
     assert reader.result() == payload
     assert stat.S_ISFIFO(os.lstat(reader.path).st_mode) and temporaries(tmp_path) == []
 
@@ -191,25 +192,26 @@ def test_unix_socket_receives_the_bytes(tmp_path: Path) -> None:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    _io.write_text(path, "hello\n")
+    outputs.write_text(path, "hello\n")
     t.join(30)
     server.close()
     assert got == [b"hello\n"] and stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 def test_dash_is_standard_output(capfdbinary) -> None:
-    with _io.open_output("-", "wb") as f:
+    with outputs.open_output("-", "wb") as f:
         f.write(b"a\tb\n")
-    with _io.open_output("-", "w") as f:
+    with outputs.open_output("-", "w") as f:
         f.write("c\td\n")
     assert capfdbinary.readouterr().out == b"a\tb\nc\td\n"
-    assert _io.is_stdout("-")
+    assert outputs.is_stdout("-")
 
 
 def test_dash_survives_a_writer_that_closes_its_file() -> None:
     # pyarrow and polars close the file objects they are given; stdout must stay usable.
-    code = ("import pyarrow as pa, pyarrow.parquet as pq, sys; from nemo_dask._io import "
-            "open_output\nwith open_output('-') as f: pq.write_table(pa.table({'a': [1]}), f)\n"
+    code = ("import pyarrow as pa, pyarrow.parquet as pq, sys\n"
+            "from nemo_dask.storage.outputs import open_output\n"
+            "with open_output('-') as f: pq.write_table(pa.table({'a': [1]}), f)\n"
             "print('after', file=sys.stderr); sys.stdout.write('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -224,13 +226,13 @@ def test_directory_where_a_file_is_wanted(tmp_path: Path) -> None:
     d.mkdir()
     (d / "keep").write_text("keep")
     with pytest.raises(OutputExistsError, match="is a directory"):
-        _io.write_text(d, "x")
+        outputs.write_text(d, "x")
     link = tmp_path / "link.tsv"
     os.symlink(d, link)
     with pytest.raises(OutputExistsError, match="is a directory"):
-        _io.write_text(link, "x")
+        outputs.write_text(link, "x")
     with pytest.raises(OutputExistsError, match="not a directory"):
-        _io.write_text(d / "keep" / "x.tsv", "x")
+        outputs.write_text(d / "keep" / "x.tsv", "x")
     assert (d / "keep").read_text() == "keep" and link.is_symlink()
     assert temporaries(tmp_path) == [] and temporaries(d) == []
 
@@ -242,17 +244,17 @@ def test_file_or_stream_where_a_directory_is_wanted(tmp_path: Path) -> None:
     os.symlink(f, tmp_path / "link")
     for p in (f, tmp_path / "fifo", tmp_path / "link"):
         with pytest.raises(OutputExistsError, match="must be a directory"):
-            _io.make_output_dir(p)
+            outputs.make_output_dir(p)
     with pytest.raises(OutputExistsError, match="standard output"):
-        _io.output_dir("-")
+        outputs.output_dir("-")
     with pytest.raises(OutputExistsError, match="not a directory"):
-        _io.make_output_dir(f / "sub")
+        outputs.make_output_dir(f / "sub")
     assert f.read_text() == "keep" and stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "dirlink")
-    assert _io.make_output_dir(tmp_path / "dirlink") == (tmp_path / "real").resolve()
+    assert outputs.make_output_dir(tmp_path / "dirlink") == (tmp_path / "real").resolve()
     os.symlink(tmp_path / "later", tmp_path / "dangling")
-    _io.make_output_dir(tmp_path / "dangling")
+    outputs.make_output_dir(tmp_path / "dangling")
     assert (tmp_path / "later").is_dir() and (tmp_path / "dangling").is_symlink()
 
 
@@ -264,12 +266,12 @@ def test_remove_owned_refuses_links_and_special_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "qc")
     for p in (tmp_path / "hits", tmp_path / "qc"):
         with pytest.raises(OutputExistsError, match="refusing to delete"):
-            _io.remove_owned(p)
+            outputs.remove_owned(p)
     with pytest.raises(OutputExistsError, match="not nemo_dask's own"):
-        _io.remove_owned(user, lambda p: False)
+        outputs.remove_owned(user, lambda p: False)
     assert (user / "data.txt").read_text() == "keep" and (tmp_path / "hits").is_symlink()
-    assert _io.remove_owned(user) and not user.exists()
-    assert not _io.remove_owned(tmp_path / "missing")
+    assert outputs.remove_owned(user) and not user.exists()
+    assert not outputs.remove_owned(tmp_path / "missing")
 
 
 # --- the dataset (issue 15 item 8) ---------------------------------------------------------
@@ -288,7 +290,7 @@ def test_killed_writer_leftovers_do_not_break_the_documented_reads(tmp_path: Pat
     out = tmp_path / "OUT"
     write_block(out, 0, _one_hit(), _empty(QC_SCHEMA))
     # A writer killed mid-partition, in another process, as a dask worker would be.
-    code = ("import os, sys; from nemo_dask._io import open_output\n"
+    code = ("import os, sys; from nemo_dask.storage.outputs import open_output\n"
             "cm = open_output(sys.argv[1]); f = cm.__enter__(); f.write(b'PAR1 half a partition');"
             " f.flush(); os.kill(os.getpid(), 9)")
     res = subprocess.run([sys.executable, "-c", code, str(out / "hits" / "part-000001.parquet")],
@@ -336,7 +338,7 @@ def test_one_version(capsys) -> None:
 
     from nemo_dask.cli import main
 
-    assert _io.version() == version("nemo_dask")
+    assert nemo_dask.version() == version("nemo_dask")
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert capsys.readouterr().out.strip() == f"nemo-dask {_io.version()}"
+    assert capsys.readouterr().out.strip() == f"nemo-dask {nemo_dask.version()}"

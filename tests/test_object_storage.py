@@ -4,6 +4,7 @@ nothing named ``s3:`` or ``file:`` appears in the working directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -146,7 +147,8 @@ def test_chain_on_s3_equals_local(s3, local_run, tmp_path, monkeypatch) -> None:
     _no_stray(tmp_path)
 
 
-def test_input_files_at_urls_are_fetched(s3, local_run, tmp_path, monkeypatch) -> None:
+def test_input_files_at_urls_are_fetched(s3, local_run, tmp_path, monkeypatch,
+                                         capsys) -> None:
     """Every input file (peaks, FASTA and its index, bigWig, modisco H5, a regions.npz) may be
     an s3:// URL too: the same store and hits as from local files."""
     monkeypatch.chdir(tmp_path)
@@ -170,6 +172,20 @@ def test_input_files_at_urls_are_fetched(s3, local_run, tmp_path, monkeypatch) -
     assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-m", str(D / "modisco.h5"),
                  "-o", str(tmp_path / "npz_local"), "--workers", "1", "--no-progress"]) == 0
     assert _frame(str(tmp_path / "npz_out")).equals(_frame(str(tmp_path / "npz_local")))
+    # parameters.json names the URLs given, not the temporary local copies.
+    params = json.loads((tmp_path / "npz_out" / "parameters.json").read_text())
+    assert params["regions_path"] == f"{base}/r24.npz"
+    assert params["modisco_h5_path"] == f"{base}/modisco.h5"
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(f"{out}/parameters.json"))["modisco_h5_path"] == \
+        f"{base}/modisco.h5"
+    # A damaged input at a URL: the error names the URL.
+    fs.pipe_file(f"{base}/bad.h5", b"not HDF5" * 100)
+    capsys.readouterr()
+    assert main(["call-hits", "-r", f"{base}/r24.npz", "-m", f"{base}/bad.h5", "-o",
+                 str(tmp_path / "bad_out"), "--workers", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{base}/bad.h5" in err and "nemo-dask-inputs-" not in err, err
     _no_stray(tmp_path)
 
 

@@ -22,9 +22,10 @@ import polars as pl
 import pytest
 from test_io import ROOT, FifoReader, is_char_device, make_null_device, needs_root, temporaries
 
-from nemo_dask import _io
+import nemo_dask
 from nemo_dask.cli import main
 from nemo_dask.finemo.importing import import_finemo
+from nemo_dask.storage import temporary
 
 DATA = Path(__file__).parent / "data"
 
@@ -303,7 +304,7 @@ def test_call_hits_outputs(tiny_npz, tmp_path, capsys) -> None:
     assert n_hits > 0
 
     # A killed writer's leftover: the documented read still works; the next run removes it.
-    leftover = real / "hits" / _io.temporary_name("part-000001.parquet")
+    leftover = real / "hits" / temporary.temporary_name("part-000001.parquet")
     leftover.write_bytes(b"PAR1 half")
     assert pl.scan_parquet(f"{tmp_path}/out/hits/*.parquet").collect().height == n_hits
     ok(argv(tmp_path / "out"), capsys)  # a resume: nothing to do but clean up
@@ -338,12 +339,12 @@ def test_call_hits_outputs(tiny_npz, tmp_path, capsys) -> None:
     assert (tmp_path / "theirs" / "part-000000.parquet").read_text() == "keep"
     assert (foreign / "qc" / "results.csv").read_text() == "keep"
     assert listing(foreign) == ["qc"]
-    assert not [n for n in listing(tmp_path) if _io.is_temporary(n)], "no conversion left"
+    assert not [n for n in listing(tmp_path) if temporary.is_temporary(n)], "no conversion left"
 
 
 def test_version_is_the_package_version(tmp_path, tiny_npz, capsys) -> None:
     from nemo_dask.regions.convert import convert_npz
 
     store = convert_npz(tiny_npz, str(tmp_path / "s.zarr"), progress=False)
-    assert store.attrs["created_by"] == f"nemo_dask {_io.version()}"
+    assert store.attrs["created_by"] == f"nemo_dask {nemo_dask.version()}"
     assert np.isfinite(store.n_regions)

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._io import check_removable, is_temporary, output_dir, remove_owned
 from ..dataset import (
     CWMS_FILE,
     HITS_DIR,
@@ -32,6 +31,8 @@ from ..dataset import (
     read_json,
 )
 from ..errors import OutputExistsError
+from ..storage.outputs import check_removable, output_dir, remove_owned
+from ..storage.temporary import is_temporary
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
 _OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
@@ -101,8 +102,8 @@ def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overw
     ``overwrite`` only nemo_dask's own entries are removed: those of a directory whose
     parameters.json a nemo_dask run wrote, or, in a directory that is not (yet) a run's, entries
     whose content shows they are ours (see :func:`_looks_owned`). Symlinks, devices, FIFOs and
-    sockets among them are never removed (:func:`nemo_dask._io.remove_owned`). ``out`` itself
-    may be a symlink to a directory: it is followed.
+    sockets among them are never removed (:func:`nemo_dask.storage.outputs.remove_owned`).
+    ``out`` itself may be a symlink to a directory: it is followed.
     """
     params_path = out / PARAMS_FILE
     output_dir(out, "call-hits output directory")

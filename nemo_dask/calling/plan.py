@@ -22,17 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import (
-    is_url,
-    location,
-    make_output_dir,
-    open_output,
-    output_dir,
-    replace_directory,
-    temporary_name,
-    version,
-    write_json,
-)
+from .. import version
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
@@ -54,6 +44,15 @@ from ..params import MotifParams, RunOptions, SolverParams
 from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
+from ..storage.outputs import (
+    make_output_dir,
+    open_output,
+    output_dir,
+    replace_directory,
+    write_json,
+)
+from ..storage.temporary import temporary_name
+from ..storage.urls import fetched_from, is_url, location
 from .output import fingerprint, finished_blocks, prepare_out
 from .seams import check_tiling
 
@@ -127,7 +126,7 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     # A file, device, FIFO or - at OUT is refused before any work (also before an npz conversion).
     output_dir(out, "call-hits output directory")
     # A local Path, or a UPath for an fsspec URL (s3://...): every OUT file goes through
-    # nemo_dask._io, which writes an object store's objects whole, one request each.
+    # nemo_dask.storage, which writes an object store's objects whole, one request each.
     out = location(out)
     source = open_regions(regions)
     peaks_identity = _check_peaks_option(inputs, isinstance(source, NpzRegions))
@@ -404,16 +403,18 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
 def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
     """finemo's parameters.json keys, in its order and with its meanings."""
     mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
+    # Inputs the CLI fetched from URLs are recorded by their URLs, not the temporary copies.
     peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
     return {
-        "regions_path": os.fspath(c.regions),
-        "peaks_path": None if peaks is None else os.fspath(peaks),
-        "modisco_h5_path": os.fspath(c.motifs_path),
-        "chrom_order_path": None if order is None else os.fspath(order),
-        "motifs_include_path": files["motifs_include"], "motif_names_path": files["motif_names"],
-        "motif_lambdas_path": files["motif_lambdas"], "out_dir": str(c.out),
-        "cwm_trim_coords_path": files["trim_coords"],
-        "cwm_trim_thresholds_path": files["trim_thresholds"],
+        "regions_path": fetched_from(c.regions),
+        "peaks_path": fetched_from(peaks),
+        "modisco_h5_path": fetched_from(c.motifs_path),
+        "chrom_order_path": fetched_from(order),
+        "motifs_include_path": fetched_from(files["motifs_include"]),
+        "motif_names_path": fetched_from(files["motif_names"]),
+        "motif_lambdas_path": fetched_from(files["motif_lambdas"]), "out_dir": str(c.out),
+        "cwm_trim_coords_path": fetched_from(files["trim_coords"]),
+        "cwm_trim_thresholds_path": fetched_from(files["trim_thresholds"]),
         "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
         "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
         "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,

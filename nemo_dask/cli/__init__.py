@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .._io import version
+from .. import version
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Options (by argparse ``dest``) whose values are input files. A remote URL there is fetched to
-#: a local temporary copy for the run (:func:`nemo_dask._io.fetch_input_file`): h5py, pyBigWig,
-#: pyfaidx and npz readers need local files. Stores and runs are read in place at their URLs.
+#: a local temporary copy for the run (:func:`nemo_dask.storage.urls.fetch_input_file`): h5py,
+#: pyBigWig, pyfaidx and npz readers need local files. Stores and runs are read in place at
+#: their URLs.
 _INPUT_FILE_OPTIONS: tuple[str, ...] = (
     "regions", "regions_npz", "modisco_h5", "peaks", "chrom_order", "fasta", "bigwigs",
     "intervals", "chrom_sizes", "h5s", "sequences", "attributions", "motifs_include",
@@ -45,7 +46,7 @@ _INPUT_FILE_OPTIONS: tuple[str, ...] = (
 
 
 def _fetch_remote_inputs(args: argparse.Namespace, directory: str) -> None:
-    from .._io import fetch_input_file, is_url
+    from ..storage.urls import fetch_input_file, is_url
 
     for name in _INPUT_FILE_OPTIONS:
         value = getattr(args, name, None)
@@ -88,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fetch_remote_inputs(args, fetched)
             return int(args.func(args) or 0)
     except NemoDaskError as err:
-        print(f"nemo-dask {args.command}: error: {err}", file=sys.stderr)
+        from ..storage.urls import with_fetched_urls
+
+        print(f"nemo-dask {args.command}: error: {with_fetched_urls(str(err))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nemo-dask {args.command}: interrupted", file=sys.stderr)
@@ -98,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def show_warnings_briefly() -> None:
     """Print warnings as one line each (``file:line: Category: message`` is noise for users)."""
 
+    from ..storage.urls import with_fetched_urls
+
     def _show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        print(f"warning: {message}", file=file or sys.stderr)
+        print(f"warning: {with_fetched_urls(str(message))}", file=file or sys.stderr)
 
     warnings.showwarning = _show

@@ -92,7 +92,7 @@ def _run_intersect(args: argparse.Namespace) -> int:
 
 
 def _report_written(path: object) -> None:
-    from .._io import is_stdout
+    from ..storage.outputs import is_stdout
 
     # With -o - (or /dev/stdout) the table is on standard output: keep it clean for pipes.
     if is_stdout(path):  # type: ignore[arg-type]

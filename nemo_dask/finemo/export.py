@@ -36,19 +36,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import config
-from .._io import (
-    install,
-    is_url,
-    localize,
-    location,
-    make_output_dir,
-    output_dir,
-    output_file,
-    remote_input,
-    remove_temporaries,
-    staged_output,
-    temporary_name,
-)
 from ..dataset import (
     CWMS_FILE,
     HITS_DIR,
@@ -61,6 +48,16 @@ from ..dataset import (
     scan_qc,
 )
 from ..errors import InputError
+from ..storage.outputs import (
+    install,
+    make_output_dir,
+    output_dir,
+    output_file,
+    remove_temporaries,
+    staged_output,
+)
+from ..storage.temporary import temporary_name
+from ..storage.urls import is_url, localize, location, remote_input
 from .formats import (
     CALL_HITS_FILES,
     FINEMO_HITS_DTYPES,
@@ -107,8 +104,9 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced, each as
-        :func:`nemo_dask._io.open_output` says: a symlink's target is written, a device or FIFO
-        receives the bytes; a directory of such a name is refused before any work).
+        :func:`nemo_dask.storage.outputs.open_output` says: a symlink's target is written, a
+        device or FIFO receives the bytes; a directory of such a name is refused before any
+        work).
     max_rows : int, optional
         Largest number of hits sorted in memory at once (peak memory grows by roughly 0.7 kB
         per hit of bucket); default ``nemo_dask.export.max-rows`` in dask config (500000).

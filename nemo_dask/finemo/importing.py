@@ -18,9 +18,9 @@ from typing import NamedTuple
 import polars as pl
 
 from .. import config
-from .._io import copy_file, make_output_dir, output_dir, remove_owned, write_json
 from ..dataset import is_output_dir, read_json, write_block, write_manifest, write_motifs
 from ..errors import InputError, OutputExistsError
+from ..storage.outputs import copy_file, make_output_dir, output_dir, remove_owned, write_json
 from .formats import (
     CWMS_FILE,
     FINEMO_HITS_DTYPES,

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .._io import is_url, localize, open_output, output_file
 from ..errors import InputError
+from ..storage.outputs import open_output, output_file
+from ..storage.urls import is_url, localize
 from .formats import COLLAPSED_DTYPES, NA, RELAXED_KEYS, STRICT_KEYS
 from .read import load_hits
 
@@ -142,8 +143,9 @@ def write_intersection(sources: Sequence[str | os.PathLike[str]],
 
 
 def write_tsv(lf: pl.LazyFrame, out_path: str | os.PathLike[str]) -> Path:
-    """Stream ``lf`` as a tab-separated table to ``out_path`` (:func:`nemo_dask._io.open_output`:
-    a file atomically, a symlink's target, a device, FIFO or ``-`` directly)."""
+    """Stream ``lf`` as a tab-separated table to ``out_path``
+    (:func:`nemo_dask.storage.outputs.open_output`: a file atomically, a symlink's target, a
+    device, FIFO or ``-`` directly)."""
     with open_output(out_path, "wb", what="hits table") as f:
         lf.sink_csv(f, separator="\t", engine="streaming")
     target = localize(out_path)

@@ -15,9 +15,9 @@ from typing import Literal, overload
 
 import polars as pl
 
-from .._io import is_url, location, open_input
 from ..dataset import HITS_DIR, read_motifs, scan_hits, scan_qc
 from ..errors import InputError
+from ..storage.urls import is_url, location, open_input
 from .formats import (
     FINEMO_HITS_DTYPES,
     FINEMO_QC_COLUMNS,

@@ -234,7 +234,7 @@ def open_store(path_or_url: str | os.PathLike[str]) -> Regions:
     text = os.fspath(path_or_url)
     path = local_path(path_or_url)
     if path is None:
-        from .._io import filesystem
+        from ..storage.urls import filesystem
 
         filesystem(url)  # a missing s3fs (gcsfs, ...) is one line, not zarr's traceback
     if path is not None and path.is_file():

@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from .._io import make_output_dir, write_bytes, write_text
+from ..storage.outputs import make_output_dir, write_bytes, write_text
 from . import plots
 from .distinct import confusion_matrix
 from .model import ReportTables
@@ -214,8 +214,9 @@ def render_page(
 def write_page(
     result: ReportTables, out_dir: Path, embed_images: bool = False, title_hint: str = ""
 ) -> Path:
-    """Write ``out_dir/report.html`` and its figures (:func:`nemo_dask._io.open_output`: a file
-    atomically, a symlink's target, a device or FIFO directly)."""
+    """Write ``out_dir/report.html`` and its figures
+    (:func:`nemo_dask.storage.outputs.open_output`: a file atomically, a symlink's target, a
+    device or FIFO directly)."""
     make_output_dir(out_dir, "report directory")
     page = render_page(result, out_dir, embed_images, title_hint)
     path = out_dir / "report.html"

@@ -7,17 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from .._io import (
-    is_url,
-    localize,
-    make_output_dir,
-    open_output,
-    output_dir,
-    output_file,
-    remote_input,
-    staged_output,
-)
 from ..regions.source import RegionSource
+from ..storage.outputs import make_output_dir, open_output, output_dir, output_file, staged_output
+from ..storage.urls import is_url, localize, remote_input
 from . import tables
 from .compute import is_finemo_dir, report_tables
 from .html import write_page
@@ -30,7 +22,8 @@ PAGE_FILE = "report.html"
 
 
 def check_report_dir(out_dir: str | os.PathLike[str], figures: bool = True) -> Path:
-    """Refuse an unusable report directory before any work (:mod:`nemo_dask._io`'s rules).
+    """Refuse an unusable report directory before any work (the rules of
+    :mod:`nemo_dask.storage.outputs`).
 
     Returns the directory with symlinks resolved. Raises OutputExistsError when it is a file or
     device, when one of its file names is a directory, or (with ``figures``) when its
@@ -47,8 +40,8 @@ def check_report_dir(out_dir: str | os.PathLike[str], figures: bool = True) -> P
 def write_tables(result: ReportTables, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write finemo's four report tables into ``out_dir``; returns the paths written.
 
-    Each through :func:`nemo_dask._io.open_output` (a file atomically, a symlink's target, a
-    device or FIFO directly).
+    Each through :func:`nemo_dask.storage.outputs.open_output` (a file atomically, a symlink's
+    target, a device or FIFO directly).
     """
     out = Path(out_dir)
     make_output_dir(out, "report directory")

@@ -8,13 +8,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nemo_dask._io import write_json
 from nemo_dask.calling.output import fingerprint, finished_blocks, prepare_out
 from nemo_dask.dataset import PARAMS_FILE, QC_DIR, part_name, write_block
 from nemo_dask.errors import OutputExistsError
 from nemo_dask.motifs import load_motifs, motifs_digest
 from nemo_dask.params import MotifParams
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
+from nemo_dask.storage.outputs import write_json
 
 
 @pytest.fixture(scope="module")

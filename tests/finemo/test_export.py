@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nemo_dask._io import write_json
 from nemo_dask.cli import main
 from nemo_dask.dataset import read_json, write_block
 from nemo_dask.errors import InputError, OutputExistsError
@@ -19,6 +18,7 @@ from nemo_dask.finemo import read as rd
 from nemo_dask.finemo.formats import FINEMO_HITS_DTYPES
 from nemo_dask.finemo.importing import import_finemo
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
+from nemo_dask.storage.outputs import write_json
 
 FINEMO = Path(__file__).parents[1] / "data" / "finemo_out"
 BYTE_IDENTICAL = ("peaks_qc.tsv", "motif_data.tsv", "motif_cwms.npy", "parameters.json")

@@ -104,10 +104,10 @@ def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Pat
     """
     import numpy as np
 
-    from nemo_dask._io import write_json
     from nemo_dask.calling.task import annotate
     from nemo_dask.dataset import PARAMS_FILE, write_block, write_motifs
     from nemo_dask.params import SolverParams
+    from nemo_dask.storage.outputs import write_json
 
     peaks = pl.DataFrame({"peak_id": regions["peak_id"], "chr": regions["chr"],
                           "chr_id": regions["chr_id"].astype(np.uint32),

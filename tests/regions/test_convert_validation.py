@@ -225,6 +225,18 @@ def test_unreadable_and_truncated_files(tmp_path: Path, arrays: dict[str, np.nda
                  "junk.fa")
 
 
+def test_damaged_bigwig_is_our_one_line_only(tmp_path: Path, capfd) -> None:
+    """libBigWig's own stderr lines ([bwHdrRead] ...) do not precede our error."""
+    (tmp_path / "cut.bw").write_bytes((D / "contribs.bw").read_bytes()[:300])
+    (tmp_path / "junk.bw").write_bytes(b"not a bigWig\n")
+    for name in ("cut.bw", "junk.bw"):
+        capfd.readouterr()
+        expect_error(tmp_path, lambda o, n=name: convert_bigwig(
+            D / "peaks_bw.narrowPeak", D / "genome.fa", tmp_path / n, o), name,
+            "not a readable bigWig")
+        assert capfd.readouterr().err == ""
+
+
 def test_malformed_narrowpeak(tmp_path: Path) -> None:
     def run(edit):
         peaks = _peaks(tmp_path, 30, edit)
@@ -240,6 +252,11 @@ def test_malformed_narrowpeak(tmp_path: Path) -> None:
     expect_error(tmp_path, run(lambda ls: ls[:2] + [ls[2].replace("\t", "\tx", 1)] + ls[3:]),
                  "peaks.narrowPeak", "line 3", "column 2", "integer")
     expect_error(tmp_path, run(lambda ls: []), "no peak rows")
+    # a binary file is named as such, not quoted byte by byte
+    (tmp_path / "peaks.narrowPeak").write_bytes(b"\x7fELF\x02\x01\x01\x00" * 40 + b"\n")
+    msg = expect_error(tmp_path, lambda o: convert_chrombpnet_h5(
+        D / "chrombpnet.h5", o, peaks=tmp_path / "peaks.narrowPeak"), "line 1", "binary")
+    assert "ELF" not in msg and len(msg) < 300
     expect_error(tmp_path, run(lambda ls: ["track name=x", "# only comments"]), "no peak rows")
     expect_error(tmp_path, run(lambda ls: ls[:3] + ["\t".join(ls[3].split("\t")[:3])] + ls[4:]),
                  "line 4", "3 tab-separated columns", "expected 10")

@@ -99,6 +99,14 @@ def load_chrom_order(path: str | os.PathLike[str] | None) -> list[str]:
         raise InputError(f"{path}: cannot read the chromosome order file (-C) ({err})") from None
 
 
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _parse_int(field: bytes) -> int | None:
     try:
         value = int(field)
@@ -186,6 +194,10 @@ class NarrowPeaks:
         if not line.strip():
             raise InputError(f"{where} is blank; every line must be a narrowPeak row of "
                              f"{_LAYOUT} (only track, browser and # lines are skipped)")
+        if b"\0" in line or not _is_utf8(line):
+            raise InputError(f"{where} is binary, not text: this is not a narrowPeak file (or "
+                             "it is compressed with other than gzip, bgzip, bzip2 or xz); "
+                             f"expected {_LAYOUT}")
         fields = line.split(b"\t")
         if len(fields) != _N_COLUMNS:
             shown = line[:60].decode("utf-8", "replace")

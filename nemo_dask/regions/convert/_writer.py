@@ -2,10 +2,10 @@
 
 A local store is written under a hidden temporary name beside the target (beside a symlink's
 target, so the link stays a link) and renamed into place once complete
-(:mod:`nemo_dask._io` names the temporary and checks what is at ``-o``). Object stores have no
-rename: a new store at an empty URL prefix is written in place; one that replaces an existing
-store (``--overwrite``) is written completely under a hidden sibling prefix
-(``.<name>.tmp-<hex>``), and only then is the old store deleted and the new one copied to the
+(:mod:`nemo_dask.storage.outputs` names the temporary and checks what is at ``-o``). Object
+stores have no rename: a new store at an empty URL prefix is written in place; one that
+replaces an existing store (``--overwrite``) is written completely under a hidden sibling
+prefix (``.<name>.tmp-<hex>``), and only then is the old store deleted and the new one copied to the
 final prefix (server-side copies), its root ``zarr.json`` -- which carries the complete mark --
 last, and the temporary prefix removed. So the old store is never destroyed before a complete
 new one exists; if the swap itself is interrupted, the final prefix reads as incomplete (refused
@@ -29,9 +29,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..._io import location, output_dir, replace_directory, temporary_name, version
+from ... import version
 from ...errors import InputError, OutputExistsError
 from ...schema import PEAKS_DTYPES
+from ...storage.outputs import output_dir, replace_directory
+from ...storage.temporary import temporary_name
+from ...storage.urls import location
 from ..store import (
     ATTRS_KEY,
     CONTRIB_KINDS,
@@ -116,7 +119,7 @@ def _is_store_dir(path: Path) -> bool:
 
 
 def _fsspec(url: str) -> tuple[Any, str]:
-    from ..._io import filesystem
+    from ...storage.urls import filesystem
 
     return filesystem(url)
 

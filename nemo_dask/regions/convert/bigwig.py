@@ -15,8 +15,11 @@ differs from its own docstring this module keeps the docstring's promise or fine
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,30 @@ def _open_fasta(path: Path, chromosomes: list[str], role: str = "the peaks file"
     return genome
 
 
+@contextmanager
+def _c_stderr_held() -> Iterator[None]:
+    """Hold what C code writes to file descriptor 2 while the block runs; replay it if the
+    block succeeds, drop it if it raises.
+
+    libBigWig reports a file it cannot open on stderr (``[bwHdrRead] ...``) as well as by
+    failing; our one-line error replaces those lines rather than following them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok and held.tell():
+                held.seek(0)
+                os.write(2, held.read())
+
+
 def _open_bigwigs(paths: list[Path], chromosomes: list[str],
                   role: str = "the peaks file") -> list[Any]:
     import pyBigWig
@@ -69,7 +96,8 @@ def _open_bigwigs(paths: list[Path], chromosomes: list[str],
             if not p.is_file():
                 raise InputError(f"{p}: bigWig file (-b) not found")
             try:
-                bw = pyBigWig.open(str(p))
+                with _c_stderr_held():
+                    bw = pyBigWig.open(str(p))
             except RuntimeError:
                 bw = None
             if bw is None or not bw.isBigWig():

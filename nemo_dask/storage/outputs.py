@@ -17,11 +17,9 @@ Rules (the README's "Outputs" section says the same for users):
   wanted**, is refused with :class:`~nemo_dask.errors.OutputExistsError` (one line from the
   CLI, exit 2) before anything is written.
 
-Temporaries are named ``.<name>.tmp-<32 hex digits>``: a leading dot (hidden, and skipped by
-pyarrow's dataset discovery) and a last suffix that is never a data suffix, so no dataset glob
-(``OUT/hits/*.parquet``, ``*.tsv``, ``*.json``, ``*.zarr``) ever matches one, even one left by a
-killed writer. :func:`is_temporary` recognises them (and the ``.tmp-<hex>-<name>`` names that
-earlier versions gave partitions) for the clean-up at the next run.
+Temporaries are named as :mod:`nemo_dask.storage.temporary` says; :func:`remove_temporaries`
+deletes those a killed writer left, at the next run. URLs (``s3://...``) follow the rules of
+:mod:`nemo_dask.storage.urls` instead; ``file://`` URLs are local paths.
 
 Directory outputs (a call-hits OUT, a regions store, an export or report directory) are checked
 with :func:`output_dir` (a symlink to a directory, or to nothing yet, is followed) and created
@@ -47,52 +45,20 @@ import errno
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import stat
 import sys
-import uuid
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import OutputExistsError
+from ..errors import OutputExistsError
+from .temporary import MAX_STEM, temporary_name, temporary_of
+from .urls import as_text, filesystem, is_url, localize, location, url_output
 
 #: The spelling of standard output as an output path.
 STDOUT = "-"
-_TMP_MARK = ".tmp-"
-# .<name>.tmp-<hex> (this version), .tmp-<hex>-<name> (dataset writers before it).
-_TMP_RE = re.compile(r"^\.(?P<new>.+)\.tmp-[0-9a-f]{8,32}$|^\.tmp-[0-9a-f]{8,32}-(?P<old>.+)$")
-# Keep a temporary's name within NAME_MAX (255 bytes) whatever the final name's length.
-_MAX_STEM = 200
-
-
-def version() -> str:
-    """The installed nemo_dask version (``"unknown"`` when run from an uninstalled tree)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _dist_version
-
-    try:
-        return _dist_version("nemo_dask")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def temporary_name(name: str) -> str:
-    """A fresh temporary name for final name ``name`` (same directory; matches no data glob)."""
-    return f".{name[:_MAX_STEM]}{_TMP_MARK}{uuid.uuid4().hex}"
-
-
-def is_temporary(name: str) -> bool:
-    """Whether ``name`` is a temporary made by :func:`temporary_name` (or by older versions)."""
-    return bool(_TMP_RE.match(name))
-
-
-def temporary_of(name: str) -> str | None:
-    """The final name a temporary named ``name`` was for (truncated as made); None if not one."""
-    m = _TMP_RE.match(name)
-    return None if m is None else (m.group("new") or m.group("old"))
 
 
 def remove_temporaries(directory: str | os.PathLike[str],
@@ -108,7 +74,7 @@ def remove_temporaries(directory: str | os.PathLike[str],
     d = Path(localize(directory))
     if not d.is_dir():
         return 0
-    wanted = None if names is None else {n[:_MAX_STEM] for n in names}
+    wanted = None if names is None else {n[:MAX_STEM] for n in names}
     removed = 0
     for entry in os.scandir(d):
         final = temporary_of(entry.name)
@@ -147,7 +113,7 @@ def _is_stream(mode: int) -> bool:
 
 def is_stdout(path: str | os.PathLike[str]) -> bool:
     """Whether writing ``path`` writes this process's standard output (``-``, /dev/stdout...)."""
-    if _text(path) == STDOUT:
+    if as_text(path) == STDOUT:
         return True
     try:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
@@ -172,13 +138,13 @@ def output_file(path: str | os.PathLike[str], what: str = "output file") -> tupl
         ``path`` is (or links to) a directory or a block device, or its parent is not a
         directory.
     """
-    if _text(path) == STDOUT:
+    if as_text(path) == STDOUT:
         return "stdout", Path("/dev/stdout")
     path = localize(path)
     if is_url(path):
-        fs, root = filesystem(_text(path))
+        fs, root = filesystem(as_text(path))
         if fs.isdir(root):
-            raise OutputExistsError(f"{_text(path)} is a directory (a prefix with objects under "
+            raise OutputExistsError(f"{as_text(path)} is a directory (a prefix with objects under "
                                     f"it), but the {what} must be a file: choose another -o; "
                                     "nothing was written")
         return "url", path  # type: ignore[return-value]
@@ -249,7 +215,7 @@ def open_output(path: str | os.PathLike[str], mode: str = "wb", *,
         raise ValueError(f"open_output: mode must be 'wb' or 'w', got {mode!r}")
     path = localize(path)
     if is_url(path):
-        with _url_output(os.fspath(path), mode, what) as f:
+        with url_output(os.fspath(path), mode, what) as f:
             yield f
             if mode == "w":
                 f.flush()
@@ -304,7 +270,7 @@ def install(src: str | os.PathLike[str], path: str | os.PathLike[str],
     src = Path(src)
     kind, target = output_file(path, what)
     if kind == "url":
-        fs, root = filesystem(_text(target))
+        fs, root = filesystem(as_text(target))
         fs.put_file(str(src), root)  # one whole object
         src.unlink()
         return
@@ -418,14 +384,14 @@ def output_dir(path: str | os.PathLike[str], what: str = "output directory") -> 
     OutputExistsError
         ``path`` is ``-``, or is (or links to) a file, device, FIFO or socket.
     """
-    if _text(path) == STDOUT:
+    if as_text(path) == STDOUT:
         raise OutputExistsError(f"the {what} cannot be standard output (-): give a directory "
                                 "path")
     path = localize(path)
     if is_url(path):
-        fs, root = filesystem(_text(path))
+        fs, root = filesystem(as_text(path))
         if fs.isfile(root):
-            raise OutputExistsError(f"{_text(path)} is an object (a file), but the {what} must "
+            raise OutputExistsError(f"{as_text(path)} is an object (a file), but the {what} must "
                                     "be a directory (a prefix): choose another -o; nothing was "
                                     "written")
         return location(path)
@@ -487,7 +453,7 @@ def remove_owned(path: str | os.PathLike[str], owned: Callable[[Path], bool] | N
     if is_url(path):
         if check_removable(path, owned, what) is None:
             return False
-        fs, root = filesystem(_text(path))
+        fs, root = filesystem(as_text(path))
         fs.rm(root, recursive=True)
         return True
     p = Path(localize(path))
@@ -536,237 +502,6 @@ def check_removable(path: str | os.PathLike[str], owned: Callable[[Path], bool] 
     return st
 
 
-# ---------------------------------------------------------------------------------------------
-# fsspec URLs (object stores and other remote file systems)
-#
-# Every path option takes a local path, a ``file://`` URL (the same local path) or any fsspec
-# URL (``s3://bucket/key``, ``gs://...``, ``memory://...``). :func:`localize` turns ``file://``
-# URLs into local paths, so that the rules above apply to them unchanged; :func:`is_url` says
-# whether what remains is remote. Remote outputs follow these rules instead:
-#
-# * a file is written in memory (or to a local temporary file when large) and sent with ONE
-#   write of the whole object (``fs.pipe_file`` / ``fs.put_file``; on S3 a single PUT, or a
-#   multipart upload that becomes visible only when complete): a reader never sees half an
-#   object, and a failed write leaves the old object;
-# * a directory output is a prefix; nothing has to be created first;
-# * a directory of several files (export, tracks, report) is staged in a local temporary
-#   directory and each file uploaded when all are complete (:func:`staged_output`);
-# * a remote input directory (a run's OUT for export, tracks, report, collapse/intersect) is
-#   copied to a local temporary directory first (:func:`remote_input`), its regions store left
-#   out.
-# ---------------------------------------------------------------------------------------------
-
-#: fsspec protocols and the package that provides each (for the one-line message).
-_FS_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
-                "abfs": "adlfs", "abfss": "adlfs", "adl": "adlfs", "hf": "huggingface_hub",
-                "sftp": "paramiko", "ssh": "paramiko", "http": "aiohttp", "https": "aiohttp"}
-_LOCAL_SCHEMES = ("file", "local")
-_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
-
-
-def _text(path: Any) -> str | None:
-    """A path, URL or universal_pathlib UPath as text (None for anything else)."""
-    if isinstance(path, Path):
-        return os.fspath(path)
-    if hasattr(path, "protocol") and hasattr(path, "fs"):  # a UPath (str() is its URL)
-        return str(path)
-    if isinstance(path, (str, os.PathLike)):
-        return os.fspath(path)  # type: ignore[return-value]
-    return None
-
-
-def url_scheme(path: Any) -> str | None:
-    """The URL scheme of ``path`` (``"s3"``, ``"file"``), or None for a plain path."""
-    text = _text(path)
-    m = _URL_RE.match(text) if text is not None else None
-    return m.group("scheme").lower() if m else None
-
-
-def is_url(path: Any) -> bool:
-    """Whether ``path`` names a remote (non-local) location: an fsspec URL other than file://."""
-    scheme = url_scheme(path)
-    return scheme is not None and scheme not in _LOCAL_SCHEMES
-
-
-def localize(path: Any) -> Any:
-    """``file://`` and ``local://`` URLs as local path strings; remote UPaths as URL strings;
-    anything else unchanged."""
-    scheme = url_scheme(path)
-    if scheme in _LOCAL_SCHEMES:
-        from urllib.parse import unquote, urlparse
-
-        parsed = urlparse(_text(path))
-        return unquote(parsed.netloc + parsed.path)
-    if scheme is not None and not isinstance(path, str):
-        return _text(path)
-    return path
-
-
-def location(path: Any) -> Any:
-    """A path-like handle of a directory or file: a local :class:`Path` (``~`` expanded,
-    absolute; ``file://`` URLs included), or a universal_pathlib ``UPath`` for a URL, which has
-    the same ``/``, ``exists``, ``is_file``, ``is_dir``, ``iterdir`` and ``name`` and whose
-    ``str()`` is the URL."""
-    path = localize(path)
-    if is_url(path):
-        from upath import UPath
-
-        filesystem(_text(path))  # one clear line when the package is missing
-        return UPath(_text(path))
-    return Path(os.path.expanduser(os.fspath(path))).absolute()
-
-
-def open_input(path: Any, mode: str = "rb") -> Any:
-    """Open a local file or a URL's object for reading (a context manager either way)."""
-    path = localize(path)
-    if is_url(path):
-        fs, root = filesystem(_text(path))
-        return fs.open(root, mode)
-    return open(path, mode)
-
-
-def filesystem(url: str | os.PathLike[str]) -> tuple[Any, str]:
-    """The fsspec file system of ``url`` and the path within it.
-
-    Raises
-    ------
-    InputError
-        The URL's protocol is unknown, or its file-system package is not installed (one line
-        naming the package, e.g. ``pip install 'nemo_dask[s3]'`` for s3fs).
-    """
-    import fsspec
-
-    from .errors import InputError
-
-    text = _text(url) or os.fspath(url)
-    scheme = url_scheme(text) or "file"
-    try:
-        fs, root = fsspec.core.url_to_fs(text)
-    except ImportError as err:
-        pkg = _FS_PACKAGES.get(scheme, getattr(err, "name", None) or "its fsspec package")
-        extra = " (pip install 'nemo_dask[s3]')" if pkg == "s3fs" else ""
-        raise InputError(f"{text}: reading or writing {scheme}:// URLs needs the Python package "
-                         f"{pkg}, which is not installed{extra}") from None
-    except ValueError as err:
-        if "Protocol not known" in str(err):
-            raise InputError(f"{text}: unknown URL protocol {scheme}://; pass a local path or a "
-                             "URL of a file system fsspec knows (s3://, gs://, file://...)"
-                             ) from None
-        raise
-    return fs, root
-
-
-def join(base: str | os.PathLike[str], *parts: str) -> Any:
-    """``base / parts`` for a local path (a Path) or a URL (a string joined with ``/``)."""
-    if is_url(base):
-        text = os.fspath(base).rstrip("/")
-        return "/".join([text, *parts])
-    return Path(localize(base)).joinpath(*parts)
-
-
-def url_exists(url: str) -> bool:
-    """Whether anything (an object or a non-empty prefix) is at ``url``."""
-    fs, root = filesystem(url)
-    return bool(fs.exists(root))
-
-
-def url_isfile(url: str) -> bool:
-    """Whether ``url`` is one object (not a prefix)."""
-    fs, root = filesystem(url)
-    return bool(fs.isfile(root))
-
-
-def url_put_bytes(url: str, data: bytes) -> None:
-    """Write the whole object ``url`` in one request (atomic on object stores)."""
-    fs, root = filesystem(url)
-    fs.pipe_file(root, data)
-
-
-def url_read_bytes(url: str) -> bytes:
-    """The whole object at ``url``."""
-    fs, root = filesystem(url)
-    return bytes(fs.cat_file(root))
-
-
-@contextlib.contextmanager
-def _url_output(url: str, mode: str, what: str) -> Iterator[IO[Any]]:
-    from .errors import InputError
-
-    fs, root = filesystem(url)
-    if fs.isdir(root):
-        raise OutputExistsError(f"{url} is a directory (a prefix with objects under it), but "
-                                f"the {what} must be a file: choose another -o; nothing was "
-                                "written")
-    spool = _SpooledBytes()
-    try:
-        yield spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
-    except BaseException:
-        spool.discard()  # nothing is sent: the old object (if any) stays
-        raise
-    spool.seek(0)
-    try:
-        if spool.tell_size() <= _PIPE_MAX:
-            fs.pipe_file(root, spool.read())
-        else:
-            fs.put_file(spool.name(), root)
-    except OSError as err:
-        raise InputError(f"{url}: writing the {what} failed ({err})") from err
-    finally:
-        spool.discard()
-
-
-#: Objects up to this size are sent from memory; larger ones from a local temporary file.
-_PIPE_MAX = 64 << 20
-
-
-class _SpooledBytes(io.RawIOBase):
-    """A binary sink held in memory up to _PIPE_MAX bytes, then in a local temporary file."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self._f: Any = tempfile.SpooledTemporaryFile(max_size=_PIPE_MAX)
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:  # type: ignore[override]
-        return self._f.write(b)
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        return self._f.read(n)
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        return self._f.seek(pos, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def tell_size(self) -> int:
-        here = self._f.tell()
-        self._f.seek(0, 2)
-        size = self._f.tell()
-        self._f.seek(here)
-        return size
-
-    def name(self) -> str:
-        self._f.rollover()
-        self._f.flush()
-        return self._f.name
-
-    def close(self) -> None:  # writers (pyarrow, TextIOWrapper) close their sink: keep data
-        pass
-
-    def discard(self) -> None:
-        self._f.close()
-
-
 @contextlib.contextmanager
 def staged_output(dest: str | os.PathLike[str], what: str = "output directory"
                   ) -> Iterator[tuple[str, Path | None]]:
@@ -804,72 +539,8 @@ def staged_output(dest: str | os.PathLike[str], what: str = "output directory"
         shutil.rmtree(stage, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def remote_input(src: str | os.PathLike[str], what: str = "input directory",
-                 exclude: Collection[str] = ("regions.zarr",)) -> Iterator[str]:
-    """A local path for an input directory: the path itself, or a local copy of a URL's files.
-
-    The copy (top-level entries named in ``exclude`` left out) lives in a temporary directory
-    removed when the block ends.
-
-    Raises
-    ------
-    InputError
-        A URL with nothing under it.
-    """
-    import tempfile
-
-    from .errors import InputError
-
-    src = localize(src)
-    if not is_url(src):
-        yield os.fspath(Path(os.path.expanduser(os.fspath(src))))
-        return
-    fs, root = filesystem(src)
-    root = root.rstrip("/")
-    files = [f for f in fs.find(root) if f.startswith(root + "/")]
-    files = [f for f in files if f[len(root) + 1:].split("/")[0] not in exclude]
-    if not files:
-        raise InputError(f"{src}: nothing there; pass the {what} (a path or URL that exists)")
-    with tempfile.TemporaryDirectory(prefix=".nemo-dask-input-") as tmp:
-        for f in files:
-            rel = f[len(root) + 1:]
-            if any(is_temporary(part) for part in rel.split("/")):
-                continue
-            local = os.path.join(tmp, *rel.split("/"))
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            fs.get_file(f, local)
-        yield tmp
-
-
 __all__ = (
-    "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "is_temporary",
-    "make_output_dir", "open_output", "output_dir", "output_file", "remove_owned",
-    "remove_temporaries", "replace_directory", "temporary_name", "temporary_of", "version",
-    "write_bytes", "write_json", "write_text", "filesystem", "is_url", "join", "localize",
-    "remote_input", "staged_output", "url_exists", "url_isfile", "url_put_bytes",
-    "url_read_bytes", "url_scheme", "location", "open_input",
+    "STDOUT", "check_removable", "copy_file", "install", "is_stdout", "make_output_dir",
+    "open_output", "output_dir", "output_file", "remove_owned", "remove_temporaries",
+    "replace_directory", "staged_output", "write_bytes", "write_json", "write_text",
 )
-
-
-def fetch_input_file(value: Any, directory: str | os.PathLike[str]) -> Any:
-    """A local copy, in ``directory``, of an input *file* at a remote URL (a modisco H5, peaks,
-    FASTA, bigWig, a regions.npz, ...): the libraries that read them (h5py, pyBigWig, pyfaidx,
-    numpy's npz) need a local file. A FASTA's ``.fai`` index beside it comes along. Local paths,
-    ``file://`` URLs (as local paths) and remote *directories* (a regions store, a run) are
-    returned as they are: those are read in place.
-
-    Raises
-    ------
-    InputError
-        The URL's filesystem package is missing (one line naming it).
-    """
-    value = localize(value)
-    if not is_url(value) or not url_isfile(_text(value)):
-        return value
-    fs, root = filesystem(_text(value))
-    dest = Path(directory) / f"{len(os.listdir(directory))}-{root.rstrip('/').rsplit('/', 1)[-1]}"
-    fs.get(root, str(dest))
-    if fs.isfile(root + ".fai"):
-        fs.get(root + ".fai", str(dest) + ".fai")
-    return str(dest)
