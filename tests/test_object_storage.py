@@ -160,6 +160,12 @@ def test_input_files_at_urls_are_fetched(s3, local_run, tmp_path, monkeypatch,
     assert main(["convert", "bigwig", "-p", f"{base}/peaks_bw.narrowPeak", "-f",
                  f"{base}/genome.fa", "-b", f"{base}/contribs.bw", "-o", store,
                  "--chunk-size", "8", "--no-progress"]) == 0
+    from nemo_dask.regions.store import open_store
+
+    # The store records the URLs it was made from, not the temporary local copies.
+    assert open_store(store).attrs["source"] | {"format": "bigwig"} == {
+        "format": "bigwig", "peaks": f"{base}/peaks_bw.narrowPeak", "fasta": f"{base}/genome.fa",
+        "bigwigs": [f"{base}/contribs.bw"], "chrom_order": None}
     assert main(["call-hits", "-r", store, "-m", f"{base}/modisco.h5", "-o", out,
                  "--workers", "1", "--block-size", "8", "--no-progress"]) == 0
     assert _frame(out).equals(_frame(str(local_run["out"])))

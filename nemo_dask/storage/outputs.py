@@ -91,20 +91,14 @@ def remove_temporaries(directory: str | os.PathLike[str],
     return removed
 
 
+#: How messages name each kind of file system entry, by its stat test.
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a file"))
+
+
 def _describe(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISREG(mode):
-        return "a file"
-    return "a special file"
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "a special file")
 
 
 def _is_stream(mode: int) -> bool:

@@ -318,6 +318,17 @@ def fetched_from(path: Any) -> Any:
     return _FETCHED.get(os.fspath(path), os.fspath(path))
 
 
+def recorded_path(path: Any) -> str | None:
+    """How a regions store records an input file: the URL a local copy made by
+    :func:`fetch_input_file` came from, else the absolute local path; None stays None."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if text in _FETCHED:
+        return _FETCHED[text]
+    return text if is_url(text) else str(Path(text).absolute())
+
+
 def with_fetched_urls(text: str) -> str:
     """``text`` (an error or warning) with every local copy's path replaced by its URL."""
     for local, url in _FETCHED.items():
@@ -327,6 +338,6 @@ def with_fetched_urls(text: str) -> str:
 
 __all__ = (
     "as_text", "fetch_input_file", "fetched_from", "filesystem", "is_url", "join", "localize",
-    "location", "open_input", "remote_input", "url_exists", "url_isfile", "url_output",
+    "location", "open_input", "recorded_path", "remote_input", "url_exists", "url_isfile", "url_output",
     "url_put_bytes", "url_read_bytes", "url_scheme", "with_fetched_urls",
 )

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from ...errors import InputError
+from ...storage.urls import recorded_path
 from ..store import Regions
 from ._peaks import NarrowPeaks
 from ._pipeline import Source, crop_bounds, run_conversion
@@ -233,11 +234,10 @@ def convert_bigwig(
     source = Source(
         n_regions=table.n_rows, width=width, contrib_kind="projected", read=read,
         seq_label=f"{fasta} (sequences)", contrib_labels=[f"bigWig(s) {[str(p) for p in bw_paths]}"],
-        attrs={"source": {"format": "bigwig", "peaks": str(Path(peaks).absolute()),
-                          "fasta": str(Path(fasta).absolute()),
-                          "bigwigs": [str(p.absolute()) for p in bw_paths],
-                          "chrom_order": None if chrom_order is None
-                          else str(Path(chrom_order).absolute())},
+        attrs={"source": {"format": "bigwig", "peaks": recorded_path(peaks),
+                          "fasta": recorded_path(fasta),
+                          "bigwigs": [recorded_path(p) for p in bw_paths],
+                          "chrom_order": recorded_path(chrom_order)},
                # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
                "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
                "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,

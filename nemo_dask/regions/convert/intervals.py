@@ -44,6 +44,7 @@ import polars as pl
 
 from ...errors import InputError
 from ...schema import PEAKS_DTYPES
+from ...storage.urls import recorded_path
 from ..store import Regions
 from ._peaks import is_skipped_line, open_text_lines
 from ._pipeline import Source, crop_bounds, run_conversion
@@ -352,13 +353,11 @@ def convert_intervals(
         n_regions=tiles.n_windows, width=width, contrib_kind="projected", read=read,
         seq_label=f"{fasta} (sequences)", contrib_labels=[f"bigWig(s) {[str(p) for p in bw_paths]}"],
         attrs={"source": {"format": "intervals",
-                          "intervals": None if intervals is None
-                          else str(Path(intervals).absolute()),
-                          "chrom_sizes": None if chrom_sizes is None
-                          else str(Path(chrom_sizes).absolute()),
+                          "intervals": recorded_path(intervals),
+                          "chrom_sizes": recorded_path(chrom_sizes),
                           "whole_genome": bool(whole_genome),
-                          "fasta": str(fasta.absolute()),
-                          "bigwigs": [str(p.absolute()) for p in bw_paths]},
+                          "fasta": recorded_path(fasta),
+                          "bigwigs": [recorded_path(p) for p in bw_paths]},
                # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
                "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
                "parameters": {"region_width": region_width, "overlap": int(overlap),

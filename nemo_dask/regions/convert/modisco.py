@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ...errors import InputError
+from ...storage.urls import recorded_path
 from ..store import Regions
 from ._npy import NpyRows, file_kind
 from ._peaks import NarrowPeaks
@@ -94,9 +95,10 @@ def convert_modisco(
             seq_label=seq_label,
             contrib_labels=[f"{p} ({r.field})" for p, r in zip(attr_paths, attr_rows,
                                                                 strict=True)],
-            attrs={"source": {"format": "modisco", "sequences": _abs(sequences),
-                              "attributions": [_abs(p) for p in attr_paths],
-                              "peaks": _abs(peaks), "chrom_order": _abs(chrom_order),
+            attrs={"source": {"format": "modisco", "sequences": recorded_path(sequences),
+                              "attributions": [recorded_path(p) for p in attr_paths],
+                              "peaks": recorded_path(peaks),
+                              "chrom_order": recorded_path(chrom_order),
                               "input_width": shape[2]},
                    "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,
                                   "chunk_size": chunk_size}},
@@ -108,7 +110,3 @@ def convert_modisco(
     return run_conversion(source, out, peaks=table, chunk_size=chunk_size,
                           contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress,
                           desc="convert modisco")
-
-
-def _abs(path: PathLike | None) -> str | None:
-    return None if path is None else str(Path(path).absolute())

@@ -19,6 +19,7 @@ import polars as pl
 
 from ...errors import InputError
 from ...schema import PEAKS_DTYPES
+from ...storage.urls import recorded_path
 from ..store import Regions
 from ._npy import NpyRows, file_kind, npz_keys
 from ._peaks import NarrowPeaks
@@ -163,11 +164,10 @@ def convert_npz(
         source = Source(
             n_regions=n, width=width, contrib_kind=kind, read=read,
             seq_label=f"{path} ('sequences')", contrib_labels=[f"{path} ('contributions')"],
-            attrs={"source": {"format": "npz", "regions": str(path.absolute()),
+            attrs={"source": {"format": "npz", "regions": recorded_path(path),
                               "input_contrib_dtype": str(con.dtype),
-                              "peaks": None if peaks is None else str(Path(peaks).absolute()),
-                              "chrom_order": None if chrom_order is None
-                              else str(Path(chrom_order).absolute())},
+                              "peaks": recorded_path(peaks),
+                              "chrom_order": recorded_path(chrom_order)},
                    "parameters": {"contrib_dtype": contrib_dtype, "chunk_size": chunk_size}},
             combine=lambda arrays, dtype: arrays[0].astype(dtype, copy=False),
             close=stack.close,

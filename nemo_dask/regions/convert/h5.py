@@ -1,14 +1,18 @@
-"""HDF5 contribution files (ChromBPNet and BPNet layouts), read in region slices with h5py.
+"""ChromBPNet and BPNet / tf-atlas contribution H5 files -> regions store (finemo's
+``extract-regions-chrombpnet-h5`` and ``extract-regions-bpnet-h5``), read in region slices
+with h5py.
 
 finemo reads sequences from the first file only and averages the contributions of all files,
 so a fold computed on other or re-ordered regions is averaged in silently. This reader stores the
 first file's sequences too, but checks every other file's sequences (inside the kept window)
-against them and refuses a mismatch, naming the file and the region. Blosc-compressed files (ENCODE's, HDF5 filter 32001) need ``hdf5plugin``.
+against them and refuses a mismatch, naming the file and the region. Blosc-compressed files
+(ENCODE's, HDF5 filter 32001) need ``hdf5plugin``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,80 @@ import numpy as np
 import polars as pl
 
 from ...errors import InputError
+from ...storage.urls import recorded_path
+from ..store import Regions
 from ._peaks import NarrowPeaks
 from ._pipeline import Source, crop_bounds, run_conversion
+
+PathLike = str | os.PathLike[str]
+
+
+def convert_chrombpnet_h5(
+    h5s: PathLike | Sequence[PathLike],
+    out: PathLike,
+    *,
+    peaks: PathLike | None = None,
+    chrom_order: PathLike | None = None,
+    region_width: int = 1000,
+    chunk_size: int | None = None,
+    contrib_dtype: str = "float16",
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Regions:
+    """Convert ChromBPNet H5 files (``raw/seq`` (N, 4, W) one-hot and ``shap/seq`` (N, 4, W))
+    into a regions store.
+
+    The centre ``region_width`` bp of each stored window are kept; several files are averaged
+    as finemo does (float16 accumulation); sequences come from the first file.
+
+    Parameters
+    ----------
+    h5s : path or list of paths
+        One or more H5 files over the same regions (finemo's ``-c``).
+    out : path or URL
+        The store to create.
+    peaks : path, optional
+        narrowPeak file, one row per region in the same order (``-p``); without it the store
+        has no coordinates (finemo's placeholders).
+    chrom_order : path, optional
+        Chromosome order file (``-C``).
+    region_width : int
+        Even width L (``-w``), at most the stored width W.
+    chunk_size : int, optional
+        Regions per chunk (default: ~4 MiB chunks).
+    contrib_dtype : {"float16", "float32"}
+        Stored contribution dtype.
+    overwrite : bool
+        Replace an existing store at ``out``.
+    progress : bool, optional
+        Progress bar; default on when stderr is a terminal.
+    """
+    return _convert_h5("chrombpnet-h5", h5s, out, peaks=peaks, chrom_order=chrom_order,
+                       region_width=region_width, chunk_size=chunk_size,
+                       contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress)
+
+
+def convert_bpnet_h5(
+    h5s: PathLike | Sequence[PathLike],
+    out: PathLike,
+    *,
+    peaks: PathLike | None = None,
+    chrom_order: PathLike | None = None,
+    region_width: int = 1000,
+    chunk_size: int | None = None,
+    contrib_dtype: str = "float16",
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Regions:
+    """Convert BPNet / tf-atlas H5 files (``input_seqs`` (N, W, 4) one-hot and ``hyp_scores``
+    (N, W, 4)) into a regions store.
+
+    The parameters, the averaging of several files and the checks are those of
+    :func:`convert_chrombpnet_h5`; only the datasets read and their layout (bases last) differ.
+    """
+    return _convert_h5("bpnet-h5", h5s, out, peaks=peaks, chrom_order=chrom_order,
+                       region_width=region_width, chunk_size=chunk_size,
+                       contrib_dtype=contrib_dtype, overwrite=overwrite, progress=progress)
 
 
 def _open_h5(path: Path, stack: ExitStack) -> Any:
@@ -47,9 +123,10 @@ def _dataset(h5: Any, path: Path, name: str, fmt: str) -> Any:
     return obj
 
 
-def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[str]], out: Any,
-               *, peaks: Any, chrom_order: Any, region_width: int, chunk_size: int | None,
-               contrib_dtype: str, overwrite: bool, progress: bool | None) -> Any:
+def _convert_h5(fmt: str, h5s: PathLike | Sequence[PathLike], out: PathLike, *,
+                peaks: PathLike | None, chrom_order: PathLike | None, region_width: int,
+                chunk_size: int | None, contrib_dtype: str, overwrite: bool,
+                progress: bool | None) -> Regions:
     """Convert ChromBPNet (``fmt="chrombpnet-h5"``) or BPNet (``"bpnet-h5"``) H5 files."""
     seq_name, contrib_name, channels_last = {
         "chrombpnet-h5": ("raw/seq", "shap/seq", False),
@@ -106,8 +183,9 @@ def convert_h5(fmt: str, h5s: str | os.PathLike[str] | list[str | os.PathLike[st
             n_regions=shape[0], width=region_width, contrib_kind="hypothetical", read=read,
             seq_label=seq_label,
             contrib_labels=[f"{p} field {contrib_name!r}" for p in paths],
-            attrs={"source": {"format": fmt, "h5s": [str(p.absolute()) for p in paths],
-                              "peaks": _abs(peaks), "chrom_order": _abs(chrom_order),
+            attrs={"source": {"format": fmt, "h5s": [recorded_path(p) for p in paths],
+                              "peaks": recorded_path(peaks),
+                              "chrom_order": recorded_path(chrom_order),
                               "input_width": input_width},
                    "parameters": {"region_width": region_width, "contrib_dtype": contrib_dtype,
                                   "chunk_size": chunk_size}},
@@ -131,7 +209,3 @@ def _check_same_sequences(first: np.ndarray, other: np.ndarray, offset: int, pat
                          f"in {first_path}; every contributions file (-c) must hold the same "
                          f"regions in the same order ({int(differs.sum())} regions differ in "
                          f"{offset}-{offset + len(first) - 1}); averaging would mix regions")
-
-
-def _abs(path: Any) -> str | None:
-    return None if path is None else str(Path(path).absolute())
