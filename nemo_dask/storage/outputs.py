@@ -65,9 +65,10 @@ def remove_temporaries(directory: str | os.PathLike[str],
                        names: Collection[str] | None = None) -> int:
     """Delete the temporaries a killed writer left in ``directory``; returns how many.
 
-    Only regular files and directories named as :func:`is_temporary` says are removed, and
-    with ``names`` only the temporaries of those final names (for a directory that also holds
-    the user's own files); links and special files are left alone whatever their name.
+    Only regular files and directories named as :func:`.temporary.is_temporary` says are
+    removed, and with ``names`` only the temporaries of those final names (for a directory that
+    also holds the user's own files); links and special files are left alone whatever their
+    name.
     """
     if is_url(directory):
         return 0  # objects are written whole, by one request: no temporaries on object stores

@@ -3,7 +3,8 @@
 Every path option takes a local path, a ``file://`` URL (the same local path) or any fsspec
 URL (``s3://bucket/key``, ``gs://...``, ``memory://...``). :func:`localize` turns ``file://``
 URLs into local paths, so that the rules of :mod:`nemo_dask.storage.outputs` apply to them
-unchanged; :func:`is_url` says whether what remains is remote. Remote outputs follow these rules instead:
+unchanged; :func:`is_url` says whether what remains is remote. Remote outputs follow these
+rules instead:
 
 * a file is written in memory (or to a local temporary file when large) and sent with ONE
   write of the whole object (``fs.pipe_file`` / ``fs.put_file``; on S3 a single PUT, or a
@@ -338,6 +339,6 @@ def with_fetched_urls(text: str) -> str:
 
 __all__ = (
     "as_text", "fetch_input_file", "fetched_from", "filesystem", "is_url", "join", "localize",
-    "location", "open_input", "recorded_path", "remote_input", "url_exists", "url_isfile", "url_output",
-    "url_put_bytes", "url_read_bytes", "url_scheme", "with_fetched_urls",
+    "location", "open_input", "recorded_path", "remote_input", "url_exists", "url_isfile",
+    "url_output", "url_put_bytes", "url_read_bytes", "url_scheme", "with_fetched_urls",
 )
