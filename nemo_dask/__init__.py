@@ -89,6 +89,8 @@ def version() -> str:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return version()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'nemo_dask' has no attribute {name!r}")

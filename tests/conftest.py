@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+
+from nemo_dask.storage import temporary
 
 DATA = Path(__file__).parent / "data"
 
@@ -81,3 +86,42 @@ def assert_refused(address: str, security=None) -> None:
     """The scheduler at ``address`` must refuse a connection made with ``security``."""
     with pytest.raises((OSError, TypeError)):  # CommClosedError is an OSError
         scheduler_identity(address, security)
+
+
+# --- special files, for the output-path tests (tests/storage, tests/test_outputs.py) ------
+
+ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+needs_root = pytest.mark.skipif(not ROOT, reason="mknod of a character device needs root")
+
+
+def make_null_device(path: Path) -> Path:
+    """A character device node equal to /dev/null (major 1, minor 3) at ``path``."""
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    return path
+
+
+def is_char_device(path: Path) -> bool:
+    return stat.S_ISCHR(os.lstat(path).st_mode)
+
+
+class FifoReader:
+    """Reads a FIFO in a thread until the writer closes it; ``data`` holds what came."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path, self.data = path, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with open(self.path, "rb") as f:
+            self.data = f.read()
+
+    def result(self, timeout: float = 60) -> bytes:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the FIFO's writer never closed it"
+        return self.data
+
+
+def temporaries(d: Path) -> list[str]:
+    return sorted(n for n in os.listdir(d) if temporary.is_temporary(n))

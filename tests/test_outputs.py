@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from test_io import ROOT, FifoReader, is_char_device, make_null_device, needs_root, temporaries
+from conftest import ROOT, FifoReader, is_char_device, make_null_device, needs_root, temporaries
 
 import nemo_dask
 from nemo_dask.cli import main
@@ -348,3 +348,14 @@ def test_version_is_the_package_version(tmp_path, tiny_npz, capsys) -> None:
     store = convert_npz(tiny_npz, str(tmp_path / "s.zarr"), progress=False)
     assert store.attrs["created_by"] == f"nemo_dask {nemo_dask.version()}"
     assert np.isfinite(store.n_regions)
+
+
+def test_one_version(capsys) -> None:
+    from importlib.metadata import version
+
+    from nemo_dask.cli import main
+
+    assert nemo_dask.version() == version("nemo_dask") == nemo_dask.__version__
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"nemo-dask {nemo_dask.version()}"

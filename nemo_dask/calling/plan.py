@@ -52,7 +52,7 @@ from ..storage.outputs import (
     write_json,
 )
 from ..storage.temporary import temporary_name
-from ..storage.urls import fetched_from, is_url, location
+from ..storage.urls import is_url, location, recorded_path
 from .output import fingerprint, finished_blocks, prepare_out
 from .seams import check_tiling
 
@@ -403,18 +403,19 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
 def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
     """finemo's parameters.json keys, in its order and with its meanings."""
     mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
-    # Inputs the CLI fetched from URLs are recorded by their URLs, not the temporary copies.
+    # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
+    # their URLs, not the temporary copies (storage.urls.recorded_path).
     peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
     return {
-        "regions_path": fetched_from(c.regions),
-        "peaks_path": fetched_from(peaks),
-        "modisco_h5_path": fetched_from(c.motifs_path),
-        "chrom_order_path": fetched_from(order),
-        "motifs_include_path": fetched_from(files["motifs_include"]),
-        "motif_names_path": fetched_from(files["motif_names"]),
-        "motif_lambdas_path": fetched_from(files["motif_lambdas"]), "out_dir": str(c.out),
-        "cwm_trim_coords_path": fetched_from(files["trim_coords"]),
-        "cwm_trim_thresholds_path": fetched_from(files["trim_thresholds"]),
+        "regions_path": recorded_path(c.regions),
+        "peaks_path": recorded_path(peaks),
+        "modisco_h5_path": recorded_path(c.motifs_path),
+        "chrom_order_path": recorded_path(order),
+        "motifs_include_path": recorded_path(files["motifs_include"]),
+        "motif_names_path": recorded_path(files["motif_names"]),
+        "motif_lambdas_path": recorded_path(files["motif_lambdas"]), "out_dir": str(c.out),
+        "cwm_trim_coords_path": recorded_path(files["trim_coords"]),
+        "cwm_trim_thresholds_path": recorded_path(files["trim_thresholds"]),
         "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
         "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
         "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,

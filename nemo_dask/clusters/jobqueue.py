@@ -86,7 +86,11 @@ def job_kwargs(options: ClusterOptions) -> dict[str, Any]:
     gpus = o.gpus_per_job or 0
     processes = gpus if (o.cuda_worker and gpus > 1) else 1
     directives = list(jq_cfg(system, "job-extra-directives") or [])
-    prologue = list(jq_cfg(system, "job-script-prologue") or []) + list(o.job_prologue)
+    # `python -m` puts the job's directory (where it was submitted) first on sys.path: a
+    # directory named nemo_dask there (a clone, seen from its parent) would be imported instead
+    # of the installed package. PYTHONSAFEPATH (Python >= 3.11) keeps it off.
+    prologue = (["export PYTHONSAFEPATH=1"] + list(jq_cfg(system, "job-script-prologue") or [])
+                + list(o.job_prologue))
     worker_args = list(jq_cfg(system, "worker-extra-args") or [])
     if o.jobs is None:  # adaptive: retire before the walltime so a new job takes over
         life = lifetime(o)

@@ -53,6 +53,8 @@ def start_method() -> str:
     method = cfg("local.start-method")
     if method is None:
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        if method == "forkserver" and sys.version_info < (3, 11) and _cwd_shadows_package():
+            method = "spawn"  # no PYTHONSAFEPATH before 3.11: see _pre_spawn_environ
     if method not in multiprocessing.get_all_start_methods():
         from ..errors import InputError
 
@@ -75,6 +77,13 @@ def worker_start_method(method: str) -> Iterator[None]:
             # If the server already runs (an earlier cluster), the list no longer matters.
             claim_forkserver_preload()
             multiprocessing.get_context("forkserver").set_forkserver_preload(_WORKER_MODULES)
+            # Started here, not by the first nanny, so that it runs in _pre_spawn_environ.
+            with _pre_spawn_environ():
+                from multiprocessing import forkserver
+
+                ensure_running = getattr(forkserver, "ensure_running", None)
+                if ensure_running is not None:
+                    ensure_running()
         yield
 
 
@@ -101,19 +110,29 @@ def prestart_workers() -> None:
     mostly start-up). Does nothing for other start methods; no worker is started."""
     if start_method() != "forkserver":
         return
-    with worker_start_method("forkserver"), _pre_spawn_environ():
-        from multiprocessing import forkserver
+    with worker_start_method("forkserver"):
+        pass
 
-        ensure_running = getattr(forkserver, "ensure_running", None)
-        if ensure_running is not None:
-            ensure_running()
+
+def _cwd_shadows_package() -> bool:
+    """Whether the current directory holds a ``nemo_dask`` that is not this package."""
+    here = os.path.join(os.getcwd(), "nemo_dask")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.isdir(here) and os.path.realpath(here) != os.path.realpath(package)
 
 
 @contextlib.contextmanager
 def _pre_spawn_environ() -> Iterator[None]:
     """The environment dask's nanny gives a worker before it starts (one BLAS/OpenMP thread,
     a fixed hash seed, ...: ``distributed.nanny.pre-spawn-environ``), set while the fork
-    server starts so that it and every worker forked from it run with it, as spawned ones do."""
+    server starts so that it and every worker forked from it run with it, as spawned ones do.
+
+    Also ``PYTHONSAFEPATH=1`` (Python >= 3.11): the server starts as ``python -c``, the current
+    directory first on its sys.path, and Python 3.11's forkserver never applies this process's
+    sys.path (CPython gh-117378, fixed in 3.12 and 3.13 point releases). A directory named
+    ``nemo_dask`` here -- a clone, seen from its parent -- would otherwise be imported instead
+    of an editable install, as an empty namespace package, and every worker fail to start.
+    """
     import dask
 
     wanted = {k: os.environ.get(k, str(v)) for k, v in
@@ -121,6 +140,7 @@ def _pre_spawn_environ() -> Iterator[None]:
               if v is not None}
     if wanted.get("PYTHONHASHSEED") in (None, "0"):
         wanted["PYTHONHASHSEED"] = "6640"  # dask's choice, for consistent hashing on workers
+    wanted["PYTHONSAFEPATH"] = "1"
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
     try:

@@ -309,25 +309,19 @@ def fetch_input_file(value: Any, directory: str | os.PathLike[str]) -> Any:
 _FETCHED: dict[str, str] = {}
 
 
-def fetched_from(path: Any) -> Any:
-    """The URL a local copy made by :func:`fetch_input_file` came from; anything else as it is.
-
-    parameters.json records this, so a run names the inputs the user gave, not a temporary
-    directory that is gone once the command ends."""
-    if path is None:
-        return None
-    return _FETCHED.get(os.fspath(path), os.fspath(path))
-
-
 def recorded_path(path: Any) -> str | None:
-    """How a regions store records an input file: the URL a local copy made by
-    :func:`fetch_input_file` came from, else the absolute local path; None stays None."""
+    """How a run's parameters.json and a store's attributes record an input: the URL a local
+    copy made by :func:`fetch_input_file` came from, a URL as it is, else the absolute local
+    path (``~`` expanded, ``file://`` resolved); None stays None.
+
+    They outlive the command: a temporary copy is gone by then, and a relative path means
+    nothing to whoever reads the run from another directory."""
     if path is None:
         return None
-    text = os.fspath(path)
+    text = as_text(localize(path)) or os.fspath(path)
     if text in _FETCHED:
         return _FETCHED[text]
-    return text if is_url(text) else str(Path(text).absolute())
+    return text if is_url(text) else os.path.abspath(os.path.expanduser(text))
 
 
 def with_fetched_urls(text: str) -> str:
@@ -338,7 +332,7 @@ def with_fetched_urls(text: str) -> str:
 
 
 __all__ = (
-    "as_text", "fetch_input_file", "fetched_from", "filesystem", "is_url", "join", "localize",
+    "as_text", "fetch_input_file", "filesystem", "is_url", "join", "localize",
     "location", "open_input", "recorded_path", "remote_input", "url_exists", "url_isfile",
     "url_output", "url_put_bytes", "url_read_bytes", "url_scheme", "with_fetched_urls",
 )

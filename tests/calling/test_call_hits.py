@@ -76,6 +76,21 @@ def test_resume_refuse_and_overwrite(client, tmp_path, small_npz, modisco_h5):
     assert changed.n_skipped == 0 and changed.n_hits != before.height
 
 
+def test_parameters_record_absolute_input_paths(client, tmp_path, small_npz, modisco_h5,
+                                                monkeypatch):
+    """Inputs given relative to the current directory are recorded absolute, as OUT is: the
+    run is read later from anywhere."""
+    import json
+
+    monkeypatch.chdir(small_npz.parent)
+    call_hits(small_npz.name, os.path.relpath(modisco_h5), tmp_path / "out", client=client,
+              progress=False)
+    params = json.loads((tmp_path / "out" / "parameters.json").read_text())
+    assert params["regions_path"] == str(small_npz)
+    assert params["modisco_h5_path"] == str(modisco_h5)
+    assert params["out_dir"] == str(tmp_path / "out")
+
+
 def test_worker_killed_mid_run(client, tmp_path, data_dir, modisco_h5):
     out = tmp_path / "out"
     pids = list(client.run(os.getpid).values())

@@ -67,6 +67,8 @@ def test_job_script_carries_gpu_memory_walltime_prologue_and_tls(system):
     # Adaptive by default: workers retire 5 min before the 2 h walltime, staggered.
     assert "--lifetime 6900s --lifetime-stagger 120s" in worker
     assert script.index(PROLOGUE[-1]) < script.index(worker)  # prologue runs first
+    # the submit directory is not put on the worker's sys.path (a clone there would shadow us)
+    assert script.index("export PYTHONSAFEPATH=1") < script.index(PROLOGUE[0])
     queue = {"slurm": "-p gpu", "pbs": "-q gpu", "lsf": "-q gpu", "sge": "-q gpu"}[system]
     assert queue in script and "lab42" in script
 
@@ -342,3 +344,17 @@ def test_a_distributed_without_the_flag_is_tolerated(monkeypatch):
     assert local.claim_forkserver_preload() is False
     with local.worker_start_method("forkserver"):  # no AttributeError: the fallback
         pass
+
+
+def test_call_hits_from_the_parent_of_a_clone(tmp_path, data_dir, modisco_h5):
+    """A directory named nemo_dask where call-hits runs (a clone, seen from its parent) is not
+    what the workers import: with an editable install it used to shadow the package as an empty
+    namespace package in the fork server, and no worker started."""
+    (tmp_path / "nemo_dask" / "tests").mkdir(parents=True)  # no __init__.py, as in a clone
+    script = os.path.join(os.path.dirname(sys.executable), "nemo-dask")
+    assert os.path.exists(script), "run the tests from the environment nemo_dask is installed in"
+    proc = subprocess.run([script, "call-hits", "-r", str(data_dir / "regions.npz"), "-m",
+                           str(modisco_h5), "-o", "out", "--workers", "1", "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1721 hits" in proc.stdout

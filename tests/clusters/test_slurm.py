@@ -173,9 +173,14 @@ def _env(**config: str) -> dict[str, str]:
 
 
 def test_baseline_equals_local(store, modisco_h5, local_hits, tmp_path):
+    """Submitted, with the console script, from a directory that holds a package named
+    nemo_dask (another checkout): the job's `python -m` must not import it."""
     out, tls = tmp_path / "out", tmp_path / "tls"
-    proc = subprocess.run(_cmd(store, modisco_h5, out, tls, "--jobs", "1"), capture_output=True,
-                          text=True, timeout=300, check=False)
+    (tmp_path / "nemo_dask").mkdir()
+    (tmp_path / "nemo_dask" / "__init__.py").write_text("raise ImportError('not this one')\n")
+    script = str(Path(sys.executable).parent / "nemo-dask")
+    cmd = [script, *_cmd(store, modisco_h5, out, tls, "--jobs", "1")[3:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     _assert_same(out, local_hits)
     _assert_nothing_left(str(tls))

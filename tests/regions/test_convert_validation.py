@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +237,37 @@ def test_damaged_bigwig_is_our_one_line_only(tmp_path: Path, capfd) -> None:
             D / "peaks_bw.narrowPeak", D / "genome.fa", tmp_path / n, o), name,
             "not a readable bigWig")
         assert capfd.readouterr().err == ""
+
+
+def test_bigwig_cut_short_anywhere_in_its_header_is_refused(tmp_path: Path) -> None:
+    """libBigWig crashed the process (SIGSEGV, SIGABRT) on a file cut at 64-111 bytes; every
+    cut before the end of the main index is now refused in one line. In a child process, so
+    that a crash fails this test rather than the whole run."""
+    data = (D / "contribs.bw").read_bytes()
+    sizes = [0, 63, 64, 80, 100, 111, 112, 300, 5000, 124_910]  # 124910: the main index
+    for n in sizes:
+        (tmp_path / f"cut{n}.bw").write_bytes(data[:n])
+    code = ("import sys, warnings\n"
+            "from nemo_dask.errors import InputError\n"
+            "from nemo_dask.regions.convert import convert_bigwig\n"
+            "warnings.simplefilter('ignore')\n"
+            "for path in sys.argv[4:]:\n"
+            "    try:\n"
+            "        convert_bigwig(sys.argv[1], sys.argv[2], path, sys.argv[3])\n"
+            "        print('converted', path)\n"
+            "    except InputError as err:\n"
+            "        print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(D / "peaks_bw.narrowPeak"),
+                           str(D / "genome.fa"), str(tmp_path / "out.zarr"),
+                           *(str(tmp_path / f"cut{n}.bw") for n in sizes)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(sizes), proc.stdout
+    for n, line in zip(sizes, lines, strict=True):
+        assert line.startswith(str(tmp_path / f"cut{n}.bw")), line
+        assert "not a readable bigWig file" in line, line
+    assert proc.stderr == ""
 
 
 def test_malformed_narrowpeak(tmp_path: Path) -> None:

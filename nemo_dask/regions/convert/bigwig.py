@@ -15,6 +15,7 @@ differs from its own docstring this module keeps the docstring's promise or fine
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import tempfile
 import warnings
@@ -63,6 +64,35 @@ def _open_fasta(path: Path, chromosomes: list[str], role: str = "the peaks file"
     return genome
 
 
+#: bigWig's magic number and the sizes of the structures libBigWig reads when it opens a file
+#: (UCSC's bigWig/bigBed format, Kent et al. 2010, Bioinformatics 26:2204, supplement).
+_BIGWIG_MAGIC = 0x888FFC26
+_HEADER, _ZOOM_HEADER, _CHROM_TREE_HEADER, _INDEX_HEADER, _SUMMARY = 64, 24, 32, 48, 40
+
+
+def _header_fits(path: Path) -> bool:
+    """Whether ``path`` starts with a bigWig header whose sections all lie inside the file.
+
+    libBigWig reads them without checking the file's size, and a file cut short inside them
+    (64 to 111 bytes, for one) crashes the process; such a file is refused before it opens.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_HEADER)
+    if len(head) < _HEADER:
+        return False
+    for order in "<>":
+        if struct.unpack(f"{order}I", head[:4])[0] == _BIGWIG_MAGIC:
+            break
+    else:
+        return False
+    zooms, chrom_tree, data, index = struct.unpack(f"{order}H3Q", head[6:32])
+    summary = struct.unpack(f"{order}Q", head[44:52])[0]
+    ends = [_HEADER + zooms * _ZOOM_HEADER, chrom_tree + _CHROM_TREE_HEADER, data + 4,
+            index + _INDEX_HEADER, summary + _SUMMARY if summary else 0]
+    return max(ends) <= size
+
+
 @contextmanager
 def _c_stderr_held() -> Iterator[None]:
     """Hold what C code writes to file descriptor 2 while the block runs; replay it if the
@@ -96,11 +126,13 @@ def _open_bigwigs(paths: list[Path], chromosomes: list[str],
         for p in paths:
             if not p.is_file():
                 raise InputError(f"{p}: bigWig file (-b) not found")
-            try:
-                with _c_stderr_held():
-                    bw = pyBigWig.open(str(p))
-            except RuntimeError:
-                bw = None
+            bw = None
+            if _header_fits(p):
+                try:
+                    with _c_stderr_held():
+                        bw = pyBigWig.open(str(p))
+                except RuntimeError:
+                    pass
             if bw is None or not bw.isBigWig():
                 raise InputError(f"{p}: not a readable bigWig file (damaged, truncated or another "
                                  "format); re-create it")

@@ -1,7 +1,9 @@
-"""nemo_dask.storage: what an output path may be (file, symlink, device, FIFO, socket, -,
-directory) and how each is written; temporaries that no dataset glob matches; version().
+"""nemo_dask.storage.outputs and .temporary: what an output path may be (file, symlink,
+device, FIFO, socket, -, directory) and how each is written; temporaries that no dataset glob
+matches.
 
-The verbs' own behaviour on such paths is tested through the CLI in test_outputs.py.
+The verbs' own behaviour on such paths is tested through the CLI in tests/test_outputs.py; URLs
+on a real S3 server in tests/test_object_storage.py.
 """
 
 from __future__ import annotations
@@ -19,49 +21,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
+from conftest import ROOT, FifoReader, is_char_device, make_null_device, needs_root, temporaries
 
-import nemo_dask
 from nemo_dask.dataset import remove_stale_temporaries, scan_hits, write_block
 from nemo_dask.errors import OutputExistsError
 from nemo_dask.schema import HITS_SCHEMA, QC_SCHEMA
 from nemo_dask.storage import outputs, temporary
-
-ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
-needs_root = pytest.mark.skipif(not ROOT, reason="mknod of a character device needs root")
-
-
-def make_null_device(path: Path) -> Path:
-    """A character device node equal to /dev/null (major 1, minor 3) at ``path``."""
-    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    return path
-
-
-def is_char_device(path: Path) -> bool:
-    return stat.S_ISCHR(os.lstat(path).st_mode)
-
-
-class FifoReader:
-    """Reads a FIFO in a thread until the writer closes it; ``data`` holds what came."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path, self.data = path, b""
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        with open(self.path, "rb") as f:
-            self.data = f.read()
-
-    def result(self, timeout: float = 60) -> bytes:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the FIFO's writer never closed it"
-        return self.data
-
-
-def temporaries(d: Path) -> list[str]:
-    return sorted(n for n in os.listdir(d) if temporary.is_temporary(n))
-
 
 # --- names --------------------------------------------------------------------------------
 
@@ -328,17 +293,3 @@ def test_dataset_files_follow_the_rules(tmp_path: Path) -> None:
         os.rmdir(out / "qc" / "part-000000.parquet")
         write_block(out, 1, _one_hit(), _empty(QC_SCHEMA))
         assert is_char_device(out / "hits" / "part-000001.parquet")
-
-
-# --- version ------------------------------------------------------------------------------
-
-
-def test_one_version(capsys) -> None:
-    from importlib.metadata import version
-
-    from nemo_dask.cli import main
-
-    assert nemo_dask.version() == version("nemo_dask")
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert capsys.readouterr().out.strip() == f"nemo-dask {nemo_dask.version()}"
