@@ -354,24 +354,6 @@ class SparseStep:
                 "hit_importance": importance[keep], "hit_importance_sq": imp_sq[keep]}
 
 
-def prox_step_sparse(
-    cwms: torch.Tensor,
-    x: torch.Tensor,
-    seq: torch.Tensor | None,
-    imp: torch.Tensor,
-    y: torch.Tensor,
-    c: torch.Tensor,
-    i: torch.Tensor,
-    step: torch.Tensor,
-    lambdas: torch.Tensor,
-    lo: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:class:`SparseStep` with :func:`prox_step`'s arguments (built for these motifs at each
-    call: for tests and one-off use; the solver builds it once)."""
-    mo = PreparedMotifs(cwms, cwms, lambdas, lo, 0)
-    return SparseStep(mo, y.shape[2])(x, seq, imp, y, c, i, step)
-
-
 @functools.lru_cache(maxsize=1)
 def compiled_step() -> Callable:
     """:func:`prox_step` through ``torch.compile`` (finemo's ``--compile``), compiled once."""

@@ -18,11 +18,11 @@ from nemo_dask.errors import InputError
 from nemo_dask.motifs import load_motifs
 from nemo_dask.params import SolverParams
 from nemo_dask.solver.kernels import (
+    SparseStep,
     channels_last,
     prepare_motifs,
     preprocess,
     prox_step,
-    prox_step_sparse,
     sparse_prediction,
 )
 from nemo_dask.solver.stream import cuda_batch_size, fit_block
@@ -69,10 +69,10 @@ def test_sparse_step_follows_the_dense_step(regions_npz, modisco_h5, mode):
     c = y.clone()
     i = torch.zeros((8, 1, 1), dtype=torch.int32)
     step = torch.full((8, 1, 1), 3.0)
+    sparse_step = SparseStep(mo, npos)
     for _ in range(60):
         dense = prox_step(mo.cwms, pre.x, pre.seq, pre.imp, y, c, i, step, mo.lambdas, mo.offset)
-        sparse = prox_step_sparse(mo.cwms, pre.x, pre.seq, pre.imp, y, c, i, step, mo.lambdas,
-                                  mo.offset)
+        sparse = sparse_step(pre.x, pre.seq, pre.imp, y, c, i, step)
         for a, b in zip(dense, sparse, strict=True):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
         y, c = dense[0], dense[1]
