@@ -112,7 +112,7 @@ def _c_stderr_held() -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            if ok and held.tell():
+            if ok and os.lseek(held.fileno(), 0, os.SEEK_CUR):  # the C code wrote something
                 held.seek(0)
                 os.write(2, held.read())
 
@@ -131,8 +131,10 @@ def _open_bigwigs(paths: list[Path], chromosomes: list[str],
                 try:
                     with _c_stderr_held():
                         bw = pyBigWig.open(str(p))
+                        if bw is None:  # failed without raising: drop what it printed too
+                            raise RuntimeError
                 except RuntimeError:
-                    pass
+                    bw = None
             if bw is None or not bw.isBigWig():
                 raise InputError(f"{p}: not a readable bigWig file (damaged, truncated or another "
                                  "format); re-create it")
