@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import max_rel
+from conftest import assert_parity, max_rel
 
 from nemo_dask.motifs import load_motifs
 from nemo_dask.params import SolverParams
@@ -27,17 +27,21 @@ def test_compact_projected_equals_full(data_dir, regions_npz, modisco_h5):
     assert full.qc.equals(comp.qc)
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["compiled", "exact"])
 @pytest.mark.parametrize("delay", [0, 4, 10_000])
-def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, delay):
+def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, delay, exact):
     """Blocks handed over mid-stream (at once, in a tail, after the slots shrank) give each
-    region exactly what it gets alone; each block is handed back when its last region ends."""
+    region exactly what it gets alone; each block is handed back when its last region ends.
+    The compiled CPU solver asks for the next block once the loaded regions are solved (it has
+    no slots to keep busy); the batched step at every refill of a slot."""
     from nemo_dask.solver.stream import Job, fit_stream
 
     motifs = load_motifs(modisco_h5)
     seqs, contribs = regions_npz["sequences"][:90], regions_npz["contributions"][:90]
     bounds = [(0, 25), (25, 31), (31, 90)]
+    params = SolverParams(batch_size=8, exact=exact)
     alone = [fit_block(seqs[a:b], contribs[a:b], motifs,
-                       params=SolverParams(batch_size=8), region_offset=a) for a, b in bounds]
+                       params=params, region_offset=a) for a, b in bounds]
     got: dict[int, object] = {}
     order: list[int] = []
 
@@ -55,11 +59,11 @@ def test_stream_of_blocks_equals_blocks_solved_alone(regions_npz, modisco_h5, de
     streams = 0
     first = job(0)
     while first is not None:  # as the worker's solver does: a new stream when one runs dry
-        fit_stream(first, more, motifs, params=SolverParams(batch_size=8))
+        fit_stream(first, more, motifs, params=params)
         streams += 1
         first = queue.pop(0) if queue else None
     assert sorted(got) == [0, 1, 2] and not queue
-    assert streams == (3 if delay > 1000 else 1)
+    assert streams == (3 if delay > (1000 if exact else 0) else 1)
     for i in range(3):
         assert got[i].hits.equals(alone[i].hits), i
         assert got[i].qc.equals(alone[i].qc), i
@@ -86,15 +90,13 @@ def test_options_match_live_finemo(regions_npz, modisco_h5, options):
     motifs = load_motifs(modisco_h5)
     sl = slice(0, 24)
     ref_hits, ref_qc = _finemo_fit(regions_npz, motifs, sl, **options)
-    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs, params=SolverParams(**options))
+    params = SolverParams(**options)
+    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs,
+                    params=params)
     ref_qc = ref_qc.sort("peak_id")
-    assert res.qc["num_steps"].to_list() == ref_qc["num_steps"].to_list()
-    assert res.qc["step_size"].to_list() == ref_qc["step_size"].to_list()
-    ref_hits = ref_hits.sort("peak_id", "motif_id", "hit_start")
-    assert res.hits.select("region", "motif_id", "hit_start").rows() == ref_hits.select(
-        "peak_id", "motif_id", "hit_start").rows()
-    assert max_rel(res.hits["hit_coefficient"], ref_hits["hit_coefficient"]) < 1e-3
-    assert max_rel(res.hits["hit_similarity"], ref_hits["hit_similarity"]) < 1e-5
+    edge = assert_parity(res, ref_hits, ref_qc, params.convergence_tol)
+    same = ~pl.Series(range(res.qc.height)).is_in(edge)
+    assert res.qc["step_size"].filter(same).to_list() == ref_qc["step_size"].filter(same).to_list()
 
 
 def test_timeout_and_failure_are_retired_with_warnings(regions_npz, modisco_h5):

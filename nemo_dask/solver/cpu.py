@@ -1,0 +1,238 @@
+"""The CPU's default solver: regions preprocessed in chunks with torch, then each solved on its
+own by the compiled kernel of :mod:`.compiled`, on one or more threads.
+
+Nothing here depends on which regions share a chunk or a thread: a region's hits and QC are
+the same whatever the batch size, block size, thread count or worker count (tested).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..params import SolverParams
+from . import compiled
+from .kernels import PreparedMotifs, Preprocessed
+
+#: Largest Gram kernel (M x M x (2 Wc - 1) float32) kept for a hypothetical-mode motif set;
+#: beyond it (M of several hundred) columns are built per region, as in projected modes.
+GRAM_MAX_BYTES = 64 << 20
+#: Memory for each thread's cache of columns (built per region, reused every step).
+COLUMN_CACHE_BYTES = 32 << 20
+
+
+class CpuMotifs(NamedTuple):
+    """A motif set as the compiled kernel takes it."""
+
+    w: np.ndarray  # (M, 4, Wc) float32 cropped, trimmed motifs
+    wkr: np.ndarray  # (4, M, Wc) float32, wkr[b, m, kr] = w[m, b, Wc - 1 - kr]
+    masks: np.ndarray  # (M, 4, Wc) float64 trim masks (hit importance)
+    lam: np.ndarray  # (M,) float32
+    one_lam: bool
+    gram: np.ndarray  # (M, M, 2 Wc - 1) float32, or (0, 0, 0)
+    bases: int  # non-zero entries per position of the masking sequence: 1 or 4
+
+
+#: CpuMotifs already made, by the prepared motifs' tensor (a worker's solver keeps one
+#: PreparedMotifs per run and starts a stream per batch of queued blocks).
+_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MADE_LOCK = threading.Lock()
+
+
+def cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
+    """The arrays of :class:`CpuMotifs` from prepared motifs (CPU tensors), made once per
+    motif set and kind of contributions."""
+    with _MADE_LOCK:
+        made = _MADE.setdefault(mo.cwms, {})
+        key = (hypothetical, id(mo.masks), id(mo.lambdas))
+        if key not in made:  # the entry holds masks and lambdas: their ids stay theirs
+            made[key] = (mo.masks, mo.lambdas, _cpu_motifs(mo, hypothetical))
+        return made[key][2]
+
+
+def _cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
+    w = np.ascontiguousarray(mo.cwms.numpy())
+    nm, _, wc = w.shape
+    wkr = np.ascontiguousarray(w.transpose(1, 0, 2)[:, :, ::-1])
+    lam = np.ascontiguousarray(mo.lambdas.view(-1).numpy(), dtype=np.float32)
+    gram = np.zeros((0, 0, 0), dtype=np.float32)
+    if hypothetical and nm * nm * (2 * wc - 1) * 4 <= GRAM_MAX_BYTES:
+        gram = np.zeros((nm, nm, 2 * wc - 1), dtype=np.float32)
+        ones = np.ones((4, wc), dtype=np.float32)
+        for m in range(nm):
+            compiled.build_column(gram[m], w, wkr, ones, 0, m)
+    return CpuMotifs(w, wkr, np.ascontiguousarray(mo.masks.numpy(), dtype=np.float64), lam,
+                     bool((lam == lam[0]).all()), gram, 4 if hypothetical else 1)
+
+
+class _Scratch:
+    """One thread's working arrays for regions of M motifs and P positions."""
+
+    def __init__(self, nm: int, npos: int, wc: int):
+        lw = npos + wc - 1
+        self.y = np.zeros((nm, npos), dtype=np.float32)
+        self.c = np.zeros((nm, npos), dtype=np.float32)
+        self.corr = np.zeros((nm, npos), dtype=np.float32)
+        self.pred = np.zeros((4, lw), dtype=np.float32)
+        self.lists = np.zeros((2, npos), dtype=np.int32)
+        self.flags = np.zeros((3, lw), dtype=np.uint8)
+        self.starts = np.zeros(lw + 1, dtype=np.int32)
+        self.stops = np.zeros(lw + 1, dtype=np.int32)
+        self.dpos = np.zeros(npos, dtype=np.float32)
+        self.colslot = np.full((nm, npos), -1, dtype=np.int32)
+        col_bytes = nm * (2 * wc - 1) * 4
+        cap = max(16, COLUMN_CACHE_BYTES // col_bytes)
+        # np.zeros maps untouched pages lazily: only the columns built take memory.
+        self.pool = np.zeros((cap, nm, 2 * wc - 1), dtype=np.float32)
+        self.pool_keys = np.zeros(cap, dtype=np.int64)
+
+
+class ChunkResult(NamedTuple):
+    """The solved regions of one chunk: QC per region and hits, by row of the chunk."""
+
+    qc: dict[str, np.ndarray]  # row, nll, dual_gap, num_steps, step_size, global_scale, status
+    hits: dict[str, np.ndarray]  # row, motif_id, hit_start, hit_coefficient, hit_similarity,
+    #                              hit_importance, hit_importance_sq
+
+
+class CpuSolver:
+    """Solves chunks of preprocessed regions on the CPU (see the module docstring).
+
+    Parameters
+    ----------
+    mo : PreparedMotifs
+        The motifs, on the CPU.
+    npos : int
+        P = L - W + 1.
+    params : SolverParams
+    threads : int
+        Threads solving regions side by side (each with its own scratch arrays).
+    """
+
+    #: How each step's correlation of the prediction is formed (:func:`.compiled.solve_region`'s
+    #: ``way``): 0, the cheaper way; tests set 1 (columns) or 2 (direct).
+    way = 0
+
+    def __init__(self, mo: PreparedMotifs, npos: int, params: SolverParams, threads: int = 1):
+        self.mo = mo
+        self.km = cpu_motifs(mo, params.use_hypothetical)
+        self.params = params
+        self.npos = npos
+        self.wc = self.km.w.shape[2]
+        self.lw = npos + self.wc - 1
+        self.threads = max(1, threads)
+        self._local = threading.local()
+        self._pool = (ThreadPoolExecutor(self.threads, thread_name_prefix="nemo-dask-region")
+                      if self.threads > 1 else None)
+        self._ones = np.ones((4, self.lw), dtype=np.float32) if params.use_hypothetical else None
+
+    def close(self) -> None:
+        """Stop the threads (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _scratch(self) -> _Scratch:
+        s = getattr(self._local, "scratch", None)
+        if s is None:
+            s = self._local.scratch = _Scratch(self.km.w.shape[0], self.npos, self.wc)
+        return s
+
+    def gradient_start(self, pre: Preprocessed) -> torch.Tensor:
+        """``g0 = conv1d(x, cwms) * imp`` (B, M, P): minus the gradient at zero, computed once
+        per region (the same convolution finemo applies to the residual at every step)."""
+        lo = self.mo.offset
+        gx = F.conv1d(pre.x[:, :, lo:lo + self.lw], self.mo.cwms)
+        return gx * pre.imp
+
+    def solve(self, pre: Preprocessed) -> ChunkResult:
+        """Solve every region of ``pre`` (B regions) to its end; results by row."""
+        g0 = self.gradient_start(pre).contiguous().numpy()
+        imp = pre.imp.contiguous().numpy()
+        x = pre.x.contiguous().numpy()
+        seq = None if pre.seq is None else pre.seq.contiguous().numpy()
+        n = x.shape[0]
+
+        def one(row: int):
+            return self._solve_one(x[row], self._ones if seq is None else seq[row], g0[row],
+                                   imp[row])
+
+        out = list(self._pool.map(one, range(n))) if self._pool is not None and n > 1 else \
+            [one(row) for row in range(n)]
+        qc = {
+            "row": np.arange(n, dtype=np.int64),
+            "nll": np.array([o[0][1] for o in out], dtype=np.float32),
+            "dual_gap": np.array([o[0][0] for o in out], dtype=np.float32),
+            "num_steps": np.array([o[0][2] for o in out], dtype=np.int32),
+            "step_size": np.array([o[0][3] for o in out], dtype=np.float32),
+            "global_scale": pre.gscale.numpy().astype(np.float32),
+            "status": np.array([o[0][4] for o in out], dtype=np.int64),
+        }
+        rows = np.concatenate([np.full(o[1].size, r, dtype=np.int64) for r, o in enumerate(out)])
+        motif = np.concatenate([o[1] for o in out])
+        pos = np.concatenate([o[2] for o in out])
+        coef = np.concatenate([o[3] for o in out])
+        return ChunkResult(qc, self._score(x, imp, rows, motif, pos, coef))
+
+    def _solve_one(self, x: np.ndarray, seq: np.ndarray, g0: np.ndarray, imp: np.ndarray):
+        s = self._scratch()
+        p, km = self.params, self.km
+        gap, nll, steps, step, status, nc = compiled.solve_region(
+            x, seq, self.mo.offset, g0, imp, km.lam, km.one_lam, km.w, km.wkr, km.gram,
+            km.bases, s.y, s.c, s.corr, s.pred, s.lists, s.flags, s.starts, s.stops, s.dpos,
+            s.colslot, s.pool, s.pool_keys, p.step_size_max, p.step_size_min,
+            p.convergence_tol, p.max_steps, p.step_adjust, self.way)
+        motif, pos, coef = compiled.take_iterate(s.c, s.lists[1], nc)
+        return (gap, nll, steps, step, status), motif, pos, coef
+
+    def _score(self, x: np.ndarray, imp: np.ndarray, rows: np.ndarray, motif: np.ndarray,
+               pos: np.ndarray, coef: np.ndarray) -> dict[str, np.ndarray]:
+        """finemo's hit statistics at the final iterates' non-zeros (its convolutions
+        evaluated there only, summed in float64 and rounded once) and its post-filter."""
+        imp_nz = torch.from_numpy(imp[rows, motif, pos])
+        # finemo's own float32 expression, so that hit_importance_sq has its bits.
+        imp_sq = (imp_nz**-2 - self.params.eps).numpy()
+        dot, importance = compiled.window_sums(x, self.km.w, self.km.masks, self.mo.offset,
+                                               rows, motif, pos)
+        similarity = dot / np.sqrt(imp_sq)
+        keep = (similarity >= self.km.lam[motif]) if self.params.post_filter else \
+            np.ones(rows.size, dtype=bool)
+        return {"row": rows[keep], "motif_id": motif[keep], "hit_start": pos[keep],
+                "hit_coefficient": coef[keep], "hit_similarity": similarity[keep],
+                "hit_importance": importance[keep], "hit_importance_sq": imp_sq[keep]}
+
+
+def default_chunk(n_motifs: int, n_pos: int, length: int, threads: int,
+                  memory_bytes: int | None = None, share: float = 0.25) -> int:
+    """Regions preprocessed together on the CPU: 16 per thread, fewer when ``share`` of
+    ``memory_bytes`` (the worker's memory limit; None: the machine's available memory) would
+    not hold them.
+
+    A chunk region holds x, the one-hot and the contributions (about 16 L float32 values with
+    the inputs' copies), ``imp``, ``g0`` and the preprocessing's temporaries (about 5 M P);
+    each thread's scratch adds about 4 M P and its column cache.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if memory_bytes is None:
+        memory_bytes = _available_memory()
+    per_region = 4 * (5 * n_motifs * n_pos + 16 * length)
+    per_thread = 4 * 4 * n_motifs * n_pos + COLUMN_CACHE_BYTES
+    budget = share * memory_bytes - threads * per_thread
+    return int(max(1, min(16 * threads, budget // per_region)))
+
+
+def _available_memory() -> int:
+    """Memory this process may still use: the machine's available memory (psutil, which
+    dask depends on)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
