@@ -106,8 +106,37 @@ def _fused(g0, imp, corr, lam_m, one_lam, y, c, dpos, nz, step, mom, onep):
 
 
 @njit(**_NJIT)
+def _corr_onehot(dst, pm1, sb, wm, k0, k1):
+    """``dst[j] += Σ_k pm1[j + k] * wm[sb[j + k], k]`` for k in [k0, k1): one motif's
+    correlation with a prediction that is non-zero at one base per position (projected
+    modes), the base picked by selects so that the loop along positions vectorises."""
+    n = dst.shape[0]
+    for k in range(k0, k1):
+        w0, w1, w2, w3 = wm[0, k], wm[1, k], wm[2, k], wm[3, k]
+        src = pm1[k:k + n]
+        bs = sb[k:k + n]
+        for j in range(n):
+            b = bs[j]
+            wv = w0 if b == 0 else (w1 if b == 1 else (w2 if b == 2 else w3))
+            dst[j] += src[j] * wv
+
+
+@njit(**_NJIT)
+def _corr_bases(dst, pred, wm, a, k0, k1):
+    """``dst[j] += Σ_b Σ_k pred[b, a + j + k] * wm[b, k]`` for k in [k0, k1): one motif's
+    correlation with a prediction over all four bases (hypothetical modes)."""
+    n = dst.shape[0]
+    for b in range(4):
+        for k in range(k0, k1):
+            wv = wm[b, k]
+            src = pred[b, a + k:a + k + n]
+            for j in range(n):
+                dst[j] += src[j] * wv
+
+
+@njit(**_NJIT)
 def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
-                 y, c, corr, pred, lists, flags, starts, stops, dpos, colslot, pool, pool_keys,
+                 y, c, corr, pred, lists, flags, starts, stops, vec, colslot, pool, pool_keys,
                  step_size_max, step_size_min, tol, max_steps, step_adjust, way):
     """Solve one region's non-negative lasso as finemo's ``fit_contribs`` does.
 
@@ -126,8 +155,8 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
         The cropped motifs; ``wkr[b, m, kr] = w[m, b, Wc - 1 - kr]``, shape (4, M, Wc).
     gram : ndarray, shape=(M, M, 2 Wc - 1), float32, or shape (0, 0, 0)
         Every motif's column (:func:`build_column` with ``seq`` all ones) in hypothetical
-        modes; empty: columns are built per region from ``seq``. ``bases``: non-zero entries
-        per position of ``seq`` (1 projected, 4 hypothetical), for the direct way's cost.
+        modes; empty: columns are built per region from ``seq``. ``bases``: 1 in projected
+        modes, 4 in hypothetical ones.
     y, c, corr : ndarray, shape=(M, P), float32
         Scratch, zero on entry. On return ``y`` and ``corr`` are zero and ``c`` holds the
         final iterate, non-zero only at the positions ``lists[1, :n]`` (``n`` returned).
@@ -135,11 +164,11 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
         Scratch, zero on entry and on return.
     lists : ndarray, shape=(2, P), int32
         Scratch: positions where ``y`` (row 0) and ``c`` (row 1) have non-zeros.
-    flags : ndarray, shape=(3, Lw), uint8
+    flags : ndarray, shape=(4, Lw), uint8
         Scratch.
     starts, stops : ndarray, shape=(Lw + 1,), int32
         Scratch.
-    dpos : ndarray, shape=(P,), float32
+    vec : ndarray, shape=(2, Lw), float32
         Scratch.
     colslot : ndarray, shape=(M, P), int32
         -1 on entry and on return; ``pool`` (C, M, 2 Wc - 1) float32 and ``pool_keys`` (C,)
@@ -173,11 +202,13 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
     cap = pool.shape[0]
     has_gram = gram.shape[0] > 0
     lam0 = lam[0]
-    cand, inw, nz = flags[0], flags[1], flags[2]
+    cand, inw, nz, sb = flags[0], flags[1], flags[2], flags[3]
     ylist, clist = lists[0], lists[1]
-    # Once per region: Σ x², the positions where the empty prediction's gradient exceeds λ
-    # (only there can a coefficient become non-zero away from the others), and the largest
-    # g0 (/ λ) per position, the dual norm's term wherever nothing changes.
+    dpos, pm1 = vec[0], vec[1]
+    # Once per region: Σ x²; the positions where the empty prediction's gradient exceeds λ
+    # (only there can a coefficient become non-zero away from the others); the largest
+    # g0 (/ λ) per position, the dual norm's term wherever nothing changes; and whether the
+    # sequence is one-hot (each position one base or none), with the base of each position.
     x2 = 0.0
     for b in range(4):
         for t in range(length):
@@ -193,6 +224,18 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
             gd = g if one_lam else g / lm
             gm0[p] = gd if gd > gm0[p] else gm0[p]
             cand[p] |= g > lm
+    onehot = bases == 1
+    for t in range(lw):
+        total = f32(0.0)
+        sb[t] = 0
+        for b in range(4):
+            v = seq[b, t]
+            if v != 0:
+                onehot = onehot and v == 1
+                sb[t] = b
+            total += v
+        onehot = onehot and total <= 1
+    pm1[:lw] = 0
     absm = np.zeros(nm, dtype=np.float64)
     used = 0
     i = 0
@@ -216,10 +259,10 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
                     absm[mm] += abs(v)
                     s = v * imp[mm, q]
                     for b in range(4):
-                        dst = pred[b]
+                        dst = pred[b, q:q + wc]
                         src = w[mm, b]
                         for k in range(wc):
-                            dst[q + k] += s * src[k]
+                            dst[k] += s * src[k]
                     if not has_gram and colslot[mm, q] < 0:
                         missing += 1
         # 2. Mask by the sequence; the residual's sums over the prediction's support.
@@ -227,36 +270,43 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
         for a in range(ny):
             inw[ylist[a]:ylist[a] + wc] = 1
         nsup = _intervals(inw, lw, starts, stops)
-        n_entries = 0
         d_r2 = 0.0
         d_rx = 0.0
         for iv in range(nsup):
-            n_entries += stops[iv] - starts[iv]
-            for b in range(4):
-                pr = pred[b]
-                sq = seq[b]
-                xr = x[b]
-                for t in range(starts[iv], stops[iv]):
-                    pm = pr[t] * sq[t]
-                    pr[t] = pm
-                    xv = xr[lo + t]
+            for t in range(starts[iv], stops[iv]):
+                one = f32(0.0)
+                for b in range(4):
+                    pm = pred[b, t] * seq[b, t]
+                    pred[b, t] = pm
+                    one += pm
+                    xv = x[b, lo + t]
                     r = xv - pm
                     x64 = np.float64(xv)
                     r64 = np.float64(r)
                     d_r2 += r64 * r64 - x64 * x64
                     d_rx += r64 * x64 - x64 * x64
+                pm1[t] = one
         nll_full = f32(x2 + d_r2)
         dual_diff = f32(x2 + d_rx)
         l1 = 0.0
         for mm in range(nm):
             l1 += np.float64(f32(absm[mm]) * lam[mm])
         l1_32 = f32(l1)
-        # 3. conv1d(pred, cwms) where the prediction reaches, the cheaper way.
-        cost_direct = n_entries * bases * wc
-        # A column, once built, serves every later step of the region: its build is not
-        # charged to this one (a dense episode still takes the direct way: nnz is large).
-        cost_cols = nnz * ncol
-        if (way == 1 or (way == 0 and cost_cols < cost_direct)) and used + missing <= cap:
+        # 3. conv1d(pred, cwms) where the prediction reaches ([q - Wc + 1, q + Wc - 1] around
+        #    each non-zero), the cheaper way: by columns (short loops, one per non-zero and
+        #    motif) or densely over the reached positions (long loops, one per motif and
+        #    motif column; a quarter of the work where one base per position is non-zero).
+        inw[:npos_all] = 0
+        for a in range(ny):
+            inw[max(0, ylist[a] - wc + 1):min(npos_all, ylist[a] + wc)] = 1
+        nreach = _intervals(inw, npos_all, starts, stops)
+        reach = 0
+        for iv in range(nreach):
+            reach += stops[iv] - starts[iv]
+        per_pos = 3 if onehot else 4 * bases
+        cost_cols = nnz * nm * (ncol + 24)
+        cost_dense = nm * wc * (reach * per_pos + nreach * 24 * (1 if onehot else 4))
+        if (way == 1 or (way == 0 and cost_cols < cost_dense)) and used + missing <= cap:
             for a in range(ny):
                 q = ylist[a]
                 for mm in range(nm):
@@ -279,36 +329,30 @@ def solve_region(x, seq, lo, g0, imp, lam, one_lam, w, wkr, gram, bases,
                     j0 = max(0, -p0)
                     j1 = min(ncol, npos_all - p0)
                     for m in range(nm):
-                        dst = corr[m]
-                        src = col[m]
-                        for j in range(j0, j1):
-                            dst[p0 + j] += s * src[j]
-            for iv in range(nsup):
-                for b in range(4):
-                    pred[b, starts[iv]:stops[iv]] = 0
+                        dst = corr[m, p0 + j0:p0 + j1]
+                        src = col[m, j0:j1]
+                        for j in range(j1 - j0):
+                            dst[j] += s * src[j]
         else:
-            for iv in range(nsup):
-                for t in range(starts[iv], stops[iv]):
-                    for b in range(4):
-                        pm = pred[b, t]
-                        if pm == 0:
-                            continue
-                        pred[b, t] = 0
-                        p0 = t - wc + 1
-                        k0 = max(0, -p0)
-                        k1 = min(wc, npos_all - p0)
-                        for m in range(nm):
-                            dst = corr[m]
-                            src = wkr[b, m]
-                            for kr in range(k0, k1):
-                                dst[p0 + kr] += pm * src[kr]
+            for iv in range(nreach):
+                a0, a1 = starts[iv], stops[iv]
+                for m in range(nm):
+                    if onehot:
+                        _corr_onehot(corr[m, a0:a1], pm1[a0:], sb[a0:], w[m], 0, wc)
+                    else:
+                        _corr_bases(corr[m, a0:a1], pred, w[m], a0, 0, wc)
+        inw[:lw] = 0
+        for a in range(ny):
+            inw[ylist[a]:ylist[a] + wc] = 1
+        nsup = _intervals(inw, lw, starts, stops)
+        for iv in range(nsup):
+            pred[:, starts[iv]:stops[iv]] = 0
+            pm1[starts[iv]:stops[iv]] = 0
         # 4. The step over the positions where anything can change (see the module's
         #    docstring), fused; elsewhere y and c stay zero and the gradient is g0.
         inw[:npos_all] = cand[:npos_all]
         for a in range(ny):
-            lo_p = max(0, ylist[a] - wc + 1)
-            hi_p = min(npos_all, ylist[a] + wc)
-            inw[lo_p:hi_p] = 1
+            inw[max(0, ylist[a] - wc + 1):min(npos_all, ylist[a] + wc)] = 1
         for a in range(nc):
             inw[clist[a]] = 1
         nwork = _intervals(inw, npos_all, starts, stops)

@@ -81,10 +81,10 @@ class _Scratch:
         self.corr = np.zeros((nm, npos), dtype=np.float32)
         self.pred = np.zeros((4, lw), dtype=np.float32)
         self.lists = np.zeros((2, npos), dtype=np.int32)
-        self.flags = np.zeros((3, lw), dtype=np.uint8)
+        self.flags = np.zeros((4, lw), dtype=np.uint8)
         self.starts = np.zeros(lw + 1, dtype=np.int32)
         self.stops = np.zeros(lw + 1, dtype=np.int32)
-        self.dpos = np.zeros(npos, dtype=np.float32)
+        self.vec = np.zeros((2, lw), dtype=np.float32)
         self.colslot = np.full((nm, npos), -1, dtype=np.int32)
         col_bytes = nm * (2 * wc - 1) * 4
         cap = max(16, COLUMN_CACHE_BYTES // col_bytes)
@@ -184,7 +184,7 @@ class CpuSolver:
         p, km = self.params, self.km
         gap, nll, steps, step, status, nc = compiled.solve_region(
             x, seq, self.mo.offset, g0, imp, km.lam, km.one_lam, km.w, km.wkr, km.gram,
-            km.bases, s.y, s.c, s.corr, s.pred, s.lists, s.flags, s.starts, s.stops, s.dpos,
+            km.bases, s.y, s.c, s.corr, s.pred, s.lists, s.flags, s.starts, s.stops, s.vec,
             s.colslot, s.pool, s.pool_keys, p.step_size_max, p.step_size_min,
             p.convergence_tol, p.max_steps, p.step_adjust, self.way)
         motif, pos, coef = compiled.take_iterate(s.c, s.lists[1], nc)
