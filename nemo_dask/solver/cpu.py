@@ -146,9 +146,9 @@ class CpuSolver:
     def gradient_start(self, pre: Preprocessed) -> torch.Tensor:
         """``g0 = conv1d(x, cwms) * imp`` (B, M, P): minus the gradient at zero, computed once
         per region (the same convolution finemo applies to the residual at every step)."""
-        lo = self.mo.offset
-        gx = F.conv1d(pre.x[:, :, lo:lo + self.lw], self.mo.cwms)
-        return gx * pre.imp
+        # finemo's whole-width convolution of x (its hit similarity's numerator), so that g0
+        # starts from its bits.
+        return F.conv1d(pre.x, self.mo.full_cwms) * pre.imp
 
     def solve(self, pre: Preprocessed) -> ChunkResult:
         """Solve every region of ``pre`` (B regions) to its end; results by row."""

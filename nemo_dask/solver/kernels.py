@@ -23,13 +23,21 @@ from ..params import SolverParams
 
 
 class PreparedMotifs(NamedTuple):
-    """Motif tensors on a device, cropped to the union of the trimmed windows."""
+    """Motif tensors on a device: cropped to the union of the trimmed windows for the steps,
+    and whole (finemo's own tensors) for the preprocessing and ``exact``."""
 
     cwms: torch.Tensor  # (M, 4, Wc) float32, trimmed (and sqrt-transformed if asked)
     masks: torch.Tensor  # (M, 4, Wc) float32 trim masks
     lambdas: torch.Tensor  # (1, M, 1) float32
     offset: int  # first column of the crop in the untrimmed motif
     width: int  # W, the untrimmed width
+    full_cwms: torch.Tensor  # (M, 4, W) finemo's trimmed motifs, channels-last
+    full_masks: torch.Tensor  # (M, 4, W) finemo's trim masks, channels-last
+
+    def uncropped(self) -> PreparedMotifs:
+        """The same motifs with the crop undone (offset 0, Wc = W): finemo's convolutions
+        exactly, for ``exact``."""
+        return self._replace(cwms=self.full_cwms, masks=self.full_masks, offset=0)
 
 
 class Preprocessed(NamedTuple):
@@ -51,10 +59,16 @@ class Scores(NamedTuple):
 
 
 def prepare_motifs(motifs: Motifs, device: torch.device | str, sqrt_transform: bool) -> PreparedMotifs:
-    """Move a motif set to ``device`` as the solver uses it (trimmed, cropped, float32)."""
+    """Move a motif set to ``device`` as the solver uses it (trimmed, cropped, float32).
+
+    As finemo's ``fit_contribs``: channels-last float32 motifs times channels-last masks,
+    then the signed square root and its renormalisation, summed over the same layout (so
+    that the motifs have finemo's bits)."""
     device = torch.device(device)
-    mask = torch.from_numpy(motifs.trim_masks.astype(np.float32))[:, None, :].repeat(1, 4, 1)
-    cwms = torch.from_numpy(motifs.cwms).to(torch.float32) * mask
+    mask = channels_last(torch.from_numpy(motifs.trim_masks)[:, None, :].repeat(1, 4, 1)
+                         .to(device=device, dtype=torch.float32))
+    cwms = channels_last(torch.from_numpy(motifs.cwms).to(device=device, dtype=torch.float32))
+    cwms = cwms * mask
     if sqrt_transform:
         cwms = signed_sqrt(cwms)
         cwms = cwms / (cwms**2).sum(dim=(1, 2)).sqrt()[:, None, None]
@@ -62,11 +76,13 @@ def prepare_motifs(motifs: Motifs, device: torch.device | str, sqrt_transform: b
     lo, hi = int(cols[0]), int(cols[-1]) + 1
     lambdas = torch.as_tensor(np.asarray(motifs.lambdas), dtype=torch.float32)[None, :, None]
     return PreparedMotifs(
-        cwms=channels_last(cwms[:, :, lo:hi].to(device)),
-        masks=channels_last(mask[:, :, lo:hi].to(device)),
+        cwms=channels_last(cwms[:, :, lo:hi]),
+        masks=channels_last(mask[:, :, lo:hi]),
         lambdas=lambdas.to(device),
         offset=lo,
         width=motifs.width,
+        full_cwms=cwms,
+        full_masks=mask,
     )
 
 
@@ -94,10 +110,13 @@ def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMo
     lw : int
         Width of the motif windows' union, ``L - W + Wc``.
     """
-    x = contribs[:, None, :] if contribs.ndim == 2 else contribs
+    # finemo's layouts (channels-last contributions and sequences, so their product is too):
+    # the global scale is a sum over that layout, and its rounding depends on the order.
+    x = channels_last(contribs[:, None, :] if contribs.ndim == 2 else contribs)
     lo = mo.offset
     seq = None
     if seqs is not None:
+        seqs = channels_last(seqs)
         x = x * seqs
         seq = seqs[:, :, lo:lo + lw]
     if params.sqrt_transform:
@@ -107,7 +126,8 @@ def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMo
     if params.global_scale is not None:  # a fixed scale for tiled calling (params.py)
         gscale = torch.full_like(gscale, params.global_scale)
     x = torch.nan_to_num(x / gscale[:, None, None])
-    energy = F.conv1d(x[:, :, lo:lo + lw] ** 2, mo.masks)
+    # finemo's whole-width convolution (the crop would sum the same terms in another order).
+    energy = F.conv1d(x**2, mo.full_masks)
     imp = ((energy + params.eps) ** -0.5).clamp(max=10)
     return Preprocessed(x, seq, imp, gscale)
 

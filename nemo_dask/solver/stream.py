@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 
 from ..motifs import Motifs
 from ..params import SolverParams
@@ -264,7 +265,8 @@ class _Fit:
 
     def __init__(self, first, more, motifs, params, device, batch_size, threads, progress):
         self.more = more
-        self.mo = motifs
+        # exact: finemo's whole-width motifs (the crop would change the convolutions' bits).
+        self.mo = motifs.uncropped() if params.exact else motifs
         self.hyp = params.use_hypothetical
         self.p = params
         self.device = device
@@ -274,7 +276,7 @@ class _Fit:
         self.n_blocks = 1
         self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
-        self.lw = self.npos + motifs.cwms.shape[2] - 1
+        self.lw = self.npos + self.mo.cwms.shape[2] - 1
         self.cpu: CpuSolver | None = None
         if params.compile_optimizer:
             self.step_fn = compiled_step()
@@ -283,9 +285,12 @@ class _Fit:
         else:
             self.cpu = CpuSolver(motifs, self.npos, params, threads)
         self.check_every = params.check_every_for(device.type)
-        # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
-        # one, and a region's result must not depend on how many others share its batch.
-        self.max_slots = max(2, batch_size)
+        # oneDNN picks its convolution kernels by batch size, and their rounding differs (a
+        # knife-edge region can take another step count at batch 1, 2-16 or 24 on one CPU).
+        # exact keeps finemo's batch of B slots throughout, padding included, as finemo -b B
+        # does; otherwise at least two slots, so that no region ever runs at batch one.
+        self.fixed_slots = params.exact
+        self.max_slots = batch_size if params.exact else max(2, batch_size)
 
     def run(self) -> None:
         if self.cpu is not None:
@@ -294,7 +299,9 @@ class _Fit:
             finally:
                 self.cpu.close()
             return
-        s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
+        first = self.max_slots if self.fixed_slots else max(2, min(self.max_slots,
+                                                                   self.blocks[0].n))
+        s = self._fill(self._new_slots(first))
         if self.check_every == 1:
             self._run_checking_each_step(s)
         else:
@@ -413,13 +420,13 @@ class _Fit:
         while free.numel():
             block = self._pending()
             if block is None:
-                return self._shrink(s)
+                return s if self.fixed_slots else self._shrink(s)
             wanted = min(self.max_slots, int((s.region >= 0).sum()) + block.n - block.loaded)
             if s.region.numel() < wanted:
                 s = self._grow(s, wanted)
                 free = torch.nonzero(s.region < 0).view(-1)
             k = min(free.numel(), block.n - block.loaded)
-            self._load(s, free[:k], block, block.loaded)
+            self._load(s, free[:k], block, block.loaded, free.numel())
             block.loaded += k
             free = free[k:]
         return s
@@ -450,8 +457,24 @@ class _Fit:
     #: tested, and the convolution gives the same bits for a batch of one as for 16).
     PREPROCESS_AHEAD = 16
 
-    def _prepared(self, block: _Block, start: int, stop: int) -> Preprocessed:
-        """Regions ``start:stop`` of ``block`` preprocessed, from those prepared ahead."""
+    def _prepared(self, block: _Block, start: int, stop: int, n_free: int) -> Preprocessed:
+        """Regions ``start:stop`` of ``block`` preprocessed, from those prepared ahead.
+
+        ``exact`` preprocesses them as finemo does instead: all the freed slots' regions in
+        one batch of ``n_free`` rows, padded with zero regions where none are left (oneDNN's
+        convolution rounds differently for a batch of one).
+        """
+        if self.p.exact:
+            n = stop - start
+            contribs = block.contribs[start:stop].to(self.device, torch.float32)
+            seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
+            if n_free > n:
+                pad = (0, 0) * (contribs.ndim - 1) + (0, n_free - n)
+                contribs = F.pad(contribs, pad)
+                seqs = None if seqs is None else F.pad(seqs, (0, 0, 0, 0, 0, n_free - n))
+            pre = preprocess(contribs, seqs, self.mo, self.p, self.lw)
+            return Preprocessed(pre.x[:n], None if pre.seq is None else pre.seq[:n],
+                                pre.imp[:n], pre.gscale[:n])
         ahead = block.ahead
         if ahead is None or not ahead[0] <= start or stop > ahead[0] + ahead[1].x.shape[0]:
             end = min(block.n, max(stop, start + self.PREPROCESS_AHEAD))
@@ -463,10 +486,12 @@ class _Fit:
         return Preprocessed(pre.x[sl], None if pre.seq is None else pre.seq[sl], pre.imp[sl],
                             pre.gscale[sl])
 
-    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int) -> None:
-        """Preprocess regions ``start ..`` of ``block`` into slots ``rows``; reset their state."""
+    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int,
+              n_free: int) -> None:
+        """Preprocess regions ``start ..`` of ``block`` into slots ``rows`` (of ``n_free``
+        free slots); reset their state."""
         stop = start + rows.numel()
-        pre = self._prepared(block, start, stop)
+        pre = self._prepared(block, start, stop, n_free)
         if stop == block.n:
             block.ahead = None
         if pre.seq is not None:

@@ -154,3 +154,60 @@ def test_cuda_matches_cpu(regions_npz, modisco_h5):
     assert gpu.hits.select("region", "motif_id", "hit_start").equals(
         cpu.hits.select("region", "motif_id", "hit_start"))
     assert max_rel(gpu.hits["hit_coefficient"], cpu.hits["hit_coefficient"]) < 1e-3
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["compiled", "exact"])
+def test_converging_on_the_step_past_max_steps_is_a_timeout_as_in_finemo(regions_npz,
+                                                                        modisco_h5, exact):
+    """With -c 0.2 regions 3, 9, 10 and 14 converge on their 6th step. At --max-steps 5 that
+    step also passes max_steps: finemo retires them with its "has not converged" warning, so
+    nemo_dask marks them timeouts with the same warning (and keeps finemo's hits and QC)."""
+    hitcaller = pytest.importorskip("finemo.hitcaller")
+    motifs = load_motifs(modisco_h5)
+    rows = [3, 9, 10, 14, 0, 1]
+    seqs, contribs = regions_npz["sequences"][rows], regions_npz["contributions"][rows]
+    free = fit_block(seqs, contribs, motifs, params=SolverParams(convergence_tol=0.2))
+    assert free.qc["num_steps"].to_list()[:4] == [6, 6, 6, 6]
+    assert (free.qc["status"] == CONVERGED).all()
+    params = SolverParams(convergence_tol=0.2, max_steps=5, exact=exact)
+    with pytest.warns(RuntimeWarning) as theirs:
+        ref_hits, ref_qc = hitcaller.fit_contribs(
+            motifs.cwms, contribs, seqs, motifs.trim_masks, False, motifs.lambdas, 3.0, 0.08,
+            False, 0.2, 5, 16, 0.7, True, torch.device("cpu"), False, 1.0)
+    with pytest.warns(RuntimeWarning) as ours:
+        res = fit_block(seqs, contribs, motifs, params=params)
+    finemo_timeouts = sorted(str(w.message) for w in theirs if "max_steps" in str(w.message))
+    assert sorted(str(w.message) for w in ours) == finemo_timeouts
+    assert {f"Region {r} has not converged within max_steps=5 iterations." for r in range(4)} \
+        <= set(finemo_timeouts)
+    ref_qc = ref_qc.sort("peak_id")
+    assert res.qc["num_steps"].to_list() == ref_qc["num_steps"].to_list()
+    assert (res.qc["status"].head(4) == TIMEOUT).all()
+    assert (res.qc["dual_gap"].head(4) <= 0.2).all()  # converged, and still a timeout
+    assert ((res.qc["status"] == TIMEOUT) == (res.qc["num_steps"] == 6)).all()
+    assert_parity(res, ref_hits, ref_qc, 0.2)
+
+
+def test_divergence_restarts_from_zero_where_finemo_keeps_nan(regions_npz, modisco_h5):
+    """A deliberate difference (README, "Solver parity and speed"): on divergence finemo resets
+    a region with ``coef *= 0``, which keeps NaN and inf, so once an iterate overflows the
+    region can only fail, with NaN coefficients among its hits; nemo_dask restarts it from
+    zero with the smaller step, as finemo intends. At step_size_max 1e12 finemo fails most of
+    16 regions; nemo_dask converges every one, compiled or exact, with finite hits."""
+    hitcaller = pytest.importorskip("finemo.hitcaller")
+    motifs = load_motifs(modisco_h5)
+    seqs, contribs = regions_npz["sequences"][:16], regions_npz["contributions"][:16]
+    with pytest.warns(RuntimeWarning) as theirs:
+        ref_hits, _ = hitcaller.fit_contribs(
+            motifs.cwms, contribs, seqs, motifs.trim_masks, False, motifs.lambdas, 1e12, 0.08,
+            False, 0.0005, 10000, 16, 0.7, True, torch.device("cpu"), False, 1.0)
+    failed = [w for w in theirs if "Optimizer failed" in str(w.message)]
+    assert len(failed) >= 8
+    assert ref_hits["hit_coefficient"].is_nan().sum() > 1000
+    for exact in (False, True):
+        res = fit_block(seqs, contribs, motifs,
+                        params=SolverParams(step_size_max=1e12, exact=exact))
+        assert (res.qc["status"] == CONVERGED).all(), exact
+        assert np.isfinite(res.hits["hit_coefficient"].to_numpy()).all()
+        assert (res.qc["step_size"] < 1e11).all()  # restarted with smaller steps
+        assert res.hits.height > 100

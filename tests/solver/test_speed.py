@@ -105,24 +105,42 @@ def test_exact_and_compiled_solvers_call_the_same_hits(regions_npz, modisco_h5, 
     assert max_rel(fast.hits["hit_importance"], exact.hits["hit_importance"]) < 1e-5
 
 
-def test_exact_matches_live_finemo_step_for_step(regions_npz, modisco_h5):
-    """``exact=True`` runs finemo's own arithmetic: same steps, same step sizes, and
-    coefficients equal to finemo's up to its batch-size rounding (~2e-5)."""
+@pytest.mark.parametrize("case", [
+    dict(mode="pp", n=40), dict(mode="hh", n=40), dict(mode="pp", n=10),  # N < batch
+    dict(mode="pp", n=30, batch=8, compact=True), dict(mode="pp", n=20, batch=3,
+                                                       sqrt_transform=True),
+    dict(mode="pp", n=24, step_size_max=40.0),  # divergences (finite iterates) and restarts
+    dict(mode="hh", n=6, batch=1), dict(mode="pp", n=30, post_filter=False, eps=0.5),
+], ids=["pp", "hh", "fewer-than-batch", "compact", "sqrt", "divergence", "batch-1", "options"])
+def test_exact_is_finemo_bit_for_bit(data_dir, regions_npz, modisco_h5, case):
+    """``exact=True`` with finemo's batch size reproduces finemo's ``fit_contribs`` on the same
+    machine bit for bit: every QC value and every hit column (its whole-width convolutions,
+    channels-last layouts, slots padded to the batch, regions preprocessed as it loads them)."""
     hitcaller = pytest.importorskip("finemo.hitcaller")
-    motifs = load_motifs(modisco_h5)
-    sl = slice(0, 24)
-    with pytest.warns(RuntimeWarning):  # "No GPU available"
+    case = dict(case)
+    mode, n, batch = case.pop("mode"), case.pop("n"), case.pop("batch", 16)
+    motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
+    contribs = regions_npz["contributions"][:n]
+    if case.pop("compact", False):
+        with np.load(data_dir / "regions_bw.npz") as bw:
+            contribs = bw["contributions"][:n]
+    seqs = regions_npz["sequences"][:n]
+    p = SolverParams(mode=mode, exact=True, batch_size=batch, **case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         ref_hits, ref_qc = hitcaller.fit_contribs(
-            motifs.cwms, regions_npz["contributions"][sl], regions_npz["sequences"][sl],
-            motifs.trim_masks, False, motifs.lambdas, 3.0, 0.08, False, 0.0005, 10000, 16, 0.7,
-            True, None, False, 1.0)
-    res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs,
-                    params=SolverParams(exact=True))
-    assert res.qc["num_steps"].to_list() == ref_qc.sort("peak_id")["num_steps"].to_list()
+            motifs.cwms, contribs, seqs, motifs.trim_masks, p.use_hypothetical, motifs.lambdas,
+            p.step_size_max, p.step_size_min, p.sqrt_transform, p.convergence_tol, p.max_steps,
+            batch, p.step_adjust, p.post_filter, torch.device("cpu"), False, p.eps)
+        res = fit_block(seqs, contribs, motifs, params=p)
+    ref_qc = ref_qc.sort("peak_id")
+    for col in ("num_steps", "step_size", "dual_gap", "nll", "global_scale"):
+        np.testing.assert_array_equal(res.qc[col].to_numpy(), ref_qc[col].to_numpy(), col)
     ref_hits = ref_hits.sort("peak_id", "motif_id", "hit_start")
     assert res.hits.select("region", "motif_id", "hit_start").rows() == ref_hits.select(
         "peak_id", "motif_id", "hit_start").rows()
-    assert max_rel(res.hits["hit_coefficient"], ref_hits["hit_coefficient"]) < 1e-4
+    for col in ("hit_coefficient", "hit_similarity", "hit_importance", "hit_importance_sq"):
+        np.testing.assert_array_equal(res.hits[col].to_numpy(), ref_hits[col].to_numpy(), col)
 
 
 def test_exact_and_check_every_flags_reach_the_solver(monkeypatch, tmp_path):
