@@ -28,20 +28,24 @@ COLUMN_CACHE_BYTES = 32 << 20
 
 
 class CpuMotifs(NamedTuple):
-    """A motif set as the compiled kernel takes it."""
+    """A motif set as the compiled kernel takes it (position-major, see :mod:`.compiled`)."""
 
-    w: np.ndarray  # (M, 4, Wc) float32 cropped, trimmed motifs
-    wkr: np.ndarray  # (4, M, Wc) float32, wkr[b, m, kr] = w[m, b, Wc - 1 - kr]
-    masks: np.ndarray  # (M, 4, Wc) float64 trim masks (hit importance)
+    w: np.ndarray  # (M, Wc, 4) float32 cropped, trimmed motifs: w[m, k, b] = cwms[m, b, k]
+    wkr: np.ndarray  # (4, Wc, M): wkr[b, kr, m] = w[m, Wc - 1 - kr, b]
+    wsel: np.ndarray  # (Wc, 5, M): wsel[k, b, m] = w[m, k, b], row b = 4 zero
+    wone: np.ndarray  # (M, 5, Wc): wone[m, b, k] = w[m, k, b], row b = 4 zero
+    masks: np.ndarray  # (M, Wc, 4) float64 trim masks (hit importance)
     lam: np.ndarray  # (M,) float32
     one_lam: bool
-    gram: np.ndarray  # (M, M, 2 Wc - 1) float32, or (0, 0, 0)
+    gram: np.ndarray  # (M, 2 Wc - 1, M) float32, or (0, 0, 0)
     bases: int  # non-zero entries per position of the masking sequence: 1 or 4
 
 
-#: CpuMotifs already made, by the prepared motifs' tensor (a worker's solver keeps one
-#: PreparedMotifs per run and starts a stream per batch of queued blocks).
-_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: CpuMotifs already made, by the id of the prepared motifs' tensor (a worker's solver keeps
+#: one PreparedMotifs per run and starts a stream per batch of queued blocks). Entries hold a
+#: weak reference to that tensor and die with it; tensors compare element-wise, so they are
+#: not dictionary keys themselves.
+_MADE: dict[int, tuple[weakref.ref, dict]] = {}
 _MADE_LOCK = threading.Lock()
 
 
@@ -49,7 +53,12 @@ def cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
     """The arrays of :class:`CpuMotifs` from prepared motifs (CPU tensors), made once per
     motif set and kind of contributions."""
     with _MADE_LOCK:
-        made = _MADE.setdefault(mo.cwms, {})
+        for key in [k for k, (ref, _) in _MADE.items() if ref() is None]:
+            del _MADE[key]
+        entry = _MADE.get(id(mo.cwms))
+        if entry is None or entry[0]() is not mo.cwms:
+            entry = _MADE[id(mo.cwms)] = (weakref.ref(mo.cwms), {})
+        made = entry[1]
         key = (hypothetical, id(mo.masks), id(mo.lambdas))
         if key not in made:  # the entry holds masks and lambdas: their ids stay theirs
             made[key] = (mo.masks, mo.lambdas, _cpu_motifs(mo, hypothetical))
@@ -57,18 +66,23 @@ def cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
 
 
 def _cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
-    w = np.ascontiguousarray(mo.cwms.numpy())
-    nm, _, wc = w.shape
-    wkr = np.ascontiguousarray(w.transpose(1, 0, 2)[:, :, ::-1])
+    w = np.ascontiguousarray(mo.cwms.numpy().transpose(0, 2, 1))
+    nm, wc, _ = w.shape
+    wkr = np.ascontiguousarray(w[:, ::-1, :].transpose(2, 1, 0))
+    wsel = np.zeros((wc, 5, nm), dtype=np.float32)
+    wsel[:, :4, :] = w.transpose(1, 2, 0)
+    wone = np.zeros((nm, 5, wc), dtype=np.float32)
+    wone[:, :4, :] = w.transpose(0, 2, 1)
     lam = np.ascontiguousarray(mo.lambdas.view(-1).numpy(), dtype=np.float32)
     gram = np.zeros((0, 0, 0), dtype=np.float32)
     if hypothetical and nm * nm * (2 * wc - 1) * 4 <= GRAM_MAX_BYTES:
-        gram = np.zeros((nm, nm, 2 * wc - 1), dtype=np.float32)
-        ones = np.ones((4, wc), dtype=np.float32)
+        gram = np.zeros((nm, 2 * wc - 1, nm), dtype=np.float32)
+        ones = np.ones((wc, 4), dtype=np.float32)
         for m in range(nm):
             compiled.build_column(gram[m], w, wkr, ones, 0, m)
-    return CpuMotifs(w, wkr, np.ascontiguousarray(mo.masks.numpy(), dtype=np.float64), lam,
-                     bool((lam == lam[0]).all()), gram, 4 if hypothetical else 1)
+    masks = np.ascontiguousarray(mo.masks.numpy().transpose(0, 2, 1), dtype=np.float64)
+    return CpuMotifs(w, wkr, wsel, wone, masks, lam, bool((lam == lam[0]).all()), gram,
+                     4 if hypothetical else 1)
 
 
 class _Scratch:
@@ -76,20 +90,21 @@ class _Scratch:
 
     def __init__(self, nm: int, npos: int, wc: int):
         lw = npos + wc - 1
-        self.y = np.zeros((nm, npos), dtype=np.float32)
-        self.c = np.zeros((nm, npos), dtype=np.float32)
-        self.corr = np.zeros((nm, npos), dtype=np.float32)
-        self.pred = np.zeros((4, lw), dtype=np.float32)
+        self.y = np.zeros((npos, nm), dtype=np.float32)
+        self.c = np.zeros((npos, nm), dtype=np.float32)
+        self.corr = np.zeros((npos, nm), dtype=np.float32)
+        self.pred = np.zeros((lw, 4), dtype=np.float32)
+        self.pm1 = np.zeros(lw, dtype=np.float32)
         self.lists = np.zeros((2, npos), dtype=np.int32)
-        self.flags = np.zeros((4, lw), dtype=np.uint8)
+        self.flags = np.zeros((3, lw), dtype=np.uint8)
+        self.nzb = np.zeros(npos * nm, dtype=np.uint8)
         self.starts = np.zeros(lw + 1, dtype=np.int32)
         self.stops = np.zeros(lw + 1, dtype=np.int32)
-        self.vec = np.zeros((2, lw), dtype=np.float32)
-        self.colslot = np.full((nm, npos), -1, dtype=np.int32)
+        self.colslot = np.full((npos, nm), -1, dtype=np.int32)
         col_bytes = nm * (2 * wc - 1) * 4
         cap = max(16, COLUMN_CACHE_BYTES // col_bytes)
         # np.zeros maps untouched pages lazily: only the columns built take memory.
-        self.pool = np.zeros((cap, nm, 2 * wc - 1), dtype=np.float32)
+        self.pool = np.zeros((cap, 2 * wc - 1, nm), dtype=np.float32)
         self.pool_keys = np.zeros(cap, dtype=np.int64)
 
 
@@ -124,13 +139,14 @@ class CpuSolver:
         self.km = cpu_motifs(mo, params.use_hypothetical)
         self.params = params
         self.npos = npos
-        self.wc = self.km.w.shape[2]
+        self.wc = self.km.w.shape[1]
         self.lw = npos + self.wc - 1
         self.threads = max(1, threads)
         self._local = threading.local()
         self._pool = (ThreadPoolExecutor(self.threads, thread_name_prefix="nemo-dask-region")
                       if self.threads > 1 else None)
-        self._ones = np.ones((4, self.lw), dtype=np.float32) if params.use_hypothetical else None
+        self._ones = np.ones((self.lw, 4), dtype=np.float32) if params.use_hypothetical else None
+        self._lam_tiled = np.tile(self.km.lam, npos)
 
     def close(self) -> None:
         """Stop the threads (if any)."""
@@ -152,10 +168,10 @@ class CpuSolver:
 
     def solve(self, pre: Preprocessed) -> ChunkResult:
         """Solve every region of ``pre`` (B regions) to its end; results by row."""
-        g0 = self.gradient_start(pre).contiguous().numpy()
-        imp = pre.imp.contiguous().numpy()
-        x = pre.x.contiguous().numpy()
-        seq = None if pre.seq is None else pre.seq.contiguous().numpy()
+        g0 = _position_major(self.gradient_start(pre))
+        imp = _position_major(pre.imp)
+        x = _position_major(pre.x)
+        seq = None if pre.seq is None else _position_major(pre.seq)
         n = x.shape[0]
 
         def one(row: int):
@@ -183,18 +199,21 @@ class CpuSolver:
         s = self._scratch()
         p, km = self.params, self.km
         gap, nll, steps, step, status, nc = compiled.solve_region(
-            x, seq, self.mo.offset, g0, imp, km.lam, km.one_lam, km.w, km.wkr, km.gram,
-            km.bases, s.y, s.c, s.corr, s.pred, s.lists, s.flags, s.starts, s.stops, s.vec,
-            s.colslot, s.pool, s.pool_keys, p.step_size_max, p.step_size_min,
-            p.convergence_tol, p.max_steps, p.step_adjust, self.way)
+            x, seq, self.mo.offset, g0, imp, km.lam, self._lam_tiled, km.one_lam, km.w, km.wkr,
+            km.wsel, km.wone, km.gram, km.bases, s.y, s.c, s.corr, s.pred, s.pm1, s.lists,
+            s.flags, s.nzb, s.starts, s.stops, s.colslot, s.pool, s.pool_keys,
+            p.step_size_max, p.step_size_min, p.convergence_tol, p.max_steps, p.step_adjust,
+            self.way)
         motif, pos, coef = compiled.take_iterate(s.c, s.lists[1], nc)
         return (gap, nll, steps, step, status), motif, pos, coef
 
     def _score(self, x: np.ndarray, imp: np.ndarray, rows: np.ndarray, motif: np.ndarray,
                pos: np.ndarray, coef: np.ndarray) -> dict[str, np.ndarray]:
         """finemo's hit statistics at the final iterates' non-zeros (its convolutions
-        evaluated there only, summed in float64 and rounded once) and its post-filter."""
-        imp_nz = torch.from_numpy(imp[rows, motif, pos])
+        evaluated there only, summed in float64 and rounded once) and its post-filter.
+        ``x`` (B, L, 4) and ``imp`` (B, P, M) position-major; hits given by region row,
+        motif and position."""
+        imp_nz = torch.from_numpy(imp[rows, pos, motif])
         # finemo's own float32 expression, so that hit_importance_sq has its bits.
         imp_sq = (imp_nz**-2 - self.params.eps).numpy()
         dot, importance = compiled.window_sums(x, self.km.w, self.km.masks, self.mo.offset,
@@ -205,6 +224,12 @@ class CpuSolver:
         return {"row": rows[keep], "motif_id": motif[keep], "hit_start": pos[keep],
                 "hit_coefficient": coef[keep], "hit_similarity": similarity[keep],
                 "hit_importance": importance[keep], "hit_importance_sq": imp_sq[keep]}
+
+
+def _position_major(t: torch.Tensor) -> np.ndarray:
+    """A (B, C, N) tensor as a C-contiguous (B, N, C) array: the storage of a channels-last
+    tensor as it is (no copy), any other tensor transposed."""
+    return np.ascontiguousarray(t.transpose(1, 2).numpy())
 
 
 def default_chunk(n_motifs: int, n_pos: int, length: int, threads: int,

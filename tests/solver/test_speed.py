@@ -232,8 +232,9 @@ def test_scores_at_the_hits_equal_the_dense_ones(regions_npz, modisco_h5, mode, 
     dense = score(pre.x, pre.imp, coef, mo, params, npos + mo.cwms.shape[2] - 1)
     b, m, pos = torch.nonzero(dense.coef, as_tuple=True)
     rows, motif, where = (t.numpy() for t in torch.nonzero(coef, as_tuple=True))
-    sparse = CpuSolver(mo, npos, params)._score(pre.x.contiguous().numpy(),
-                                               pre.imp.contiguous().numpy(), rows, motif,
+    sparse = CpuSolver(mo, npos, params)._score(pre.x.transpose(1, 2).contiguous().numpy(),
+                                               pre.imp.transpose(1, 2).contiguous().numpy(),
+                                               rows, motif,
                                                where, coef[rows, motif, where].numpy())
     got = sorted(zip(sparse["row"], sparse["motif_id"], sparse["hit_start"], strict=True))
     assert got == sorted(zip(b.tolist(), m.tolist(), pos.tolist(), strict=True))
