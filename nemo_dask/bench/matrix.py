@@ -56,6 +56,7 @@ class CellResult:
     steps: float = 0.0  #: mean finemo-style step count per region (nemo_dask's run)
     nonzeros: float = 0.0  #: mean non-zeros of the final iterate per region (before the filter)
     hits: float = 0.0  #: mean hits per region (nemo_dask)
+    finemo_hits: int = 0  #: finemo's hit count
     jaccard: float = 0.0  #: of the (region, motif, start) hit sets, against finemo's
     steps_differ: int = 0  #: regions taking another step count than finemo
     knife_edge: int = 0  #: of which, knife-edge (finemo's gap within 1e-3 x tol of tol)
@@ -191,8 +192,9 @@ def _compare(res: CellResult, ours, ref) -> None:
     hits, qc = ref
     theirs = set(hits.select("peak_id", "motif_id", "hit_start").iter_rows())
     mine = set(ours.hits.select("region", "motif_id", "hit_start").iter_rows())
-    res.jaccard = len(mine & theirs) / max(1, len(mine | theirs))
+    res.jaccard = len(mine & theirs) / len(mine | theirs) if mine | theirs else 1.0
     res.hits = ours.hits.height / res.regions
+    res.finemo_hits = hits.height
     res.steps = float(ours.qc["num_steps"].mean())
     ref_qc = qc.sort("peak_id")
     a, b = ours.qc["num_steps"].to_numpy(), ref_qc["num_steps"].to_numpy()

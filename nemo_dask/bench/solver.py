@@ -134,7 +134,7 @@ def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 
                    batch_sizes=list(batch_sizes) if batch_sizes else [None], device=device,
                    exact=exact)
     n = res.regions
-    rows = [BenchRow("finemo", b, n / rate, n, 0) for b, rate in res.finemo.items()]
+    rows = [BenchRow("finemo", b, n / rate, n, res.finemo_hits) for b, rate in res.finemo.items()]
     hits = round(res.hits * n)
     motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
     if n_motifs is not None:

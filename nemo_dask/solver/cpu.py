@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..params import SolverParams
 from . import compiled
-from .kernels import PreparedMotifs, Preprocessed
+from .kernels import PreparedMotifs, scaled_contributions
 
 #: Largest Gram kernel (M x M x (2 Wc - 1) float32) kept for a hypothetical-mode motif set;
 #: beyond it (M of several hundred) columns are built per region, as in projected modes.
@@ -39,6 +39,8 @@ class CpuMotifs(NamedTuple):
     one_lam: bool
     gram: np.ndarray  # (M, 2 Wc - 1, M) float32, or (0, 0, 0)
     bases: int  # non-zero entries per position of the masking sequence: 1 or 4
+    win_lo: np.ndarray  # (M,) int64 first column of each trimmed window (untrimmed width)
+    win_hi: np.ndarray  # (M,) int64 its end
 
 
 #: CpuMotifs already made, by the id of the prepared motifs' tensor (a worker's solver keeps
@@ -81,8 +83,11 @@ def _cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
         for m in range(nm):
             compiled.build_column(gram[m], w, wkr, ones, 0, m)
     masks = np.ascontiguousarray(mo.masks.numpy().transpose(0, 2, 1), dtype=np.float64)
+    full = mo.full_masks[:, 0, :].numpy() != 0  # (M, W): trim masks are the same for every base
+    win_lo = full.argmax(axis=1).astype(np.int64)
+    win_hi = (full.shape[1] - full[:, ::-1].argmax(axis=1)).astype(np.int64)
     return CpuMotifs(w, wkr, wsel, wone, masks, lam, bool((lam == lam[0]).all()), gram,
-                     4 if hypothetical else 1)
+                     4 if hypothetical else 1, win_lo, win_hi)
 
 
 class _Scratch:
@@ -106,6 +111,16 @@ class _Scratch:
         # np.zeros maps untouched pages lazily: only the columns built take memory.
         self.pool = np.zeros((cap, 2 * wc - 1, nm), dtype=np.float32)
         self.pool_keys = np.zeros(cap, dtype=np.int64)
+
+
+class Prepared(NamedTuple):
+    """A chunk of regions ready for :meth:`CpuSolver.solve` (position-major arrays)."""
+
+    x: np.ndarray  # (B, L, 4) float32 contributions divided by their global scale
+    seq: np.ndarray | None  # (B, Lw, 4) one-hot under the motif windows; None: hypothetical
+    g0: np.ndarray  # (B, P, M) float32 minus the gradient at zero
+    imp: np.ndarray  # (B, P, M) float32 importance scale
+    gscale: np.ndarray  # (B,) float32 global scale
 
 
 class ChunkResult(NamedTuple):
@@ -145,7 +160,8 @@ class CpuSolver:
         self._local = threading.local()
         self._pool = (ThreadPoolExecutor(self.threads, thread_name_prefix="nemo-dask-region")
                       if self.threads > 1 else None)
-        self._ones = np.ones((self.lw, 4), dtype=np.float32) if params.use_hypothetical else None
+        self._ones = np.ones((1, self.lw, 4), dtype=np.float32) if params.use_hypothetical \
+            else None
         self._lam_tiled = np.tile(self.km.lam, npos)
 
     def close(self) -> None:
@@ -159,53 +175,59 @@ class CpuSolver:
             s = self._local.scratch = _Scratch(self.km.w.shape[0], self.npos, self.wc)
         return s
 
-    def gradient_start(self, pre: Preprocessed) -> torch.Tensor:
-        """``g0 = conv1d(x, cwms) * imp`` (B, M, P): minus the gradient at zero, computed once
-        per region (the same convolution finemo applies to the residual at every step)."""
-        # finemo's whole-width convolution of x (its hit similarity's numerator), so that g0
-        # starts from its bits.
-        return F.conv1d(pre.x, self.mo.full_cwms) * pre.imp
+    def prepare(self, contribs: torch.Tensor, seqs: torch.Tensor | None) -> Prepared:
+        """finemo's preprocessing of a chunk of regions, and each one's gradient at zero.
 
-    def solve(self, pre: Preprocessed) -> ChunkResult:
-        """Solve every region of ``pre`` (B regions) to its end; results by row."""
-        g0 = _position_major(self.gradient_start(pre))
-        imp = _position_major(pre.imp)
-        x = _position_major(pre.x)
-        seq = None if pre.seq is None else _position_major(pre.seq)
-        n = x.shape[0]
+        The global scale and scaled contributions are :func:`.kernels.scaled_contributions`'
+        (finemo's bits); the importance scale's window energies come from prefix sums
+        (:func:`.compiled.importance`: the same sums, rounded once) and ``g0 = conv1d(x, cwms) * imp`` from
+        the cropped motifs, so that a region needing few steps costs little more than
+        reading it. Row by row: no result depends on which regions share the chunk.
 
-        def one(row: int):
-            return self._solve_one(x[row], self._ones if seq is None else seq[row], g0[row],
-                                   imp[row])
+        Parameters
+        ----------
+        contribs : Tensor, shape=(B, 4, L) or (B, L), float32
+        seqs : Tensor, shape=(B, 4, L), float32, or None (hypothetical modes)
+        """
+        mo, p = self.mo, self.params
+        x, seq, gscale = scaled_contributions(contribs, seqs, mo, p, self.lw)
+        x_np = _position_major(x)
+        imp = compiled.importance(x_np, self.km.win_lo, self.km.win_hi, self.npos, p.eps)
+        lo = mo.offset
+        gx = F.conv1d(x[:, :, lo:lo + self.lw], mo.cwms)  # (B, M, P)
+        g0 = _position_major(gx) * imp
+        return Prepared(x_np, None if seq is None else _position_major(seq), g0, imp,
+                        gscale.numpy().astype(np.float32))
 
-        out = list(self._pool.map(one, range(n))) if self._pool is not None and n > 1 else \
-            [one(row) for row in range(n)]
+    def solve(self, pre: Prepared) -> ChunkResult:
+        """Solve every region of ``pre`` (B regions) to its end; results by row. With
+        several threads each solves a contiguous share of the rows."""
+        n = pre.x.shape[0]
+        qc_f = np.zeros((n, 3), dtype=np.float32)
+        qc_i = np.zeros((n, 2), dtype=np.int64)
+        seq = self._ones if pre.seq is None else pre.seq
+        p, km = self.params, self.km
+
+        def share(bounds: tuple[int, int]):
+            s = self._scratch()
+            return compiled.solve_chunk(
+                bounds[0], bounds[1], pre.x, seq, self.mo.offset, pre.g0, pre.imp, km.lam,
+                self._lam_tiled, km.one_lam, km.w, km.wkr, km.wsel, km.wone, km.gram,
+                km.bases, s.y, s.c, s.corr, s.pred, s.pm1, s.lists, s.flags, s.nzb, s.starts,
+                s.stops, s.colslot, s.pool, s.pool_keys, p.step_size_max, p.step_size_min,
+                p.convergence_tol, p.max_steps, p.step_adjust, self.way, qc_f, qc_i)
+
+        edges = np.linspace(0, n, min(self.threads, n) + 1).round().astype(int)
+        shares = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+        parts = list(self._pool.map(share, shares)) if self._pool is not None and \
+            len(shares) > 1 else [share(b) for b in shares]
+        rows, motif, pos, coef = (np.concatenate([part[k] for part in parts]) for k in range(4))
         qc = {
             "row": np.arange(n, dtype=np.int64),
-            "nll": np.array([o[0][1] for o in out], dtype=np.float32),
-            "dual_gap": np.array([o[0][0] for o in out], dtype=np.float32),
-            "num_steps": np.array([o[0][2] for o in out], dtype=np.int32),
-            "step_size": np.array([o[0][3] for o in out], dtype=np.float32),
-            "global_scale": pre.gscale.numpy().astype(np.float32),
-            "status": np.array([o[0][4] for o in out], dtype=np.int64),
+            "nll": qc_f[:, 1], "dual_gap": qc_f[:, 0], "num_steps": qc_i[:, 0].astype(np.int32),
+            "step_size": qc_f[:, 2], "global_scale": pre.gscale, "status": qc_i[:, 1],
         }
-        rows = np.concatenate([np.full(o[1].size, r, dtype=np.int64) for r, o in enumerate(out)])
-        motif = np.concatenate([o[1] for o in out])
-        pos = np.concatenate([o[2] for o in out])
-        coef = np.concatenate([o[3] for o in out])
-        return ChunkResult(qc, self._score(x, imp, rows, motif, pos, coef))
-
-    def _solve_one(self, x: np.ndarray, seq: np.ndarray, g0: np.ndarray, imp: np.ndarray):
-        s = self._scratch()
-        p, km = self.params, self.km
-        gap, nll, steps, step, status, nc = compiled.solve_region(
-            x, seq, self.mo.offset, g0, imp, km.lam, self._lam_tiled, km.one_lam, km.w, km.wkr,
-            km.wsel, km.wone, km.gram, km.bases, s.y, s.c, s.corr, s.pred, s.pm1, s.lists,
-            s.flags, s.nzb, s.starts, s.stops, s.colslot, s.pool, s.pool_keys,
-            p.step_size_max, p.step_size_min, p.convergence_tol, p.max_steps, p.step_adjust,
-            self.way)
-        motif, pos, coef = compiled.take_iterate(s.c, s.lists[1], nc)
-        return (gap, nll, steps, step, status), motif, pos, coef
+        return ChunkResult(qc, self._score(pre.x, pre.imp, rows, motif, pos, coef))
 
     def _score(self, x: np.ndarray, imp: np.ndarray, rows: np.ndarray, motif: np.ndarray,
                pos: np.ndarray, coef: np.ndarray) -> dict[str, np.ndarray]:

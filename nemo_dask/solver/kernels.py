@@ -110,6 +110,17 @@ def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMo
     lw : int
         Width of the motif windows' union, ``L - W + Wc``.
     """
+    x, seq, gscale = scaled_contributions(contribs, seqs, mo, params, lw)
+    # finemo's whole-width convolution (the crop would sum the same terms in another order).
+    energy = F.conv1d(x**2, mo.full_masks)
+    return Preprocessed(x, seq, importance_scale(energy, params), gscale)
+
+
+def scaled_contributions(contribs: torch.Tensor, seqs: torch.Tensor | None,
+                         mo: PreparedMotifs, params: SolverParams,
+                         lw: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The first part of :func:`preprocess`: x (B, 4, L) divided by its global scale, the
+    one-hot under the motif windows (B, 4, Lw) or None, and the global scales (B,)."""
     # finemo's layouts (channels-last contributions and sequences, so their product is too):
     # the global scale is a sum over that layout, and its rounding depends on the order.
     x = channels_last(contribs[:, None, :] if contribs.ndim == 2 else contribs)
@@ -125,11 +136,12 @@ def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMo
     gscale = ((x**2).sum(dim=(1, 2)) / length).sqrt()
     if params.global_scale is not None:  # a fixed scale for tiled calling (params.py)
         gscale = torch.full_like(gscale, params.global_scale)
-    x = torch.nan_to_num(x / gscale[:, None, None])
-    # finemo's whole-width convolution (the crop would sum the same terms in another order).
-    energy = F.conv1d(x**2, mo.full_masks)
-    imp = ((energy + params.eps) ** -0.5).clamp(max=10)
-    return Preprocessed(x, seq, imp, gscale)
+    return torch.nan_to_num(x / gscale[:, None, None]), seq, gscale
+
+
+def importance_scale(energy: torch.Tensor, params: SolverParams) -> torch.Tensor:
+    """finemo's importance scale from the window energies: (E + eps)^(-1/2), at most 10."""
+    return ((energy + params.eps) ** -0.5).clamp(max=10)
 
 
 def prox_step(
@@ -143,15 +155,19 @@ def prox_step(
     step: torch.Tensor,
     lambdas: torch.Tensor,
     lo: int,
+    pred: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One proximal-gradient step with momentum from the extrapolated point ``y``.
 
     Shapes: x (B, 4, L); seq (B, 4, Lw) or None (hypothetical); imp, y, c (B, M, P);
-    i (B, 1, 1) int; step (B, 1, 1). Returns the next extrapolated point, the new iterate,
-    the duality gap at ``y`` (divided by L) and the NLL (divided by 2L).
+    i (B, 1, 1) int; step (B, 1, 1). ``pred``: the transposed convolution of ``y * imp``
+    (B, 4, Lw) when the caller formed it otherwise (:mod:`.gpu`). Returns the next
+    extrapolated point, the new iterate, the duality gap at ``y`` (divided by L) and the NLL
+    (divided by 2L).
     """
     length = x.shape[2]
-    pred = F.conv_transpose1d(y * imp, cwms)  # (B, 4, Lw): zero outside [lo, lo + Lw)
+    if pred is None:
+        pred = F.conv_transpose1d(y * imp, cwms)  # (B, 4, Lw): zero outside [lo, lo + Lw)
     if seq is not None:
         pred = pred * seq
     hi = lo + pred.shape[2]

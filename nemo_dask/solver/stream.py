@@ -40,6 +40,7 @@ from ..params import SolverParams
 from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
 from .compiled import CONVERGED, FAILED, TIMEOUT
 from .cpu import CpuSolver, default_chunk
+from .gpu import capacity, sparse_prediction
 from .kernels import (
     PreparedMotifs,
     Preprocessed,
@@ -263,6 +264,9 @@ class _Block:
 class _Fit:
     """State of one :func:`fit_stream` call."""
 
+    #: Devices whose batched step may form the prediction from the non-zeros (tests add "cpu").
+    SPARSE_DEVICES: tuple[str, ...] = ("cuda",)
+
     def __init__(self, first, more, motifs, params, device, batch_size, threads, progress):
         self.more = more
         # exact: finemo's whole-width motifs (the crop would change the convolutions' bits).
@@ -285,6 +289,9 @@ class _Fit:
         else:
             self.cpu = CpuSolver(motifs, self.npos, params, threads)
         self.check_every = params.check_every_for(device.type)
+        # The batched step's sparse prediction (:mod:`.gpu`): on GPUs, never for exact.
+        self.sparse_ok = (device.type in self.SPARSE_DEVICES and not params.exact
+                          and not params.compile_optimizer)
         # oneDNN picks its convolution kernels by batch size, and their rounding differs (a
         # knife-edge region can take another step count at batch 1, 2-16 or 24 on one CPU).
         # exact keeps finemo's batch of B slots throughout, padding included, as finemo -b B
@@ -316,9 +323,8 @@ class _Fit:
             stop = min(block.n, start + self.max_slots)
             contribs = block.contribs[start:stop].to(self.device, torch.float32)
             seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
-            pre = preprocess(contribs, seqs, self.mo, self.p, self.lw)
             block.loaded = stop
-            out = self.cpu.solve(pre)
+            out = self.cpu.solve(self.cpu.prepare(contribs, seqs))
             regions = np.arange(start, stop, dtype=np.int64)
             hits = dict(out.hits)
             hits["region"] = regions[hits.pop("row")]
@@ -355,16 +361,31 @@ class _Fit:
     def _run_checking_every(self, s: _Slots, k: int) -> None:
         """Take ``k`` steps between two reads of the device's state; each slot whose region
         finishes within them is frozen at the step it finished (the iterate, counters and
-        gap it had then), so results equal :meth:`_run_checking_each_step`'s."""
+        gap it had then), so results equal :meth:`_run_checking_each_step`'s.
+
+        On a GPU each window also forms the prediction the way :mod:`.gpu` chose at the last
+        check, from the batch's non-zeros read with the convergence flags (one transfer per
+        window); a sparse window whose non-zeros outgrew their room is undone and taken
+        again densely."""
         p = self.p
+        room: int | None = None
         while (active := s.region >= 0).any():
             n = active.numel()
+            kept = (s.y, s.c, s.i, s.step) if room is not None else None
             finished = torch.zeros(n, dtype=torch.bool, device=self.device)
             gap_at = torch.zeros(n, dtype=torch.float32, device=self.device)
             nll_at = torch.zeros(n, dtype=torch.float32, device=self.device)
             status = torch.zeros(n, dtype=torch.int64, device=self.device)
+            overflow = torch.zeros((), dtype=torch.bool, device=self.device)
             for _ in range(k):
-                y, c, gap, nll = self._step(s)
+                if room is None:
+                    y, c, gap, nll = self._step(s)
+                else:
+                    pred, over = sparse_prediction(s.y, s.imp, self.mo.cwms, room)
+                    overflow |= over
+                    mo = self.mo
+                    y, c, gap, nll = prox_step(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                               mo.lambdas, mo.offset, pred)
                 live = active & ~finished
                 diverged = ~torch.isfinite(gap) & live
                 lv, dv = live.view(-1, 1, 1), diverged.view(-1, 1, 1)
@@ -381,7 +402,17 @@ class _Fit:
                 code = _status(converged, timeout)
                 status = torch.where(now, code, status)
                 finished |= now
-            if not finished.any():
+            any_done, over, nnz = torch.stack([
+                finished.any().long(), overflow.long(),
+                torch.count_nonzero(s.y) if self.sparse_ok else torch.zeros((), dtype=torch.long,
+                                                                          device=self.device),
+            ]).tolist()
+            if over:  # a sparse window lacked room: take it again densely
+                s.y, s.c, s.i, s.step = kept
+                room = None
+                continue
+            room = capacity(nnz, s.y.numel(), self.mo.cwms.shape[2]) if self.sparse_ok else None
+            if not any_done:
                 continue
             rows = torch.nonzero(finished).view(-1)
             self._retire(s, rows, gap_at, nll_at, status)

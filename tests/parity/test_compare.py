@@ -251,9 +251,8 @@ def test_simulated_intel_run_is_accepted_and_other_regressions_are_not(tmp_path,
 
     Region 162's gap at step 56 is 5.0003e-4 on the recording CPU and was 4.9998e-4 on the
     Intel one, which stopped there. Solving it here (exact: finemo's arithmetic) with a tolerance
-    just above its step-56 gap
-    gives that step's iterate (the Intel coefficients, 9 % off); the copy takes them with the
-    Intel machine's gap. The same edit of a region whose gap is not at the edge must fail.
+    just above its step-56 gap gives that step's iterate (the Intel coefficients, 9 % off); the
+    copy takes them with the Intel machine's gap. The same edit of a region whose gap is not at the edge must fail.
     """
     from nemo_dask.motifs import load_motifs
     from nemo_dask.params import SolverParams
