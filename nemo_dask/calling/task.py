@@ -98,17 +98,21 @@ class Placement(NamedTuple):
 
     device: torch.device
     threads: int  # torch threads for a CPU solve: the worker's task threads
+    memory_limit: int | None = None  # the worker's memory limit (bytes), for the CPU batch
 
 
 def resolve_placement(device: str, worker: Any | None) -> Placement:
     """``auto`` means the GPU this worker was given, if any, else the CPU; threads are the
-    worker's (outside a worker: torch's current setting)."""
+    worker's (outside a worker: torch's current setting); the memory limit is the worker's
+    (None outside a worker or without a limit)."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     threads = (int(worker.state.nthreads) if worker is not None else torch.get_num_threads())
-    return Placement(torch.device(device), max(1, threads))
+    manager = getattr(worker, "memory_manager", None)
+    limit = getattr(manager, "memory_limit", None) or None
+    return Placement(torch.device(device), max(1, threads), int(limit) if limit else None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +179,8 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
 
     solving, started = solver_service().submit(
         spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
-        device=place.device, params=spec.solver, threads=place.threads)
+        device=place.device, params=spec.solver, threads=place.threads,
+        memory_limit=place.memory_limit)
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):

@@ -567,16 +567,17 @@ def window_sums(x, w, masks, lo, rows, motif, pos):
 
 
 @njit(**_NJIT)
-def importance(x, win_lo, win_hi, npos, eps):
+def importance(x, run_lo, run_hi, npos, eps):
     """finemo's importance scale ``min((E + eps)^(-1/2), 10)``, float32, with the window
-    energies E[m, p] (Σ of x² over motif m's trimmed window at p) from prefix sums of
-    Σ_b x² (float64, rounded once): O(L + P M) instead of the convolution's P M 4 W.
+    energies E[m, p] (Σ of x² over motif m's trim mask at p) from prefix sums of Σ_b x²
+    (float64, rounded once): O(L + P M) instead of the convolution's P M 4 W.
 
-    Shapes: x (B, L, 4) float32; win_lo, win_hi (M,) the trimmed windows [lo, hi) within the
-    untrimmed width. Returns (B, P, M) float32.
+    Shapes: x (B, L, 4) float32; run_lo, run_hi (M, R) int64: the runs [lo, hi) of each trim
+    mask within the untrimmed width (one for a window; a blend of two motifs can have two),
+    padded with empty runs (lo = hi). Returns (B, P, M) float32.
     """
     n, length = x.shape[0], x.shape[1]
-    nm = win_lo.shape[0]
+    nm, nr = run_lo.shape
     out = np.empty((n, npos, nm), dtype=np.float32)
     pref = np.empty(length + 1, dtype=np.float64)
     eps32 = np.float32(eps)
@@ -591,8 +592,10 @@ def importance(x, win_lo, win_hi, npos, eps):
             pref[t + 1] = pref[t] + s
         for p in range(npos):
             for m in range(nm):
-                e = np.float32(pref[p + win_hi[m]] - pref[p + win_lo[m]])
-                v = one / np.sqrt(e + eps32)
+                acc = 0.0
+                for j in range(nr):
+                    acc += pref[p + run_hi[m, j]] - pref[p + run_lo[m, j]]
+                v = one / np.sqrt(np.float32(acc) + eps32)
                 out[r, p, m] = v if v < cap else cap
     return out
 

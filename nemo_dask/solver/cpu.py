@@ -39,8 +39,8 @@ class CpuMotifs(NamedTuple):
     one_lam: bool
     gram: np.ndarray  # (M, 2 Wc - 1, M) float32, or (0, 0, 0)
     bases: int  # non-zero entries per position of the masking sequence: 1 or 4
-    win_lo: np.ndarray  # (M,) int64 first column of each trimmed window (untrimmed width)
-    win_hi: np.ndarray  # (M,) int64 its end
+    run_lo: np.ndarray  # (M, R) int64 runs [lo, hi) of each trim mask (untrimmed width),
+    run_hi: np.ndarray  # padded with empty runs
 
 
 #: CpuMotifs already made, by the id of the prepared motifs' tensor (a worker's solver keeps
@@ -83,11 +83,24 @@ def _cpu_motifs(mo: PreparedMotifs, hypothetical: bool) -> CpuMotifs:
         for m in range(nm):
             compiled.build_column(gram[m], w, wkr, ones, 0, m)
     masks = np.ascontiguousarray(mo.masks.numpy().transpose(0, 2, 1), dtype=np.float64)
-    full = mo.full_masks[:, 0, :].numpy() != 0  # (M, W): trim masks are the same for every base
-    win_lo = full.argmax(axis=1).astype(np.int64)
-    win_hi = (full.shape[1] - full[:, ::-1].argmax(axis=1)).astype(np.int64)
+    run_lo, run_hi = _mask_runs(mo.full_masks[:, 0, :].numpy() != 0)
     return CpuMotifs(w, wkr, wsel, wone, masks, lam, bool((lam == lam[0]).all()), gram,
-                     4 if hypothetical else 1, win_lo, win_hi)
+                     4 if hypothetical else 1, run_lo, run_hi)
+
+
+def _mask_runs(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of each row of ``masks`` (M, W) bool (a trim mask, the same for every base)
+    as [lo, hi) pairs (M, R), padded with empty runs."""
+    runs = []
+    for row in masks:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        runs.append(edges.reshape(-1, 2))
+    width = max(1, max(len(r) for r in runs))
+    lo = np.zeros((len(runs), width), dtype=np.int64)
+    hi = np.zeros((len(runs), width), dtype=np.int64)
+    for m, r in enumerate(runs):
+        lo[m, :len(r)], hi[m, :len(r)] = r[:, 0], r[:, 1]
+    return lo, hi
 
 
 class _Scratch:
@@ -192,7 +205,7 @@ class CpuSolver:
         mo, p = self.mo, self.params
         x, seq, gscale = scaled_contributions(contribs, seqs, mo, p, self.lw)
         x_np = _position_major(x)
-        imp = compiled.importance(x_np, self.km.win_lo, self.km.win_hi, self.npos, p.eps)
+        imp = compiled.importance(x_np, self.km.run_lo, self.km.run_hi, self.npos, p.eps)
         lo = mo.offset
         gx = F.conv1d(x[:, :, lo:lo + self.lw], mo.cwms)  # (B, M, P)
         g0 = _position_major(gx) * imp

@@ -43,6 +43,7 @@ class _Request:
     device: torch.device
     params: SolverParams
     threads: int
+    memory_limit: int | None = None
     future: Future = field(default_factory=Future)
     started: threading.Event = field(default_factory=threading.Event)
     t_start: float = 0.0
@@ -60,18 +61,21 @@ class SolverService:
 
     def submit(self, key: Hashable, sequences: np.ndarray, contributions: np.ndarray,
                region_offset: int, *, motifs: Motifs, device: torch.device,
-               params: SolverParams, threads: int) -> tuple[Future, threading.Event]:
+               params: SolverParams, threads: int,
+               memory_limit: int | None = None) -> tuple[Future, threading.Event]:
         """Queue a block; returns a future of ``(BlockResult, seconds in the solver)`` and an
         event set when the solver takes the block.
 
         ``device`` and ``threads`` are what the calling worker resolved for itself (its GPU or
         CPU, its thread count); torch's thread count is set from ``threads`` before a CPU
-        stream, and the batch size follows them. Blocks share a stream only when ``key`` (the
-        run: motifs, parameters), device and thread count are equal.
+        stream, and the batch size follows them (on CPU also ``memory_limit``, the worker's).
+        Blocks share a stream only when ``key`` (the run: motifs, parameters), device and
+        thread count are equal.
         """
         from .stream import Job
 
-        request = _Request((key, device, params, threads), None, motifs, device, params, threads)
+        request = _Request((key, device, params, threads), None, motifs, device, params, threads,
+                           memory_limit)
         request.job = Job(sequences, contributions, region_offset,
                           lambda result, r=request: self._finish(r, result))
         with self._cv:
@@ -141,7 +145,7 @@ class SolverService:
             self._prepared = {first.key: prepared}  # one run at a time is the usual case
         job, first.job = first.job, None
         fit_stream(job, more, prepared, params=first.params, device=first.device,
-                   threads=first.threads)
+                   threads=first.threads, memory_limit=first.memory_limit)
 
 
 _SERVICE: SolverService | None = None

@@ -201,6 +201,17 @@ CUDA_MEMORY_SHARE = 0.5
 CUDA_MAX_BATCH = 16384
 
 
+def cuda_slot_bytes(n_motifs: int, n_pos: int, length: int) -> int:
+    """Device memory one slot of the batched step takes at its peak: float32 x and the
+    one-hot under the windows (8 L values), importance, iterate and extrapolated point
+    (3 M P), a step's temporaries (gradient, candidates, masks, residual, scoring of
+    retiring rows) and, in windows that form the prediction from the non-zeros
+    (:mod:`.gpu`), the window's starting state and the scatter's room. Measured on CPU
+    tensors with the same code (``tests/solver/test_speed.py``): 19 M P float32 values per
+    slot at M = 60 with dense windows, 27 M P with sparse ones; budgeted at 28 M P + 24 L."""
+    return 4 * (28 * n_motifs * n_pos + 24 * length)
+
+
 def cuda_batch_size(free_bytes: int, n_motifs: int, n_pos: int, length: int,
                     share: float = CUDA_MEMORY_SHARE, cap: int = CUDA_MAX_BATCH) -> int:
     """The default batch on a GPU: as many slots as ``share`` of its free memory holds.
@@ -218,12 +229,9 @@ def cuda_batch_size(free_bytes: int, n_motifs: int, n_pos: int, length: int,
     Returns
     -------
     int
-        Between 2 and ``cap``. A slot holds float32 x and the one-hot under the windows
-        (8 L values), importance, iterate and extrapolated point (3 M P), and a step's
-        temporaries (about 13 M P and 12 L more: gradient, candidates, masks, residual,
-        scoring of retiring rows).
+        Between 2 and ``cap``. A slot takes :func:`cuda_slot_bytes`.
     """
-    per_slot = 4 * (16 * n_motifs * n_pos + 20 * length)
+    per_slot = cuda_slot_bytes(n_motifs, n_pos, length)
     return int(max(2, min(cap, share * free_bytes // per_slot)))
 
 

@@ -169,14 +169,14 @@ def test_cuda_batch_from_free_memory():
     gib = 1 << 30
     small = cuda_batch_size(1 * gib, 20, 951, 1000)
     big = cuda_batch_size(80 * gib, 20, 951, 1000)
-    per_slot = 4 * (16 * 20 * 951 + 20 * 1000)
+    per_slot = 4 * (28 * 20 * 951 + 24 * 1000)
     assert small == int(0.5 * gib // per_slot) and 2 < small < big
     assert big == 16384  # capped
     assert cuda_batch_size(80 * gib, 100, 951, 1000) < cuda_batch_size(80 * gib, 20, 951, 1000) \
         or cuda_batch_size(80 * gib, 100, 951, 1000) == 16384
     assert cuda_batch_size(1000, 20, 951, 1000) == 2  # never below two slots
     assert cuda_batch_size(8 * gib, 100, 951, 1000, share=0.25, cap=10**9) == int(
-        0.25 * 8 * gib // (4 * (16 * 100 * 951 + 20 * 1000)))
+        0.25 * 8 * gib // (4 * (28 * 100 * 951 + 24 * 1000)))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -358,3 +358,95 @@ def test_a_gpu_window_that_outgrows_its_room_is_taken_again_densely(regions_npz,
     undone = fit_block(seqs, contribs, motifs, params=params)
     assert len(tried) > 10
     assert undone.hits.equals(dense.hits) and undone.qc.equals(dense.qc)
+
+
+_SLOT_MEMORY = """
+import resource, sys, warnings
+import numpy as np, torch
+import nemo_dask.solver.stream as stream
+from nemo_dask.bench.solver import resize_motifs
+from nemo_dask.motifs import load_motifs
+from nemo_dask.params import SolverParams
+warnings.simplefilter("ignore")
+torch.set_num_threads(1)
+stream.uses_compiled_cpu = lambda params, device: False
+stream._Fit.SPARSE_DEVICES = ("cpu",)
+r = np.load(sys.argv[1])
+motifs = resize_motifs(load_motifs(sys.argv[2]), 60)
+peaks = []
+for b in (8, 40):
+    stream.fit_block(r["sequences"][:b], r["contributions"][:b], motifs,
+                     params=SolverParams(batch_size=b, check_every=10, max_steps=40))
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(peaks[1] - peaks[0])
+"""
+
+
+def test_gpu_batch_budget_covers_a_slot(tmp_path, regions_npz, modisco_h5):
+    """cuda_batch_size sizes the GPU batch with cuda_slot_bytes per slot; the CUDA path's code
+    run on CPU tensors (sparse windows on) uses less than that per slot (32 more slots)."""
+    import subprocess
+    import sys
+
+    from nemo_dask.solver.stream import cuda_slot_bytes
+
+    npz = tmp_path / "r.npz"
+    np.savez(npz, sequences=regions_npz["sequences"][:40],
+             contributions=regions_npz["contributions"][:40])
+    out = subprocess.run([sys.executable, "-c", _SLOT_MEMORY, str(npz), str(modisco_h5)],
+                         capture_output=True, text=True, check=True)
+    per_slot = int(out.stdout.split()[-1]) / 32
+    budget = cuda_slot_bytes(60, 951, 1000)
+    assert 0.3 * budget < per_slot < budget, (per_slot, budget)
+
+
+def test_cpu_batch_is_sized_from_motifs_width_and_the_workers_memory(regions_npz, modisco_h5,
+                                                                     monkeypatch):
+    """The CPU's default batch (regions prepared together) is 16 per thread, fewer when a
+    quarter of the worker's memory limit would not hold them (an atlas of 600 motifs on
+    2 kb regions); the limit comes from the dask worker running the task."""
+    from types import SimpleNamespace
+
+    import nemo_dask.solver.stream as stream
+    from nemo_dask.calling.task import resolve_placement
+    from nemo_dask.solver.cpu import default_chunk
+
+    gib = 1 << 30
+    assert default_chunk(20, 951, 1000, 1, 8 * gib) == 16
+    assert default_chunk(20, 951, 1000, 2, 8 * gib) == 32
+    small = default_chunk(600, 1951, 2000, 1, 1 * gib)
+    assert 1 <= small < 16
+    assert default_chunk(600, 1951, 2000, 1, 1 << 20) == 1  # never below one region
+    worker = SimpleNamespace(state=SimpleNamespace(nthreads=2),
+                             memory_manager=SimpleNamespace(memory_limit=3 * gib))
+    assert resolve_placement("cpu", worker).memory_limit == 3 * gib
+    assert resolve_placement("cpu", SimpleNamespace(state=SimpleNamespace(nthreads=1),
+                                                    memory_manager=SimpleNamespace(
+                                                        memory_limit=0))).memory_limit is None
+    seen = []
+    real = stream.default_chunk
+    monkeypatch.setattr(stream, "default_chunk", lambda *a: seen.append(a) or real(*a))
+    fit_block(regions_npz["sequences"][:3], regions_npz["contributions"][:3],
+              load_motifs(modisco_h5), memory_limit=2 * gib, threads=1)
+    assert seen == [(12, 951, 1000, 1, 2 * gib)]
+
+
+def test_importance_scale_over_trim_masks_with_gaps(regions_npz, modisco_h5):
+    """The compiled solver sums window energies over each trim mask's runs; a blend of two
+    motifs (``nemo-dask bench --motifs``) has a mask of two runs. Its importance scale is
+    finemo's convolution's to rounding (a first version summed from the first to the last
+    column and changed step counts at M = 60)."""
+    from nemo_dask.bench.solver import resize_motifs
+
+    motifs = resize_motifs(load_motifs(modisco_h5), 40)
+    gaps = [np.flatnonzero(np.diff(np.concatenate([[0], m, [0]]))).size // 2
+            for m in motifs.trim_masks]
+    assert max(gaps) >= 2
+    mo = prepare_motifs(motifs, "cpu", False)
+    contribs = torch.from_numpy(regions_npz["contributions"][:6]).float()
+    seqs = torch.from_numpy(regions_npz["sequences"][:6]).float()
+    npos = contribs.shape[2] - motifs.width + 1
+    solver = CpuSolver(mo, npos, SolverParams())
+    finemo_imp = preprocess(contribs, seqs, mo, SolverParams(), npos + mo.cwms.shape[2] - 1).imp
+    np.testing.assert_allclose(solver.prepare(contribs, seqs).imp,
+                               finemo_imp.transpose(1, 2).numpy(), rtol=1e-6)
