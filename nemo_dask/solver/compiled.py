@@ -46,12 +46,24 @@ from numba import njit
 #: QC ``status`` codes, in the order of schema.QC_STATUS.
 CONVERGED, TIMEOUT, FAILED = 0, 1, 2
 
-_NJIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+_NJIT = dict(nogil=True, boundscheck=False, error_model="numpy")
+
+
+def _kernel(**options):
+    """``numba.njit`` with its on-disk cache (compiled once per machine, loaded in ~0.1 s),
+    or without when no cache location is writable (a read-only install and home): then each
+    process compiles the kernels on first use instead of failing to import."""
+    def wrap(fn):
+        try:
+            return njit(cache=True, **_NJIT, **options)(fn)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return njit(cache=False, **_NJIT, **options)(fn)
+    return wrap
 #: Lanes of the blocked maximum in :func:`_fused` (a fixed-length inner loop vectorises).
 _LANES = 16
 
 
-@njit(**_NJIT)
+@_kernel()
 def build_column(col, w, wkr, seq, q, mm):
     """``col`` (2 Wc - 1, M) = conv1d(seq * conv_transpose(unit at (mm, q)), cwms) around
     ``q``: col[k + kr, m] = Σ_b w[mm, k, b] seq[q + k, b] wkr[b, kr, m], where
@@ -70,7 +82,7 @@ def build_column(col, w, wkr, seq, q, mm):
                     dst[j] += v * src[j]
 
 
-@njit(**_NJIT)
+@_kernel()
 def _intervals(flags, n, starts, stops):
     """The maximal runs of non-zero ``flags[:n]`` as [starts, stops); returns how many."""
     k = 0
@@ -90,7 +102,7 @@ def _intervals(flags, n, starts, stops):
     return k
 
 
-@njit(inline="always", **_NJIT)
+@_kernel(inline="always")
 def _fused_entry(e, j, g0, imp, corr, lm, one_lam, y, c, nzb, acc, step, mom, onep):
     """The step at one (position, motif) entry ``e``: the gradient, the proximal step and the
     momentum, finemo's formulas in float32 in its order of operations; ``nzb[e]`` gets bit 0
@@ -109,7 +121,7 @@ def _fused_entry(e, j, g0, imp, corr, lm, one_lam, y, c, nzb, acc, step, mom, on
     nzb[e] = (yn != zero) | ((cn != zero) << 1)
 
 
-@njit(**_NJIT)
+@_kernel()
 def _fused_one(g0, imp, corr, lam0, y, c, nzb, acc, step, mom, onep):
     """:func:`_fused_entry` over a stretch of entries (flat views of equal length) with one
     λ for every motif, in blocks of 16 (a fixed-length inner loop, so that the running
@@ -124,7 +136,7 @@ def _fused_one(g0, imp, corr, lam0, y, c, nzb, acc, step, mom, onep):
         _fused_entry(e, 0, g0, imp, corr, lam0, True, y, c, nzb, acc, step, mom, onep)
 
 
-@njit(**_NJIT)
+@_kernel()
 def _fused_tiled(g0, imp, corr, lam, y, c, nzb, acc, step, mom, onep):
     """:func:`_fused_one` with a λ per entry (``lam``, the motifs' lambdas per position)."""
     n = g0.shape[0]
@@ -138,41 +150,48 @@ def _fused_tiled(g0, imp, corr, lam, y, c, nzb, acc, step, mom, onep):
         _fused_entry(e, 0, g0, imp, corr, lam[e], False, y, c, nzb, acc, step, mom, onep)
 
 
-@njit(**_NJIT)
+@_kernel()
 def _corr_onehot(corr, pm1, sb, wsel, a0, a1):
     """``corr[p] += Σ_k pm1[p + k] * wsel[k, sb[p + k]]`` for p in [a0, a1): the masked
     prediction's correlation with every motif where one base per position is non-zero
-    (``wsel`` (Wc, 5, M): row 4, for positions without a base, is zero)."""
+    (``wsel`` (Wc, 5, M): row 4, for positions without a base, is zero). Four shifts at a
+    time, so that each row of ``corr`` is loaded and stored a quarter as often."""
     nm = corr.shape[1]
     wc = wsel.shape[0]
+    w4 = wc - wc % 4
     for p in range(a0, a1):
         dst = corr[p]
-        for k in range(wc):
+        for k in range(0, w4, 4):
+            v0, v1, v2, v3 = pm1[p + k], pm1[p + k + 1], pm1[p + k + 2], pm1[p + k + 3]
+            s0 = wsel[k, sb[p + k]]
+            s1 = wsel[k + 1, sb[p + k + 1]]
+            s2 = wsel[k + 2, sb[p + k + 2]]
+            s3 = wsel[k + 3, sb[p + k + 3]]
+            for m in range(nm):
+                dst[m] += (v0 * s0[m] + v1 * s1[m]) + (v2 * s2[m] + v3 * s3[m])
+        for k in range(w4, wc):
             v = pm1[p + k]
-            if v != 0:
-                src = wsel[k, sb[p + k]]
-                for m in range(nm):
-                    dst[m] += v * src[m]
+            src = wsel[k, sb[p + k]]
+            for m in range(nm):
+                dst[m] += v * src[m]
 
 
-@njit(**_NJIT)
+@_kernel()
 def _corr_bases(corr, pred, wsel, a0, a1):
     """``corr[p] += Σ_k Σ_b pred[p + k, b] * wsel[k, b]`` for p in [a0, a1): the masked
-    prediction's correlation with every motif over all four bases."""
+    prediction's correlation with every motif over all four bases (the four at once)."""
     nm = corr.shape[1]
     wc = wsel.shape[0]
     for p in range(a0, a1):
         dst = corr[p]
         for k in range(wc):
-            for b in range(4):
-                v = pred[p + k, b]
-                if v != 0:
-                    src = wsel[k, b]
-                    for m in range(nm):
-                        dst[m] += v * src[m]
+            v0, v1, v2, v3 = pred[p + k, 0], pred[p + k, 1], pred[p + k, 2], pred[p + k, 3]
+            s0, s1, s2, s3 = wsel[k, 0], wsel[k, 1], wsel[k, 2], wsel[k, 3]
+            for m in range(nm):
+                dst[m] += (v0 * s0[m] + v1 * s1[m]) + (v2 * s2[m] + v3 * s3[m])
 
 
-@njit(**_NJIT)
+@_kernel()
 def _pred_onehot(pm1, z, sb, wone):
     """``pm1[j + k] += z[j] * wone[sb[j + k], k]``: one motif's share of the prediction at each
     position's base, for the coefficients ``z`` of a run of consecutive positions (``pm1`` and
@@ -189,7 +208,7 @@ def _pred_onehot(pm1, z, sb, wone):
             dst[j] += z[j] * wv
 
 
-@njit(**_NJIT)
+@_kernel()
 def solve_region(x, seq, lo, g0, imp, lam, lam_tiled, one_lam, w, wkr, wsel, wone, gram,
                  bases, y, c, corr, pred, pm1, lists, flags, nzb, starts, stops, colslot, pool,
                  pool_keys, step_size_max, step_size_min, tol, max_steps, step_adjust, way):
@@ -346,13 +365,28 @@ def solve_region(x, seq, lo, g0, imp, lam, lam_tiled, one_lam, w, wkr, wsel, won
             for a in range(ny):
                 q = ylist[a]
                 dst = predf[4 * q:4 * (q + wc)]
+                # The position's non-zeros two at a time (each window of pred loaded and
+                # stored half as often).
+                pending = -1
                 for mm in range(nm):
                     v = y[q, mm]
-                    if v != 0:
-                        s = v * imp[q, mm]
-                        src = w[mm].reshape(-1)
-                        for j in range(4 * wc):
-                            dst[j] += s * src[j]
+                    if v == 0:
+                        continue
+                    if pending < 0:
+                        pending = mm
+                        continue
+                    s0 = y[q, pending] * imp[q, pending]
+                    s1 = v * imp[q, mm]
+                    src0 = w[pending].reshape(-1)
+                    src1 = w[mm].reshape(-1)
+                    for j in range(4 * wc):
+                        dst[j] += s0 * src0[j] + s1 * src1[j]
+                    pending = -1
+                if pending >= 0:
+                    s0 = y[q, pending] * imp[q, pending]
+                    src0 = w[pending].reshape(-1)
+                    for j in range(4 * wc):
+                        dst[j] += s0 * src0[j]
         # 2. Mask by the sequence; the residual's sums over the prediction's support.
         inw[:lw] = 0
         for a in range(ny):
@@ -511,7 +545,7 @@ def solve_region(x, seq, lo, g0, imp, lam, lam_tiled, one_lam, w, wkr, wsel, won
     return gap, nll, i, step, status, nc
 
 
-@njit(**_NJIT)
+@_kernel()
 def take_iterate(c, clist, nc):
     """The non-zeros of the final iterate ``c`` (P, M) at the positions ``clist[:nc]``, as
     (motif, position, value) arrays; ``c`` is zero on return."""
@@ -537,7 +571,7 @@ def take_iterate(c, clist, nc):
     return motif, pos, val
 
 
-@njit(**_NJIT)
+@_kernel()
 def window_sums(x, w, masks, lo, rows, motif, pos):
     """finemo's hit statistics' convolutions at the hits only: for hit h (region ``rows[h]``,
     motif ``motif[h]``, window start ``pos[h]``), ``conv1d(x, cwms)`` (the similarity's
@@ -566,7 +600,7 @@ def window_sums(x, w, masks, lo, rows, motif, pos):
     return dot, imp
 
 
-@njit(**_NJIT)
+@_kernel()
 def importance(x, run_lo, run_hi, npos, eps):
     """finemo's importance scale ``min((E + eps)^(-1/2), 10)``, float32, with the window
     energies E[m, p] (Σ of x² over motif m's trim mask at p) from prefix sums of Σ_b x²
@@ -600,7 +634,7 @@ def importance(x, run_lo, run_hi, npos, eps):
     return out
 
 
-@njit(**_NJIT)
+@_kernel()
 def solve_chunk(r0, r1, x, seq, lo, g0, imp, lam, lam_tiled, one_lam, w, wkr, wsel, wone, gram,
                 bases, y, c, corr, pred, pm1, lists, flags, nzb, starts, stops, colslot, pool,
                 pool_keys, step_size_max, step_size_min, tol, max_steps, step_adjust, way,
@@ -642,7 +676,7 @@ def solve_chunk(r0, r1, x, seq, lo, g0, imp, lam, lam_tiled, one_lam, w, wkr, ws
     return rows[:n].copy(), motif[:n].copy(), pos[:n].copy(), val[:n].copy()
 
 
-@njit(**_NJIT)
+@_kernel()
 def _grown(a, cap):
     out = np.empty(cap, dtype=a.dtype)
     out[:a.shape[0]] = a

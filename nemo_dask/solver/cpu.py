@@ -296,3 +296,27 @@ def _available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def warm_up() -> None:
+    """Load the compiled kernels (from numba's cache, or compile them) by solving two tiny
+    regions in each kind of mode: a process that will solve can do this once beforehand
+    (the embedded cluster's fork server does, so that its workers start with them)."""
+    import warnings
+
+    from ..params import SolverParams
+    from .kernels import channels_last
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand((2, 4, 6), generator=gen)
+    masks = torch.ones((2, 4, 6))
+    mo = PreparedMotifs(channels_last(w), channels_last(masks),
+                        torch.full((1, 2, 1), 0.5), 0, 6, channels_last(w), channels_last(masks))
+    contribs = torch.rand((2, 4, 40), generator=gen) - 0.5
+    seqs = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 40), generator=gen), 4)
+    seqs = seqs.transpose(1, 2).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mode in ("pp", "hh"):
+            solver = CpuSolver(mo, 35, SolverParams(mode=mode, max_steps=3))
+            solver.solve(solver.prepare(contribs, None if mode == "hh" else seqs))
