@@ -19,6 +19,7 @@ _config.register()
 # Where each public name lives. Imported on first use (PEP 562), so that `import nemo_dask` and
 # the CLI stay fast and the driver of a distributed run never imports torch.
 _EXPORTS: dict[str, str] = {
+    "AnnotateResult": "matching.annotate",
     "BlockResult": "solver.stream",
     "CallHitsResult": "calling.api",
     "ClusterOptions": "clusters.connect",
@@ -26,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "GpuUnavailableError": "clusters.connect",
     "HitComparison": "compare",
     "InputError": "errors",
+    "MatchOptions": "matching.annotate",
     "MotifParams": "params",
     "NpzRegions": "regions.npz",
     "Motifs": "motifs",
@@ -36,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ReportTables": "report",
     "RunOptions": "params",
     "SolverParams": "params",
+    "annotate": "matching.annotate",
     "call_hits": "calling.api",
     "collapse_hits": "finemo.postprocess",
     "compare_hits": "compare",
@@ -65,10 +68,10 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
-    "HitComparison", "InputError", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions",
+    "AnnotateResult", "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
+    "HitComparison", "InputError", "MatchOptions", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions",
     "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
-    "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
+    "annotate", "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
     "convert_chrombpnet_h5", "convert_modisco", "convert_npz", "export", "finemo_hits",
     "finemo_qc", "fit_block", "import_finemo", "intersect_hits", "load_hits", "load_motifs",
     "open_regions", "read_motifs",

@@ -28,7 +28,14 @@ import pyarrow.parquet as pq
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
-from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
+from .schema import (
+    ANNOTATED_MOTIFS_SCHEMA,
+    HITS_SCHEMA,
+    MOTIFS_SCHEMA,
+    QC_SCHEMA,
+    conform,
+    polars_schema,
+)
 from .storage.outputs import open_output, remove_temporaries, write_json
 from .storage.urls import filesystem, is_url, location, open_input
 
@@ -128,17 +135,42 @@ def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
     return pl.scan_pyarrow_dataset(dataset)
 
 
-def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame) -> None:
-    """Write the motif table to ``OUT/motifs.parquet``."""
-    write_table_atomic(conform(motifs, MOTIFS_SCHEMA), location(out) / MOTIFS_FILE)
+#: Parquet key-value metadata of an annotated motif table: how its matches were made (JSON).
+ANNOTATION_METADATA_KEY = b"nemo_dask.annotation"
+
+
+def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame,
+                 annotation: dict[str, Any] | None = None) -> None:
+    """Write the motif table to ``OUT/motifs.parquet``.
+
+    A table with ``motif_label`` is an annotated one (schema.ANNOTATED_MOTIFS_SCHEMA): its
+    match columns are kept and ``annotation`` (the database, conversion and thresholds used)
+    is stored as the file's metadata, so the table says how it was made.
+    """
+    annotated = "motif_label" in motifs.columns
+    table = conform(motifs, ANNOTATED_MOTIFS_SCHEMA if annotated else MOTIFS_SCHEMA)
+    if annotated and annotation is not None:
+        table = table.replace_schema_metadata(
+            {ANNOTATION_METADATA_KEY: json.dumps(annotation, sort_keys=True)})
+    write_table_atomic(table, location(out) / MOTIFS_FILE)
 
 
 def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
-    """The motif table of a run (schema.MOTIFS_SCHEMA)."""
+    """The motif table of a run (schema.MOTIFS_SCHEMA; an annotated run's has the columns of
+    schema.ANNOTATED_MOTIFS_SCHEMA)."""
     with open_input(location(out) / MOTIFS_FILE) as f:
         # ParquetFile, not pq.read_table: that imports pyarrow.dataset and with it pandas,
         # ~0.2 s on every worker's first task.
         return pl.from_arrow(pq.ParquetFile(f).read())  # type: ignore[return-value]
+
+
+def read_annotation(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """How the run's motifs were annotated (database, conversion, thresholds), or None when
+    they never were."""
+    with open_input(location(out) / MOTIFS_FILE) as f:
+        metadata = pq.ParquetFile(f).schema_arrow.metadata or {}
+    text = metadata.get(ANNOTATION_METADATA_KEY)
+    return None if text is None else json.loads(text)
 
 
 def read_cwms(out: Any) -> Any:

@@ -18,7 +18,8 @@ from typing import Any
 
 import polars as pl
 
-from ..dataset import read_motifs, scan_hits, scan_qc
+from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
+from ..matching.labels import with_labels
 from ..params import MotifParams, RunOptions, SolverParams
 
 _SP, _MP = SolverParams, MotifParams
@@ -83,6 +84,8 @@ def call_hits(
     progress: bool | None = None,
     worker_wait: float | str | None = None,
     cluster: Any = None,
+    annotate: str | os.PathLike[str] | None = None,
+    match_options: Any = None,
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
 
@@ -148,12 +151,21 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     cluster : ClusterOptions, optional
         The embedded cluster, when no ``client`` is given (default: dask config
         ``nemo_dask.cluster``, a local CPU cluster).
+    annotate : str or path, optional
+        A motif database (``jaspar``, ``jaspar:RELEASE[:COLLECTION[:TAX_GROUP]]`` or a MEME
+        file): each motif's best TOMTOM matches and its ``motif_label`` go into the motif table
+        (:func:`nemo_dask.annotate` does the same for an existing run). The database is read
+        before anything is written and the matches are made before the cluster starts.
+    match_options : MatchOptions, optional
+        k, q-value threshold, PPM conversion, window and background of the annotation
+        (:class:`nemo_dask.MatchOptions`; dask config ``nemo_dask.annotate``).
 
     Returns
     -------
     CallHitsResult
-        The output directory, lazy scans of its hits and QC, the motif table, block counts,
-        the number of hits and one summary per block solved by this call.
+        The output directory, lazy scans of its hits (with ``motif_label`` last) and QC, the
+        motif table, block counts, the number of hits and one summary per block solved by this
+        call.
 
     Raises
     ------
@@ -190,12 +202,25 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     run = RunOptions(block_size=block_size, device=device, retries=retries,
                      overwrite=overwrite, progress=progress,
                      worker_wait=worker_wait).resolved()
+    database = None
+    if annotate is not None:
+        from ..matching.annotate import MatchOptions
+        from ..matching.database import open_database
+
+        match_options = (match_options or MatchOptions()).resolved()
+        database = open_database(annotate)  # unreadable or empty: stop before writing anything
     checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
                        chrom_order=chrom_order, mode=mode,
                        lambda_default=lambda_default, trim_threshold=trim_threshold,
                        motifs_include=motifs_include, motif_names=motif_names,
                        motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
                        trim_coords=trim_coords, include_rc=include_rc)
+    annotation = None
+    if database is not None:
+        from ..matching.annotate import annotated_table
+
+        annotation = annotated_table(checked.motifs.table, checked.motifs.cwms, checked.motifs_path,
+                                     database, match_options)
     with connected(client, cluster) as cl:
         gpus = cluster_has_gpus(cl, run.device, cluster)
         gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
@@ -203,10 +228,14 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                      if gpus and run.block_size is None and solver.batch_size is None else None)
         plan = plan_run(checked, gpus=gpus,
                         gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+        if annotation is not None:
+            # After plan_run wrote the plain table; tasks read finemo's columns of it only.
+            write_motifs(plan.out, *annotation)
         summaries = execute(cl, plan)
     n_hits = sum(s["hits"] for s in plan.finished.values())
-    return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),
-                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
+    table = read_motifs(plan.out)
+    return CallHitsResult(out=plan.out, hits=with_labels(scan_hits(plan.out), table),
+                          qc=scan_qc(plan.out), motifs=table, n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=n_hits,
                           elapsed_s=time.perf_counter() - t0, summaries=summaries)
 

@@ -29,7 +29,7 @@ from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_block
 from ..errors import InputError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
-from ..schema import QC_STATUS
+from ..schema import MOTIFS_SCHEMA, QC_STATUS
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -75,7 +75,9 @@ def motifs_from_out(out: str, digest: str = "") -> Motifs:
             return cached
         try:
             cwms = read_cwms(out)  # local or an fsspec URL
-            table = read_motifs(out)
+            # finemo's columns only: TOMTOM matches an annotation added are no part of the
+            # motifs the solver uses (nor of their digest).
+            table = read_motifs(out).select(MOTIFS_SCHEMA.names)
         except OSError as err:
             raise InputError(f"{out}: cannot read the run's motifs ({err}); was the output "
                              "directory removed while the run was going on?") from None

@@ -16,8 +16,8 @@ from .. import version
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
-_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "export", "tracks", "compare",
-                                       "report", "bench")
+_COMMAND_MODULES: tuple[str, ...] = ("convert", "call_hits", "annotate", "export", "tracks",
+                                       "compare", "report", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,10 @@ _INPUT_FILE_OPTIONS: tuple[str, ...] = (
     "motif_names", "motif_lambdas", "cwm_trim_coords", "cwm_trim_thresholds",
 )
 
+#: Options holding a motif database: a URL is fetched like an input file; ``jaspar...`` is not
+#: a path.
+_DATABASE_OPTIONS: tuple[str, ...] = ("annotate", "database")
+
 
 def _fetch_remote_inputs(args: argparse.Namespace, directory: str) -> None:
     from ..storage.urls import fetch_input_file, is_url
@@ -54,6 +58,10 @@ def _fetch_remote_inputs(args: argparse.Namespace, directory: str) -> None:
             if any(is_url(v) for v in value):
                 setattr(args, name, [fetch_input_file(v, directory) for v in value])
         elif isinstance(value, str) and is_url(value):
+            setattr(args, name, fetch_input_file(value, directory))
+    for name in _DATABASE_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and is_url(value):
             setattr(args, name, fetch_input_file(value, directory))
 
 

@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"{config.get('export.max-rows')}, dask config nemo_dask.export.max-rows)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
+    p.add_argument("--labels", action="store_true",
+                   help="add motif_label (see `nemo-dask annotate`) after finemo's columns of "
+                   "hits.tsv and hits_unique.tsv and as hits.bed's name; finemo's own tools "
+                   "then refuse those files (an annotated run's matches go to "
+                   "motif_matches.tsv either way)")
     p.set_defaults(func=_run_export)
 
     unique_help = ("for directory inputs, read hits_unique (default: all hits, as finemo's "
@@ -69,7 +74,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
-                 allow_incomplete=args.allow_incomplete)
+                 allow_incomplete=args.allow_incomplete, labels=args.labels)
     print(f"exported {res.n_hits} hits ({res.n_unique} unique) and {res.n_regions} regions "
           f"to {res.dest}")
     return 0

@@ -143,7 +143,22 @@ def report_tables(
         trim_bounds=motifs.select("motif_name", "strand", "motif_start", "motif_end"),
         n_regions=source.n_regions,
         hits=hits,
+        **_matches(hits_dir, motifs),
     )
+
+
+def _matches(hits_dir: Path, motifs: pl.DataFrame) -> dict:
+    """The report's ``matches`` and ``match_database`` of an annotated run (else none)."""
+    from ..dataset import read_annotation
+    from ..matching.labels import LABEL
+
+    if LABEL not in motifs.columns:
+        return {}
+    annotation = read_annotation(hits_dir) or {}
+    columns = ["motif_name", LABEL, "match_id", "match_name", "match_pvalue", "match_qvalue",
+               "match_orientation"]
+    return {"matches": motifs.filter(pl.col("strand") == "+").select(columns),
+            "match_database": str(annotation.get("database_description", ""))}
 
 
 def _cwm_set(
