@@ -167,7 +167,7 @@ def read_meme_database(path: str | os.PathLike[str]) -> MotifDatabase:
         raise InputError(f"motif database {path}: not a readable MEME motif file ({err}); "
                          "each MOTIF needs a 'letter-probability matrix: alength= 4 w= W' line "
                          "and W rows of 4 numbers") from None
-    if not entries or not motifs:
+    if not entries:
         raise InputError(f"motif database {path} holds no motifs (no MOTIF entry with a "
                          "letter-probability matrix); pass a MEME motif file")
     duplicates = sorted({e for e in entries if entries.count(e) > 1})
