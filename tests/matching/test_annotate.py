@@ -202,3 +202,13 @@ def test_report_shows_matches_beside_logos(run, tmp_path) -> None:
     assert np.isclose(tables.matches.filter(pl.col("motif_name") == "neg_patterns.pattern_0")
                       ["match_qvalue"][0][0], read_motifs(run).filter(
                           pl.col("motif_id") == 10)["match_qvalue"][0][0])
+
+
+def test_hh_mode_motifs_get_the_same_matches(modisco_h5) -> None:
+    db = open_database(MEME)
+    tables = []
+    for mode in ("pp", "hh"):
+        motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
+        with pytest.warns(UserWarning):
+            tables.append(annotated_table(motifs.table, motifs.cwms, modisco_h5, db)[0])
+    assert tables[0].drop("motif_scale").equals(tables[1].drop("motif_scale"))
