@@ -101,9 +101,16 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
             + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE)))
 
 
-def scan_hits(out: str | os.PathLike[str]) -> pl.LazyFrame:
-    """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA)."""
-    return _scan(out, HITS_DIR, HITS_SCHEMA)
+def scan_hits(out: str | os.PathLike[str], *, labels: bool = False) -> pl.LazyFrame:
+    """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA); with
+    ``labels``, plus ``motif_label`` last (:mod:`nemo_dask.matching.labels`: the motif's name
+    and best TOMTOM match of an annotated run, else its name)."""
+    hits = _scan(out, HITS_DIR, HITS_SCHEMA)
+    if not labels:
+        return hits
+    from .matching.labels import with_labels
+
+    return with_labels(hits, read_motifs(out))
 
 
 def scan_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:

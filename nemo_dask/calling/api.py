@@ -19,7 +19,6 @@ from typing import Any
 import polars as pl
 
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
-from ..matching.labels import with_labels
 from ..params import MotifParams, RunOptions, SolverParams
 
 _SP, _MP = SolverParams, MotifParams
@@ -233,9 +232,9 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
             write_motifs(plan.out, *annotation)
         summaries = execute(cl, plan)
     n_hits = sum(s["hits"] for s in plan.finished.values())
-    table = read_motifs(plan.out)
-    return CallHitsResult(out=plan.out, hits=with_labels(scan_hits(plan.out), table),
-                          qc=scan_qc(plan.out), motifs=table, n_blocks=len(plan.blocks),
+    return CallHitsResult(out=plan.out, hits=scan_hits(plan.out, labels=True),
+                          qc=scan_qc(plan.out), motifs=read_motifs(plan.out),
+                          n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=n_hits,
                           elapsed_s=time.perf_counter() - t0, summaries=summaries)
 

@@ -22,7 +22,7 @@ from ..motifs import _open_h5
 from ..schema import MOTIFS_SCHEMA
 from ..storage.urls import is_url, location
 from .database import MotifDatabase, open_database
-from .labels import LABEL, label_of, with_labels
+from .labels import LABEL, label_of
 from .query import PPM_METHODS, check_background, pattern_ppms
 from .tomtom import tomtom_matches
 
@@ -81,7 +81,7 @@ class MatchOptions:
 class AnnotateResult:
     """What :func:`annotate` returns: the run, its annotated motif table and hits with labels."""
 
-    out: Path
+    out: Any  # a Path, or a UPath for an fsspec URL
     motifs: pl.DataFrame
     database: str
     hits: pl.LazyFrame
@@ -238,8 +238,8 @@ def annotate(out: str | os.PathLike[str], database: str | os.PathLike[str] = "ja
                              "-m/--modisco-h5")
     annotated, provenance = annotated_table(table, cwms, h5, db, options)
     write_motifs(root, annotated, provenance)
-    return AnnotateResult(out=Path(str(root)), motifs=annotated, database=db.description,
-                          hits=with_labels(scan_hits(root), annotated))
+    return AnnotateResult(out=root, motifs=annotated, database=db.description,
+                          hits=scan_hits(root, labels=True))
 
 
 def _version(package: str) -> str:

@@ -97,6 +97,8 @@ def test_api_result_hits_carry_labels(run) -> None:
     assert hits.columns[-1] == "motif_label" and hits.height > 0
     labels = dict(res.motifs.select("motif_id", "motif_label").iter_rows())
     assert hits["motif_label"].to_list() == [labels[m] for m in hits["motif_id"].to_list()]
+    assert nemo_dask.scan_hits(run, labels=True).collect().equals(hits)
+    assert "motif_label" not in nemo_dask.scan_hits(run).collect_schema()
 
 
 def test_bad_databases_are_one_line_and_change_nothing(run, tiny_npz, tmp_path,
