@@ -218,8 +218,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     if database is not None:
         from ..matching.annotate import annotated_table
 
-        annotation = annotated_table(checked.motifs.table, checked.motifs.cwms, checked.motifs_path,
-                                     database, match_options)
+        annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
+                                     checked.motifs_path, database, match_options)
     with connected(client, cluster) as cl:
         gpus = cluster_has_gpus(cl, run.device, cluster)
         gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,

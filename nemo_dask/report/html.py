@@ -43,7 +43,8 @@ dt { font-weight: bold; } dd { margin: 0; }
 """
 
 _COLUMNS = [
-    ("motif_name", "Motif", "The motif (TF-MoDISco pattern, or its new name)."),
+    ("motif_name", "Motif", "The motif (TF-MoDISco pattern, or its new name), with its best "
+     "TOMTOM match in parentheses when the run is annotated (nemo-dask annotate)."),
     (
         "num_hits_total",
         "Hits",
