@@ -47,7 +47,8 @@ from ..dataset import (
     read_parameters,
     scan_qc,
 )
-from ..errors import InputError
+from ..errors import CorruptDataError, InputError
+from ..manifest import check_dataset, read_manifest
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -166,14 +167,42 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
 
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
                  shown: Any) -> tuple[int, int, int, int]:
-    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``."""
-    _check_run(out, None, allow_incomplete, shown)
-    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
-    n_regions = _write_qc(out, tmp, max_rows)
-    read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
-    shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
-    _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``.
+
+    The run is checked against its manifest first, and its manifest is read again at the end:
+    a run rewritten meanwhile (``call-hits --overwrite`` into it) is refused in one line, and
+    nothing is installed.
+    """
+    before = _check_run(out, None, allow_incomplete, shown)
+    try:
+        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
+        n_regions = _write_qc(out, tmp, max_rows)
+        read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
+        shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
+        _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException) as err:
+        if _still_same(out, before):
+            raise  # not a change of the run under us: a fault of its own kind
+        raise InputError(_changed(shown, f"{type(err).__name__}: {err}")) from None
+    if read_manifest(out) != before:
+        raise InputError(_changed(shown, "its manifest.json changed"))
     return n_hits, n_unique, n_regions, n_buckets
+
+
+def _still_same(out: Path, before: dict[str, Any] | None) -> bool:
+    """Whether the run still has the manifest ``before`` and matches it."""
+    try:
+        check_dataset(out)
+    except (OSError, ValueError):
+        return False
+    return read_manifest(out) == before
+
+
+def _changed(shown: Any, what: str) -> str:
+    text = " ".join(what.split())
+    return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
+            "into it (--overwrite, or a resume); nothing was exported: export again once that "
+            "run has finished")
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +359,8 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
         json.dump(finemo_parameters(params), f, indent=4)
 
 
-def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any = None) -> None:
+def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
+               shown: Any = None) -> dict[str, Any] | None:
     shown = out if shown is None else shown
     missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
                if not (out / name).exists()]
@@ -349,6 +379,12 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any 
             raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
                              f"{info.get('n_blocks', '?')} blocks finished); resume it with "
                              "call-hits, or export what exists with --allow-incomplete")
+    try:
+        # Every partition must be the one the manifest records (one line naming any other).
+        check_dataset(out)
+    except CorruptDataError as err:
+        raise CorruptDataError(str(err).replace(str(out), str(shown))) from None
+    return read_manifest(out)
 
 
 __all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")

@@ -15,6 +15,7 @@ idle teams made libgomp stop spin-waiting, and a 2-thread solve was measured 1.3
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -115,6 +116,7 @@ class SolverService:
             # Only blocks still being solved: a finished one's future holds its result.
             taken[:] = [r for r in taken if not r.future.done()]
             taken.append(request)
+            request.future.batch_size = first.future.batch_size  # type: ignore[attr-defined]
             job, request.job = request.job, None
             return job
 
@@ -140,7 +142,21 @@ class SolverService:
             prepared = prepare_motifs(first.motifs, first.device, first.params.sqrt_transform)
             self._prepared = {first.key: prepared}  # one run at a time is the usual case
         job, first.job = first.job, None
-        fit_stream(job, more, prepared, params=first.params, device=first.device,
+        params = first.params
+        if params.batch_size is None:
+            # The batch fit_stream would pick, fixed here so that the blocks' futures can say
+            # what the solver used (parameters.json records it; results never depend on it).
+            batch = params.batch_size_for(first.device.type, first.threads)
+            if first.device.type == "cuda":
+                from .stream import cuda_batch_size
+
+                length = job.sequences.shape[-1]
+                batch = cuda_batch_size(int(torch.cuda.mem_get_info(first.device)[0]),
+                                        prepared.cwms.shape[0], length - prepared.width + 1,
+                                        length)
+            params = dataclasses.replace(params, batch_size=batch)
+        first.future.batch_size = max(2, int(params.batch_size))  # type: ignore[attr-defined]
+        fit_stream(job, more, prepared, params=params, device=first.device,
                    threads=first.threads)
 
 
