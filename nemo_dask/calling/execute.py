@@ -57,8 +57,10 @@ def connected(client: Any, cluster_opts: Any) -> Iterator[Any]:
                 except NemoDaskError:
                     # The run stops with our one-line error while the workers still solve:
                     # what dask logs as it closes them (tasks cancelled, a busy worker killed)
-                    # would bury that line.
+                    # would bury that line. (Only our own cluster's workers are quieted.)
                     levels = _quiet()
+                    with contextlib.suppress(Exception):
+                        cl.run(_quiet)
                     raise
     finally:
         for name, level in levels.items():
@@ -76,11 +78,6 @@ def _quiet() -> dict[str, int]:
     for name in _SHUTDOWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     return levels
-
-
-def _quiet_workers() -> None:
-    """On a worker: no warnings about tasks cancelled while it shuts down."""
-    _quiet()
 
 
 def _worker_has_cuda() -> bool:
@@ -202,10 +199,7 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                     new = submit(more)
                     in_flight.update(new)
                     ac.update(new)
-        except BaseException as err:
-            if isinstance(err, NemoDaskError):
-                with contextlib.suppress(Exception):
-                    client.run(_quiet_workers)
+        except BaseException:
             client.cancel(list(in_flight))
             wait.cancel_jobs()
             raise

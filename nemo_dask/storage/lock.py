@@ -259,8 +259,10 @@ class OutputLock:
                     fs, root = filesystem(str(self.path))
                     fs.pipe_file(root, data)
                 elif self._fd is not None:
-                    os.ftruncate(self._fd, 0)
-                    os.pwrite(self._fd, data, 0)
+                    # Overwritten in place, padded with spaces (valid JSON): a reader never
+                    # sees an empty or half-truncated record.
+                    size = max(len(data), os.fstat(self._fd).st_size)
+                    os.pwrite(self._fd, data.ljust(size), 0)
 
 
 def lock_holder(out: Any) -> dict[str, Any] | None:
