@@ -197,20 +197,27 @@ def test_a_second_driver_never_writes_into_a_held_out(run, reference, tiny_npz, 
 
 
 def test_leftovers_of_a_killed_conversion_and_start_are_cleaned(tmp_path, reference, tiny_npz,
-                                                                modisco_h5, client):
+                                                                modisco_h5, client,
+                                                                monkeypatch):
+    from nemo_dask.calling import execute
+
     out = tmp_path / "out"
-    # A conversion killed beside OUT (its temporary store), and a start-up killed after it
-    # moved the store in and claimed OUT (manifest only, no partitions).
+    # A conversion killed beside OUT leaves its temporary store there.
     leftover = tmp_path / temporary_name("out.regions.zarr")
     convert_npz(tiny_npz, leftover, chunk_size=8, progress=False)
-    shutil.copytree(reference[0] / "regions.zarr", out / "regions.zarr")
-    manifest = json.loads((reference[0] / "manifest.json").read_text())
-    manifest.update(n_blocks=None, complete=False, blocks={}, n_hits=0)
-    manifest.pop("block_size")
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    # A Ctrl-C while the cluster starts: OUT holds the converted store, claimed by the run.
+    with monkeypatch.context() as m:
+        m.setattr(execute, "cluster_has_gpus", lambda *a: (_ for _ in ()).throw(
+            KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            _run(tiny_npz, modisco_h5, out, client)
+    assert not leftover.exists()
+    assert sorted(os.listdir(out)) == ["manifest.json", "regions.zarr"]
+    # The rerun recognises OUT as its own, reuses the store and finishes.
+    store_made = (out / "regions.zarr" / "zarr.json").stat().st_mtime_ns
     result, _ = _run(tiny_npz, modisco_h5, out, client)
-    assert result.n_skipped == 0 and not leftover.exists()
-    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert result.n_skipped == 0 and sorted(os.listdir(tmp_path)) == ["out"]
+    assert (out / "regions.zarr" / "zarr.json").stat().st_mtime_ns == store_made
     assert scan_hits(out).collect().sort(SORT).equals(reference[1])
 
 

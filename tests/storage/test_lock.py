@@ -63,6 +63,21 @@ def test_a_killed_holder_is_taken_over_at_once_on_its_host(holder):
     assert not [n for n in os.listdir(out) if n.startswith(".")], "no temporaries left"
 
 
+def test_a_record_without_its_flock_is_stale_even_if_its_pid_lives(tmp_path):
+    """A live pid (here this process) whose lock file nobody flocks: not a holder (the pid was
+    reused, or the holder died between writing and linking)."""
+    from nemo_dask.storage.lock import _process_start
+
+    out = tmp_path / "out"
+    out.mkdir()
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    (out / LOCK_NAME).write_text(json.dumps({
+        "command": "call-hits", "user": "me", "host": socket.gethostname(), "pid": os.getpid(),
+        "process_start": _process_start(os.getpid()), "started_at": now, "heartbeat_at": now}))
+    with OutputLock(out) as lock:
+        assert lock.took_over["pid"] == os.getpid()
+
+
 def _foreign(out: Path, beat_age_s: float) -> None:
     beat = (datetime.datetime.now(datetime.timezone.utc)
             - datetime.timedelta(seconds=beat_age_s)).isoformat(timespec="seconds")
