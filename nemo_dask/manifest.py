@@ -110,12 +110,9 @@ def write_manifest(out: Any, run_fingerprint: str, n_blocks: int | None,
 
 def read_manifest(out: Any) -> dict[str, Any] | None:
     """``OUT/manifest.json``, or None when there is none (or it does not parse)."""
-    path = location(out) / MANIFEST_FILE
-    if not path.is_file():
-        return None
     try:
-        with open_input(path, "r") as f:
-            record = json.load(f)
+        data = read_bytes(location(out) / MANIFEST_FILE)
+        record = json.loads(data) if data is not None else None
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
@@ -134,7 +131,13 @@ def read_stamp(metadata: pq.FileMetaData) -> dict[str, Any] | None:
 def read_bytes(path: Any) -> bytes | None:
     """The whole file, or None when it is missing (or not a plain file)."""
     p = location(path)
-    if not p.is_file():
+    if is_url(p):
+        fs, root = filesystem(str(p))
+        try:
+            return bytes(fs.cat_file(root))  # (no listing cache between: what is there now)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+    if not p.is_file():  # a FIFO or device of that name must not be read (it blocks)
         return None
     try:
         with open_input(p) as f:
@@ -167,7 +170,9 @@ def list_partitions(out: Any, table: str) -> dict[int, str]:
     if is_url(d):
         fs, root = filesystem(str(d))
         try:
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+            # refresh: s3fs caches listings, and workers write partitions behind its back
+            names = [p.rstrip("/").rsplit("/", 1)[-1]
+                     for p in fs.ls(root, detail=False, refresh=True)]
         except FileNotFoundError:
             names = []
     else:
