@@ -30,7 +30,9 @@ _EXPORTS: dict[str, str] = {
     "NpzRegions": "regions.npz",
     "Motifs": "motifs",
     "NemoDaskError": "errors",
+    "CorruptDataError": "errors",
     "OutputExistsError": "errors",
+    "OutputLockedError": "errors",
     "RegionBlock": "regions.store",
     "Regions": "regions.store",
     "ReportTables": "report",
@@ -65,7 +67,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
+    "BlockResult", "CallHitsResult", "ClusterOptions", "CorruptDataError", "ExportResult",
+    "GpuUnavailableError", "OutputLockedError",
     "HitComparison", "InputError", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions",
     "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
     "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",

@@ -7,7 +7,8 @@ Layout of an output directory ``OUT``::
     OUT/motifs.parquet             the motif table (schema.MOTIFS_SCHEMA)
     OUT/motif_cwms.npy             untrimmed normalised motif matrices, M x 4 x W
     OUT/parameters.json            every parameter of the run
-    OUT/manifest.json              finished blocks and their row counts
+    OUT/manifest.json              the run, its layout, finished blocks, each file's rows, bytes
+                                   and SHA-256 (nemo_dask.manifest)
 
 A partition is written to a hidden temporary name beside its final name and renamed into place
 (:mod:`nemo_dask.storage.outputs`), so a reader (and a resumed run) only ever sees complete

@@ -299,8 +299,10 @@ def lock_holder(out: Any) -> dict[str, Any] | None:
 def _try_flock(fd: int, shared: bool = False) -> bool | None:
     """flock ``fd`` without waiting: True when taken, None when the file system has no locks;
     BlockingIOError when another process holds it."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the record's pid and heartbeat decide
+        return None
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return True

@@ -287,3 +287,25 @@ def test_identity_covers_every_option_that_can_change_a_hit(modisco_h5):
         assert solver(**{option: value}) == base, option
     assert "compile_optimizer" not in base and "global_scale" not in base  # old runs resume
     assert np.isfinite(len(base))
+
+
+def test_a_garbage_chunk_ends_the_cli_in_one_line(tmp_path, tiny_npz, modisco_h5, capfd):
+    """Issue 29 16(a) as users meet it: the embedded cluster, worker processes, the CLI."""
+    from nemo_dask.cli import main
+
+    store = tmp_path / "r.zarr"
+    convert_npz(tiny_npz, store, chunk_size=8, progress=False)
+    chunk = store / "contributions" / "c" / "2" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:40] + b"garbage" * 20)
+    capfd.readouterr()
+    code = main(["call-hits", "-r", str(store), "-m", str(modisco_h5), "-o", str(tmp_path / "o"),
+                 "--workers", "1", "--no-progress", "--block-size", "4"])
+    err = capfd.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip() and
+             not x.startswith("nemo-dask: local cluster")]
+    assert code == 2 and "Traceback" not in err, err
+    assert lines == [f"nemo-dask call-hits: error: {store}: array 'contributions' chunk 2 "
+                     "(contributions/c/2/0/0, regions 16-23) is damaged: it does not decode "
+                     "(RuntimeError: error during blosc decompression: -1); the regions store is "
+                     "damaged: convert the inputs again (nemo-dask convert ... --overwrite) or "
+                     "restore the store from a copy"], err
