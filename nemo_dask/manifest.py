@@ -32,6 +32,7 @@ import io
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -225,27 +226,16 @@ def check_dataset(out: Any, *, tables: Iterable[str] = TABLES,
     run = manifest.get("fingerprint")
     for table in tables:
         files = list_partitions(out, table)
-        for b, rec in sorted(blocks.items()):
-            name = part_name(b)
-            if b not in files:
-                raise _mismatch(shown, table, name, "is missing")
-            expected = (rec.get("files") or {}).get(table)
-            if expected is None:  # a manifest written before file records: rows only
-                rows = _footer_rows(out, table, name)
-                want = rec.get("hits" if table == HITS_DIR else "regions")
-                if rows != want:
-                    raise _mismatch(shown, table, name, f"holds {rows} rows, the manifest "
-                                    f"{want}")
-                continue
-            data = read_bytes(location(out) / table / name)
-            if data is None:
-                raise _mismatch(shown, table, name, "is missing")
-            found = file_record(data, expected.get("rows", 0))
-            if found["bytes"] != expected.get("bytes") or found["sha256"] != expected.get(
-                    "sha256"):
-                raise _mismatch(shown, table, name, f"is not the file the run wrote ({found['bytes']} "
-                                f"bytes, SHA-256 {found['sha256'][:12]}; the manifest records "
-                                f"{expected.get('bytes')} bytes, {str(expected.get('sha256'))[:12]})")
+        missing = [b for b in sorted(blocks) if b not in files]
+        if missing:
+            raise _mismatch(shown, table, part_name(missing[0]), "is missing")
+        # Files are read and hashed on a few threads (reads and SHA-256 release the GIL).
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            faults = pool.map(lambda b, t=table: _check_listed(out, t, b, blocks[b]),
+                              sorted(blocks))
+            for b, fault in zip(sorted(blocks), faults, strict=True):
+                if fault is not None:
+                    raise _mismatch(shown, table, part_name(b), fault)
         for b, name in sorted(files.items()):
             if b in blocks:
                 continue
@@ -257,6 +247,25 @@ def check_dataset(out: Any, *, tables: Iterable[str] = TABLES,
                 raise _mismatch(shown, table, name, "is not a partition of the run being "
                                 "written there (its footer names another run or block)")
     return manifest
+
+
+def _check_listed(out: Any, table: str, block: int, rec: dict[str, Any]) -> str | None:
+    """What is wrong with a partition the manifest lists (None: it is the one recorded)."""
+    name = part_name(block)
+    expected = (rec.get("files") or {}).get(table)
+    if expected is None:  # a manifest written before file records: rows only
+        rows = _footer_rows(out, table, name)
+        want = rec.get("hits" if table == HITS_DIR else "regions")
+        return None if rows == want else f"holds {rows} rows, the manifest {want}"
+    data = read_bytes(location(out) / table / name)
+    if data is None:
+        return "is missing"
+    found = file_record(data, expected.get("rows", 0))
+    if (found["bytes"], found["sha256"]) == (expected.get("bytes"), expected.get("sha256")):
+        return None
+    return (f"is not the file the run wrote ({found['bytes']} bytes, SHA-256 "
+            f"{found['sha256'][:12]}; the manifest records {expected.get('bytes')} bytes, "
+            f"{str(expected.get('sha256'))[:12]})")
 
 
 def _footer_rows(out: Any, table: str, name: str) -> int | None:

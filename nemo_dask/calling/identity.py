@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,29 +228,36 @@ def finished_blocks(out: Any, blocks: list[tuple[int, int, int]], run: str,
     """
     recorded = {int(k): v for k, v in ((manifest or {}).get("blocks") or {}).items()}
     present = {t: list_partitions(out, t) for t in (HITS_DIR, QC_DIR)}
-    finished: dict[int, dict[str, Any]] = {}
-    redone: list[str] = []
-    for block, start, stop in blocks:
+    candidates = [(b, s, e) for b, s, e in blocks if b in recorded or b in present[HITS_DIR]
+                  or b in present[QC_DIR]]  # (the others never finished)
+
+    def check(block: int, start: int, stop: int) -> tuple[dict[str, Any] | None, str | None]:
         listed = recorded.get(block)
-        if block not in present[HITS_DIR] and block not in present[QC_DIR] and listed is None:
-            continue  # never finished
         files: dict[str, dict[str, Any]] = {}
-        why = None
         for table in (HITS_DIR, QC_DIR):
             expected = ((listed or {}).get("files") or {}).get(table)
             why = _check_partition(out, table, block, start, stop, run, expected, files)
             if why is not None:
-                why = f"its {table} partition {why}"
-                break
-        if why is None:
-            entry = {"start": start, "stop": stop, "hits": files[HITS_DIR]["rows"],
-                     "regions": files[QC_DIR]["rows"], "files": files}
-            for key in ("device", "batch_size"):
-                if listed and key in listed:
-                    entry[key] = listed[key]
-            finished[block] = entry
-        else:
-            redone.append(f"block {block} (regions {start}-{stop - 1}) is computed again: {why}")
+                return None, f"its {table} partition {why}"
+        entry = {"start": start, "stop": stop, "hits": files[HITS_DIR]["rows"],
+                 "regions": files[QC_DIR]["rows"], "files": files}
+        for key in ("device", "batch_size"):
+            if listed and key in listed:
+                entry[key] = listed[key]
+        return entry, None
+
+    finished: dict[int, dict[str, Any]] = {}
+    redone: list[str] = []
+    # Files are read and hashed on a few threads (the reads, zlib and SHA-256 release the GIL):
+    # an object store answers each request after a round trip.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = pool.map(lambda b: check(*b), candidates)
+        for (block, start, stop), (entry, why) in zip(candidates, results, strict=True):
+            if entry is not None:
+                finished[block] = entry
+            else:
+                redone.append(f"block {block} (regions {start}-{stop - 1}) is computed again: "
+                              f"{why}")
     return Resume(finished=finished, redone=redone)
 
 
