@@ -20,7 +20,8 @@ from .. import config
 from ..dataset import write_manifest
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
-from .plan import Plan, record_batch_sizes
+from .output import record_batch_sizes
+from .plan import Plan
 from .task import BlockSpec, process_block
 
 

@@ -14,6 +14,7 @@ workers read is put in place (:func:`place_regions`: a regions.npz converted int
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from ..dataset import (
     MOTIFS_FILE,
     PARAMS_FILE,
     QC_DIR,
+    read_json,
     remove_stale_temporaries,
 )
 from ..errors import InputError, OutputExistsError
@@ -39,10 +41,11 @@ from ..storage.outputs import (
     remove_owned,
     remove_temporaries,
     replace_directory,
+    write_json,
 )
 from ..storage.temporary import is_temporary, temporary_name
 from ..storage.urls import is_url, location
-from .identity import describe_differences, recorded_run
+from .identity import describe_differences, recorded_run, stray_partitions
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
 OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
@@ -258,10 +261,51 @@ def _move_store(source: str, out: Path) -> str:
     return str(target)
 
 
+def record_batch_sizes(out: Any, finished: dict[int, dict[str, Any]]) -> None:
+    """Record in parameters.json the solver batch sizes the workers used (by device type), as
+    the finished blocks report them; nothing for a device no block ran on."""
+    used: dict[str, set[int]] = {}
+    for entry in finished.values():
+        device, batch = entry.get("device"), entry.get("batch_size")
+        if isinstance(device, str) and isinstance(batch, int):
+            used.setdefault(device.split(":")[0], set()).add(batch)
+    path = location(out) / PARAMS_FILE
+    try:
+        params = read_json(path)
+    except (OSError, ValueError):
+        return
+    section = params.get("nemo_dask") if isinstance(params, dict) else None
+    if not isinstance(section, dict):
+        return
+    resolved = {k: sorted(v) for k, v in sorted(used.items())}
+    if section.get("batch_size_resolved") != resolved:
+        section["batch_size_resolved"] = resolved
+        write_json(params, path)
+
+
+def remove_strays(out: Any, n_blocks: int) -> None:
+    """Partitions of blocks beyond this layout's (another layout's) are removed, in one line."""
+    strays = stray_partitions(out, n_blocks)
+    if strays:
+        shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
+                                         else "")
+        warnings.warn(f"{out}: removed {len(strays)} partitions of blocks outside this run's "
+                      f"layout of {n_blocks} blocks ({shown})", stacklevel=4)
+    for rel in strays:
+        target = location(out) / rel
+        if is_url(target):
+            from ..storage.urls import filesystem
+
+            fs, root = filesystem(str(target))
+            fs.rm(root)
+        else:
+            os.unlink(target)
+
+
 def ensure_dir(out: Any) -> Path:
     """Create OUT (a prefix of an object store needs nothing)."""
     return make_output_dir(out, "call-hits output directory")
 
 
 __all__ = ("OWNED", "claim_out", "ensure_dir", "inside", "place_regions", "prepare_out",
-           "record_claim")
+           "record_batch_sizes", "record_claim", "remove_strays")

@@ -28,7 +28,6 @@ from .. import version
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
-    read_json,
     write_manifest,
     write_motifs,
 )
@@ -50,7 +49,7 @@ from ..storage.outputs import (
     output_dir,
     write_json,
 )
-from ..storage.urls import is_url, location, recorded_path
+from ..storage.urls import location, recorded_path
 from .identity import (
     fingerprint,
     finished_blocks,
@@ -61,9 +60,15 @@ from .identity import (
     run_identity,
     stamped_block_size,
     store_identity,
-    stray_partitions,
 )
-from .output import claim_out, inside, place_regions, prepare_out, record_claim
+from .output import (
+    claim_out,
+    inside,
+    place_regions,
+    prepare_out,
+    record_claim,
+    remove_strays,
+)
 from .seams import check_tiling
 
 #: Lines a resume prints about blocks it computes again, before summing up the rest.
@@ -246,7 +251,7 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         _ensure_motifs_in_out(out, c.motifs)
     finished: dict[int, dict[str, Any]] = {}
     if resuming:
-        _remove_strays(out, len(blocks))
+        remove_strays(out, len(blocks))
         resume = finished_blocks(out, blocks, run_fp, recorded.manifest if recorded else None)
         finished = resume.finished
         _say_redone(resume.redone)
@@ -255,47 +260,6 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
     return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
                 blocks=blocks, fingerprint=run_fp, finished=finished,
                 n_skipped=len(finished), block_size=block_size)
-
-
-def record_batch_sizes(out: Any, finished: dict[int, dict[str, Any]]) -> None:
-    """Record in parameters.json the solver batch sizes the workers used (by device type), as
-    the finished blocks report them; nothing for a device no block ran on."""
-    used: dict[str, set[int]] = {}
-    for entry in finished.values():
-        device, batch = entry.get("device"), entry.get("batch_size")
-        if isinstance(device, str) and isinstance(batch, int):
-            used.setdefault(device.split(":")[0], set()).add(batch)
-    path = location(out) / PARAMS_FILE
-    try:
-        params = read_json(path)
-    except (OSError, ValueError):
-        return
-    section = params.get("nemo_dask") if isinstance(params, dict) else None
-    if not isinstance(section, dict):
-        return
-    resolved = {k: sorted(v) for k, v in sorted(used.items())}
-    if section.get("batch_size_resolved") != resolved:
-        section["batch_size_resolved"] = resolved
-        write_json(params, path)
-
-
-def _remove_strays(out: Any, n_blocks: int) -> None:
-    """Partitions of blocks beyond this layout's (another layout's) are removed, in one line."""
-    strays = stray_partitions(out, n_blocks)
-    if strays:
-        shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
-                                         else "")
-        warnings.warn(f"{out}: removed {len(strays)} partitions of blocks outside this run's "
-                      f"layout of {n_blocks} blocks ({shown})", stacklevel=4)
-    for rel in strays:
-        target = location(out) / rel
-        if is_url(target):
-            from ..storage.urls import filesystem
-
-            fs, root = filesystem(str(target))
-            fs.rm(root)
-        else:
-            os.unlink(target)
 
 
 def _say_redone(lines: list[str]) -> None:
