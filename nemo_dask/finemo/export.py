@@ -49,6 +49,7 @@ from ..dataset import (
 )
 from ..errors import CorruptDataError, InputError
 from ..manifest import check_dataset, read_manifest
+from ..storage.lock import describe, lock_holder
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -376,9 +377,12 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
         info = read_json(manifest)
         if not info.get("complete", True):
             done = len(info.get("blocks", {}))
+            holder = lock_holder(shown)
+            advice = (f"it is being written now ({describe(holder)}): export it when that run "
+                      "has finished" if holder else "resume it with call-hits, or export what "
+                      "exists with --allow-incomplete")
             raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
-                             f"{info.get('n_blocks', '?')} blocks finished); resume it with "
-                             "call-hits, or export what exists with --allow-incomplete")
+                             f"{info.get('n_blocks', '?')} blocks finished); {advice}")
     try:
         # Every partition must be the one the manifest records (one line naming any other).
         check_dataset(out)

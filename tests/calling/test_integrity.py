@@ -260,6 +260,17 @@ def test_export_refuses_a_run_rewritten_while_it_reads(run, tmp_path, monkeypatc
     assert not [n for n in os.listdir(tmp_path / "exp") if not n.startswith(".")]
 
 
+def test_export_of_a_run_being_written_names_its_writer(run, tmp_path):
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps(manifest | {"complete": False}))
+    with pytest.raises(InputError, match="incomplete .* resume it with call-hits"):
+        export(run, tmp_path / "exp")
+    with OutputLock(run, "call-hits") as lock:
+        with pytest.raises(InputError, match=rf"incomplete \(6 of 6 blocks finished\); it is "
+                           rf"being written now \(call-hits of .*pid {lock.record['pid']}"):
+            export(run, tmp_path / "exp")
+
+
 def test_parameters_record_the_batch_the_workers_used(reference):
     section = json.loads((reference[0] / "parameters.json").read_text())["nemo_dask"]
     assert section["batch_size_resolved"] == {"cpu": [16]}  # one torch thread: 16 regions
