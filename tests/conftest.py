@@ -88,6 +88,16 @@ def assert_refused(address: str, security=None) -> None:
         scheduler_identity(address, security)
 
 
+@pytest.fixture(scope="module")
+def threads_client():
+    """A one-worker dask cluster inside the test process (a test can count what it does)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
 # --- special files, for the output-path tests (tests/storage, tests/test_outputs.py) ------
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False

@@ -30,12 +30,9 @@ BLOCK = 4  # 24 regions: 6 blocks
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(threads_client):
     """Workers in this process, so that a test can count what they do."""
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
+    return threads_client
 
 
 def _run(regions, modisco_h5, out, client, **kw):
