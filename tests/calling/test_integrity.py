@@ -317,3 +317,24 @@ def test_a_garbage_chunk_ends_the_cli_in_one_line(tmp_path, tiny_npz, modisco_h5
                      "(RuntimeError: error during blosc decompression: -1); the regions store is "
                      "damaged: convert the inputs again (nemo-dask convert ... --overwrite) or "
                      "restore the store from a copy"], err
+
+
+def test_the_recorded_cuda_batch_is_what_the_stream_uses(modisco_h5, monkeypatch):
+    """On a GPU (patched here: no device on this machine) the batch recorded per block is the
+    one fit_stream would take from the free memory, not a default no GPU run uses."""
+    import torch
+
+    from nemo_dask.motifs import load_motifs
+    from nemo_dask.params import SolverParams
+    from nemo_dask.solver.kernels import prepare_motifs
+    from nemo_dask.solver.service import stream_batch
+    from nemo_dask.solver.stream import cuda_batch_size
+
+    prepared = prepare_motifs(load_motifs(modisco_h5), torch.device("cpu"), False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    cuda = torch.device("cuda")
+    m = prepared.cwms.shape[0]
+    assert stream_batch(SolverParams(), cuda, 1, prepared, 1000) == cuda_batch_size(
+        40 << 30, m, 1000 - prepared.width + 1, 1000) != 2000
+    assert stream_batch(SolverParams(batch_size=77), cuda, 1, prepared, 1000) == 77
+    assert stream_batch(SolverParams(), torch.device("cpu"), 3, prepared, 1000) == 48
