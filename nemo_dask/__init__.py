@@ -32,7 +32,9 @@ _EXPORTS: dict[str, str] = {
     "NpzRegions": "regions.npz",
     "Motifs": "motifs",
     "NemoDaskError": "errors",
+    "CorruptDataError": "errors",
     "OutputExistsError": "errors",
+    "OutputLockedError": "errors",
     "RegionBlock": "regions.store",
     "Regions": "regions.store",
     "ReportTables": "report",
@@ -68,8 +70,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "AnnotateResult", "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
-    "HitComparison", "InputError", "MatchOptions", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions",
+    "AnnotateResult", "BlockResult", "CallHitsResult", "ClusterOptions", "CorruptDataError",
+    "ExportResult", "GpuUnavailableError", "HitComparison", "InputError", "MatchOptions",
+    "Motifs", "MotifParams", "NemoDaskError", "NpzRegions", "OutputLockedError",
     "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
     "annotate", "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
     "convert_chrombpnet_h5", "convert_modisco", "convert_npz", "export", "finemo_hits",

@@ -1,6 +1,7 @@
 """``call_hits``: the public entry point of the call-hits stage.
 
-Data flow: the driver validates everything and loads the motifs (:mod:`.plan`), gets a client
+Data flow: the driver validates everything and loads the motifs (:mod:`.plan`), claims
+``OUT`` (its lock, held to the end) and puts the regions store in place, gets a client
 (the caller's, or an embedded cluster's) and asks it whether its workers have GPUs, plans the
 blocks (ranges of regions aligned to the store's chunks) and prepares ``OUT``; then
 :mod:`.execute` maps :func:`.task.process_block` over the blocks, one task per block. Each task
@@ -174,6 +175,12 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     OutputExistsError
         ``out`` holds another run, or files that are not nemo_dask's, and ``overwrite`` is
         False.
+    OutputLockedError
+        Another run (alive) is writing into ``out``; its user, host, pid and start time are
+        named.
+    CorruptDataError
+        A chunk of the regions store is missing or damaged (found by the first task that reads
+        it; the run stops there), or ``out``'s dataset does not match its manifest.
     GpuUnavailableError
         ``cluster`` asks for GPUs this machine does not have.
     WorkersUnavailableError
@@ -187,7 +194,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         prepare_cluster,
         workers_gpu_batch,
     )
-    from .plan import plan_run, validate
+    from .plan import plan_run, prepared_out, validate
 
     t0 = time.perf_counter()
     if client is None:
@@ -220,9 +227,10 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
 
         annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
                                      checked.motifs_path, database, match_options)
-    with connected(client, cluster) as cl:
+    # OUT is this run's (its lock held) from here to the end: no other run writes into it.
+    with prepared_out(checked), connected(client, cluster) as cl:
         gpus = cluster_has_gpus(cl, run.device, cluster)
-        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
+        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.source.width,
                                        checked.motifs.width)
                      if gpus and run.block_size is None and solver.batch_size is None else None)
         plan = plan_run(checked, gpus=gpus,
@@ -231,10 +239,11 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
             # After plan_run wrote the plain table; tasks read finemo's columns of it only.
             write_motifs(plan.out, *annotation)
         summaries = execute(cl, plan)
-    n_hits = sum(s["hits"] for s in plan.finished.values())
-    return CallHitsResult(out=plan.out, hits=scan_hits(plan.out, labels=True),
-                          qc=scan_qc(plan.out), motifs=read_motifs(plan.out),
-                          n_blocks=len(plan.blocks),
+        n_hits = sum(s["hits"] for s in plan.finished.values())
+        # checked against the manifest
+        hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    return CallHitsResult(out=plan.out, hits=hits, qc=qc,
+                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=n_hits,
                           elapsed_s=time.perf_counter() - t0, summaries=summaries)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import dask
 
 from .. import config
 from ..dataset import write_manifest
+from ..errors import NemoDaskError
 from ..motifs import motifs_digest
+from .output import record_batch_sizes
 from .plan import Plan
 from .task import BlockSpec, process_block
 
@@ -46,9 +49,36 @@ def connected(client: Any, cluster_opts: Any) -> Iterator[Any]:
 
     # A killed worker must not fail the run: its blocks are simply recomputed elsewhere.
     failures = config.get("call-hits.allowed-failures")
-    with dask.config.set({"distributed.scheduler.allowed-failures": failures}):
-        with connect(cluster_opts or ClusterOptions()) as cl:
-            yield cl
+    levels: dict[str, int] = {}
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": failures}):
+            with connect(cluster_opts or ClusterOptions()) as cl:
+                try:
+                    yield cl
+                except NemoDaskError:
+                    # The run stops with our one-line error while the workers still solve:
+                    # what dask logs as it closes them (tasks cancelled, a busy worker killed)
+                    # would bury that line. (Only our own cluster's workers are quieted.)
+                    levels = _quiet()
+                    with contextlib.suppress(Exception):
+                        cl.run(_quiet)
+                    raise
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+#: dask's loggers that report a cluster stopped while its workers were busy.
+_SHUTDOWN_LOGGERS = ("distributed.nanny", "distributed.worker", "distributed.worker.state_machine",
+                     "distributed.core", "distributed.comm")
+
+
+def _quiet() -> dict[str, int]:
+    """Raise the shutdown loggers to ERROR; returns their levels before."""
+    levels = {name: logging.getLogger(name).level for name in _SHUTDOWN_LOGGERS}
+    for name in _SHUTDOWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return levels
 
 
 def _worker_has_cuda() -> bool:
@@ -158,9 +188,12 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                         continue
                     fut.release()
                     in_flight.discard(fut)
+                    if "error" in summary:  # a fault of the data: never retried (task.py)
+                        raise _task_error(summary)
                     summaries.append(summary)
-                    plan.finished[summary["block"]] = {k: summary[k] for k in
-                                                       ("start", "stop", "hits", "regions")}
+                    plan.finished[summary["block"]] = {
+                        k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
+                                                "device", "batch_size") if k in summary}
                     bar.update(summary["regions"])
                 more = list(itertools.islice(queued, len(done)))
                 if more:
@@ -173,8 +206,20 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
             raise
         finally:
             write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                           complete=len(plan.finished) == len(plan.blocks))
+                           complete=len(plan.finished) == len(plan.blocks),
+                           block_size=plan.block_size or None)
+            record_batch_sizes(plan.out, plan.finished)
     return summaries
+
+
+def _task_error(summary: dict[str, Any]) -> Exception:
+    """The error a task returned, as the exception of its kind (the message is the task's)."""
+    from .. import errors
+
+    kind = getattr(errors, str(summary.get("error_type")), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.NemoDaskError)):
+        kind = errors.InputError
+    return kind(summary["error"])
 
 
 class _NoBar:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_block
-from ..errors import InputError
+from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_partitions
+from ..errors import InputError, NemoDaskError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import MOTIFS_SCHEMA, QC_STATUS
@@ -153,10 +153,8 @@ def _open_store(url: str):
     return regions
 
 
-def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, Any]:
+def process_block(spec: BlockSpec) -> dict[str, Any]:
     """Solve one block and write its partitions; returns a small summary for the driver.
-
-    ``motifs`` defaults to the run's motifs read from ``spec.out`` (:func:`motifs_from_out`).
 
     The block goes to the process's solver thread (:mod:`nemo_dask.solver.service`). Once
     the solver takes it, the task leaves the worker's thread pool (dask's ``secede``) until
@@ -164,11 +162,24 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     and queues it for the solver, and this task writes its partitions while the next block is
     solved. A task whose block is still queued keeps its slot, so a worker holds at most one
     queued block per thread, and the rest of its tasks stay free to be stolen by idle workers.
+
+    A fault of the data or the run (a damaged chunk of the store, OUT overwritten under the
+    run: any :class:`~nemo_dask.errors.NemoDaskError`) is returned, not raised, as
+    ``{"block": ..., "error": message}``: dask would retry a raising task on every worker
+    first, and reading the same damaged chunk again gives the same answer. The driver stops
+    the run with that message (:func:`nemo_dask.calling.execute.execute`).
     """
+    try:
+        return _process_block(spec)
+    except NemoDaskError as err:
+        return {"block": spec.block, "start": spec.start, "stop": spec.stop,
+                "error": str(err), "error_type": type(err).__name__}
+
+
+def _process_block(spec: BlockSpec) -> dict[str, Any]:
     t0, started_at = time.perf_counter(), time.time()
     worker = _current_worker()
-    if motifs is None:
-        motifs = motifs_from_out(spec.out, spec.motifs_digest)
+    motifs = motifs_from_out(spec.out, spec.motifs_digest)
     block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
@@ -195,15 +206,22 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
     hits = keep_owned(hits, _open_store(spec.regions_url), spec.start, spec.stop, motifs.width)
-    n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
+    entry = write_partitions(spec.out, spec.block, hits, qc, run=spec.run_id, start=spec.start,
+                             stop=spec.stop)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
     return {
-        "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
-        "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),
-        "device": str(place.device), "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
+        **entry, "block": spec.block,
+        "timeouts": int(statuses[1]), "failures": int(statuses[2]),
+        "device": str(place.device), "batch_size": solving_batch(solving),
+        "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
         "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
         "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
     }
+
+
+def solving_batch(solving: Any) -> int | None:
+    """The batch size the solver used for a block (set by the solver service), or None."""
+    return getattr(solving, "batch_size", None)
 
 
 def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,

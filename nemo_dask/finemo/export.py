@@ -47,8 +47,10 @@ from ..dataset import (
     read_parameters,
     scan_qc,
 )
-from ..errors import InputError
+from ..errors import CorruptDataError, InputError
+from ..manifest import check_dataset, read_manifest
 from ..matching.labels import LABEL, motif_labels
+from ..storage.lock import describe, lock_holder
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -184,19 +186,48 @@ def _file_names(out: Path) -> tuple[str, ...]:
 
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
                  shown: Any, labels: bool = False) -> tuple[int, int, int, int]:
-    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``."""
-    _check_run(out, None, allow_incomplete, shown)
-    motifs = read_motifs(out)
-    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows,
-                                              motif_labels(motifs) if labels else None)
-    n_regions = _write_qc(out, tmp, max_rows)
-    # finemo's columns only (finemo's report reads this file with exactly these).
-    motifs.select(list(FINEMO_MOTIFS_DTYPES)).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
-    if LABEL in motifs.columns:
-        match_table(motifs).write_csv(tmp / MOTIF_MATCHES_FILE, separator="\t")
-    shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
-    _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``.
+
+    The run is checked against its manifest first, and its manifest is read again at the end:
+    a run rewritten meanwhile (``call-hits --overwrite`` into it) is refused in one line, and
+    nothing is installed.
+    """
+    before = _check_run(out, None, allow_incomplete, shown)
+    try:
+        motifs = read_motifs(out)
+        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows,
+                                                  motif_labels(motifs) if labels else None)
+        n_regions = _write_qc(out, tmp, max_rows)
+        # finemo's columns only (finemo's report reads this file with exactly these).
+        motifs.select(list(FINEMO_MOTIFS_DTYPES)).write_csv(tmp / MOTIF_DATA_FILE,
+                                                             separator="\t")
+        if LABEL in motifs.columns:
+            match_table(motifs).write_csv(tmp / MOTIF_MATCHES_FILE, separator="\t")
+        shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
+        _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException) as err:
+        if _still_same(out, before):
+            raise  # not a change of the run under us: a fault of its own kind
+        raise InputError(_changed(shown, f"{type(err).__name__}: {err}")) from None
+    if read_manifest(out) != before:
+        raise InputError(_changed(shown, "its manifest.json changed"))
     return n_hits, n_unique, n_regions, n_buckets
+
+
+def _still_same(out: Path, before: dict[str, Any] | None) -> bool:
+    """Whether the run still has the manifest ``before`` and matches it."""
+    try:
+        check_dataset(out)
+    except (OSError, ValueError):
+        return False
+    return read_manifest(out) == before
+
+
+def _changed(shown: Any, what: str) -> str:
+    text = " ".join(what.split())
+    return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
+            "into it (--overwrite, or a resume); nothing was exported: export again once that "
+            "run has finished")
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +405,8 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
         json.dump(finemo_parameters(params), f, indent=4)
 
 
-def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any = None) -> None:
+def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
+               shown: Any = None) -> dict[str, Any] | None:
     shown = out if shown is None else shown
     missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
                if not (out / name).exists()]
@@ -390,9 +422,18 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any 
         info = read_json(manifest)
         if not info.get("complete", True):
             done = len(info.get("blocks", {}))
+            holder = lock_holder(shown)
+            advice = (f"it is being written now ({describe(holder)}): export it when that run "
+                      "has finished" if holder else "resume it with call-hits, or export what "
+                      "exists with --allow-incomplete")
             raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
-                             f"{info.get('n_blocks', '?')} blocks finished); resume it with "
-                             "call-hits, or export what exists with --allow-incomplete")
+                             f"{info.get('n_blocks', '?')} blocks finished); {advice}")
+    try:
+        # Every partition must be the one the manifest records (one line naming any other).
+        check_dataset(out)
+    except CorruptDataError as err:
+        raise CorruptDataError(str(err).replace(str(out), str(shown))) from None
+    return read_manifest(out)
 
 
 __all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import polars as pl
 
 from .. import config
-from ..dataset import is_output_dir, read_json, write_block, write_manifest, write_motifs
+from ..dataset import is_output_dir, read_json, write_manifest, write_motifs, write_partitions
 from ..errors import InputError, OutputExistsError
 from ..storage.outputs import copy_file, make_output_dir, output_dir, remove_owned, write_json
 from .formats import (
@@ -84,8 +84,10 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     real = output_dir(out, "imported dataset directory")
     if real.exists() and any(real.iterdir()):
         if not overwrite:
-            raise OutputExistsError(f"{out} exists and is not empty; choose a new directory or "
-                                    "pass overwrite=True")
+            advice = ("choose a new directory or pass overwrite=True (it holds nemo-dask's own "
+                      "output)" if is_output_dir(real) else "choose a new directory (it is "
+                      "not nemo-dask's output, so overwrite=True would not replace it)")
+            raise OutputExistsError(f"{out} exists and is not empty; {advice}")
         # Only our own output goes, also when reached through a link (the link stays).
         remove_owned(real, is_output_dir, "output directory")
 
@@ -107,10 +109,9 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     for b in range(n_blocks):
         h = hits_by.get((b,), hits.clear())
         q = qc_by.get((b,), qc.clear())
-        n_h, n_q = write_block(out, b, h, q)
         start = b * block_size
-        finished[b] = {"start": start, "stop": min(start + block_size, max(n_regions, 1)),
-                       "hits": n_h, "regions": n_q}
+        finished[b] = write_partitions(out, b, h, q, run="imported", start=start,
+                                       stop=min(start + block_size, max(n_regions, 1)))
     write_motifs(out, motifs)
     copy_file(src / CWMS_FILE, out / CWMS_FILE)
     write_json(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
