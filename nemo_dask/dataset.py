@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
 from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
+from .storage.faults import reporting_faults
 from .storage.outputs import open_output, remove_temporaries, write_json
 from .storage.urls import filesystem, is_url, location, open_input
 
@@ -47,9 +48,10 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
     """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
-    same directory, then a rename).
+    same directory, then a rename); a full or unwritable file system raises
+    :class:`~nemo_dask.storage.faults.StorageFaultError` naming ``path``, the temporary removed.
     """
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         pq.write_table(table, f, compression="zstd")
     return table.num_rows
 

@@ -20,6 +20,8 @@ import polars as pl
 
 from ..dataset import read_motifs, scan_hits, scan_qc
 from ..params import MotifParams, RunOptions, SolverParams
+from ..storage.faults import SPACE_FAULTS, StorageFaultError, fault_error, is_fault
+from ..storage.urls import is_url
 
 _SP, _MP = SolverParams, MotifParams
 
@@ -168,6 +170,10 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
+    StorageFaultError
+        OUT (or the regions store) is on a full, read-only or unwritable file system: one line
+        naming the file, its file system's free space, the blocks kept and the fix. Partitions
+        are written whole, so the same call after the fault is fixed resumes.
     """
     from .execute import (
         cluster_has_gpus,
@@ -190,25 +196,58 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     run = RunOptions(block_size=block_size, device=device, retries=retries,
                      overwrite=overwrite, progress=progress,
                      worker_wait=worker_wait).resolved()
-    checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
-                       chrom_order=chrom_order, mode=mode,
-                       lambda_default=lambda_default, trim_threshold=trim_threshold,
-                       motifs_include=motifs_include, motif_names=motif_names,
-                       motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                       trim_coords=trim_coords, include_rc=include_rc)
-    with connected(client, cluster) as cl:
-        gpus = cluster_has_gpus(cl, run.device, cluster)
-        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
-                                       checked.motifs.width)
-                     if gpus and run.block_size is None and solver.batch_size is None else None)
-        plan = plan_run(checked, gpus=gpus,
-                        gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
-        summaries = execute(cl, plan)
+    # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
+    # line naming the file, what OUT keeps and the fix (storage/faults.py).
+    try:
+        checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
+                           chrom_order=chrom_order, mode=mode,
+                           lambda_default=lambda_default, trim_threshold=trim_threshold,
+                           motifs_include=motifs_include, motif_names=motif_names,
+                           motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+                           trim_coords=trim_coords, include_rc=include_rc)
+        with connected(client, cluster) as cl:
+            gpus = cluster_has_gpus(cl, run.device, cluster)
+            gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
+                                           checked.motifs.width)
+                         if gpus and run.block_size is None and solver.batch_size is None
+                         else None)
+            plan = plan_run(checked, gpus=gpus,
+                            gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+            summaries = execute(cl, plan)
+    except OSError as err:
+        if not is_fault(err):
+            raise
+        raise driver_fault(err, out) from None
     n_hits = sum(s["hits"] for s in plan.finished.values())
     return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=n_hits,
                           elapsed_s=time.perf_counter() - t0, summaries=summaries)
+
+
+def driver_fault(err: OSError, out: str | os.PathLike[str]) -> StorageFaultError:
+    """The one line for a storage fault the driver met: writing OUT, or reading an input."""
+    from ..storage.urls import localize
+
+    name = os.fspath(err.filename) if err.filename else os.fspath(localize(out))
+    root = os.path.realpath(os.fspath(localize(out))) if not is_url(out) else os.fspath(out)
+    in_out = os.path.realpath(name).startswith(root) if not is_url(name) else name.startswith(root)
+    if in_out or err.errno in SPACE_FAULTS:
+        return fault_error(err, name, kept_in(out))
+    return fault_error(err, name, "no block was written", "make it readable for this user, "
+                       "then run the same command again")
+
+
+def kept_in(out: str | os.PathLike[str]) -> str:
+    """What OUT keeps after a driver-side storage fault: its complete block partitions."""
+    from ..dataset import QC_DIR
+    from ..storage.urls import location
+
+    if is_url(out):
+        return "blocks already written are kept"
+    n = len(list((location(out) / QC_DIR).glob("part-*.parquet")))
+    return (f"{n} complete block(s) are kept in {out}; a rerun resumes from them" if n else
+            "no block was written")
 
 
 __all__: Sequence[str] = ("CallHitsResult", "call_hits")

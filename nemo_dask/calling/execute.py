@@ -16,8 +16,10 @@ from typing import Any
 import dask
 
 from .. import config
-from ..dataset import write_manifest
+from ..clusters.quiet import drop_cancellation_noise
+from ..dataset import MANIFEST_FILE, write_manifest
 from ..motifs import motifs_digest
+from ..storage.faults import SPACE_FAULTS, StorageFaultError, fault_error, is_fault
 from .plan import Plan
 from .task import BlockSpec, process_block
 
@@ -136,13 +138,14 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     n_regions = sum(e - s for _, s, e in todo)
     queued = iter(todo)
     in_flight: set[Any] = set()
+    fault: StorageFaultError | None = None
     with _progress_bar(n_regions, plan.run.progress) as bar:
         wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
         first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
         in_flight.update(first)
         ac = as_completed(first)
         try:
-            while not ac.is_empty():
+            while not ac.is_empty() and fault is None:
                 done = ac.next_batch(block=False)
                 if not done:
                     wait.check()
@@ -158,23 +161,73 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                         continue
                     fut.release()
                     in_flight.discard(fut)
+                    if "fault" in summary:  # a full or unwritable file system: stop at once
+                        fault = fault or summary["fault"]
+                        continue
                     summaries.append(summary)
                     plan.finished[summary["block"]] = {k: summary[k] for k in
                                                        ("start", "stop", "hits", "regions")}
                     bar.update(summary["regions"])
-                more = list(itertools.islice(queued, len(done)))
+                more = [] if fault else list(itertools.islice(queued, len(done)))
                 if more:
                     new = submit(more)
                     in_flight.update(new)
                     ac.update(new)
-        except BaseException:
+            if fault is not None:
+                raise fault.with_written(written_so_far(plan), _resume_fix(fault, plan.out))
+        except BaseException as err:
+            if in_flight:
+                drop_cancellation_noise(client, prefix)  # our tasks' cancellations only
             client.cancel(list(in_flight))
             wait.cancel_jobs()
+            _final_manifest(plan, failing=err)
             raise
-        finally:
-            write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                           complete=len(plan.finished) == len(plan.blocks))
+        _final_manifest(plan, failing=None)
     return summaries
+
+
+def written_so_far(plan: Plan) -> str:
+    """What a run that stopped has kept: its complete blocks (partitions are written whole)."""
+    done = plan.finished.values()
+    n_regions = plan.blocks[-1][2] if plan.blocks else 0
+    return (f"{len(plan.finished)} of {len(plan.blocks)} blocks "
+            f"({sum(b['regions'] for b in done)} of {n_regions} regions, "
+            f"{sum(b['hits'] for b in done)} hits) are complete in {plan.out} and kept; the "
+            "blocks that failed left no partition")
+
+
+def _resume_fix(fault: StorageFaultError, out: Any) -> str:
+    """What to do: free space or make OUT writable (writes), or make an input readable (a
+    worker that could not read its block); then the same command resumes."""
+    if fault.errno in SPACE_FAULTS:
+        first = "free space there (or move OUT elsewhere)"
+    elif fault.path.startswith(str(out)):
+        first = "make it writable for this user"
+    else:
+        first = "make it readable for the user running the workers"
+    return f"{first}, then run the same command again: it resumes with the blocks not yet written"
+
+
+def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
+    """Record the finished blocks. A run already failing keeps its own error if the manifest
+    cannot be written either (a full disk): the partitions, not the manifest, are what a
+    resume trusts. A run whose blocks all finished but whose manifest cannot be written says
+    so in one line."""
+    try:
+        write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
+                       complete=len(plan.finished) == len(plan.blocks))
+    except OSError as err:
+        if failing is not None:
+            return
+        if not is_fault(err):
+            raise
+        fault = fault_error(err, plan.out / MANIFEST_FILE)
+        raise fault.with_written(
+            f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
+            "only its manifest is not up to date", _resume_fix(fault, plan.out)) from None
+    except StorageFaultError:
+        if failing is None:
+            raise
 
 
 class _NoBar:

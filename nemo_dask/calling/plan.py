@@ -44,6 +44,7 @@ from ..params import MotifParams, RunOptions, SolverParams
 from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
+from ..storage.faults import StorageFaultError
 from ..storage.outputs import (
     make_output_dir,
     open_output,
@@ -306,6 +307,11 @@ def _convert(npz: Path, out: Path, chunk: int, inputs: dict[str, Any]) -> Region
         return convert_npz(str(npz), str(tmp), peaks=inputs["peaks"],
                            chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
                            progress=False)
+    except StorageFaultError as fault:  # named as the user knows it, not by its temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        written = (fault.written or "").replace(f" and {tmp} is as it was", "")
+        raise StorageFaultError(f"{real}/regions.zarr (converting {npz})", fault.errno,
+                                fault.note, written, fault.fix) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,6 +19,7 @@ import functools
 import sys
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -30,6 +31,7 @@ from ..errors import InputError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import QC_STATUS
+from ..storage.faults import StorageFaultError, reporting_faults
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -132,6 +134,20 @@ def tune_malloc() -> bool:
         return False
 
 
+class WorkerClosingError(RuntimeError):
+    """A task gave up its queued block because its worker is closing."""
+
+
+def _worker_closing(worker: Any | None) -> bool:
+    """Whether ``worker`` is closing for good (not retiring gracefully, which lets its tasks
+    finish)."""
+    if worker is None:
+        return False
+    from distributed.core import Status
+
+    return worker.status in (Status.closing, Status.closed, Status.failed)
+
+
 def _current_worker() -> Any | None:
     """The dask worker running this task, or None when called outside one."""
     try:
@@ -155,6 +171,20 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     """Solve one block and write its partitions; returns a small summary for the driver.
 
     ``motifs`` defaults to the run's motifs read from ``spec.out`` (:func:`motifs_from_out`).
+    A full or unwritable file system (:mod:`nemo_dask.storage.faults`) is not retried: the
+    summary then holds only ``block`` and ``fault`` (the :class:`StorageFaultError`), which
+    the driver raises as one line, and no partition of the block is left half-written.
+    """
+    try:
+        return _process_block(spec, motifs)
+    except StorageFaultError as fault:
+        # Returned, not raised: a raised error is logged by the worker with its traceback and
+        # retried, which a full disk only fills further.
+        return {"block": spec.block, "start": spec.start, "stop": spec.stop, "fault": fault}
+
+
+def _process_block(spec: BlockSpec, motifs: Motifs | None) -> dict[str, Any]:
+    """:func:`process_block`'s work.
 
     The block goes to the process's solver thread (:mod:`nemo_dask.solver.service`). Once
     the solver takes it, the task leaves the worker's thread pool (dask's ``secede``) until
@@ -167,7 +197,9 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     worker = _current_worker()
     if motifs is None:
         motifs = motifs_from_out(spec.out, spec.motifs_digest)
-    block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
+    with reporting_faults(spec.regions_url, fix="make the regions store readable for the "
+                          "user running the workers, then run the same command again"):
+        block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
     tune_malloc()
@@ -179,16 +211,27 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):
-        pass
+        if _worker_closing(worker):
+            # The worker is shutting down (the run ended or failed): nobody waits for this
+            # block, and holding the task would keep the process alive until its nanny kills
+            # it. Its block is recomputed elsewhere if the run still needs it.
+            raise WorkerClosingError(f"block {spec.block}: the worker closed before solving it")
     if worker is not None:
         from distributed import rejoin, secede
 
         secede()
     try:
-        result, t_solve = solving.result()
+        while True:
+            try:
+                result, t_solve = solving.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                if _worker_closing(worker):  # as above: do not hold a closing worker
+                    raise WorkerClosingError(f"block {spec.block}: the worker closed while "
+                                             "solving it") from None
         solved_at = time.time()
     finally:
-        if worker is not None:
+        if worker is not None and not _worker_closing(worker):
             rejoin()
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 
@@ -77,11 +78,30 @@ def _start_worker_server_early(argv: Sequence[str]) -> None:
         prestart_workers()
 
 
+def _quiet_resource_tracker() -> None:
+    """Keep multiprocessing's resource tracker from printing "leaked semaphore objects" when
+    this process ends after a nanny had to kill a busy worker (a run stopped by a fault): the
+    tracker frees them itself, and the line means nothing to the user. The tracker process is
+    started with this process's -W options (``sys.warnoptions``), so the filter goes there,
+    before the fork server (and with it the tracker) starts."""
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-dask`` console script."""
-    import tempfile
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # dask's workers, the fork server and fetched inputs all need one; tempfile tries
+        # TMPDIR, /tmp, /var/tmp, /usr/tmp and the current directory, skipping unwritable ones.
+        tempfile.gettempdir()
+    except FileNotFoundError as err:
+        print(f"nemo-dask: error: no writable temporary directory ({err}); set TMPDIR to a "
+              "writable directory with free space", file=sys.stderr)
+        return 2
+    _quiet_resource_tracker()
     _start_worker_server_early(argv)
     args = build_parser().parse_args(argv)
     try:
@@ -93,6 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"nemo-dask {args.command}: error: {with_fetched_urls(str(err))}",
               file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full, read-only or unwritable file system wherever no caller named it more
+        # precisely: still one line, with the OS's file name and the fix.
+        from ..storage.faults import fault_error, is_fault
+        from ..storage.urls import with_fetched_urls
+
+        if not is_fault(err):
+            raise
+        line = str(fault_error(err, err.filename or "a file it was writing"))
+        print(f"nemo-dask {args.command}: error: {with_fetched_urls(line)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nemo-dask {args.command}: interrupted", file=sys.stderr)

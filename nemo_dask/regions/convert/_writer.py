@@ -150,9 +150,6 @@ class StoreWriter:
     def __init__(self, out: str | os.PathLike[str], *, n_regions: int, width: int,
                  contrib_kind: str, chunk_size: int, contrib_dtype: str, has_peaks: bool,
                  attrs: dict[str, Any], extra_arrays: dict[str, str] | None = None) -> None:
-        import zarr
-        from zarr.codecs import BloscCodec
-
         assert contrib_kind in CONTRIB_KINDS
         self.out = out
         self.final = store_location(out)
@@ -174,6 +171,7 @@ class StoreWriter:
             else:
                 self.target = self.final
         self.n_regions, self.width, self.chunk_size = n_regions, width, chunk_size
+        self.n_written = 0  #: regions written so far (chunks are written in order)
         self.attrs = {
             "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
             "contrib_kind": contrib_kind, "contrib_dtype": contrib_dtype,
@@ -182,6 +180,20 @@ class StoreWriter:
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "complete": False,
         }
+        try:
+            self._create(extra_arrays)
+        except BaseException:
+            self.abort()  # a store cut short by a full disk is not left behind
+            raise
+
+    def _create(self, extra_arrays: dict[str, str] | None) -> None:
+        """The store's group, attributes and empty arrays, under ``self.target``."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        n_regions, width, chunk_size = self.n_regions, self.width, self.chunk_size
+        contrib_kind, contrib_dtype = self.attrs["contrib_kind"], self.attrs["contrib_dtype"]
+        has_peaks = self.attrs["has_peaks"]
         self.group = zarr.open_group(self.target, mode="w", zarr_format=3)
         self.group.attrs[ATTRS_KEY] = self.attrs
         # bitshuffle + zstd: one-hot int8 and float16 both compress well and round-trip exactly.
@@ -241,6 +253,7 @@ class StoreWriter:
                     self.peaks[name][start:stop] = values
                 else:
                     self.peaks[name][start:stop] = col.cast(dtype).to_numpy()
+        self.n_written = stop
 
     def finish(self, extra_attrs: dict[str, Any]) -> Regions:
         """Mark the store complete (last write), move it into place, and open it."""
