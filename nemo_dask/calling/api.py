@@ -170,6 +170,9 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
+    WorkerMemoryError
+        A worker was stopped at its memory limit while solving a block: raised at the first
+        such death, saying what a block of that size needs and which option to change.
     StorageFaultError
         OUT (or the regions store) is on a full, read-only or unwritable file system: one line
         naming the file, its file system's free space, the blocks kept and the fix. Partitions
@@ -213,7 +216,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                          else None)
             plan = plan_run(checked, gpus=gpus,
                             gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
-            summaries = execute(cl, plan)
+            summaries = execute(cl, plan, embedded=client is None)
     except OSError as err:
         if not is_fault(err):
             raise

@@ -20,6 +20,7 @@ from ..clusters.quiet import drop_cancellation_noise
 from ..dataset import MANIFEST_FILE, write_manifest
 from ..motifs import motifs_digest
 from ..storage.faults import SPACE_FAULTS, StorageFaultError, fault_error, is_fault
+from .deaths import DeathWatch, block_bytes
 from .plan import Plan
 from .task import BlockSpec, process_block
 
@@ -101,7 +102,7 @@ def workers_gpu_batch(client: Any, n_motifs: int, width: int, motif_width: int) 
 MAX_BLOCKS_IN_FLIGHT = 4096
 
 
-def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
+def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, Any]]:
     """Submit the blocks not yet finished; returns their summaries as they complete.
 
     Tasks read the motifs from ``OUT`` (:func:`.task.motifs_from_out`), never from a worker's
@@ -116,6 +117,13 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
+    WorkerMemoryError
+        A worker was stopped at its memory limit while solving a block (:mod:`.deaths`): raised
+        at the first such death, naming the block size and the options to change.
+    StorageFaultError
+        A worker found OUT full or unwritable, or the store unreadable (one line; the blocks
+        finished so far are kept). ``embedded`` says the cluster is nemo_dask's own, whose
+        nannies' memory-kill lines are then left to :mod:`.deaths`.
     """
     from distributed import as_completed
 
@@ -141,12 +149,15 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     fault: StorageFaultError | None = None
     with _progress_bar(n_regions, plan.run.progress) as bar:
         wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
+        deaths = DeathWatch(client, prefix, {b: e - s for b, s, e in todo}, _block_need(plan),
+                            quiet=embedded)
         first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
         in_flight.update(first)
         ac = as_completed(first)
         try:
             while not ac.is_empty() and fault is None:
                 done = ac.next_batch(block=False)
+                deaths.check()  # a worker killed at its memory limit: stop at the first
                 if not done:
                     wait.check()
                     time.sleep(0.05)
@@ -165,6 +176,7 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                         fault = fault or summary["fault"]
                         continue
                     summaries.append(summary)
+                    deaths.progressed()
                     plan.finished[summary["block"]] = {k: summary[k] for k in
                                                        ("start", "stop", "hits", "regions")}
                     bar.update(summary["regions"])
@@ -182,8 +194,23 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
             wait.cancel_jobs()
             _final_manifest(plan, failing=err)
             raise
+        finally:
+            deaths.close()
         _final_manifest(plan, failing=None)
     return summaries
+
+
+def _block_need(plan: Plan) -> Any:
+    """``need(n)``: bytes a block of n regions needs on a worker (:func:`.deaths.block_bytes`)."""
+
+    def need(n: int) -> int:
+        from ..regions.store import open_store
+
+        width = open_store(plan.regions_url).width
+        return block_bytes(n, width, plan.motifs.n_motifs, plan.motifs.width,
+                           plan.solver.batch_size_for("cpu"))
+
+    return need
 
 
 def written_so_far(plan: Plan) -> str:

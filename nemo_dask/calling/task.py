@@ -148,6 +148,26 @@ def _worker_closing(worker: Any | None) -> bool:
     return worker.status in (Status.closing, Status.closed, Status.failed)
 
 
+def release_memory() -> bool:
+    """Hand the memory freed by a finished block back to the OS; returns whether glibc did.
+
+    :func:`tune_malloc` lets glibc keep up to 256 MB of freed heap (so that the solver's
+    per-step buffers are not unmapped and faulted in again at every step). Without this, a
+    worker's resident memory climbs to the largest heap any block of the run has needed and
+    stays there: it grew with the number of regions. Trimmed once per block, it tracks the
+    current block instead; pyarrow's pool (the Parquet writer's buffers) is released too.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _current_worker() -> Any | None:
     """The dask worker running this task, or None when called outside one."""
     try:
@@ -238,6 +258,8 @@ def _process_block(spec: BlockSpec, motifs: Motifs | None) -> dict[str, Any]:
     hits = keep_owned(hits, _open_store(spec.regions_url), spec.start, spec.stop, motifs.width)
     n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    del hits, qc, peaks, result
+    release_memory()
     return {
         "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
         "regions": n_regions, "timeouts": int(statuses[1]), "failures": int(statuses[2]),

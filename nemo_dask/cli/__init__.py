@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from .. import version
+from ..clusters.quiet import quiet_resource_tracker
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
@@ -78,17 +79,6 @@ def _start_worker_server_early(argv: Sequence[str]) -> None:
         prestart_workers()
 
 
-def _quiet_resource_tracker() -> None:
-    """Keep multiprocessing's resource tracker from printing "leaked semaphore objects" when
-    this process ends after a nanny had to kill a busy worker (a run stopped by a fault): the
-    tracker frees them itself, and the line means nothing to the user. The tracker process is
-    started with this process's -W options (``sys.warnoptions``), so the filter goes there,
-    before the fork server (and with it the tracker) starts."""
-    option = "ignore:resource_tracker:UserWarning"
-    if option not in sys.warnoptions:
-        sys.warnoptions.append(option)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-dask`` console script."""
 
@@ -101,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nemo-dask: error: no writable temporary directory ({err}); set TMPDIR to a "
               "writable directory with free space", file=sys.stderr)
         return 2
-    _quiet_resource_tracker()
+    quiet_resource_tracker()
     _start_worker_server_early(argv)
     args = build_parser().parse_args(argv)
     try:

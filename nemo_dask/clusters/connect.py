@@ -31,7 +31,7 @@ from .options import (
     cfg,
     resolve,
 )
-from .quiet import closing_quietly
+from .quiet import closing_quietly, quiet_memory_warnings
 from .security import NO_TLS_RISK, for_client
 
 __all__ = ["ClusterOptions", "GpuUnavailableError", "add_cluster_arguments",
@@ -142,6 +142,8 @@ def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> 
         client = Client(cluster)
         stack.callback(client.close)
         stack.callback(quiet.enter_context, closing_quietly(client))
+        if o.cluster in ("local", "cuda"):
+            quiet_memory_warnings(client)  # dask's "unmanaged memory" lines: see quiet.py
         if announce:
             announce_cluster(o, cluster)
         yield client

@@ -72,6 +72,9 @@ def worker_start_method(method: str) -> Iterator[None]:
     """
     import dask
 
+    from .quiet import quiet_resource_tracker
+
+    quiet_resource_tracker()  # before the fork server starts the tracker (quiet.py)
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         if method == "forkserver":
             # If the server already runs (an earlier cluster), the list no longer matters.

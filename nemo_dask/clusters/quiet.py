@@ -22,6 +22,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 #: Above CRITICAL: nothing of the logger gets through.
 _SILENT = logging.CRITICAL + 10
 
@@ -83,5 +85,39 @@ def closing_quietly(client: Any | None) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
-__all__ = ("closing_quietly", "drop_cancellation_noise", "install_key_filter",
+def quiet_resource_tracker() -> None:
+    """Keep multiprocessing's resource tracker from printing "leaked semaphore objects" when
+    this process ends after a nanny had to kill a busy worker (a run stopped early): the
+    tracker frees them itself, and the line means nothing to the user. The tracker process is
+    started with this process's -W options (``sys.warnoptions``), so the filter goes there,
+    before the fork server (and with it the tracker) starts."""
+    import sys
+
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
+class QuietMemoryWarnings(WorkerPlugin):
+    """Worker plugin of the clusters nemo_dask starts: no "Unmanaged memory use is high" or
+    "Pausing worker" lines. A solver's memory is all "unmanaged" to dask (torch and numpy
+    arrays, not dask data), so the first warns on every block and the second pauses nothing
+    that matters; a worker stopped at its limit is reported by nemo_dask itself
+    (:mod:`nemo_dask.calling.deaths`). Applied again to restarted workers."""
+
+    name = "nemo-dask-quiet-memory-warnings"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker.memory").setLevel(logging.ERROR)
+
+
+def quiet_memory_warnings(client: Any) -> None:
+    """Register :class:`QuietMemoryWarnings` on ``client``'s workers (best effort)."""
+    with contextlib.suppress(Exception):
+        client.register_plugin(QuietMemoryWarnings())
+
+
+__all__ = ("QuietMemoryWarnings", "closing_quietly", "quiet_memory_warnings",
+           "quiet_resource_tracker", "drop_cancellation_noise", "install_key_filter",
            "silence_distributed")
