@@ -20,7 +20,14 @@ import polars as pl
 
 from ..dataset import read_motifs, scan_hits, scan_qc
 from ..params import MotifParams, RunOptions, SolverParams
-from ..storage.faults import SPACE_FAULTS, StorageFaultError, fault_error, is_fault
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
 from ..storage.urls import is_url
 
 _SP, _MP = SolverParams, MotifParams
@@ -217,10 +224,13 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
             plan = plan_run(checked, gpus=gpus,
                             gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
             summaries = execute(cl, plan, embedded=client is None)
-    except OSError as err:
-        if not is_fault(err):
-            raise
-        raise driver_fault(err, out) from None
+    except Exception as err:
+        if is_fault(err):
+            raise driver_fault(err, out) from None  # type: ignore[arg-type]
+        if is_unreachable(err) and (is_url(out) or is_url(regions)):
+            raise unreachable_error(err, out if is_url(out) else regions,
+                                    kept_in(out)) from None
+        raise
     n_hits = sum(s["hits"] for s in plan.finished.values())
     return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
@@ -247,7 +257,7 @@ def kept_in(out: str | os.PathLike[str]) -> str:
     from ..storage.urls import location
 
     if is_url(out):
-        return "blocks already written are kept"
+        return "the blocks already written are kept; a rerun resumes from them"
     n = len(list((location(out) / QC_DIR).glob("part-*.parquet")))
     return (f"{n} complete block(s) are kept in {out}; a rerun resumes from them" if n else
             "no block was written")

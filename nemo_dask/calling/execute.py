@@ -19,7 +19,14 @@ from .. import config
 from ..clusters.quiet import drop_cancellation_noise
 from ..dataset import MANIFEST_FILE, write_manifest
 from ..motifs import motifs_digest
-from ..storage.faults import SPACE_FAULTS, StorageFaultError, fault_error, is_fault
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
 from .deaths import DeathWatch, block_bytes
 from .plan import Plan
 from .task import BlockSpec, process_block
@@ -224,37 +231,43 @@ def written_so_far(plan: Plan) -> str:
 
 
 def _resume_fix(fault: StorageFaultError, out: Any) -> str:
-    """What to do: free space or make OUT writable (writes), or make an input readable (a
-    worker that could not read its block); then the same command resumes."""
-    if fault.errno in SPACE_FAULTS:
-        first = "free space there (or move OUT elsewhere)"
+    """What to do: free space or make OUT writable (writes), make an input readable (a worker
+    that could not read its block), or wait for the object store; then the same command
+    resumes."""
+    if fault.what is not None:
+        first = "once the object store answers again,"
+    elif fault.errno in SPACE_FAULTS:
+        first = "free space there (or move OUT elsewhere), then"
     elif fault.path.startswith(str(out)):
-        first = "make it writable for this user"
+        first = "make it writable for this user, then"
     else:
-        first = "make it readable for the user running the workers"
-    return f"{first}, then run the same command again: it resumes with the blocks not yet written"
+        first = "make it readable for the user running the workers, then"
+    return f"{first} run the same command again: it resumes with the blocks not yet written"
 
 
 def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
     """Record the finished blocks. A run already failing keeps its own error if the manifest
-    cannot be written either (a full disk): the partitions, not the manifest, are what a
-    resume trusts. A run whose blocks all finished but whose manifest cannot be written says
-    so in one line."""
+    cannot be written either (a full disk, an object store gone): the partitions, not the
+    manifest, are what a resume trusts. A run whose blocks all finished but whose manifest
+    cannot be written says so in one line."""
     try:
         write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
                        complete=len(plan.finished) == len(plan.blocks))
-    except OSError as err:
+    except Exception as err:
         if failing is not None:
             return
-        if not is_fault(err):
+        if isinstance(err, StorageFaultError):
             raise
-        fault = fault_error(err, plan.out / MANIFEST_FILE)
+        path = plan.out / MANIFEST_FILE
+        if is_fault(err):
+            fault = fault_error(err, path)  # type: ignore[arg-type]
+        elif is_unreachable(err):
+            fault = unreachable_error(err, path)
+        else:
+            raise
         raise fault.with_written(
             f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
             "only its manifest is not up to date", _resume_fix(fault, plan.out)) from None
-    except StorageFaultError:
-        if failing is None:
-            raise
 
 
 class _NoBar:

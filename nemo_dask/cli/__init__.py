@@ -115,6 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = str(fault_error(err, err.filename or "a file it was writing"))
         print(f"nemo-dask {args.command}: error: {with_fetched_urls(line)}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # An object store that stopped answering, wherever no caller named the object.
+        from ..storage.faults import is_unreachable, unreachable_error
+
+        if not is_unreachable(err):
+            raise
+        line = str(unreachable_error(err, "the object store",
+                                     fix="once it answers again, run the same command again"))
+        print(f"nemo-dask {args.command}: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"nemo-dask {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
 """Storage faults as one line: a full disk or quota, a read-only or unwritable location.
 
 A write that fails for want of space (``ENOSPC``, ``EDQUOT``, ``EFBIG``) or permission
-(``EACCES``, ``EPERM``, ``EROFS``) is not a bug to show as a traceback: the user needs the
+(``EACCES``, ``EPERM``, ``EROFS``), or an object store whose endpoint stops answering, is not a
+bug to show as a traceback: the user needs the
 path, the file system and its free space, what was written before it failed, and what to do.
 :func:`reporting_faults` turns such an ``OSError`` raised inside it into a
 :class:`StorageFaultError` with that line; other errors pass through unchanged. Writers remove
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..errors import NemoDaskError
 from .temporary import is_temporary
+from .urls import is_url
 
 #: errno -> how the line names the fault.
 FAULTS: dict[int, str] = {
@@ -44,15 +46,20 @@ class StorageFaultError(NemoDaskError):
     """
 
     def __init__(self, path: Any, errno_: int | None, note: str = "",
-                 written: str | None = None, fix: str | None = None) -> None:
+                 written: str | None = None, fix: str | None = None,
+                 what: str | None = None) -> None:
         self.path, self.errno, self.note, self.written = str(path), errno_, note, written
+        self.what = what
+        if fix is None and what is not None:
+            fix = "once it answers again, run the same command again"
         if fix is None:
             fix = ("free space there (or write elsewhere), then run the same command again"
                    if errno_ in SPACE_FAULTS else
                    "make it writable for this user (or write elsewhere), then run the same "
                    "command again")
         self.fix = fix
-        what = FAULTS.get(errno_ or 0, os.strerror(errno_) if errno_ else "storage fault")
+        if what is None:
+            what = FAULTS.get(errno_ or 0, os.strerror(errno_) if errno_ else "storage fault")
         text = f"{self.path}: {what}{note}"
         if written:
             text += f"; {written}"
@@ -61,10 +68,11 @@ class StorageFaultError(NemoDaskError):
     def with_written(self, written: str, fix: str | None = None) -> StorageFaultError:
         """The same fault, saying ``written`` (and ``fix``, when given) instead."""
         return type(self)(self.path, self.errno, self.note, written,
-                          self.fix if fix is None else fix)
+                          self.fix if fix is None else fix, self.what)
 
     def __reduce__(self) -> tuple[Any, ...]:  # raised on workers, re-raised in the driver
-        return (type(self), (self.path, self.errno, self.note, self.written, self.fix))
+        return (type(self), (self.path, self.errno, self.note, self.written, self.fix,
+                             self.what))
 
 
 def is_fault(err: BaseException) -> bool:
@@ -121,6 +129,55 @@ def fault_error(err: OSError, path: Any, written: str | None = None,
     return StorageFaultError(shown, err.errno, file_system_note(shown, err.errno), written, fix)
 
 
+#: Exception classes (by name: botocore, aiohttp and gcsfs need not be installed) that mean
+#: an object store's endpoint does not answer.
+_UNREACHABLE = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ServerTimeoutError",
+})
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) says a remote store does not
+    answer: a refused or timed-out connection."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ in _UNREACHABLE or isinstance(e, (ConnectionRefusedError,
+                                                                ConnectionResetError,
+                                                                ConnectionAbortedError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def endpoint_of(err: BaseException) -> str | None:
+    """The URL of the endpoint ``err`` failed to reach: botocore's own word, else the
+    ``AWS_ENDPOINT_URL`` the clients were given."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        url = (getattr(e, "kwargs", None) or {}).get("endpoint_url")
+        if url:  # the request's URL: its server is what the user knows
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(str(url))
+            return f"{parts.scheme}://{parts.netloc}" if parts.netloc else str(url)
+        e = e.__cause__ or e.__context__
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+
+
+def unreachable_error(err: BaseException, path: Any, written: str | None = None,
+                      fix: str | None = None) -> StorageFaultError:
+    """:class:`StorageFaultError` for an object store that stopped answering at ``path``."""
+    where = endpoint_of(err)
+    what = ("the object store does not answer" + (f" at {where}" if where else "")
+            + f" ({type(err).__name__})")
+    return StorageFaultError(path, None, "", written, fix, what)
+
+
 @contextlib.contextmanager
 def reporting_faults(path: Any, written: Callable[[], str | None] | str | None = None,
                      fix: str | None = None) -> Iterator[None]:
@@ -133,11 +190,17 @@ def reporting_faults(path: Any, written: Callable[[], str | None] | str | None =
     """
     try:
         yield
-    except OSError as err:
-        if not is_fault(err):
-            raise
-        note = written() if callable(written) else written
-        raise fault_error(err, path, note, fix) from None
+    except StorageFaultError:
+        raise
+    except Exception as err:
+        if is_fault(err):
+            note = written() if callable(written) else written
+            raise fault_error(err, path, note, fix) from None  # type: ignore[arg-type]
+        if is_url(path) and is_unreachable(err):
+            note = written() if callable(written) else written
+            raise unreachable_error(err, path, note) from None
+        raise
 
 
-__all__ = ("FAULTS", "SPACE_FAULTS", "StorageFaultError", "fault_error", "file_system_note", "format_size", "is_fault", "reporting_faults", "tree_size")
+__all__ = ("FAULTS", "SPACE_FAULTS", "StorageFaultError", "endpoint_of", "fault_error",
+           "file_system_note", "is_unreachable", "unreachable_error", "format_size", "is_fault", "reporting_faults", "tree_size")
