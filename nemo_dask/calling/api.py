@@ -190,6 +190,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         connected,
         execute,
         prepare_cluster,
+        warm_workers,
         workers_gpu_batch,
     )
     from .plan import plan_run, validate
@@ -197,6 +198,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
+    else:
+        warm_workers(client)  # torch imported on your workers while the input is checked
     solver = SolverParams(
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,

@@ -61,6 +61,35 @@ def connected(client: Any, cluster_opts: Any) -> Iterator[Any]:
             yield cl
 
 
+def _import_solver(_address: str = "") -> bool:
+    """On a worker: import what a task needs (torch above all) ahead of the first task."""
+    import importlib
+
+    from ..clusters.local import WORKER_MODULES
+
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    return True
+
+
+def warm_workers(client: Any) -> None:
+    """Have the caller's workers import torch and the solver now, while the driver checks and
+    converts the input: workers a user started (spawned, as dask starts them) would otherwise
+    import them in their first task, about a second or more each. Does not wait: one task per
+    worker, fired and forgotten."""
+    import uuid
+
+    from distributed import fire_and_forget
+
+    with contextlib.suppress(Exception):
+        run = uuid.uuid4().hex[:8]
+        for address in client.scheduler_info(n_workers=-1).get("workers", {}):
+            # A task on each worker (in its thread pool, not on its event loop), not waited for.
+            fire_and_forget(client.submit(_import_solver, address, workers=[address],
+                                          allow_other_workers=False, pure=False,
+                                          key=f"nemo-dask-warm-{run}-{address}"))
+
+
 def _worker_has_cuda() -> bool:
     import torch
 
@@ -310,4 +339,5 @@ def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
         yield _Bar(bar)
 
 
-__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "workers_gpu_batch")
+__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "warm_workers",
+           "workers_gpu_batch")
