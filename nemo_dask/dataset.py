@@ -48,6 +48,7 @@ from .schema import (
     conform,
     polars_schema,
 )
+from .storage.faults import reporting_faults
 from .storage.outputs import open_output, remove_temporaries
 from .storage.urls import filesystem, is_url, location, open_input
 
@@ -64,9 +65,10 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
     """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
-    same directory, then a rename).
+    same directory, then a rename); a full or unwritable file system raises
+    :class:`~nemo_dask.storage.faults.StorageFaultError` naming ``path``, the temporary removed.
     """
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         pq.write_table(table, f, compression="zstd")
     return table.num_rows
 
