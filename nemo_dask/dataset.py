@@ -91,6 +91,11 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
     :func:`nemo_dask.manifest.partition_stamp`) when ``run`` is given, carries page CRC-32s,
     and is recorded by its rows, bytes and SHA-256. QC is written last: a block counts as
     finished only when both files are valid.
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable (one line; nothing half-written).
     """
     out = location(out)
     files: dict[str, dict[str, Any]] = {}
@@ -99,7 +104,10 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
         stamp = None if run is None else partition_stamp(run, block, start or 0,
                                                          stop if stop is not None else 0, name)
         data = encode_partition(arrow, stamp)
-        with open_output(out / name / part_name(block), "wb", what="Parquet file") as f:
+        path = out / name / part_name(block)
+        # A full or unwritable file system: StorageFaultError naming the file, its temporary
+        # removed (storage/faults.py); the block then has no complete pair of partitions.
+        with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
             f.write(data)
         files[name] = file_record(data, arrow.num_rows)
     entry: dict[str, Any] = {"hits": files[HITS_DIR]["rows"], "regions": files[QC_DIR]["rows"],
