@@ -210,6 +210,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         prepare_cluster,
         warm_workers,
         workers_gpu_batch,
+        resume_fix,
+        written_so_far,
     )
     from .plan import plan_run, prepared_out, validate
 
@@ -236,6 +238,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         database = open_database(annotate)  # unreadable or empty: stop before writing anything
     # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
     # line naming the file, what OUT keeps and the fix (storage/faults.py).
+    plan = None
     try:
         checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
                            chrom_order=chrom_order, mode=mode,
@@ -269,8 +272,12 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         if is_fault(err):
             raise driver_fault(err, out) from None  # type: ignore[arg-type]
         if is_unreachable(err) and (is_url(out) or is_url(regions)):
-            raise unreachable_error(err, out if is_url(out) else regions,
-                                    kept_in(out)) from None
+            # The lock's heartbeat or the manifest may meet it first: what the run kept is
+            # then still the blocks its tasks finished.
+            fault = unreachable_error(err, out if is_url(out) else regions)
+            if plan is None:
+                raise fault.with_written(kept_in(out)) from None
+            raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out)) from None
         raise
     return CallHitsResult(out=plan.out, hits=hits, qc=qc,
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),

@@ -255,7 +255,7 @@ def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, A
                     in_flight.update(new)
                     ac.update(new)
             if fault is not None:
-                raise fault.with_written(written_so_far(plan), _resume_fix(fault, plan.out))
+                raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out))
         except BaseException as err:
             if in_flight:
                 drop_cancellation_noise(client, prefix)  # our tasks' cancellations only
@@ -302,7 +302,7 @@ def written_so_far(plan: Plan) -> str:
             "blocks that failed left no partition")
 
 
-def _resume_fix(fault: StorageFaultError, out: Any) -> str:
+def resume_fix(fault: StorageFaultError, out: Any) -> str:
     """What to do: free space or make OUT writable (writes), make an input readable (a worker
     that could not read its block), or wait for the object store; then the same command
     resumes."""
@@ -341,7 +341,7 @@ def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
             raise
         raise fault.with_written(
             f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
-            "only its manifest is not up to date", _resume_fix(fault, plan.out)) from None
+            "only its manifest is not up to date", resume_fix(fault, plan.out)) from None
 
 
 class _NoBar:

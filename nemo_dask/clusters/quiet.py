@@ -37,25 +37,29 @@ def silence_distributed() -> None:
 
 
 class _DropKeys(logging.Filter):
-    """Drops records that name one of a run's task keys (by their common prefix)."""
+    """Drops cancellation records that name a task key of one of the runs (by the keys' common
+    prefixes). One filter per process, however many runs a long-lived worker serves."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.prefix = prefix
+        self.prefixes: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             text = record.getMessage()
         except Exception:  # a record that cannot format is not ours to judge
             return True
-        return not (self.prefix in text and "Cancelled" in text)
+        return not ("Cancelled" in text and any(p in text for p in self.prefixes))
 
 
 def install_key_filter(prefix: str) -> None:
     """On a worker: drop the cancellation warnings of tasks whose keys start with ``prefix``."""
     logger = logging.getLogger("distributed.worker.state_machine")
-    if not any(isinstance(f, _DropKeys) and f.prefix == prefix for f in logger.filters):
-        logger.addFilter(_DropKeys(prefix))
+    ours = next((f for f in logger.filters if isinstance(f, _DropKeys)), None)
+    if ours is None:
+        ours = _DropKeys()
+        logger.addFilter(ours)
+    ours.prefixes.add(prefix)
 
 
 def drop_cancellation_noise(client: Any, prefix: str) -> None:

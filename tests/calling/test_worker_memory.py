@@ -41,10 +41,15 @@ class _CountKills(logging.Filter):
 def test_first_memory_death_ends_the_run_in_one_line(store: str, tmp_path: Path) -> None:
     from nemo_dask.clusters.options import ClusterOptions
 
+    import dask
+
     counter = _CountKills()  # added first: it sees the nanny's lines before they are dropped
     logging.getLogger("distributed.nanny.memory").addFilter(counter)
     try:
-        with pytest.raises(WorkerMemoryError) as info:
+        # dask alone would end the run with KilledWorker after allowed-failures + 1 deaths;
+        # raised high so that the count below shows the watch, not dask, ended it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 10}), \
+                pytest.raises(WorkerMemoryError) as info:
             nemo_dask.call_hits(store, DATA / "modisco.h5", tmp_path / "out",
                                 cluster=ClusterOptions(n_workers=1, memory_limit=LIMIT),
                                 block_size=350, batch_size=350, progress=False)
@@ -58,9 +63,10 @@ def test_first_memory_death_ends_the_run_in_one_line(store: str, tmp_path: Path)
     for option in ("--block-size", "--memory", "nemo_dask.cluster.local.memory-limit",
                    "-b/--batch-size"):
         assert option in text
-    # Found at the first death (dask alone waits for allowed-failures + 1 of them); a second
-    # may come while the scheduler is asked.
-    assert 1 <= counter.kills <= 2
+    # Found at the first death the watch sees; on a loaded 2-core machine a restarted worker
+    # may take the block again (and die) before the scheduler is next asked, so the count is
+    # bounded loosely, far below the 11 deaths dask would wait for.
+    assert 1 <= counter.kills <= 5
 
 
 class _Scheduler:
