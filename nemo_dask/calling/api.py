@@ -208,9 +208,9 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         connected,
         execute,
         prepare_cluster,
+        resume_fix,
         warm_workers,
         workers_gpu_batch,
-        resume_fix,
         written_so_far,
     )
     from .plan import plan_run, prepared_out, validate

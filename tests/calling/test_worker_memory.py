@@ -39,9 +39,9 @@ class _CountKills(logging.Filter):
 
 
 def test_first_memory_death_ends_the_run_in_one_line(store: str, tmp_path: Path) -> None:
-    from nemo_dask.clusters.options import ClusterOptions
-
     import dask
+
+    from nemo_dask.clusters.options import ClusterOptions
 
     counter = _CountKills()  # added first: it sees the nanny's lines before they are dropped
     logging.getLogger("distributed.nanny.memory").addFilter(counter)
