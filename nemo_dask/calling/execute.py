@@ -18,6 +18,7 @@ import dask
 
 from .. import config
 from ..clusters.quiet import drop_cancellation_noise
+from ..clusters.systems import SYSTEMS
 from ..dataset import MANIFEST_FILE, write_manifest
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
@@ -141,7 +142,7 @@ def cluster_has_gpus(client: Any, device: str, cluster_opts: Any = None) -> bool
     if answers:
         return any(answers.values())
     kind = getattr(cluster_opts, "cluster", None)
-    return kind == "cuda" or (kind in ("slurm", "pbs", "lsf", "sge")
+    return kind == "cuda" or (kind in SYSTEMS
                               and bool(getattr(cluster_opts, "gpus_per_job", 1)))
 
 
