@@ -19,6 +19,7 @@ _config.register()
 # Where each public name lives. Imported on first use (PEP 562), so that `import nemo_dask` and
 # the CLI stay fast and the driver of a distributed run never imports torch.
 _EXPORTS: dict[str, str] = {
+    "AnnotateResult": "matching.annotate",
     "BlockResult": "solver.stream",
     "CallHitsResult": "calling.api",
     "ClusterOptions": "clusters.connect",
@@ -26,16 +27,23 @@ _EXPORTS: dict[str, str] = {
     "GpuUnavailableError": "clusters.connect",
     "HitComparison": "compare",
     "InputError": "errors",
+    "MatchOptions": "matching.annotate",
     "MotifParams": "params",
     "NpzRegions": "regions.npz",
     "Motifs": "motifs",
     "NemoDaskError": "errors",
+    "CorruptDataError": "errors",
     "OutputExistsError": "errors",
+    "OutputLockedError": "errors",
     "RegionBlock": "regions.store",
     "Regions": "regions.store",
     "ReportTables": "report",
     "RunOptions": "params",
     "SolverParams": "params",
+    "StorageFaultError": "storage.faults",
+    "WorkerMemoryError": "calling.deaths",
+    "WorkersUnavailableError": "errors",
+    "annotate": "matching.annotate",
     "call_hits": "calling.api",
     "collapse_hits": "finemo.postprocess",
     "compare_hits": "compare",
@@ -43,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "convert_bigwig": "regions.convert",
     "convert_bpnet_h5": "regions.convert",
     "convert_chrombpnet_h5": "regions.convert",
+    "convert_intervals": "regions.convert",
     "convert_modisco": "regions.convert",
     "convert_npz": "regions.convert",
     "export": "finemo.export",
@@ -62,19 +71,10 @@ _EXPORTS: dict[str, str] = {
     "write_collapsed": "finemo.postprocess",
     "write_intersection": "finemo.postprocess",
     "write_report": "report",
+    "write_tracks": "tracks",
 }
 
-__all__ = [
-    "BlockResult", "CallHitsResult", "ClusterOptions", "ExportResult", "GpuUnavailableError",
-    "HitComparison", "InputError", "Motifs", "MotifParams", "NemoDaskError", "NpzRegions",
-    "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
-    "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
-    "convert_chrombpnet_h5", "convert_modisco", "convert_npz", "export", "finemo_hits",
-    "finemo_qc", "fit_block", "import_finemo", "intersect_hits", "load_hits", "load_motifs",
-    "open_regions", "read_motifs",
-    "read_parameters", "report_tables", "scan_hits", "scan_qc", "write_collapsed",
-    "write_intersection", "write_report", "version",
-]
+__all__ = [*sorted(_EXPORTS), "version"]  # the lazy exports above are the public API
 
 
 def version() -> str:

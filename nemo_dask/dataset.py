@@ -7,7 +7,8 @@ Layout of an output directory ``OUT``::
     OUT/motifs.parquet             the motif table (schema.MOTIFS_SCHEMA)
     OUT/motif_cwms.npy             untrimmed normalised motif matrices, M x 4 x W
     OUT/parameters.json            every parameter of the run
-    OUT/manifest.json              finished blocks and their row counts
+    OUT/manifest.json              the run, its layout, finished blocks, each file's rows, bytes
+                                   and SHA-256 (nemo_dask.manifest)
 
 A partition is written to a hidden temporary name beside its final name and renamed into place
 (:mod:`nemo_dask.storage.outputs`), so a reader (and a resumed run) only ever sees complete
@@ -28,28 +29,46 @@ import pyarrow.parquet as pq
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
-from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
-from .storage.outputs import open_output, remove_temporaries, write_json
+from .manifest import (
+    HITS_DIR,
+    MANIFEST_FILE,
+    QC_DIR,
+    check_dataset,
+    encode_partition,
+    file_record,
+    part_name,
+    partition_stamp,
+    write_manifest,
+)
+from .schema import (
+    ANNOTATED_MOTIFS_SCHEMA,
+    HITS_SCHEMA,
+    MOTIFS_SCHEMA,
+    QC_SCHEMA,
+    conform,
+    polars_schema,
+)
+from .storage.faults import reporting_faults
+from .storage.outputs import open_output, remove_temporaries
 from .storage.urls import filesystem, is_url, location, open_input
 
-HITS_DIR = "hits"
-QC_DIR = "qc"
+__all__ = ("CWMS_FILE", "HITS_DIR", "MANIFEST_FILE", "MOTIFS_FILE", "PARAMS_FILE", "QC_DIR",
+           "is_output_dir", "part_name", "partition_rows", "read_cwms", "read_json",
+           "read_motifs", "read_parameters", "remove_stale_temporaries", "scan_hits", "scan_qc",
+           "write_block", "write_manifest", "write_motifs", "write_partitions",
+           "write_table_atomic")
+
 MOTIFS_FILE = "motifs.parquet"
-MANIFEST_FILE = "manifest.json"
-
-
-def part_name(block: int) -> str:
-    """File name of block ``block``'s partition (the same in ``hits/`` and ``qc/``)."""
-    return f"part-{block:06d}.parquet"
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
     """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
-    same directory, then a rename).
+    same directory, then a rename); a full or unwritable file system raises
+    :class:`~nemo_dask.storage.faults.StorageFaultError` naming ``path``, the temporary removed.
     """
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         pq.write_table(table, f, compression="zstd")
     return table.num_rows
 
@@ -57,14 +76,45 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
 def write_block(
     out: str | os.PathLike[str], block: int, hits: pa.Table | pl.DataFrame, qc: pa.Table | pl.DataFrame
 ) -> tuple[int, int]:
-    """Write one block's hits and QC partitions; returns their row counts.
+    """Write one block's hits and QC partitions without a run's stamp; returns their row
+    counts (:func:`write_partitions` is what a run's tasks call)."""
+    record = write_partitions(out, block, hits, qc)
+    return record["hits"], record["regions"]
 
-    QC is written last: a block counts as finished only when both files are valid.
+
+def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | pl.DataFrame,
+                     qc: pa.Table | pl.DataFrame, *, run: str | None = None,
+                     start: int | None = None, stop: int | None = None) -> dict[str, Any]:
+    """Write one block's hits and QC partitions; returns the block's manifest entry.
+
+    Each file is stamped (``run``, ``block``, rows ``start:stop``; see
+    :func:`nemo_dask.manifest.partition_stamp`) when ``run`` is given, carries page CRC-32s,
+    and is recorded by its rows, bytes and SHA-256. QC is written last: a block counts as
+    finished only when both files are valid.
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable (one line; nothing half-written).
     """
     out = location(out)
-    n_hits = write_table_atomic(conform(hits, HITS_SCHEMA), out / HITS_DIR / part_name(block))
-    n_qc = write_table_atomic(conform(qc, QC_SCHEMA), out / QC_DIR / part_name(block))
-    return n_hits, n_qc
+    files: dict[str, dict[str, Any]] = {}
+    for name, table, schema in ((HITS_DIR, hits, HITS_SCHEMA), (QC_DIR, qc, QC_SCHEMA)):
+        arrow = conform(table, schema)
+        stamp = None if run is None else partition_stamp(run, block, start or 0,
+                                                         stop if stop is not None else 0, name)
+        data = encode_partition(arrow, stamp)
+        path = out / name / part_name(block)
+        # A full or unwritable file system: StorageFaultError naming the file, its temporary
+        # removed (storage/faults.py); the block then has no complete pair of partitions.
+        with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
+            f.write(data)
+        files[name] = file_record(data, arrow.num_rows)
+    entry: dict[str, Any] = {"hits": files[HITS_DIR]["rows"], "regions": files[QC_DIR]["rows"],
+                             "files": files}
+    if start is not None and stop is not None:
+        entry = {"start": int(start), "stop": int(stop), **entry}
+    return entry
 
 
 def partition_rows(path: str | os.PathLike[str]) -> int | None:
@@ -89,18 +139,36 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
     says; in ``out`` only those of the run's own files, since ``out`` may also hold a user's
     files).
     """
+    from .storage.lock import LOCK_NAME
+
     return (remove_temporaries(location(out) / HITS_DIR)
             + remove_temporaries(location(out) / QC_DIR)
-            + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE)))
+            + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE,
+                                       "regions.zarr", LOCK_NAME)))
 
 
-def scan_hits(out: str | os.PathLike[str]) -> pl.LazyFrame:
-    """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA)."""
-    return _scan(out, HITS_DIR, HITS_SCHEMA)
+def scan_hits(out: str | os.PathLike[str], *, labels: bool = False) -> pl.LazyFrame:
+    """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA); with
+    ``labels``, plus ``motif_label`` last (:mod:`nemo_dask.matching.labels`: the motif's name
+    and best TOMTOM match of an annotated run, else its name).
+
+    The partitions are first checked against ``OUT/manifest.json``
+    (:func:`nemo_dask.manifest.check_dataset`): a dataset that does not match is refused with
+    :class:`~nemo_dask.errors.CorruptDataError`, one line naming the file.
+    """
+    check_dataset(out, tables=(HITS_DIR,))
+    hits = _scan(out, HITS_DIR, HITS_SCHEMA)
+    if not labels:
+        return hits
+    from .matching.labels import with_labels
+
+    return with_labels(hits, read_motifs(out))
 
 
 def scan_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
-    """Lazy polars frame over every QC partition of ``out`` (schema.QC_SCHEMA)."""
+    """Lazy polars frame over every QC partition of ``out`` (schema.QC_SCHEMA), checked
+    against the manifest as :func:`scan_hits`."""
+    check_dataset(out, tables=(QC_DIR,))
     return _scan(out, QC_DIR, QC_SCHEMA)
 
 
@@ -128,17 +196,42 @@ def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
     return pl.scan_pyarrow_dataset(dataset)
 
 
-def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame) -> None:
-    """Write the motif table to ``OUT/motifs.parquet``."""
-    write_table_atomic(conform(motifs, MOTIFS_SCHEMA), location(out) / MOTIFS_FILE)
+#: Parquet key-value metadata of an annotated motif table: how its matches were made (JSON).
+ANNOTATION_METADATA_KEY = b"nemo_dask.annotation"
+
+
+def write_motifs(out: str | os.PathLike[str], motifs: pl.DataFrame,
+                 annotation: dict[str, Any] | None = None) -> None:
+    """Write the motif table to ``OUT/motifs.parquet``.
+
+    A table with ``motif_label`` is an annotated one (schema.ANNOTATED_MOTIFS_SCHEMA): its
+    match columns are kept and ``annotation`` (the database, conversion and thresholds used)
+    is stored as the file's metadata, so the table says how it was made.
+    """
+    annotated = "motif_label" in motifs.columns
+    table = conform(motifs, ANNOTATED_MOTIFS_SCHEMA if annotated else MOTIFS_SCHEMA)
+    if annotated and annotation is not None:
+        table = table.replace_schema_metadata(
+            {ANNOTATION_METADATA_KEY: json.dumps(annotation, sort_keys=True)})
+    write_table_atomic(table, location(out) / MOTIFS_FILE)
 
 
 def read_motifs(out: str | os.PathLike[str]) -> pl.DataFrame:
-    """The motif table of a run (schema.MOTIFS_SCHEMA)."""
+    """The motif table of a run (schema.MOTIFS_SCHEMA; an annotated run's has the columns of
+    schema.ANNOTATED_MOTIFS_SCHEMA)."""
     with open_input(location(out) / MOTIFS_FILE) as f:
         # ParquetFile, not pq.read_table: that imports pyarrow.dataset and with it pandas,
         # ~0.2 s on every worker's first task.
         return pl.from_arrow(pq.ParquetFile(f).read())  # type: ignore[return-value]
+
+
+def read_annotation(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """How the run's motifs were annotated (database, conversion, thresholds), or None when
+    they never were."""
+    with open_input(location(out) / MOTIFS_FILE) as f:
+        metadata = pq.ParquetFile(f).schema_arrow.metadata or {}
+    text = metadata.get(ANNOTATION_METADATA_KEY)
+    return None if text is None else json.loads(text)
 
 
 def read_cwms(out: Any) -> Any:
@@ -149,18 +242,6 @@ def read_cwms(out: Any) -> Any:
 
     with open_input(location(out) / CWMS_FILE) as f:
         return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-def write_manifest(out: Any, run_fingerprint: str, n_blocks: int,
-                   finished: dict[int, dict[str, Any]], complete: bool) -> None:
-    """Record the finished blocks (and whether the run is complete) in ``manifest.json``."""
-    write_json({
-        "fingerprint": run_fingerprint,
-        "n_blocks": n_blocks,
-        "complete": complete,
-        "n_hits": int(sum(b["hits"] for b in finished.values())),
-        "blocks": {str(k): finished[k] for k in sorted(finished)},
-    }, location(out) / MANIFEST_FILE)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -16,6 +16,15 @@ class InputError(NemoDaskError, ValueError):
     """An input file, array or parameter is unusable; the message says why and how to fix it."""
 
 
+class CorruptDataError(InputError):
+    """Stored data (a regions store's chunk, a run's partition) are missing or damaged: they are
+    not what was written. Never retried: reading them again gives the same answer."""
+
+
+class OutputLockedError(NemoDaskError, RuntimeError):
+    """Another run is writing into the output location (it holds the lock)."""
+
+
 class OutputExistsError(NemoDaskError, FileExistsError):
     """The output location holds something that would be overwritten or mixed with new results."""
 

@@ -76,6 +76,24 @@ MOTIFS_SCHEMA = pa.schema(
     ]
 )
 
+#: What ``--annotate`` / ``nemo-dask annotate`` add to the motif table (after finemo's columns):
+#: the label shown in every output (``pos_patterns.pattern_3 (SOX2)``; the motif name when no
+#: match passes the q-value threshold or the motif was renamed with ``-N``) and the best k
+#: TOMTOM matches of the motif, best first, one list entry per match. ``match_orientation`` is
+#: ``+`` when this motif (this row's strand) matches the database motif as written, ``-`` when
+#: it matches its reverse complement. A run never annotated has none of these columns.
+MOTIF_MATCH_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("motif_label", pa.string()),
+    pa.field("match_id", pa.list_(pa.string())),
+    pa.field("match_name", pa.list_(pa.string())),
+    pa.field("match_pvalue", pa.list_(pa.float64())),
+    pa.field("match_qvalue", pa.list_(pa.float64())),
+    pa.field("match_orientation", pa.list_(pa.string())),
+)
+
+#: The motif table of an annotated run: finemo's columns, then :data:`MOTIF_MATCH_FIELDS`.
+ANNOTATED_MOTIFS_SCHEMA = pa.schema([*MOTIFS_SCHEMA, *MOTIF_MATCH_FIELDS])
+
 #: The peak table of a regions store, as finemo's ``regions.npz`` describes it.
 PEAKS_DTYPES: dict[str, pl.DataType] = {
     "chr": pl.String,

@@ -3,12 +3,15 @@
 ``write_tracks(OUT, DIR)`` writes
 
 * ``DIR/hits.bb`` -- the hits of ``hits.bed`` (finemo's unique hits: one per chromosome, trimmed
-  start, motif and strand) as BED6+4: ``chrom, chromStart, chromEnd, name`` (the motif),
+  start, motif and strand) as BED6+4: ``chrom, chromStart, chromEnd, name`` (the motif's
+  label, ``pos_patterns.pattern_3 (SOX2)`` for an annotated run; its name with
+  ``label_by="pattern"`` or when never annotated: :mod:`nemo_dask.matching.labels`),
   ``score`` (0-1000, below), ``strand``, then the autoSql fields ``motif_name``,
   ``hit_coefficient`` (``hit_coefficient_global``, finemo's global-scale coefficient),
   ``hit_similarity`` and ``hit_importance``. The autoSql text is :data:`AUTOSQL`.
 * ``DIR/<motif>.bw`` per motif (the name with characters other than ``A-Za-z0-9._-`` replaced
-  by ``_``) -- hit-coefficient coverage: at each base, the **sum** of
+  by ``_``; with ``label_by="match"``, the default, the motif's label, e.g.
+  ``pos_patterns.pattern_3_SOX2.bw``) -- hit-coefficient coverage: at each base, the **sum** of
   ``hit_coefficient_global`` over the motif's unique hits (both strands) whose trimmed interval
   ``[start, end)`` covers the base; bases covered by no hit have no value (not 0), so the file
   stays small. Sums, not maxima: two overlapping hits of one motif are two instances.
@@ -24,7 +27,10 @@ Scores (the BED ``score`` column, 0-1000, what browsers shade by):
 Chromosome sizes (bigBed and bigWig files need them) come from, in order: ``chrom_sizes`` (a
 UCSC ``chrom.sizes`` file: name TAB size), ``fasta`` (its ``.fai`` index, made by pyfaidx when
 missing), or the regions store the run read (converters record the FASTA's sizes in the store's
-attributes as ``chrom_sizes``). Written with pybigtools (no UCSC binaries).
+attributes as ``chrom_sizes``). Written with pybigtools (no UCSC binaries). pybigtools records
+3 fields in the bigBed header whatever the autoSql says; the header's ``fieldCount`` and
+``definedFieldCount`` are set afterwards to the autoSql's 10 and BED's 6 (:func:`set_bed_field_counts`),
+which readers such as IGV use to parse name and strand.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from .storage.urls import remote_input
 BIGBED_FILE = "hits.bb"
 #: Score formulas (the ``--score`` choices).
 SCORES = ("similarity", "coefficient")
+#: What the bigBed's name field and the bigWig file names show (the ``--label-by`` choices).
+LABEL_BY = ("match", "pattern")
 
 #: autoSql of the bigBed (BED6 + 4).
 AUTOSQL = """table nemo_dask_hits
@@ -63,6 +71,16 @@ float hit_similarity;  "Cosine similarity of the hit's contributions with the CW
 float hit_importance;  "Summed contribution over the hit (global scale)"
 )
 """
+
+#: BED's standard fields in the bigBed (BED6: chrom .. strand); the rest are autoSql's own.
+BED_FIELDS = 6
+#: Fields of the bigBed, as :data:`AUTOSQL` declares them (one ``type name;`` line each).
+FIELD_COUNT = len(re.findall(r"^\s*\S+(?:\[\d+\])?\s+\w+;", AUTOSQL, flags=re.MULTILINE))
+
+#: bbiFile header (UCSC bbiFile.h, little-endian): the magic at byte 0, then version,
+#: zoomLevels, three 64-bit offsets, and at byte 32 fieldCount and definedFieldCount (uint16).
+_BIGBED_MAGIC = 0x8789F2EB
+_FIELD_COUNTS_AT = 32
 
 _COLUMNS = ("chr", "start", "end", "motif_name", "strand", "hit_coefficient_global",
             "hit_similarity", "hit_importance")
@@ -146,7 +164,8 @@ def store_chrom_sizes(out: str | os.PathLike[str]) -> dict[str, int] | None:
 
 def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                  score: str = "similarity", chrom_sizes: str | os.PathLike[str] | None = None,
-                 fasta: str | os.PathLike[str] | None = None) -> TracksResult:
+                 fasta: str | os.PathLike[str] | None = None,
+                 label_by: str = "match") -> TracksResult:
     """Write ``hits.bb`` and one bigWig per motif for the run in ``out`` into ``dest_dir``.
 
     Parameters
@@ -160,6 +179,10 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
         The BED score formula (module docstring).
     chrom_sizes, fasta : path, optional
         Where chromosome sizes come from (module docstring); default: the regions store.
+    label_by : {"match", "pattern"}
+        The bigBed ``name`` and the bigWig file names: the motif's label (its best TOMTOM
+        match, see ``nemo-dask annotate``; the name when none) or finemo's motif name. The
+        ``motif_name`` field is finemo's either way.
 
     Raises
     ------
@@ -169,6 +192,8 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
     """
     if score not in SCORES:
         raise InputError(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
+    if label_by not in LABEL_BY:
+        raise InputError(f"unknown --label-by {label_by!r}: choose one of {', '.join(LABEL_BY)}")
     with remote_input(out, "call-hits output directory") as local_out:
         from .dataset import HITS_DIR, PARAMS_FILE
         from .finemo.read import finemo_hits
@@ -177,6 +202,7 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
             raise InputError(f"{out} is not a call-hits output directory (no {HITS_DIR}/ or "
                              f"{PARAMS_FILE}); pass the -o directory of `nemo-dask call-hits`")
         hits = finemo_hits(local_out, unique=True).select(_COLUMNS).collect()
+        labels = _labels(local_out, label_by)
         if hits.height and (hits["chr"] == "NA").any():
             raise InputError(f"{out}: the run has no genomic coordinates (chr NA): browser tracks "
                              "need them; rerun call-hits with -p peaks.narrowPeak")
@@ -195,9 +221,9 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
     hits = hits.sort("chr", "start", "end", "motif_name", "strand")
     used = {c: sizes[c] for c in hits["chr"].unique().to_list()}
     motifs = sorted(hits["motif_name"].unique().to_list())
-    names = {m: bigwig_name(m) for m in motifs}
+    names = _bigwig_names(motifs, labels)
     with staged_output(dest_dir, "tracks directory") as (stage, final):
-        _write_bigbed(hits, score, used or sizes, Path(stage) / BIGBED_FILE)
+        _write_bigbed(hits, score, used or sizes, Path(stage) / BIGBED_FILE, labels)
         for m in motifs:
             _write_bigwig(hits.filter(pl.col("motif_name") == m), used,
                           Path(stage) / names[m])
@@ -206,6 +232,34 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
     d = os.fspath(dest_dir)
     return TracksResult(dest=d, n_hits=hits.height, bigbed=f"{d}{sep}{BIGBED_FILE}",
                         bigwigs={m: f"{d}{sep}{n}" for m, n in names.items()})
+
+
+def _labels(out: Any, label_by: str) -> dict[str, str]:
+    """motif_name -> what the tracks show for it."""
+    from .dataset import read_motifs
+    from .matching.labels import labels_by_name
+
+    motifs = read_motifs(out)
+    if label_by == "pattern":
+        return {m: m for m in motifs["motif_name"].to_list()}
+    return labels_by_name(motifs)
+
+
+def _bigwig_names(motifs: list[str], labels: dict[str, str]) -> dict[str, str]:
+    """motif_name -> bigWig file name: the motif's name as before, or its label as a portable
+    file name (distinct labels that read alike get ``-2``, ``-3``, ...)."""
+    from .matching.labels import file_stem
+
+    names: dict[str, str] = {}
+    for m in motifs:
+        label = labels.get(m, m)
+        base = bigwig_name(m)[:-3] if label == m else file_stem(label)
+        name, k = f"{base}.bw", 1
+        while name in names.values():
+            k += 1
+            name = f"{base}-{k}.bw"
+        names[m] = name
+    return names
 
 
 def _install_all(stage: str, final: str | None, names: list[str]) -> None:
@@ -232,21 +286,46 @@ def _check_within(hits: pl.DataFrame, sizes: dict[str, int], out: Any) -> None:
                              f"{sizes[chrom]}; pass the genome the run was made on")
 
 
-def _write_bigbed(hits: pl.DataFrame, score: str, sizes: dict[str, int], path: Path) -> None:
+def _write_bigbed(hits: pl.DataFrame, score: str, sizes: dict[str, int], path: Path,
+                  labels: dict[str, str] | None = None) -> None:
     import pybigtools
 
     s = scores(hits, score)
+    labels = labels or {}
 
     def entries() -> Iterator[tuple[str, int, int, str]]:
         cols = [hits[c].to_list() for c in _COLUMNS]
         for i, (chrom, start, end, motif, strand, coef, sim, imp) in enumerate(zip(*cols,
                                                                                    strict=True)):
-            rest = "\t".join((motif, str(int(s[i])), strand, motif, _num(coef), _num(sim),
-                              _num(imp)))
+            rest = "\t".join((labels.get(motif, motif), str(int(s[i])), strand, motif,
+                              _num(coef), _num(sim), _num(imp)))
             yield chrom, int(start), int(end), rest
 
     bb = pybigtools.open(str(path), "w")
     bb.write(sizes, entries(), autosql=AUTOSQL)
+    set_bed_field_counts(path, FIELD_COUNT, BED_FIELDS)
+
+
+def set_bed_field_counts(path: str | os.PathLike[str], field_count: int, defined: int) -> None:
+    """Write ``fieldCount`` and ``definedFieldCount`` into the header of the bigBed ``path``.
+
+    Readers that decode records by these counts (IGV, Biopython's ``Bio.Align.bigbed``) would
+    otherwise take a BED6+4 file for BED3 and drop names and strands. The header layout is
+    UCSC's ``bbiFile.h`` (bytes 32-36: two little-endian uint16).
+
+    Raises
+    ------
+    ValueError
+        ``path`` does not start with the bigBed magic number (not a little-endian bigBed).
+    """
+    import struct
+
+    with open(path, "r+b") as f:
+        (magic,) = struct.unpack("<I", f.read(4))
+        if magic != _BIGBED_MAGIC:
+            raise ValueError(f"{path}: not a little-endian bigBed (magic {magic:#x})")
+        f.seek(_FIELD_COUNTS_AT)
+        f.write(struct.pack("<HH", field_count, defined))
 
 
 def _num(x: float) -> str:
@@ -293,5 +372,6 @@ def _write_bigwig(hits: pl.DataFrame, sizes: dict[str, int], path: Path) -> None
     bw.write(sizes, entries())
 
 
-__all__ = ("AUTOSQL", "BIGBED_FILE", "SCORES", "TracksResult", "bigwig_name", "coverage",
-           "fasta_sizes", "read_chrom_sizes", "scores", "store_chrom_sizes", "write_tracks")
+__all__ = ("AUTOSQL", "BIGBED_FILE", "LABEL_BY", "SCORES", "TracksResult", "bigwig_name",
+           "coverage", "fasta_sizes", "read_chrom_sizes", "scores", "set_bed_field_counts",
+           "store_chrom_sizes", "write_tracks")

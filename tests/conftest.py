@@ -88,6 +88,16 @@ def assert_refused(address: str, security=None) -> None:
         scheduler_identity(address, security)
 
 
+@pytest.fixture(scope="module")
+def threads_client():
+    """A one-worker dask cluster inside the test process (a test can count what it does)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
 # --- special files, for the output-path tests (tests/storage, tests/test_outputs.py) ------
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -170,3 +180,18 @@ def assert_parity(res, ref_hits: pl.DataFrame, ref_qc: pl.DataFrame, tol: float 
     assert (rel > coef_rtol).mean() <= coef_outliers and rel.max(initial=0) < max(coef_rtol, 5e-2 if coef_outliers else 0), rel.max()
     assert max_rel(ours["hit_similarity"], ref["hit_similarity"]) < 1e-5
     return edge
+
+
+def write_recorded_blocks(out: Path, blocks: dict, replace: bool = False) -> None:
+    """Write partitions ``{block: (hits, qc, start, stop)}`` into the run ``out`` and record
+    them in its manifest, as a run would (``replace``: they become all of its blocks)."""
+    from nemo_dask.dataset import write_partitions
+    from nemo_dask.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(out) or {"fingerprint": "test", "blocks": {}}
+    run = manifest["fingerprint"]
+    finished = {} if replace else {int(k): v for k, v in manifest["blocks"].items()}
+    for b, (hits, qc, start, stop) in blocks.items():
+        finished[b] = write_partitions(out, b, hits, qc, run=run, start=start, stop=stop)
+    write_manifest(out, run, len(finished), finished, complete=True,
+                   block_size=manifest.get("block_size"))

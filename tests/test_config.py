@@ -33,4 +33,4 @@ def test_users_override_the_package_defaults():
 def test_yaml_has_one_section_per_stage():
     with open(config.YAML_PATH) as f:
         sections = set(yaml.safe_load(f)["nemo_dask"])
-    assert sections == {"call-hits", "export", "report", "import", "cluster"}
+    assert sections == {"call-hits", "annotate", "export", "report", "import", "cluster"}

@@ -284,6 +284,60 @@ def test_killed_driver_on_s3_resumes_to_identical_hits(s3, local_run, tmp_path) 
     _no_stray(tmp_path)
 
 
+def _error_line(capsys) -> str:
+    """The one line of a refusal (besides the cluster's address line)."""
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if not x.startswith("nemo-dask: local cluster")]
+    assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_npz_into_an_s3_out_a_lost_object_and_a_held_lock(s3, tmp_path, monkeypatch,
+                                                          capsys) -> None:
+    """finemo's regions.npz with an object-store OUT: converted into OUT/regions.zarr, then
+    run (it once refused its own store); an object lost from a store on S3 is one line naming
+    the chunk; an OUT whose lock (a conditional-PUT marker) another run holds is one line."""
+    monkeypatch.chdir(tmp_path)
+    fs, base = s3["fs"], f"s3://{s3['bucket']}/npz"
+    with np.load(D / "regions.npz") as d:
+        np.savez(tmp_path / "r24.npz", **{k: d[k][:24] for k in d.files})
+    args = ["-m", str(D / "modisco.h5"), "--workers", "1", "--no-progress", "--block-size", "8"]
+    out = f"{base}/out"
+    assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-o", out, *args]) == 0
+    assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-o", str(tmp_path / "local"),
+                 *args]) == 0
+    assert _frame(out).equals(_frame(str(tmp_path / "local")))
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(out)) == [
+        "hits", "manifest.json", "motif_cwms.npy", "motifs.parquet", "parameters.json", "qc",
+        "regions.zarr"]
+    capsys.readouterr()
+    assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-o", out, *args]) == 0
+    assert "(3 already done)" in capsys.readouterr().out
+    # An object lost from the store: the first read names it; nothing is solved as zeros.
+    fs.rm(f"{out}/regions.zarr/sequences/c/0/0/0")  # (one chunk of 24 regions)
+    assert main(["call-hits", "-r", f"{out}/regions.zarr", "-o", f"{base}/again", *args]) == 2
+    err = _error_line(capsys)
+    assert err.endswith(
+        f"error: {out}/regions.zarr: array 'sequences' chunk 0 (sequences/c/0/0/0, regions "
+        "0-23) is missing (its file or object is gone; zarr would read it as zeros); the "
+        "regions store is damaged: convert the inputs again (nemo-dask convert ... "
+        "--overwrite) or restore the store from a copy"), err
+    # Another run holds OUT (its marker object): refused in one line, --overwrite too.
+    from nemo_dask.storage.lock import OutputLock
+
+    with OutputLock(out) as held:
+        assert fs.exists(f"{out}/.nemo-dask.lock")
+        for extra in ([], ["--overwrite", "-l", "0.8"]):
+            assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-o", out, *args,
+                         *extra]) == 2
+            assert f"pid {held.record['pid']}" in _error_line(capsys)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{out}/.nemo-dask.lock")
+    assert _frame(out).equals(_frame(str(tmp_path / "local")))
+    _no_stray(tmp_path)
+
+
 def test_missing_filesystem_package_is_one_line(tmp_path) -> None:
     code = ("import sys; sys.modules['s3fs'] = None\n"
             "from nemo_dask.cli import main\n"

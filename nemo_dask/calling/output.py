@@ -1,21 +1,23 @@
-"""Run identity, the output directory's state and the manifest of finished blocks.
+"""The output directory of a run: claiming it, and what ``--overwrite`` may remove.
 
-A run is identified by a fingerprint of everything that changes its hits, and of nothing else:
-the regions' content (a store's ``content_sha256``, a regions.npz's member checksums and the
-peaks given with ``-p`` -- not how the path is spelled, where the file lies or when it was
-touched), the motifs (matrices, trim masks and table), the motif options and the solver
-parameters. The block layout does not change any hit (the solver's results do not depend on
-it), so it is not part of the identity: a resume takes it from OUT, whatever the resuming node's
-device default. Rerunning into the same directory with the same fingerprint resumes (finished
-blocks are skipped); a different fingerprint is refused unless the caller asks to overwrite, and
-the refusal says which input changed and how, so results of two different runs can never be
-mixed.
+Whether OUT holds this same run, another, or nothing of ours is decided by
+:mod:`.identity`; this module acts on it. A run claims OUT (:func:`claim_out`) before it
+writes anything there: it takes OUT's lock (:class:`nemo_dask.storage.lock.OutputLock`),
+removes the temporaries a killed run left, checks OUT against the run (:func:`prepare_out`:
+resume, refuse, or with ``overwrite`` remove the other run's files), and, for a new run,
+writes a first ``manifest.json`` holding its fingerprint and identity, so that a run killed
+while it starts leaves an OUT the next run recognises as its own. Then the regions store the
+workers read is put in place (:func:`place_regions`: a regions.npz converted into
+``OUT/regions.zarr``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,121 +28,127 @@ from ..dataset import (
     MOTIFS_FILE,
     PARAMS_FILE,
     QC_DIR,
-    part_name,
-    partition_rows,
     read_json,
+    remove_stale_temporaries,
 )
-from ..errors import OutputExistsError
-from ..storage.outputs import check_removable, output_dir, remove_owned
-from ..storage.temporary import is_temporary
+from ..errors import InputError, OutputExistsError
+from ..manifest import write_manifest
+from ..storage.faults import StorageFaultError
+from ..storage.lock import LOCK_NAME, OutputLock, describe
+from ..storage.outputs import (
+    check_removable,
+    make_output_dir,
+    output_dir,
+    remove_owned,
+    remove_temporaries,
+    replace_directory,
+    write_json,
+)
+from ..storage.temporary import is_temporary, temporary_name
+from ..storage.urls import is_url, location
+from .identity import describe_differences, recorded_run, stray_partitions
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
-_OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
+OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
 _PARTITION_DIRS = (HITS_DIR, QC_DIR)
 
 
-def fingerprint(identity: dict[str, Any]) -> str:
-    """SHA-256 over the run's identity (as sorted JSON)."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+@contextlib.contextmanager
+def claim_out(out: Any) -> Iterator[OutputLock]:
+    """Hold OUT's lock for the block (OUT is created if missing, and removed again at the end
+    if the run left nothing in it).
+
+    Raises
+    ------
+    OutputLockedError
+        Another live run holds the lock (one line naming it).
+    """
+    real = output_dir(out, "call-hits output directory")
+    created = not real.exists()
+    lock = OutputLock(real, "call-hits")
+    lock.acquire()
+    try:
+        if lock.took_over is not None:
+            warnings.warn(f"{real}: took over the lock of a run that is no longer alive "
+                          f"({describe(lock.took_over)})", stacklevel=3)
+        remove_stale_temporaries(real)
+        yield lock
+    finally:
+        lock.release()
+        if created and not is_url(real):
+            with contextlib.suppress(OSError):
+                real.rmdir()  # only if empty: a run refused or failed before writing
 
 
-#: How a refusal names each part of the identity.
-_PARTS = {"regions": "regions", "peaks": "peaks (-p/-C)", "mode": "parameters",
-          "motif_options": "parameters", "solver": "parameters", "motifs": "motifs"}
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return value[:12]  # a digest
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def describe_differences(previous: dict[str, Any], current: dict[str, Any]) -> str:
-    """What differs between two run identities, by input, e.g.
-    ``parameters differ: lambda_default 0.7 -> 0.8``."""
-    groups: dict[str, list[str]] = {}
-    for part in sorted(set(previous) | set(current), key=lambda k: list(_PARTS).index(k)
-                       if k in _PARTS else len(_PARTS)):
-        old, new = previous.get(part), current.get(part)
-        if old == new:
-            continue
-        if part == "motifs" and previous.get("motif_options") != current.get("motif_options"):
-            continue  # follows from the changed motif options, named already
-        label = _PARTS.get(part, part)
-        old_flat, new_flat = _flat(old, part), _flat(new, part)
-        items = []
-        for key in sorted(set(old_flat) | set(new_flat)):
-            if old_flat.get(key, "<absent>") != new_flat.get(key, "<absent>"):
-                name = key.split(".", 1)[1] if "." in key else key
-                if part == "regions" and name == "content":
-                    name = "content checksum"
-                items.append(f"{name} {_short(old_flat.get(key, '<absent>'))} -> "
-                             f"{_short(new_flat.get(key, '<absent>'))}")
-        if part == "motifs":
-            items = ["the modisco H5's patterns changed"]
-        groups.setdefault(label, []).extend(items)
-    if not groups:
-        return "motifs or options recorded by another nemo-dask version"
-    return "; ".join(f"{label} differ: {', '.join(items)}" for label, items in groups.items())
-
-
-def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overwrite: bool) -> bool:
+def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overwrite: bool,
+                keep: Path | None = None) -> bool:
     """Check ``out`` against this run; returns True when resuming a run with the same identity.
 
     Raises OutputExistsError when ``out`` is not a directory (a file, device, FIFO, or a link to
     one), or holds another run (or foreign files) and ``overwrite`` is False. With
-    ``overwrite`` only nemo_dask's own entries are removed: those of a directory whose
-    parameters.json a nemo_dask run wrote, or, in a directory that is not (yet) a run's, entries
-    whose content shows they are ours (see :func:`_looks_owned`). Symlinks, devices, FIFOs and
-    sockets among them are never removed (:func:`nemo_dask.storage.outputs.remove_owned`).
+    ``overwrite`` only nemo_dask's own entries are removed: those of a directory a run claimed
+    (its parameters.json or manifest.json holds a run's fingerprint), or, in a directory that
+    is not (yet) a run's, entries whose content shows they are ours (see
+    :func:`_looks_owned`). Symlinks, devices, FIFOs and sockets among them are never removed
+    (:func:`nemo_dask.storage.outputs.remove_owned`), nor ``keep`` (the run's own input store
+    when it lies in ``out``). A refusal suggests ``--overwrite`` only where it would succeed.
     ``out`` itself may be a symlink to a directory: it is followed.
     """
-    params_path = out / PARAMS_FILE
     output_dir(out, "call-hits output directory")
     if not out.exists():
         return False
-    ours = False
-    if params_path.is_file():  # a FIFO of that name must not be opened for reading
-        try:
-            previous = read_json(params_path).get("nemo_dask", {})
-        except (OSError, ValueError, AttributeError):
-            previous = {}
-        previous = previous if isinstance(previous, dict) else {}
-        ours = bool(previous)
-        if previous.get("fingerprint") == run_fingerprint:
-            return True
-        if not overwrite:
-            changed = describe_differences(previous.get("identity", {}), identity)
-            raise OutputExistsError(
-                f"{out} holds the results of a different run ({changed}); rerun with "
-                "--overwrite (overwrite=True) to replace them, or choose another output "
-                "directory")
-    elif any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"{out} exists, is not empty and is not a nemo-dask output directory; choose another "
-            "output directory, or pass --overwrite (overwrite=True) to write into it anyway")
-    if overwrite:
-        owned = None if ours else _looks_owned
-        # Check every entry before deleting any: a refusal leaves the directory as it was.
-        for name in _OWNED:
-            check_removable(out / name, owned, "output")
-        for name in _OWNED:
-            remove_owned(out / name, owned, "output")
+    recorded = recorded_run(out)
+    ours = recorded is not None
+    owned = None if ours else _looks_owned
+    if ours and recorded.fingerprint == run_fingerprint:  # type: ignore[union-attr]
+        return True
+    entries = [e for e in out.iterdir() if e.name != LOCK_NAME and not is_temporary(e.name)]
+    if not entries:
+        return False
+    if not overwrite:
+        blocker = _overwrite_blocker(out, owned, keep)
+        advice = ("rerun with --overwrite (overwrite=True) to replace them, or choose another "
+                  "output directory" if blocker is None else
+                  f"choose another output directory (--overwrite would not replace them: "
+                  f"{blocker})")
+        if ours:
+            changed = describe_differences(recorded.identity, identity)  # type: ignore[union-attr]
+            raise OutputExistsError(f"{out} holds the results of a different run ({changed}); "
+                                    f"{advice}")
+        advice = ("choose another output directory, or pass --overwrite (overwrite=True) to "
+                  "write into it anyway (only nemo-dask's own files there are replaced)"
+                  if blocker is None else
+                  f"choose another output directory (--overwrite would not help: {blocker})")
+        raise OutputExistsError(f"{out} exists, is not empty and is not a nemo-dask output "
+                                f"directory; {advice}")
+    # Check every entry before deleting any: a refusal leaves the directory as it was.
+    names = [n for n in OWNED if keep is None or out / n != keep]
+    for name in names:
+        check_removable(out / name, owned, "output")
+    for name in names:
+        remove_owned(out / name, owned, "output")
     return False
 
 
+def record_claim(out: Any, run_fingerprint: str, identity: dict[str, Any]) -> None:
+    """The first record of a new run in OUT (no blocks, layout unknown yet)."""
+    write_manifest(out, run_fingerprint, None, {}, complete=False, identity=identity)
+
+
+def _overwrite_blocker(out: Path, owned: Any, keep: Path | None) -> str | None:
+    """Why ``--overwrite`` would refuse ``out`` (None: it would succeed)."""
+    for name in OWNED:
+        if keep is not None and out / name == keep:
+            continue
+        try:
+            check_removable(out / name, owned, "output")
+        except OutputExistsError as err:
+            return str(err).split(";")[0]
+    return None
+
+
 def _looks_owned(path: Path) -> bool:
-    """Whether an entry of a directory without a run's parameters.json is a run's by content.
+    """Whether an entry of a directory without a run's record is a run's by content.
 
     hits/ and qc/ hold only partitions and temporaries; regions.zarr is a regions store; the
     single files (motifs.parquet, motif_cwms.npy, manifest.json, parameters.json) would be
@@ -151,22 +159,159 @@ def _looks_owned(path: Path) -> bool:
             (e.startswith("part-") and e.endswith(".parquet")) or is_temporary(e)
             for e in (c.name for c in path.iterdir()))
     if path.name == "regions.zarr":
-        from .convert._writer import _is_store_dir
+        from ..regions.convert._writer import _is_store_dir
 
         return path.is_dir() and _is_store_dir(path)  # (local or UPath)
     return path.is_file()
 
 
-def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
-    """Blocks whose hits and QC partitions are both complete, with their row counts.
+def place_regions(out: Any, source: Any, store: Any, identity: dict[str, Any],
+                  inputs: dict[str, Any]) -> tuple[Any, str]:
+    """The store the workers read, and its URL: ``store`` (the caller's); or the regions.npz
+    ``source`` converted into ``OUT/regions.zarr`` (or the store a previous attempt of this
+    run converted there, when complete). Call with OUT claimed (:func:`claim_out`)."""
+    if store is not None:
+        return store, store.url
+    npz = source.path
+    store = _reuse_store(out, identity)
+    if store is not None:
+        return store, store.url
+    chunk = _npz_chunk(source.n_regions)
+    if is_url(out):
+        # No rename on object stores: convert straight to OUT/regions.zarr (its complete
+        # mark is written last, so a killed conversion is redone, never trusted).
+        store = _convert_into(npz, out, chunk, inputs)
+        return store, store.url
+    temporary = None
+    try:
+        store = _convert(npz, out, chunk, inputs)
+        temporary = Path(store.url)
+        url = _move_store(store.url, out)
+    finally:
+        if temporary is not None and temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+    from ..regions.store import open_store
 
-    The files themselves are the truth (each is written to a temporary name and renamed): a
-    driver killed before it recorded a finished block in the manifest loses nothing.
-    """
-    done: dict[int, dict[str, int]] = {}
-    for block, start, stop in blocks:
-        n_qc = partition_rows(out / QC_DIR / part_name(block))
-        n_hits = partition_rows(out / HITS_DIR / part_name(block))
-        if n_qc == stop - start and n_hits is not None:
-            done[block] = {"start": start, "stop": stop, "hits": n_hits, "regions": n_qc}
-    return done
+    return open_store(url), url
+
+
+def inside(url: str, out: Any) -> Path | None:
+    """``url`` as an entry of OUT when the store lies directly in it (never to be removed)."""
+    entry = location(url)
+    return entry if str(entry.parent).rstrip("/") == str(out).rstrip("/") else None
+
+
+def _npz_chunk(n_regions: int) -> int:
+    # 256 regions of L=1000 are 2 MB of float16 contributions: zarr's cost per chunk written
+    # dominates a conversion of small chunks (3000 regions: 0.73 s in chunks of 64, 0.45 s in
+    # chunks of 256), and a block reading part of a chunk decompresses little beside solving.
+    return max(1, min(256, n_regions))
+
+
+def _reuse_store(out: Any, identity: dict[str, Any]) -> Any:
+    """OUT/regions.zarr when a run in OUT converted this very npz (same content, same -p/-C)
+    and the store is complete."""
+    from ..regions.store import open_store
+
+    existing = out / "regions.zarr"
+    recorded = recorded_run(out)
+    if recorded is None or not existing.exists():
+        return None
+    previous = recorded.identity
+    if (previous.get("regions") == identity.get("regions")
+            and previous.get("peaks") == identity.get("peaks")):
+        with contextlib.suppress(OSError, ValueError, InputError):
+            return open_store(str(existing))
+    return None
+
+
+def _convert(npz: Path, out: Path, chunk: int, inputs: dict[str, Any]) -> Any:
+    """Convert a regions.npz into a temporary store beside OUT, or beside its target when OUT
+    is a symlink (then moved in by :func:`_move_store`). What a killed conversion left there
+    is removed first (OUT's lock is held: no other run converts for it)."""
+    from ..regions.convert.npz import convert_npz
+
+    real = output_dir(out, "call-hits output directory")
+    real.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, and not ending in .zarr: a glob of the parent never takes it for a store.
+    remove_temporaries(real.parent, (f"{real.name}.regions.zarr",))
+    tmp = real.parent / temporary_name(f"{real.name}.regions.zarr")
+    try:
+        return convert_npz(str(npz), str(tmp), peaks=inputs["peaks"],
+                           chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
+                           progress=False)
+    except StorageFaultError as fault:  # named as the user knows it, not by its temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        written = (fault.written or "").replace(f" and {tmp} is as it was", "")
+        raise StorageFaultError(f"{real}/regions.zarr (converting {npz})", fault.errno,
+                                fault.note, written, fault.fix) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _convert_into(npz: Path, out: Any, chunk: int, inputs: dict[str, Any]) -> Any:
+    """Convert a regions.npz into ``OUT/regions.zarr`` of a URL OUT (see :func:`place_regions`)."""
+    from ..regions.convert.npz import convert_npz
+
+    return convert_npz(str(npz), str(out / "regions.zarr"), peaks=inputs["peaks"],
+                       chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
+                       progress=False)
+
+
+def _move_store(source: str, out: Path) -> str:
+    target = out / "regions.zarr"
+    if Path(source) != target:
+        # A store of this same run that did not open: ours; a link or device there is refused.
+        replace_directory(source, target, None, "regions store")
+    return str(target)
+
+
+def record_batch_sizes(out: Any, finished: dict[int, dict[str, Any]]) -> None:
+    """Record in parameters.json the solver batch sizes the workers used (by device type), as
+    the finished blocks report them; nothing for a device no block ran on."""
+    used: dict[str, set[int]] = {}
+    for entry in finished.values():
+        device, batch = entry.get("device"), entry.get("batch_size")
+        if isinstance(device, str) and isinstance(batch, int):
+            used.setdefault(device.split(":")[0], set()).add(batch)
+    path = location(out) / PARAMS_FILE
+    try:
+        params = read_json(path)
+    except (OSError, ValueError):
+        return
+    section = params.get("nemo_dask") if isinstance(params, dict) else None
+    if not isinstance(section, dict):
+        return
+    resolved = {k: sorted(v) for k, v in sorted(used.items())}
+    if section.get("batch_size_resolved") != resolved:
+        section["batch_size_resolved"] = resolved
+        write_json(params, path)
+
+
+def remove_strays(out: Any, n_blocks: int) -> None:
+    """Partitions of blocks beyond this layout's (another layout's) are removed, in one line."""
+    strays = stray_partitions(out, n_blocks)
+    if strays:
+        shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
+                                         else "")
+        warnings.warn(f"{out}: removed {len(strays)} partitions of blocks outside this run's "
+                      f"layout of {n_blocks} blocks ({shown})", stacklevel=4)
+    for rel in strays:
+        target = location(out) / rel
+        if is_url(target):
+            from ..storage.urls import filesystem
+
+            fs, root = filesystem(str(target))
+            fs.rm(root)
+        else:
+            os.unlink(target)
+
+
+def ensure_dir(out: Any) -> Path:
+    """Create OUT (a prefix of an object store needs nothing)."""
+    return make_output_dir(out, "call-hits output directory")
+
+
+__all__ = ("OWNED", "claim_out", "ensure_dir", "inside", "place_regions", "prepare_out",
+           "record_batch_sizes", "record_claim", "remove_strays")

@@ -1,21 +1,23 @@
-"""Plan a call-hits run: validate everything, convert an npz, prepare OUT, lay out the blocks.
+"""Plan a call-hits run: check the inputs, claim OUT and place the regions, lay out the blocks.
 
-:func:`validate` runs before any cluster starts: it checks every input (writing nothing to
-``OUT`` until they all pass; a regions.npz is converted into a temporary store beside it),
-then checks ``OUT`` against this run (resume, refuse, or overwrite) and moves the store in.
-:func:`plan_run` then, knowing whether the workers have GPUs, sizes the blocks (a resume keeps
-``OUT``'s layout) and writes the motif table, ``motif_cwms.npy`` and ``parameters.json``.
+Three steps, each named for what it does:
+
+* :func:`validate` checks every input and parameter and computes the run's identity
+  (:mod:`.identity`); it writes nothing anywhere.
+* :func:`prepared_out` claims OUT (its lock, held to the end of the run), checks it against the
+  run (resume, refuse, or overwrite: :mod:`.output`) and puts the regions store the workers
+  read in place (a regions.npz converted into ``OUT/regions.zarr``, or reused from there).
+* :func:`plan_run`, knowing whether the workers have GPUs, lays out the blocks (a resume keeps
+  OUT's layout), writes the motif files and ``parameters.json``, and finds the blocks a
+  resume may keep (:func:`.identity.finished_blocks`), saying which others are redone and why.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import shutil
 import warnings
-import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,6 @@ from .. import version
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
-    read_json,
-    remove_stale_temporaries,
     write_manifest,
     write_motifs,
 )
@@ -45,29 +45,41 @@ from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
 from ..storage.outputs import (
-    make_output_dir,
     open_output,
     output_dir,
-    replace_directory,
     write_json,
 )
-from ..storage.temporary import temporary_name
-from ..storage.urls import is_url, location, recorded_path
-from .output import fingerprint, finished_blocks, prepare_out
+from ..storage.urls import location, recorded_path
+from .identity import (
+    fingerprint,
+    finished_blocks,
+    jsonable,
+    npz_identity,
+    peaks_identity,
+    recorded_run,
+    run_identity,
+    stamped_block_size,
+    store_identity,
+)
+from .output import (
+    claim_out,
+    inside,
+    place_regions,
+    prepare_out,
+    record_claim,
+    remove_strays,
+)
 from .seams import check_tiling
 
-#: Store attributes that say where the inputs were or when the store was made, not what it holds.
-_VOLATILE_ATTRS = ("created_at", "created_by", "source")
+#: Lines a resume prints about blocks it computes again, before summing up the rest.
+MAX_REDONE_LINES = 10
 
 
 @dataclass
 class Checked:
-    """A validated run whose ``OUT`` is ready, before the cluster is asked about GPUs (see
-    :func:`validate`).
-
-    ``regions_url`` is the regions store the workers read: the caller's, or an npz converted
-    into ``OUT/regions.zarr``. ``resuming`` says whether ``OUT`` holds this same run already.
-    """
+    """A validated run (see :func:`validate`); :func:`prepared_out` fills in ``store``,
+    ``regions_url`` (the store the workers read: the caller's, or an npz converted into
+    ``OUT/regions.zarr``) and ``resuming`` (whether ``OUT`` holds this same run already)."""
 
     regions: Any
     motifs_path: Any
@@ -77,12 +89,13 @@ class Checked:
     solver: SolverParams
     run: RunOptions
     files: dict[str, str | None]
-    store: Regions
+    source: Regions | NpzRegions
     inputs: dict[str, Any]
     identity: dict[str, Any]
     fingerprint: str
-    resuming: bool
-    regions_url: str
+    store: Regions | None = None
+    resuming: bool = False
+    regions_url: str = ""
 
 
 @dataclass
@@ -98,26 +111,24 @@ class Plan:
     fingerprint: str
     finished: dict[int, dict[str, Any]]
     n_skipped: int
+    block_size: int = 0
 
 
 def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
              run: RunOptions, peaks: Any = None, chrom_order: Any = None,
              **motif_options: Any) -> Checked:
-    """Check every input and parameter, load the motifs, open (or convert) the regions.
+    """Check every input and parameter, load the motifs, open the regions and compute the
+    run's identity. Nothing is written anywhere.
 
     ``peaks`` and ``chrom_order`` (finemo's call-hits ``-p``/``-C``) give a regions.npz
     without coordinates its genomic coordinates, as finemo does.
 
-    Then checks ``out`` against this run (resume, refuse, or with ``run.overwrite`` remove the
-    other run's files) and moves a converted store into it: all before any cluster starts.
-
     Raises
     ------
     InputError
-        One clear line; nothing is written to ``out``.
+        One clear line naming the input and the fix.
     OutputExistsError
-        ``out`` holds a different run (the message says which input changed and how), or
-        things that are not nemo_dask's, and ``run.overwrite`` is off.
+        ``out`` is (or links to) a file, device or FIFO.
     """
     inputs = {"peaks": peaks, "chrom_order": chrom_order}
     files = _read_option_files(motif_options)
@@ -129,101 +140,134 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     # nemo_dask.storage, which writes an object store's objects whole, one request each.
     out = location(out)
     source = open_regions(regions)
-    peaks_identity = _check_peaks_option(inputs, isinstance(source, NpzRegions))
+    is_npz = isinstance(source, NpzRegions)
+    peaks_id = _check_peaks_option(inputs, is_npz)
     _check_compatible(source, motifs, motif_params, source.url)
     check_tiling(source, motifs.width, source.url)
-    temporary = None
-    if isinstance(source, NpzRegions):
-        identity = _npz_identity(source.path)
-        has_coordinates = identity["has_coordinates"] or peaks_identity is not None
-        # Workers read a store: the npz is converted (once; a rerun reuses OUT/regions.zarr).
-        # (Not with overwrite: OUT's files, its store included, may be about to go.)
-        store = None if run.overwrite else _reuse_store(out, identity, peaks_identity)
-        if store is None and is_url(out):
-            # No rename on object stores: convert straight to OUT/regions.zarr (its complete
-            # mark is written last, so a killed conversion is redone, never trusted).
-            store = _convert_into(source.path, out, _npz_chunk(source.n_regions), inputs)
-        elif store is None:
-            store = _convert(source.path, out, _npz_chunk(source.n_regions), inputs)
-            temporary = Path(store.url)
+    if is_npz:
+        regions_id = npz_identity(source.path)
+        has_coordinates = regions_id["has_coordinates"] or peaks_id is not None
     else:
-        store = source
-        identity = _store_identity(store)
-        has_coordinates = store.has_peaks
+        regions_id = store_identity(source)
+        has_coordinates = source.has_peaks
+        if not source.verified:
+            warnings.warn(f"{source.url}: this regions store was converted by an older "
+                          "nemo-dask and records no chunk checksums, so a missing or damaged "
+                          "chunk cannot be detected (it would read as zeros); convert it again "
+                          "to have every read verified", stacklevel=3)
     if not has_coordinates:
         # finemo's call-hits warns the same way (once) for regions without coordinates.
         warnings.warn("No peak region data provided: the regions have no genomic coordinates, "
                       "so hits have chr NA and region-relative positions; pass -p "
                       "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
-    # What determines the hits, and nothing else (calling/output.py says why).
-    run_identity = _jsonable({
-        "regions": identity,
-        "peaks": peaks_identity,
-        "mode": motif_params.mode,
-        "motif_options": _jsonable(vars(motif_params)),
-        "motifs": motifs_digest(motifs),
-        # The mode is recorded once, above; batch size, compilation and how often convergence
-        # is checked change no hit. (global_scale only when set, so that runs made before it
-        # existed still resume.)
-        "solver": {k: v for k, v in vars(solver).items()
-                   if k not in ("batch_size", "compile_optimizer", "mode", "check_every")
-                   and not (k == "global_scale" and v is None)},
-    })
-    run_fp = fingerprint(run_identity)
-    try:
-        resuming = prepare_out(out, run_fp, run_identity, run.overwrite)
-        make_output_dir(out, "call-hits output directory")
-        regions_url = _move_store(store.url, out) if temporary is not None else store.url
-    finally:
-        if temporary is not None and temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+    identity = run_identity(regions_id, peaks_id, motif_params, motifs, solver)
     return Checked(regions=regions, motifs_path=motifs_path, out=out, motifs=motifs,
-                   motif_params=motif_params, solver=solver, run=run, files=files, store=store,
-                   inputs=inputs, identity=run_identity, fingerprint=run_fp, resuming=resuming,
-                   regions_url=regions_url)
+                   motif_params=motif_params, solver=solver, run=run, files=files,
+                   source=source, inputs=inputs, identity=identity,
+                   fingerprint=fingerprint(identity),
+                   store=None if is_npz else source)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def prepared_out(c: Checked) -> Iterator[Checked]:
+    """Claim ``c.out`` for the run (its lock is held until the block ends), check it against
+    the run, and put the regions store in place; yields ``c`` completed.
+
+    Raises
+    ------
+    OutputLockedError
+        Another live run writes into OUT.
+    OutputExistsError
+        OUT holds another run, or files that are not nemo-dask's, and ``overwrite`` is off.
+    InputError
+        A regions.npz does not convert (nothing of it is left in OUT).
+    """
+    with claim_out(c.out):
+        keep = inside(c.store.url, c.out) if c.store is not None else None
+        c.resuming = prepare_out(c.out, c.fingerprint, c.identity, c.run.overwrite, keep=keep)
+        claimed = not c.resuming
+        if claimed:
+            record_claim(c.out, c.fingerprint, c.identity)
+        try:
+            c.store, c.regions_url = place_regions(c.out, c.source, c.store, c.identity,
+                                                   c.inputs)
+        except InputError:
+            if claimed:  # a bad input leaves nothing of this run behind
+                with contextlib.suppress(OSError):
+                    (c.out / "manifest.json").unlink()
+            raise
+        yield c
 
 
 def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
     """Lay out the blocks (GPU-sized when ``gpus``; a resume keeps OUT's layout), write the
-    motif files and ``parameters.json``, and find the finished blocks."""
+    motif files and ``parameters.json``, and find the finished blocks a resume may keep."""
     store, out, run = c.store, c.out, c.run
+    assert store is not None, "plan_run needs prepared_out first"
     n_regions = store.n_regions
-    identity, run_fp, resuming, source = c.identity, c.fingerprint, c.resuming, c.regions_url
+    run_fp, resuming, source = c.fingerprint, c.resuming, c.regions_url
+    recorded = recorded_run(out) if resuming else None
     # A resume keeps OUT's block layout (its finished partitions are numbered by it), whatever
     # this node's default (GPU nodes default to larger blocks than CPU nodes).
     block_size = run.block_size
-    recorded = _recorded_block_size(out, run_fp)
-    if recorded is not None and block_size not in (None, recorded):
-        warnings.warn(f"{out} holds a run with --block-size {recorded}; resuming it with that "
+    kept = None
+    if recorded is not None:
+        # The manifest's layout; without one, the partitions' own (their stamps); then
+        # parameters.json's.
+        kept = (recorded.manifest or {}).get("block_size") or stamped_block_size(out, run_fp) \
+            or recorded.block_size
+    if kept is not None and block_size not in (None, kept):
+        warnings.warn(f"{out} holds a run with --block-size {kept}; resuming it with that "
                       f"layout (--block-size {block_size} ignored; pass --overwrite to start "
                       "again with the new one)", stacklevel=3)
-        block_size = recorded
+    if kept is not None:
+        block_size = kept
     if block_size is None:
-        block_size = recorded or default_block_size(n_regions, int(store.chunk_size), gpus,
-                                                    gpu_batch)
+        block_size = default_block_size(n_regions, int(store.chunk_size), gpus, gpu_batch)
     blocks = [(b, s, min(s + block_size, n_regions))
               for b, s in enumerate(range(0, n_regions, block_size))]
-    remove_stale_temporaries(out)
     finemo_params = _finemo_parameters(c, store)
     finemo_params["nemo_dask"] = {
-        "fingerprint": run_fp, "identity": identity, "regions_url": source,
+        "fingerprint": run_fp, "identity": c.identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": c.solver.eps,
         "exact": c.solver.exact, "check_every": c.solver.check_every,
-        "batch_size_resolved": {"cpu_per_thread": c.solver.batch_size_for("cpu"),
-                                "cuda": c.solver.batch_size_for("cuda")},
         "motif_options": {k: v for k, v in vars(c.motif_params).items()},
         "version": version(),
     }
-    if not resuming or not (out / PARAMS_FILE).exists():
+    rewrite = recorded is None or not recorded.params or not (out / PARAMS_FILE).exists()
+    said = None if rewrite else (recorded.params.get("block_size"),  # type: ignore[union-attr]
+                                 recorded.params.get("n_blocks"))  # type: ignore[union-attr]
+    if said is not None and said != (block_size, len(blocks)):
+        warnings.warn(f"{out}/{PARAMS_FILE} records blocks of {said[0]} regions ({said[1]} "
+                      f"blocks), but the run is laid out in blocks of {block_size} "
+                      f"({len(blocks)} blocks); {PARAMS_FILE} is rewritten to say so",
+                      stacklevel=3)
+        rewrite = True
+    if rewrite:
         write_motifs(out, c.motifs.table)
         _save_npy(out / CWMS_FILE, c.motifs.cwms)
         write_json(finemo_params, out / PARAMS_FILE)
     else:
         _ensure_motifs_in_out(out, c.motifs)
-    finished = finished_blocks(out, blocks) if resuming else {}
-    write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks))
+    finished: dict[int, dict[str, Any]] = {}
+    if resuming:
+        remove_strays(out, len(blocks))
+        resume = finished_blocks(out, blocks, run_fp, recorded.manifest if recorded else None)
+        finished = resume.finished
+        _say_redone(resume.redone)
+    write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks),
+                   block_size=block_size, identity=c.identity)
     return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
-                blocks=blocks, fingerprint=run_fp, finished=finished, n_skipped=len(finished))
+                blocks=blocks, fingerprint=run_fp, finished=finished,
+                n_skipped=len(finished), block_size=block_size)
+
+
+def _say_redone(lines: list[str]) -> None:
+    for line in lines[:MAX_REDONE_LINES]:
+        warnings.warn(line, stacklevel=4)
+    if len(lines) > MAX_REDONE_LINES:
+        warnings.warn(f"... and {len(lines) - MAX_REDONE_LINES} more blocks are computed again "
+                      "for the same kinds of reasons", stacklevel=4)
 
 
 #: Solver batches per block on a GPU: the next block's regions fill the slots a block's slow
@@ -270,88 +314,6 @@ def _read_option_files(params: dict[str, Any]) -> dict[str, str | None]:
     return files
 
 
-def _npz_chunk(n_regions: int) -> int:
-    # 256 regions of L=1000 are 2 MB of float16 contributions: zarr's cost per chunk written
-    # dominates a conversion of small chunks (3000 regions: 0.73 s in chunks of 64, 0.45 s in
-    # chunks of 256), and a block reading part of a chunk decompresses little beside solving.
-    return max(1, min(256, n_regions))
-
-
-def _reuse_store(out: Path, npz_identity: dict[str, Any],
-                 peaks_identity: dict[str, Any] | None) -> Regions | None:
-    """OUT/regions.zarr when a run in OUT converted this very npz (same content, same -p/-C)."""
-    from ..regions.store import open_store
-
-    existing = out / "regions.zarr"
-    params_path = out / PARAMS_FILE
-    if existing.exists() and params_path.exists():
-        with contextlib.suppress(OSError, ValueError, InputError):
-            previous = read_json(params_path).get("nemo_dask", {}).get("identity", {})
-            if (previous.get("regions") == _jsonable(npz_identity)
-                    and previous.get("peaks") == _jsonable(peaks_identity)):
-                return open_store(str(existing))
-    return None
-
-
-def _convert(npz: Path, out: Path, chunk: int, inputs: dict[str, Any]) -> Regions:
-    """Convert a regions.npz into a temporary store beside OUT, or beside its target when OUT
-    is a symlink (moved in by :func:`plan_run`)."""
-    from ..regions.convert.npz import convert_npz
-
-    real = output_dir(out, "call-hits output directory")
-    real.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden, and not ending in .zarr: a glob of the parent never takes it for a store.
-    tmp = real.parent / temporary_name(f"{real.name}.regions.zarr")
-    try:
-        return convert_npz(str(npz), str(tmp), peaks=inputs["peaks"],
-                           chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
-                           progress=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _convert_into(npz: Path, out: Any, chunk: int, inputs: dict[str, Any]) -> Regions:
-    """Convert a regions.npz into ``OUT/regions.zarr`` of a URL OUT (see :func:`validate`)."""
-    from ..regions.convert.npz import convert_npz
-
-    return convert_npz(str(npz), str(out / "regions.zarr"), peaks=inputs["peaks"],
-                       chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
-                       progress=False)
-
-
-def _move_store(source: str, out: Path) -> str:
-    target = out / "regions.zarr"
-    if Path(source) != target:
-        # A store of this same run that did not open: ours; a link or device there is refused.
-        replace_directory(source, target, None, "regions store")
-    return str(target)
-
-
-def _npz_identity(path: Path) -> dict[str, Any]:
-    """A regions.npz's content fingerprint: every member's name, size and CRC-32 (of the
-    uncompressed data, kept in the zip directory), so that a copy, a touch or another spelling
-    of the path is the same input, and any change of an array is another."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = sorted((i.filename, i.file_size, i.CRC) for i in z.infolist())
-    except (OSError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path} is not a readable .npz file ({err}); is it truncated?") from None
-    digest = hashlib.sha256(json.dumps(members).encode()).hexdigest()
-    return {"content": digest, "has_coordinates": any(m[0] == "chr.npy" for m in members)}
-
-
-def _store_identity(store: Regions) -> dict[str, Any]:
-    """A store's content fingerprint: the ``content_sha256`` its conversion recorded (stores
-    written before it existed: their attributes, without the paths and times of their making)."""
-    attrs = dict(store.attrs)
-    if attrs.get("content_sha256"):
-        return {"content": attrs["content_sha256"], "n_regions": store.n_regions,
-                "width": store.width}
-    kept = {k: v for k, v in attrs.items() if k not in _VOLATILE_ATTRS}
-    return {"attrs": _jsonable(kept), "n_regions": store.n_regions, "width": store.width}
-
-
 def _check_peaks_option(inputs: dict[str, Any], is_npz: bool) -> dict[str, Any] | None:
     """Validate -p/-C; the identity of the peaks given, or None."""
     peaks, order = inputs["peaks"], inputs["chrom_order"]
@@ -363,28 +325,7 @@ def _check_peaks_option(inputs: dict[str, Any], is_npz: bool) -> dict[str, Any] 
         raise InputError(f"{peaks}: -p gives coordinates to a regions.npz, as finemo's "
                          "call-hits does; a regions store gets them when it is made: convert "
                          "again with `nemo-dask convert <format> ... -p PEAKS [-C ORDER]`")
-    from ..regions.convert._peaks import NarrowPeaks
-
-    table = NarrowPeaks(peaks, order, 0)
-    table.close()
-    return {"content": table.content_sha256, "n_rows": table.n_rows}
-
-
-def _recorded_block_size(out: Path, run_fp: str) -> int | None:
-    """The block size of the run in ``out`` when it has this fingerprint (a resume)."""
-    try:
-        recorded = read_json(out / PARAMS_FILE).get("nemo_dask", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    size = recorded.get("block_size")
-    if recorded.get("fingerprint") == run_fp and isinstance(size, int) and size >= 1:
-        return size
-    return None
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON would give it back (tuples as lists), so identities compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    return jsonable(peaks_identity(peaks, order))
 
 
 def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) -> None:

@@ -60,9 +60,8 @@ def check_tiling(regions: Any, motif_width: int, label: str) -> None:
 
 def owned_spans(regions: Any, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """``own_start`` and ``own_end`` (int64, genomic) of windows ``start:stop``."""
-    group = regions.group["tiling"]
-    return (np.asarray(group["own_start"][start:stop], dtype=np.int64),
-            np.asarray(group["own_end"][start:stop], dtype=np.int64))
+    return (np.asarray(regions.read_array("tiling/own_start", start, stop), dtype=np.int64),
+            np.asarray(regions.read_array("tiling/own_end", start, stop), dtype=np.int64))
 
 
 def keep_owned(hits: pl.DataFrame, regions: Any, start: int, stop: int,

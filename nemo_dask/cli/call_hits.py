@@ -7,6 +7,7 @@ import warnings
 
 from .. import config
 from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
+from .annotate import DATABASE_HELP, add_match_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("-L", "--motif-lambdas", help="per-motif L1 penalties (tsv)")
     mo.add_argument("-a", "--alpha", type=float, help=argparse.SUPPRESS)
     mo.add_argument("-A", "--motif-alphas", help=argparse.SUPPRESS)
+
+    nm = p.add_argument_group("motif names (TOMTOM matches; pip install 'nemo_dask[names]')")
+    nm.add_argument("--annotate", default=None, metavar="DB", help="match each motif against "
+                    "DB and label it with its best match in every output: " + DATABASE_HELP)
+    add_match_arguments(nm)
 
     so = p.add_argument_group("optimiser (as finemo)")
     so.add_argument("-f", "--no-post-filter", action="store_true",
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..calling.api import call_hits
     from ..clusters.connect import cluster_options_from_args, job_script
     from . import show_warnings_briefly
+    from .annotate import match_options_from_args, print_labels
 
     show_warnings_briefly()
     cluster = cluster_options_from_args(args)
@@ -148,8 +155,13 @@ def run(args: argparse.Namespace) -> int:
         global_scale=global_scale, exact=args.exact, check_every=args.check_every,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
-        worker_wait=args.worker_wait,
+        worker_wait=args.worker_wait, annotate=args.annotate,
+        match_options=match_options_from_args(args) if args.annotate is not None else None,
     )
+    if args.annotate is not None:
+        from ..dataset import read_annotation
+
+        print_labels(result.motifs, read_annotation(result.out)["database_description"])
     skipped = f" ({result.n_skipped} already done)" if result.n_skipped else ""
     print(f"{result.n_hits} hits in {result.n_blocks} blocks{skipped}, "
           f"{result.elapsed_s:.1f} s")

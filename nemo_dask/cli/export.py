@@ -25,13 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write finemo 0.41's hits.tsv, hits_unique.tsv, hits.bed, peaks_qc.tsv, "
         "motif_data.tsv, motif_cwms.npy and parameters.json from the Parquet dataset of a "
         "call-hits run, sorting in bounded memory.")
-    p.add_argument("-H", "--hits-dir", required=True, help="call-hits output directory (OUT)")
+    p.add_argument("-H", "--hits-dir", required=True,
+                   help="call-hits output directory (OUT), or a finemo call-hits output "
+                   "directory (its TSVs plain or compressed)")
     p.add_argument("-o", "--out-dir", required=True, help="directory for finemo's files")
     p.add_argument("--max-rows", type=int, default=None,
                    help="hits sorted in memory at once; bounds peak memory (default "
                    f"{config.get('export.max-rows')}, dask config nemo_dask.export.max-rows)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
+    p.add_argument("--labels", action="store_true",
+                   help="add motif_label (see `nemo-dask annotate`) after finemo's columns of "
+                   "hits.tsv and hits_unique.tsv and as hits.bed's name; finemo's own tools "
+                   "then refuse those files (an annotated run's matches go to "
+                   "motif_matches.tsv either way)")
     p.set_defaults(func=_run_export)
 
     unique_help = ("for directory inputs, read hits_unique (default: all hits, as finemo's "
@@ -69,7 +76,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
-                 allow_incomplete=args.allow_incomplete)
+                 allow_incomplete=args.allow_incomplete, labels=args.labels)
     print(f"exported {res.n_hits} hits ({res.n_unique} unique) and {res.n_regions} regions "
           f"to {res.dest}")
     return 0

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``tracks`` verb."""
-    from ..tracks import SCORES
+    from ..tracks import LABEL_BY, SCORES
 
     p = sub.add_parser(
         "tracks", help="write a bigBed of the hits and a bigWig of hit coefficients per motif",
@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="BED score: similarity = round(1000 * hit_similarity); coefficient = "
                    "round(1000 * hit_coefficient_global / the run's largest); clipped to 0-1000 "
                    "(default %(default)s)")
+    p.add_argument("--label-by", choices=LABEL_BY, default="match",
+                   help="bigBed name and bigWig file names: match = the motif's label, its "
+                   "name and best TOMTOM match (see `nemo-dask annotate`; the name when none); "
+                   "pattern = finemo's motif name (default %(default)s)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--chrom-sizes", default=None,
                    help="UCSC chrom.sizes file (name TAB length) of the genome")
@@ -34,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..tracks import write_tracks
 
     res = write_tracks(args.hits_dir, args.out_dir, score=args.score,
-                       chrom_sizes=args.chrom_sizes, fasta=args.fasta)
+                       chrom_sizes=args.chrom_sizes, fasta=args.fasta, label_by=args.label_by)
     print(f"wrote {res.bigbed} ({res.n_hits} hits) and {len(res.bigwigs)} bigWig file(s) to "
           f"{res.dest}")
     return 0

@@ -47,7 +47,10 @@ from ..dataset import (
     read_parameters,
     scan_qc,
 )
-from ..errors import InputError
+from ..errors import CorruptDataError, InputError
+from ..manifest import check_dataset, read_manifest
+from ..matching.labels import LABEL, motif_labels
+from ..storage.lock import describe, lock_holder
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -58,15 +61,18 @@ from ..storage.outputs import (
 )
 from ..storage.temporary import temporary_name
 from ..storage.urls import is_url, localize, location, remote_input
+from .directory import as_dataset
 from .formats import (
     CALL_HITS_FILES,
     FINEMO_HITS_DTYPES,
+    FINEMO_MOTIFS_DTYPES,
     FINEMO_PARAMETER_KEYS,
     FINEMO_QC_COLUMNS,
     HITS_BED_FILE,
     HITS_FILE,
     HITS_UNIQUE_FILE,
     MOTIF_DATA_FILE,
+    MOTIF_MATCHES_FILE,
     QC_FILE,
 )
 from .read import (
@@ -95,13 +101,17 @@ class ExportResult(NamedTuple):
 
 
 def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
-           max_rows: int | None = None, allow_incomplete: bool = False) -> ExportResult:
+           max_rows: int | None = None, allow_incomplete: bool = False,
+           labels: bool = False) -> ExportResult:
     """Write finemo 0.41's output files for the run in ``out`` into ``dest_dir``.
 
     Parameters
     ----------
     out : path
-        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
+        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...), or a finemo
+        call-hits output directory (its files plain or compressed; imported into a temporary
+        dataset first, :func:`.directory.as_dataset`), which is then rewritten in finemo's
+        order.
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced, each as
         :func:`nemo_dask.storage.outputs.open_output` says: a symlink's target is written, a
@@ -112,6 +122,11 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         per hit of bucket); default ``nemo_dask.export.max-rows`` in dask config (500000).
     allow_incomplete : bool
         Export a run whose manifest says blocks are missing (their regions are then absent).
+    labels : bool
+        Add ``motif_label`` after finemo's columns of hits.tsv and hits_unique.tsv, and use it
+        as hits.bed's name. Off by default: finemo 0.41's readers (``finemo report``,
+        ``collapse-hits``, ``intersect-hits``) refuse a hits file with a column they do not
+        know. An annotated run's matches are written to ``motif_matches.tsv`` either way.
 
     Every file is written into a hidden temporary directory inside ``dest_dir`` and moved into
     place only when all are complete.
@@ -133,20 +148,24 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         raise InputError(f"export destination {dest_dir} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "
                          "directory")
-    names = CALL_HITS_FILES
     if is_url(dest_given):
         # An object store: staged locally, each file uploaded whole once all are complete.
-        with remote_input(out_given, "call-hits output directory") as local, \
+        with remote_input(out_given, "call-hits output directory") as fetched, \
+                as_dataset(fetched) as local, \
                 staged_output(dest_given, "export directory") as (stage, _):
-            counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out)
+            counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out,
+                                  labels)
+            names = _file_names(Path(local))
         dest_text = str(dest_given).rstrip("/")
         return ExportResult(dest=dest_text, n_hits=counts[0], n_unique=counts[1],  # type: ignore[arg-type]
                             n_regions=counts[2], n_buckets=counts[3],
                             files=tuple(f"{dest_text}/{n}" for n in names))  # type: ignore[misc]
     dest = Path(dest_given)
     real = output_dir(dest, "export directory")
-    with remote_input(out_given, "call-hits output directory") as local:
+    with remote_input(out_given, "call-hits output directory") as fetched, \
+            as_dataset(fetched) as local:
         _check_run(Path(local), dest, allow_incomplete, out)
+        names = _file_names(Path(local))
         for name in names:
             output_file(real / name, "export file")
         make_output_dir(real, "export directory")
@@ -155,7 +174,7 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         tmp.mkdir()
         try:
             n_hits, n_unique, n_regions, n_buckets = _export_into(Path(local), tmp, max_rows,
-                                                                  allow_incomplete, out)
+                                                                  allow_incomplete, out, labels)
             for name in names:
                 install(tmp / name, real / name, "export file")
         finally:
@@ -164,16 +183,57 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                         n_buckets=n_buckets, files=tuple(dest / n for n in names))
 
 
+def _file_names(out: Path) -> tuple[str, ...]:
+    """The files an export of the (local) run ``out`` writes: finemo's, and the matches of an
+    annotated run."""
+    annotated = LABEL in read_motifs(out).columns
+    return CALL_HITS_FILES + ((MOTIF_MATCHES_FILE,) if annotated else ())
+
+
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
-                 shown: Any) -> tuple[int, int, int, int]:
-    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``."""
-    _check_run(out, None, allow_incomplete, shown)
-    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
-    n_regions = _write_qc(out, tmp, max_rows)
-    read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
-    shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
-    _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+                 shown: Any, labels: bool = False) -> tuple[int, int, int, int]:
+    """Write every finemo file of the (local) run ``out`` into the directory ``tmp``.
+
+    The run is checked against its manifest first, and its manifest is read again at the end:
+    a run rewritten meanwhile (``call-hits --overwrite`` into it) is refused in one line, and
+    nothing is installed.
+    """
+    before = _check_run(out, None, allow_incomplete, shown)
+    try:
+        motifs = read_motifs(out)
+        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows,
+                                                  motif_labels(motifs) if labels else None)
+        n_regions = _write_qc(out, tmp, max_rows)
+        # finemo's columns only (finemo's report reads this file with exactly these).
+        motifs.select(list(FINEMO_MOTIFS_DTYPES)).write_csv(tmp / MOTIF_DATA_FILE,
+                                                             separator="\t")
+        if LABEL in motifs.columns:
+            match_table(motifs).write_csv(tmp / MOTIF_MATCHES_FILE, separator="\t")
+        shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
+        _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
+    except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException) as err:
+        if _still_same(out, before):
+            raise  # not a change of the run under us: a fault of its own kind
+        raise InputError(_changed(shown, f"{type(err).__name__}: {err}")) from None
+    if read_manifest(out) != before:
+        raise InputError(_changed(shown, "its manifest.json changed"))
     return n_hits, n_unique, n_regions, n_buckets
+
+
+def _still_same(out: Path, before: dict[str, Any] | None) -> bool:
+    """Whether the run still has the manifest ``before`` and matches it."""
+    try:
+        check_dataset(out)
+    except (OSError, ValueError):
+        return False
+    return read_manifest(out) == before
+
+
+def _changed(shown: Any, what: str) -> str:
+    text = " ".join(what.split())
+    return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
+            "into it (--overwrite, or a resume); nothing was exported: export again once that "
+            "run has finished")
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -277,26 +337,47 @@ def _unique_mask(bucket: pl.DataFrame) -> pl.Series:
     return mask & bucket["chr"].is_not_null()
 
 
-def _bed(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select("chr", "start", "end", "motif_name", score=pl.lit(0, pl.Int32),
-                        strand="strand")
+def _bed(frame: pl.DataFrame, labelled: bool = False) -> pl.DataFrame:
+    return frame.select("chr", "start", "end", LABEL if labelled else "motif_name",
+                        score=pl.lit(0, pl.Int32), strand="strand")
 
 
-def _write_hits(out: Path, tmp: Path, max_rows: int) -> tuple[int, int, int]:
-    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets)."""
+def match_table(motifs: pl.DataFrame) -> pl.DataFrame:
+    """``motif_matches.tsv``: one row per (pattern, rank) of an annotated motif table, with the
+    orientation of the pattern's forward matrix."""
+    lists = ["match_id", "match_name", "match_pvalue", "match_qvalue", "match_orientation"]
+    return (motifs.filter(pl.col("strand") == "+")
+            .select("motif_name", LABEL, *lists)
+            .with_columns(rank=pl.int_ranges(1, pl.col("match_id").list.len() + 1,
+                                             dtype=pl.UInt32))
+            .explode("rank", *lists)
+            .drop_nulls("match_id")
+            .select("motif_name", LABEL, "rank", *lists))
+
+
+def _write_hits(out: Path, tmp: Path, max_rows: int,
+                labels: dict[int, str] | None = None) -> tuple[int, int, int]:
+    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets).
+
+    With ``labels`` (motif_id -> label), hits.tsv and hits_unique.tsv end with ``motif_label``
+    and hits.bed's name is the label."""
     n_hits = n_unique = n_buckets = 0
-    columns = list(FINEMO_HITS_DTYPES)
+    columns = list(FINEMO_HITS_DTYPES) + ([LABEL] if labels is not None else [])
     with open(tmp / HITS_FILE, "wb") as f_all, open(tmp / HITS_UNIQUE_FILE, "wb") as f_unique, \
             open(tmp / HITS_BED_FILE, "wb") as f_bed:
         # The header alone, so that a run without hits still gives finemo's header-only files.
-        header = pl.DataFrame(schema=FINEMO_HITS_DTYPES)
+        header = pl.DataFrame(schema=FINEMO_HITS_DTYPES | (
+            {LABEL: pl.String} if labels is not None else {}))
         for f in (f_all, f_unique):
             _append(header, f, header=True)
         for bucket in sorted_hit_buckets(out, max_rows, tmp):
+            if labels is not None:
+                bucket = bucket.with_columns(pl.col("motif_id").replace_strict(
+                    labels, return_dtype=pl.String).alias(LABEL))
             mask = _unique_mask(bucket)
             _append(bucket.select(columns), f_all)
             _append(bucket.select(columns).filter(mask), f_unique)
-            _append(_bed(bucket).filter(mask), f_bed)
+            _append(_bed(bucket, labels is not None).filter(mask), f_bed)
             n_hits += bucket.height
             n_unique += int(mask.sum())
             del bucket
@@ -330,13 +411,15 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
         json.dump(finemo_parameters(params), f, indent=4)
 
 
-def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any = None) -> None:
+def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
+               shown: Any = None) -> dict[str, Any] | None:
     shown = out if shown is None else shown
     missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
                if not (out / name).exists()]
     if missing:
         raise InputError(f"{shown} is not a call-hits output directory: it lacks "
-                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
+                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits` "
+                         "or of `finemo call-hits`")
     if dest is not None and dest.resolve() == out.resolve():
         raise InputError(f"export destination {dest} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "
@@ -346,9 +429,18 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool, shown: Any 
         info = read_json(manifest)
         if not info.get("complete", True):
             done = len(info.get("blocks", {}))
+            holder = lock_holder(shown)
+            advice = (f"it is being written now ({describe(holder)}): export it when that run "
+                      "has finished" if holder else "resume it with call-hits, or export what "
+                      "exists with --allow-incomplete")
             raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
-                             f"{info.get('n_blocks', '?')} blocks finished); resume it with "
-                             "call-hits, or export what exists with --allow-incomplete")
+                             f"{info.get('n_blocks', '?')} blocks finished); {advice}")
+    try:
+        # Every partition must be the one the manifest records (one line naming any other).
+        check_dataset(out)
+    except CorruptDataError as err:
+        raise CorruptDataError(str(err).replace(str(out), str(shown))) from None
+    return read_manifest(out)
 
 
 __all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")

@@ -19,6 +19,9 @@ MOTIF_DATA_FILE = "motif_data.tsv"
 CWMS_FILE = "motif_cwms.npy"
 PARAMS_FILE = "parameters.json"
 
+#: Not finemo's: an annotated run's TOMTOM matches, one row per motif and rank (``export``).
+MOTIF_MATCHES_FILE = "motif_matches.tsv"
+
 #: Every file of a finemo call-hits output directory, in the order ``export`` lists them.
 CALL_HITS_FILES: tuple[str, ...] = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE,
                                     MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)

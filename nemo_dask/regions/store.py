@@ -14,7 +14,10 @@ Layout (all arrays chunked along regions only, ``chunk_size`` regions per chunk)
 Stores written without peak coordinates have no ``peaks`` group; their peak table follows
 finemo's ``load_regions_npz`` placeholders (chr and peak_name "NA", chr_id = peak_id = row,
 peak_region_start 0). Converters (``nemo_dask.regions.convert``) write a store once, chunk-aligned, and
-mark it complete last; :func:`open_store` refuses a store without that mark.
+mark it complete last; :func:`open_store` refuses a store without that mark. Every array is read
+through :meth:`Regions.read_array`, which checks each chunk against the CRC-32 the conversion
+recorded (:mod:`nemo_dask.regions.checksums`): a missing or damaged chunk is an error naming it,
+never zeros.
 """
 
 from __future__ import annotations
@@ -132,6 +135,12 @@ class Regions:
         self.has_peaks = bool(attrs["has_peaks"])
         self._group: Any = None
         self._peaks: pl.DataFrame | None = None
+        # Per process, never pickled: open arrays, recorded chunk checksums, the CRC-32 of a
+        # chunk of fill values, and the last verified rows of each array (regions/checksums.py).
+        self._arrays: dict[str, Any] = {}
+        self._checksums: dict[str, np.ndarray] = {}
+        self._fill_crc32: dict[tuple[str, tuple[int, ...]], int] = {}
+        self._kept: dict[str, tuple[int, int, np.ndarray] | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "attrs": self.attrs}
@@ -161,18 +170,48 @@ class Regions:
         return np.dtype(self.attrs["contrib_dtype"])
 
     @property
-    def sequences(self) -> Any:
-        """dask array, shape=(N, 4, L), int8, one chunk per stored chunk."""
-        import dask.array as da
+    def verified(self) -> bool:
+        """Whether reads are checked against chunk checksums (stores converted before they
+        were recorded are read unverified)."""
+        from .checksums import verified
 
-        return da.from_zarr(self.group["sequences"])
+        return verified(self.attrs)
+
+    @property
+    def sequences(self) -> Any:
+        """dask array, shape=(N, 4, L), int8, one chunk per stored chunk (reads verified)."""
+        return self._dask("sequences")
 
     @property
     def contributions(self) -> Any:
-        """dask array, shape=(N, 4, L) or (N, L), stored dtype."""
+        """dask array, shape=(N, 4, L) or (N, L), stored dtype (reads verified)."""
+        return self._dask("contributions")
+
+    def _dask(self, path: str) -> Any:
         import dask.array as da
 
-        return da.from_zarr(self.group["contributions"])
+        array = self.zarr_array(path)
+        return da.from_array(_RowReader(self, path, array), chunks=array.chunks,
+                             asarray=False, name=f"{path}-{self.url}-{self.attrs.get('created_at')}")
+
+    def zarr_array(self, path: str) -> Any:
+        """The zarr array at ``path`` (opened once: each open reads its metadata)."""
+        if path not in self._arrays:
+            self._arrays[path] = self.group[path]
+        return self._arrays[path]
+
+    def read_array(self, path: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the array at ``path`` (``"sequences"``, ``"peaks/chr"``,
+        ``"tiling/own_start"``, ...), each chunk checked against its recorded CRC-32.
+
+        Raises
+        ------
+        CorruptDataError
+            A chunk is missing or damaged (see :func:`nemo_dask.regions.checksums.read_rows`).
+        """
+        from .checksums import read_rows
+
+        return read_rows(self, path, start, stop)
 
     @property
     def peaks(self) -> pl.DataFrame:
@@ -192,26 +231,43 @@ class Regions:
         if not (0 <= start <= stop <= self.n_regions):
             raise InputError(f"{self.url}: block {start}:{stop} is outside the store's "
                              f"{self.n_regions} regions")
-        group = self.group
-        sequences = np.asarray(group["sequences"][start:stop])
-        contributions = np.asarray(group["contributions"][start:stop])
+        sequences = self.read_array("sequences", start, stop)
+        contributions = self.read_array("contributions", start, stop)
         peaks = self._peaks[start:stop] if self._peaks is not None else self._read_peaks(start, stop)
         return RegionBlock(sequences, contributions, peaks)
 
     def _read_peaks(self, start: int, stop: int) -> pl.DataFrame:
         if not self.has_peaks:
             return placeholder_peaks(start, stop)
-        peaks = self.group["peaks"]
         columns: dict[str, pl.Series] = {}
         for name, dtype in PEAKS_DTYPES.items():
-            values = peaks[name][start:stop]
+            values = self.read_array(f"peaks/{name}", start, stop)
             if name in STRING_COLUMNS:
                 values = np.asarray(values).astype(object)
-                values[np.asarray(peaks[f"{name}_isnull"][start:stop], dtype=bool)] = None
+                values[np.asarray(self.read_array(f"peaks/{name}_isnull", start, stop),
+                                  dtype=bool)] = None
                 columns[name] = pl.Series(name, values.tolist(), dtype=dtype)
             else:
                 columns[name] = pl.Series(name, np.asarray(values)).cast(dtype)
         return pl.DataFrame(columns)
+
+
+class _RowReader:
+    """An array of a store as dask's ``from_array`` wants it: every slice read verified."""
+
+    def __init__(self, regions: Regions, path: str, array: Any) -> None:
+        self.regions, self.path = regions, path
+        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, len(array.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = key[0] if key else slice(None)
+        start, stop, step = rows.indices(self.shape[0]) if isinstance(rows, slice) \
+            else (int(rows), int(rows) + 1, 1)
+        data = self.regions.read_array(self.path, start, max(start, stop))[::step]
+        if not isinstance(rows, slice):
+            data = data[0]
+        return data[(slice(None), *key[1:])] if isinstance(rows, slice) else data[key[1:]]
 
 
 def open_store(path_or_url: str | os.PathLike[str]) -> Regions:

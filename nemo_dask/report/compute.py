@@ -12,7 +12,7 @@ import polars as pl
 from .. import config
 from ..dataset import CWMS_FILE, MOTIFS_FILE, read_motifs, read_parameters, scan_hits
 from ..errors import InputError
-from ..finemo.formats import HITS_FILE
+from ..finemo.directory import is_finemo_dir
 from ..regions.source import RegionSource, open_regions
 from . import distinct, tables
 from .cwms import CWM_KINDS, CwmSums, accumulate_cwms, cosine
@@ -45,9 +45,6 @@ def _check_run(hits_dir: Path, regions: RegionSource) -> dict:
     return params
 
 
-def is_finemo_dir(path: Path) -> bool:
-    """Whether ``path`` is a finemo call-hits output (hits.tsv) rather than a nemo-dask one."""
-    return (path / HITS_FILE).is_file() and not (path / MOTIFS_FILE).is_file()
 
 
 def report_tables(
@@ -143,7 +140,22 @@ def report_tables(
         trim_bounds=motifs.select("motif_name", "strand", "motif_start", "motif_end"),
         n_regions=source.n_regions,
         hits=hits,
+        **_matches(hits_dir, motifs),
     )
+
+
+def _matches(hits_dir: Path, motifs: pl.DataFrame) -> dict:
+    """The report's ``matches`` and ``match_database`` of an annotated run (else none)."""
+    from ..dataset import read_annotation
+    from ..matching.labels import LABEL
+
+    if LABEL not in motifs.columns:
+        return {}
+    annotation = read_annotation(hits_dir) or {}
+    columns = ["motif_name", LABEL, "match_id", "match_name", "match_pvalue", "match_qvalue",
+               "match_orientation"]
+    return {"matches": motifs.filter(pl.col("strand") == "+").select(columns),
+            "match_database": str(annotation.get("database_description", ""))}
 
 
 def _cwm_set(

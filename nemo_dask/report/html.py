@@ -37,10 +37,14 @@ img { max-width: 100%; height: auto; display: block; }
 dl { font-size: 13.5px; display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; }
 dt { font-weight: bold; } dd { margin: 0; }
 .motif { border-top: 1px solid #ddd; padding-top: 6px; }
+.logo-matches { display: flex; gap: 18px; align-items: flex-start; flex-wrap: wrap; }
+.logo-matches figure { flex: 1 1 640px; } .matches { flex: 0 1 360px; margin-top: 14px; }
+.matches table { font-size: 13px; } .matches caption { text-align: left; font-size: 13px; color: #444; }
 """
 
 _COLUMNS = [
-    ("motif_name", "Motif", "The motif (TF-MoDISco pattern, or its new name)."),
+    ("motif_name", "Motif", "The motif (TF-MoDISco pattern, or its new name), with its best "
+     "TOMTOM match in parentheses when the run is annotated (nemo-dask annotate)."),
     (
         "num_hits_total",
         "Hits",
@@ -124,6 +128,9 @@ def _motifs(result: ReportTables, figs: _Figures, columns: list[_Column]) -> lis
     counts = result.motif_report
     rows = list(counts.iter_rows(named=True))
     width = result.cwms["hits_fc"].shape[2] if names else 0
+    matches = ({r["motif_name"]: r for r in result.matches.iter_rows(named=True)}
+               if result.matches is not None else {})
+    labels = {m: r["motif_label"] for m, r in matches.items()}
     motifs = []
     for i, m in enumerate(names):
         fwd = bounds.get((m, "+"), (0, 0))
@@ -152,13 +159,25 @@ def _motifs(result: ReportTables, figs: _Figures, columns: list[_Column]) -> lis
             f"motifs/motif_{i:03d}_distributions.png",
         )
         motifs.append({
-            "name": m, "n_hits": n_hits,
+            "name": m, "n_hits": n_hits, "label": labels.get(m, m),
+            "matches": _match_rows(matches.get(m)),
             "similarity": _fmt(float(counts["cwm_similarity"][i])),
             "cells": [_fmt(rows[i][c.name]) for c in columns[1:]],
             "figures": [_Figure(cwm_src, f"CWM logos of {m}", _CWM_CAPTION),
                         _Figure(dist_src, f"Hit distributions of {m}", _DIST_CAPTION)],
         })
     return motifs
+
+
+def _match_rows(row: dict[str, Any] | None) -> list[dict[str, str]]:
+    """One motif's TOMTOM matches as table cells, best first."""
+    if row is None:
+        return []
+    return [{"rank": str(k + 1), "id": i, "name": n, "p": f"{p:.2g}", "q": f"{q:.2g}",
+             "orientation": o}
+            for k, (i, n, p, q, o) in enumerate(zip(
+                row["match_id"], row["match_name"], row["match_pvalue"], row["match_qvalue"],
+                row["match_orientation"], strict=True))]
 
 
 def render_page(
@@ -207,6 +226,7 @@ def render_page(
         n_distinct=int(result.motif_report["num_hits_total"].sum()),
         has_seqlets=result.seqlets is not None, compute_recall=result.compute_recall,
         columns=columns, motifs=_motifs(result, figs, columns), seqlet_figures=seqlet_figures,
+        match_database=result.match_database if result.matches is not None else "",
         region_figures=region_figures,
     )
 

@@ -39,6 +39,12 @@ class ReportTables:
         Regions in the regions input.
     hits : polars.LazyFrame
         The lazy scan of the run's hits the tables were computed from.
+    matches : polars.DataFrame or None
+        An annotated run's forward motifs: motif_name, motif_label and the match lists
+        (``match_id``, ``match_name``, ``match_pvalue``, ``match_qvalue``,
+        ``match_orientation``); None when the run was never annotated.
+    match_database : str
+        The database the matches come from ("" when none).
     """
 
     motif_report: pl.DataFrame
@@ -52,6 +58,8 @@ class ReportTables:
     trim_bounds: pl.DataFrame
     n_regions: int
     hits: pl.LazyFrame
+    matches: pl.DataFrame | None = None
+    match_database: str = ""
 
     @property
     def motif_names(self) -> list[str]:

@@ -15,6 +15,7 @@ idle teams made libgomp stop spin-waiting, and a 2-thread solve was measured 1.3
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -119,6 +120,7 @@ class SolverService:
             # Only blocks still being solved: a finished one's future holds its result.
             taken[:] = [r for r in taken if not r.future.done()]
             taken.append(request)
+            request.future.batch_size = first.future.batch_size  # type: ignore[attr-defined]
             job, request.job = request.job, None
             return job
 
@@ -144,8 +146,41 @@ class SolverService:
             prepared = prepare_motifs(first.motifs, first.device, first.params.sqrt_transform)
             self._prepared = {first.key: prepared}  # one run at a time is the usual case
         job, first.job = first.job, None
-        fit_stream(job, more, prepared, params=first.params, device=first.device,
+        # The batch fit_stream would pick, fixed here so that the blocks' futures can say what
+        # the solver used (parameters.json records it; results never depend on it).
+        batch = stream_batch(first.params, first.device, first.threads, prepared,
+                             job.sequences.shape[-1], first.memory_limit)
+        params = dataclasses.replace(first.params, batch_size=batch)
+        first.future.batch_size = max(2, batch)  # type: ignore[attr-defined]
+        fit_stream(job, more, prepared, params=params, device=first.device,
                    threads=first.threads, memory_limit=first.memory_limit)
+
+
+def stream_batch(params: SolverParams, device: torch.device, threads: int,
+                 prepared: PreparedMotifs, length: int, memory_limit: int | None = None) -> int:
+    """The batch size a stream uses, as :func:`~nemo_dask.solver.stream.fit_stream` picks it:
+    the one given, else what half the GPU's free memory holds
+    (:func:`~nemo_dask.solver.stream.cuda_batch_size`) for regions of ``length``, else the
+    compiled CPU solver's chunk for the worker's ``memory_limit``
+    (:func:`~nemo_dask.solver.cpu.default_chunk`), else (``--exact`` or a compiled torch step)
+    per torch thread."""
+    if params.batch_size is not None:
+        return int(params.batch_size)
+    from .stream import uses_compiled_cpu
+
+    if device.type == "cpu" and uses_compiled_cpu(params, device):
+        from .cpu import default_chunk
+
+        return default_chunk(prepared.cwms.shape[0], length - prepared.width + 1, length,
+                             threads, memory_limit)
+    if device.type == "cuda":
+        import torch
+
+        from .stream import cuda_batch_size
+
+        return cuda_batch_size(int(torch.cuda.mem_get_info(device)[0]), prepared.cwms.shape[0],
+                               length - prepared.width + 1, length)
+    return params.batch_size_for(device.type, threads)
 
 
 _SERVICE: SolverService | None = None

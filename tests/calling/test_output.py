@@ -1,5 +1,6 @@
-"""calling/output.py: run identity, refusing or resuming into an output directory, and which
-blocks a crashed run finished (unit level; test_call_hits.py runs them end to end)."""
+"""calling/identity.py and calling/output.py: run identity, refusing or resuming into an output
+directory, and which blocks a crashed run finished (unit level; test_call_hits.py runs them end
+to end)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nemo_dask.calling.output import fingerprint, finished_blocks, prepare_out
-from nemo_dask.dataset import PARAMS_FILE, QC_DIR, part_name, write_block
+from nemo_dask.calling.identity import fingerprint, finished_blocks
+from nemo_dask.calling.output import prepare_out
+from nemo_dask.dataset import PARAMS_FILE, QC_DIR, part_name, write_partitions
 from nemo_dask.errors import OutputExistsError
 from nemo_dask.motifs import load_motifs, motifs_digest
 from nemo_dask.params import MotifParams
@@ -53,7 +55,11 @@ def test_prepare_out_resumes_refuses_and_overwrites(tmp_path: Path):
 def test_finished_blocks_are_read_from_the_files(tmp_path: Path):
     qc = pl.from_arrow(QC_SCHEMA.empty_table())
     hits = pl.from_arrow(HITS_SCHEMA.empty_table())
-    write_block(tmp_path, 0, hits, qc)  # 0 rows: block 0 covers 0 regions below
+    write_partitions(tmp_path, 0, hits, qc, run="fp", start=0, stop=0)  # block 0: 0 regions
+    write_partitions(tmp_path, 1, hits, qc, run="fp", start=0, stop=5)
     (tmp_path / QC_DIR / part_name(1)).write_bytes(b"truncated")
-    done = finished_blocks(tmp_path, [(0, 0, 0), (1, 0, 5), (2, 5, 9)])
-    assert done == {0: {"start": 0, "stop": 0, "hits": 0, "regions": 0}}
+    done = finished_blocks(tmp_path, [(0, 0, 0), (1, 0, 5), (2, 5, 9)], "fp", None)
+    assert list(done.finished) == [0]
+    assert done.finished[0]["start"] == 0 and done.finished[0]["hits"] == 0
+    assert done.redone == ["block 1 (regions 0-4) is computed again: its qc partition is not a "
+                           "complete Parquet file (truncated or damaged)"]

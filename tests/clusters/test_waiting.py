@@ -77,14 +77,6 @@ def test_motifs_are_rebuilt_from_out_and_checked(tmp_path, modisco_h5):
         motifs_from_out(str(tmp_path), "0" * 64)
 
 
-@pytest.fixture(scope="module")
-def threads_client():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as client:
-        yield client
-
-
 def test_manifest_is_not_rewritten_per_block_and_blocks_are_windowed(threads_client, tmp_path, tiny_npz, modisco_h5,
                                              monkeypatch):
     """Bytes written to manifest.json per block do not grow with the number of blocks (it was

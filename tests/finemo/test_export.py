@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import write_recorded_blocks
 
 from nemo_dask.cli import main
-from nemo_dask.dataset import read_json, write_block
+from nemo_dask.dataset import read_json
 from nemo_dask.errors import InputError, OutputExistsError
 from nemo_dask.finemo import export as ex
 from nemo_dask.finemo import formats as fmt
@@ -31,7 +32,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "out"
     import_finemo(FINEMO, out, regions_per_partition=40)
     empty = pl.DataFrame(schema=pl.from_arrow(HITS_SCHEMA.empty_table()).schema)
-    write_block(out, 99, empty, pl.DataFrame(schema=pl.from_arrow(QC_SCHEMA.empty_table()).schema))
+    write_recorded_blocks(out, {99: (empty, pl.DataFrame(
+        schema=pl.from_arrow(QC_SCHEMA.empty_table()).schema), 360, 360)})
     return out
 
 
@@ -206,9 +208,11 @@ def test_no_coordinates_like_finemo(tmp_path: Path) -> None:
     import_finemo(FINEMO, out)  # motifs, CWMs and parameters; partitions replaced below
     for f in [*out.glob("hits/*.parquet"), *out.glob("qc/*.parquet")]:
         f.unlink()
+    blocks = {}
     for b, lo in enumerate((0, 20, 40)):
         sel = (pl.col("peak_id") >= lo) & (pl.col("peak_id") < lo + 20)
-        write_block(out, b, hits.filter(sel), qc_ours.filter(sel))
+        blocks[b] = (hits.filter(sel), qc_ours.filter(sel), lo, lo + 20)
+    write_recorded_blocks(out, blocks, replace=True)
     ex.export(out, tmp_path / "ours", max_rows=50)
 
     for name in ("hits.tsv", "peaks_qc.tsv"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import write_recorded_blocks
 
 from nemo_dask import dataset
 from nemo_dask.cli import main
@@ -32,7 +33,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("run") / "out"
     import_finemo(data_dir / "finemo_out", out, regions_per_partition=100)
     empty = dataset.scan_hits(out).clear().collect(), dataset.scan_qc(out).clear().collect()
-    dataset.write_block(out, 999, *empty)
+    write_recorded_blocks(out, {999: (*empty, 360, 360)})
     return out
 
 

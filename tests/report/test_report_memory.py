@@ -69,6 +69,8 @@ print(json.dumps({"hits": int(tables.motif_report["num_hits_total"].sum()),
 
 def tiled_run(k: int, where: Path) -> Path:
     """The fixture's run tiled ``k`` times, as a nemo-dask dataset; returns its directory."""
+    from conftest import write_recorded_blocks
+
     from nemo_dask import dataset
     from nemo_dask.finemo.importing import import_finemo
 
@@ -89,11 +91,12 @@ def tiled_run(k: int, where: Path) -> Path:
         ).drop("_k")
 
     per_part = 100
+    blocks = {}
     for part, k0 in enumerate(range(0, k, per_part)):
         ks = np.arange(k0, min(k, k0 + per_part))
-        dataset.write_block(out, part,
-                            tile(hits, ks, ["start", "end", "start_untrimmed", "end_untrimmed"]),
-                            tile(qc, ks, ["peak_region_start"]))
+        blocks[part] = (tile(hits, ks, ["start", "end", "start_untrimmed", "end_untrimmed"]),
+                        tile(qc, ks, ["peak_region_start"]), int(k0) * n, int(ks[-1] + 1) * n)
+    write_recorded_blocks(out, blocks, replace=True)  # partitions and their manifest
     for name in ("motifs.parquet", "motif_cwms.npy", "parameters.json"):
         shutil.copy(one / name, out / name)
     return out

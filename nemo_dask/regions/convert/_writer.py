@@ -35,6 +35,7 @@ from ...schema import PEAKS_DTYPES
 from ...storage.outputs import output_dir, replace_directory
 from ...storage.temporary import temporary_name
 from ...storage.urls import location
+from ..checksums import CHECKSUM_ATTR, CHECKSUM_RECORD, ChecksumRecorder
 from ..store import (
     ATTRS_KEY,
     CONTRIB_KINDS,
@@ -86,20 +87,23 @@ def check_target(out: str | os.PathLike[str], overwrite: bool) -> None:
         path = output_dir(path, "regions store")
         if not path.exists():
             return
-        if not overwrite:
+        if _replaceable(path):
+            if overwrite:
+                return
             raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) "
                                     "to replace it, or choose another -o")
-        if _replaceable(path):
-            return
-        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store; refusing "
-                                "to delete it even with --overwrite; choose another -o")
+        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store (nor an "
+                                "empty directory), so --overwrite would not replace it either; "
+                                "choose another -o")
     fs, root = _fsspec(store_location(out))
-    if fs.exists(root) and not overwrite:
+    if not fs.exists(root):
+        return
+    if fs.find(root) and not _is_store_dir(location(store_location(out))):
+        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store, so "
+                                "--overwrite would not replace it either; choose another -o")
+    if not overwrite:
         raise OutputExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) to "
                                 "replace it, or choose another -o")
-    if fs.exists(root) and fs.find(root) and not _is_store_dir(location(store_location(out))):
-        raise OutputExistsError(f"{out}: exists and is not a nemo_dask regions store; refusing "
-                                "to delete it even with --overwrite; choose another -o")
 
 
 def _replaceable(path: Path) -> bool:
@@ -150,9 +154,6 @@ class StoreWriter:
     def __init__(self, out: str | os.PathLike[str], *, n_regions: int, width: int,
                  contrib_kind: str, chunk_size: int, contrib_dtype: str, has_peaks: bool,
                  attrs: dict[str, Any], extra_arrays: dict[str, str] | None = None) -> None:
-        import zarr
-        from zarr.codecs import BloscCodec
-
         assert contrib_kind in CONTRIB_KINDS
         self.out = out
         self.final = store_location(out)
@@ -174,14 +175,34 @@ class StoreWriter:
             else:
                 self.target = self.final
         self.n_regions, self.width, self.chunk_size = n_regions, width, chunk_size
+        self.n_written = 0  #: regions written so far (chunks are written in order)
         self.attrs = {
             "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
             "contrib_kind": contrib_kind, "contrib_dtype": contrib_dtype,
             "chunk_size": chunk_size, "has_peaks": has_peaks, **attrs,
             "created_by": f"nemo_dask {version()}",
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            CHECKSUM_ATTR: CHECKSUM_RECORD,
             "complete": False,
         }
+        self.checksums = ChecksumRecorder()
+        try:
+            self._create(extra_arrays)
+        except BaseException:
+            self.abort()  # a store cut short by a full disk is not left behind
+            raise
+
+    def _create(self, extra_arrays: dict[str, str] | None) -> None:
+        """The store's group, attributes and empty arrays, under ``self.target``."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        n_regions, width, chunk_size = self.n_regions, self.width, self.chunk_size
+        contrib_kind, contrib_dtype = self.attrs["contrib_kind"], self.attrs["contrib_dtype"]
+        has_peaks = self.attrs["has_peaks"]
+        # Every chunk is written, all-zero ones too: zarr reads an absent chunk as the fill
+        # value, so an absent chunk must always mean a lost one (regions/checksums.py).
+        every = {"write_empty_chunks": True}
         self.group = zarr.open_group(self.target, mode="w", zarr_format=3)
         self.group.attrs[ATTRS_KEY] = self.attrs
         # bitshuffle + zstd: one-hot int8 and float16 both compress well and round-trip exactly.
@@ -189,37 +210,40 @@ class StoreWriter:
         c = chunk_size
         self.sequences = self.group.create_array(
             "sequences", shape=(n_regions, 4, width), chunks=(c, 4, width), dtype="int8",
-            compressors=codec, fill_value=0, dimension_names=("region", "base", "position"))
+            compressors=codec, fill_value=0, dimension_names=("region", "base", "position"),
+            config=every)
         cshape = (n_regions, 4, width) if contrib_kind == "hypothetical" else (n_regions, width)
         cchunks = (c, 4, width) if contrib_kind == "hypothetical" else (c, width)
         cdims = ("region", "base", "position") if contrib_kind == "hypothetical" \
             else ("region", "position")
         self.contributions = self.group.create_array(
             "contributions", shape=cshape, chunks=cchunks, dtype=contrib_dtype,
-            compressors=codec, fill_value=0, dimension_names=cdims)
+            compressors=codec, fill_value=0, dimension_names=cdims, config=every)
         self.peaks: dict[str, Any] = {}
         if has_peaks:
             pg = self.group.create_group("peaks")
             for name, dtype in _PEAK_ARRAY_DTYPES.items():
                 self.peaks[name] = pg.create_array(name, shape=(n_regions,), chunks=(c,),
-                                                   dtype=dtype, dimension_names=("region",))
+                                                   dtype=dtype, dimension_names=("region",),
+                                                   config=every)
                 if name in STRING_COLUMNS:
                     self.peaks[f"{name}_isnull"] = pg.create_array(
                         f"{name}_isnull", shape=(n_regions,), chunks=(c,), dtype="bool",
-                        fill_value=False, dimension_names=("region",))
+                        fill_value=False, dimension_names=("region",), config=every)
 
         self.extra: dict[str, Any] = {}
         if extra_arrays:
             tg = self.group.create_group("tiling")
             for name, dtype in extra_arrays.items():
                 self.extra[name] = tg.create_array(name, shape=(n_regions,), chunks=(c,),
-                                                   dtype=dtype, dimension_names=("region",))
+                                                   dtype=dtype, dimension_names=("region",),
+                                                   config=every)
 
     def write_extra(self, start: int, arrays: dict[str, np.ndarray]) -> None:
         """Write the extra arrays of regions ``start:start + n`` (a chunk, as :meth:`write`)."""
         assert set(arrays) == set(self.extra)
         for name, values in arrays.items():
-            self.extra[name][start:start + len(values)] = values
+            self._put(self.extra[name], f"tiling/{name}", start, values)
 
     def write(self, start: int, sequences: np.ndarray, contributions: np.ndarray,
               peaks: pl.DataFrame | None) -> None:
@@ -227,23 +251,32 @@ class StoreWriter:
         n = sequences.shape[0]
         assert start % self.chunk_size == 0 and (n == self.chunk_size
                                                  or start + n == self.n_regions)
-        stop = start + n
-        self.sequences[start:stop] = sequences
-        self.contributions[start:stop] = contributions
+        self._put(self.sequences, "sequences", start, sequences)
+        self._put(self.contributions, "contributions", start, contributions)
         if self.peaks:
             assert peaks is not None and peaks.height == n
             for name, dtype in PEAKS_DTYPES.items():
                 col = peaks.get_column(name)
                 if name in STRING_COLUMNS:
                     isnull = col.is_null().to_numpy()
-                    self.peaks[f"{name}_isnull"][start:stop] = isnull
+                    self._put(self.peaks[f"{name}_isnull"], f"peaks/{name}_isnull", start, isnull)
                     values = np.array(col.fill_null("").to_list(), dtype=object)
-                    self.peaks[name][start:stop] = values
+                    self._put(self.peaks[name], f"peaks/{name}", start, values)
                 else:
-                    self.peaks[name][start:stop] = col.cast(dtype).to_numpy()
+                    self._put(self.peaks[name], f"peaks/{name}", start,
+                              col.cast(dtype).to_numpy())
+        self.n_written = start + n
+
+    def _put(self, array: Any, path: str, start: int, values: np.ndarray) -> None:
+        """Write one chunk and record the CRC-32 of its values as the array holds them."""
+        if array.dtype.kind not in "OUST":  # numbers: as stored (strings are checked as str)
+            values = np.asarray(values).astype(array.dtype, copy=False)
+        array[start:start + len(values)] = values
+        self.checksums.add(path, start // self.chunk_size, values)
 
     def finish(self, extra_attrs: dict[str, Any]) -> Regions:
         """Mark the store complete (last write), move it into place, and open it."""
+        self.checksums.write(self.group, -(-self.n_regions // self.chunk_size))
         self.attrs.update(extra_attrs)
         del self.attrs["complete"]
         self.attrs["complete"] = True  # listed last, written last
