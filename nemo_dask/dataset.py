@@ -28,12 +28,13 @@ import pyarrow.parquet as pq
 # motif_cwms.npy and parameters.json keep finemo's names (and parameters.json finemo's keys).
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
-from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, QC_SCHEMA, conform, polars_schema
+from .schema import HITS_SCHEMA, MOTIFS_SCHEMA, NULL_HITS_SCHEMA, QC_SCHEMA, conform, polars_schema
 from .storage.outputs import open_output, remove_temporaries, write_json
 from .storage.urls import filesystem, is_url, location, open_input
 
 HITS_DIR = "hits"
 QC_DIR = "qc"
+NULL_DIR = "null"  # calibrated runs: the null fit's hits (nemo_dask.calibration)
 MOTIFS_FILE = "motifs.parquet"
 MANIFEST_FILE = "manifest.json"
 
@@ -55,13 +56,17 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
 
 
 def write_block(
-    out: str | os.PathLike[str], block: int, hits: pa.Table | pl.DataFrame, qc: pa.Table | pl.DataFrame
+    out: str | os.PathLike[str], block: int, hits: pa.Table | pl.DataFrame,
+    qc: pa.Table | pl.DataFrame, null: pa.Table | pl.DataFrame | None = None,
 ) -> tuple[int, int]:
-    """Write one block's hits and QC partitions; returns their row counts.
+    """Write one block's hits and QC partitions (and its null hits, for calibrated runs);
+    returns the hits' and QC's row counts.
 
-    QC is written last: a block counts as finished only when both files are valid.
+    QC is written last: a block counts as finished only when every file is valid.
     """
     out = location(out)
+    if null is not None:
+        write_table_atomic(conform(null, NULL_HITS_SCHEMA), out / NULL_DIR / part_name(block))
     n_hits = write_table_atomic(conform(hits, HITS_SCHEMA), out / HITS_DIR / part_name(block))
     n_qc = write_table_atomic(conform(qc, QC_SCHEMA), out / QC_DIR / part_name(block))
     return n_hits, n_qc
@@ -91,12 +96,19 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
     """
     return (remove_temporaries(location(out) / HITS_DIR)
             + remove_temporaries(location(out) / QC_DIR)
+            + remove_temporaries(location(out) / NULL_DIR)
             + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE)))
 
 
 def scan_hits(out: str | os.PathLike[str]) -> pl.LazyFrame:
     """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA)."""
     return _scan(out, HITS_DIR, HITS_SCHEMA)
+
+
+def scan_null(out: str | os.PathLike[str]) -> pl.LazyFrame:
+    """Lazy polars frame over every null-hits partition of a calibrated run
+    (schema.NULL_HITS_SCHEMA)."""
+    return _scan(out, NULL_DIR, NULL_HITS_SCHEMA)
 
 
 def scan_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
@@ -111,7 +123,9 @@ def _scan(out: str | os.PathLike[str], sub: str, schema: pa.Schema) -> pl.LazyFr
     if not d.is_dir() or not any(d.glob("part-*.parquet")):
         return pl.LazyFrame(schema=polars_schema(schema))
     # A glob, not the directory: hidden temporaries of a run in progress must not be read.
-    return pl.scan_parquet(str(d / "part-*.parquet"), schema=polars_schema(schema))
+    # missing_columns: partitions written before an optional column existed (schema.py).
+    return pl.scan_parquet(str(d / "part-*.parquet"), schema=polars_schema(schema),
+                           missing_columns="insert")
 
 
 def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:

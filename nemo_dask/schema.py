@@ -38,6 +38,31 @@ HITS_SCHEMA = pa.schema(
         ("hit_importance", pa.float32()),
         ("hit_importance_sq", pa.float32()),
         ("peak_name", pa.string()),
+        # Calibrated runs (nemo_dask.calibration): the hit's per-motif q-value, assigned at the
+        # end of the run; null while it runs, and in runs made without a null.
+        ("hit_qvalue", pa.float32()),
+    ]
+)
+
+#: Columns a table may lack: ``conform`` fills them with nulls (partitions of older runs,
+#: finemo imports, hits not yet calibrated).
+OPTIONAL_COLUMNS = frozenset({"hit_qvalue"})
+
+#: Null hits of a calibrated run (``OUT/null/part-*.parquet``): what the null fit found, in the
+#: stored hits' units, each under the ``motif_id`` and ``motif_name`` of the target motif whose
+#: false hits it stands for.
+NULL_HITS_SCHEMA = pa.schema(
+    [
+        ("peak_id", pa.uint32()),
+        ("motif_id", pa.uint32()),
+        ("hit_start", pa.int32()),
+        ("motif_name", pa.string()),
+        ("strand", pa.string()),
+        ("hit_coefficient", pa.float32()),
+        ("hit_coefficient_global", pa.float32()),
+        ("hit_similarity", pa.float32()),
+        ("hit_importance", pa.float32()),
+        ("hit_importance_sq", pa.float32()),
     ]
 )
 
@@ -100,6 +125,8 @@ def conform(table: pa.Table | pl.DataFrame, schema: pa.Schema) -> pa.Table:
     """
     if isinstance(table, pl.DataFrame):
         table = table.to_arrow()
+    for name in OPTIONAL_COLUMNS & (set(schema.names) - set(table.column_names)):
+        table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise ValueError(f"table lacks columns {missing} required by the schema")

@@ -83,6 +83,10 @@ def call_hits(
     progress: bool | None = None,
     worker_wait: float | str | None = None,
     cluster: Any = None,
+    calibrate: bool = False,
+    null: str = "decoy",
+    background: str | os.PathLike[str] | None = None,
+    qvalue_score: str = "importance_sq",
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
 
@@ -148,6 +152,18 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     cluster : ClusterOptions, optional
         The embedded cluster, when no ``client`` is given (default: dask config
         ``nemo_dask.cluster``, a local CPU cluster).
+    calibrate : bool
+        Give every hit a per-motif q-value (``hit_qvalue``) from a null fitted beside finemo's
+        fit, which it leaves unchanged (README "Calibrated hits"). Implied by ``background``.
+    null : {"decoy", "shuffle", "background"}
+        The null: decoy motifs fitted with the real ones (default), the real motifs on
+        block-shuffled contributions, or the real motifs on ``background`` regions.
+    background : path, optional
+        A regions store of background regions (e.g. GC-matched non-peak regions, converted
+        with ``nemo-dask convert``): selects the background null.
+    qvalue_score : str
+        What the q-value ranks: ``importance_sq`` (default), ``coefficient_global``,
+        ``coefficient``, ``similarity`` or ``importance`` (the stored hit columns).
 
     Returns
     -------
@@ -169,6 +185,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
     """
+    from ..calibration.params import CalibrationParams
     from .execute import (
         cluster_has_gpus,
         connected,
@@ -179,6 +196,11 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     from .plan import plan_run, validate
 
     t0 = time.perf_counter()
+    calibration = None
+    if calibrate or background is not None:
+        calibration = CalibrationParams(
+            null="background" if background is not None else null, score=qvalue_score,
+            background=str(background) if background is not None else None)
     if client is None:
         cluster = prepare_cluster(cluster)
     solver = SolverParams(
@@ -195,7 +217,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                        lambda_default=lambda_default, trim_threshold=trim_threshold,
                        motifs_include=motifs_include, motif_names=motif_names,
                        motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                       trim_coords=trim_coords, include_rc=include_rc)
+                       trim_coords=trim_coords, include_rc=include_rc,
+                       calibration=calibration)
     with connected(client, cluster) as cl:
         gpus = cluster_has_gpus(cl, run.device, cluster)
         gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.store.width,
@@ -204,6 +227,12 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         plan = plan_run(checked, gpus=gpus,
                         gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
         summaries = execute(cl, plan)
+    if calibration is not None:
+        from ..calibration.assign import assign_qvalues
+
+        # Every block is finished here (execute raises otherwise): the whole run's null.
+        assign_qvalues(plan.out, calibration, checked.store.n_regions,
+                       checked.background.n_regions if checked.background is not None else None)
     n_hits = sum(s["hits"] for s in plan.finished.values())
     return CallHitsResult(out=plan.out, hits=scan_hits(plan.out), qc=scan_qc(plan.out),
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),

@@ -119,21 +119,29 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
 
     from ..clusters.waiting import WorkerWait
 
-    todo = [b for b in plan.blocks if b[0] not in plan.finished]
+    # (block, start, stop, background): a background null's blocks are solved for null hits
+    # only (nemo_dask.calibration), after the run's own.
+    todo = ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
+            + [(b, s, e, True) for b, s, e in plan.background_blocks
+               if b not in plan.background_finished])
     if not todo:
         return []
     digest = motifs_digest(plan.motifs)
     prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
 
-    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
-        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+    def submit(blocks: list[tuple[int, int, int, bool]]) -> list[Any]:
+        specs = [BlockSpec(block=b, start=s, stop=e,
+                           regions_url=plan.background_url if bg else plan.regions_url,
                            out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                           run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+                           run_id=plan.fingerprint, motifs_digest=digest,
+                           calibration=plan.calibration, background=bg)
+                 for b, s, e, bg in blocks]
         return client.map(process_block, specs, retries=plan.run.retries,
-                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+                          key=[f"{prefix}{'background-' if bg else ''}{b}"
+                               for b, _, _, bg in blocks])
 
     summaries: list[dict[str, Any]] = []
-    n_regions = sum(e - s for _, s, e in todo)
+    n_regions = sum(e - s for _, s, e, _ in todo)
     queued = iter(todo)
     in_flight: set[Any] = set()
     with _progress_bar(n_regions, plan.run.progress) as bar:
@@ -159,8 +167,11 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                     fut.release()
                     in_flight.discard(fut)
                     summaries.append(summary)
-                    plan.finished[summary["block"]] = {k: summary[k] for k in
-                                                       ("start", "stop", "hits", "regions")}
+                    if summary.get("background"):
+                        plan.background_finished.add(summary["block"])
+                    else:
+                        plan.finished[summary["block"]] = {k: summary[k] for k in
+                                                           ("start", "stop", "hits", "regions")}
                     bar.update(summary["regions"])
                 more = list(itertools.islice(queued, len(done)))
                 if more:

@@ -24,6 +24,7 @@ from ..dataset import (
     HITS_DIR,
     MANIFEST_FILE,
     MOTIFS_FILE,
+    NULL_DIR,
     PARAMS_FILE,
     QC_DIR,
     part_name,
@@ -35,8 +36,9 @@ from ..storage.outputs import check_removable, output_dir, remove_owned
 from ..storage.temporary import is_temporary
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
-_OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
-_PARTITION_DIRS = (HITS_DIR, QC_DIR)
+_OWNED = (HITS_DIR, QC_DIR, NULL_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE,
+          "regions.zarr")
+_PARTITION_DIRS = (HITS_DIR, QC_DIR, NULL_DIR)
 
 
 def fingerprint(identity: dict[str, Any]) -> str:
@@ -157,8 +159,10 @@ def _looks_owned(path: Path) -> bool:
     return path.is_file()
 
 
-def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
-    """Blocks whose hits and QC partitions are both complete, with their row counts.
+def finished_blocks(out: Path, blocks: list[tuple[int, int, int]],
+                    null: bool = False) -> dict[int, dict[str, int]]:
+    """Blocks whose hits and QC partitions are both complete (and, with ``null``, their null
+    partition of a calibrated run), with their row counts.
 
     The files themselves are the truth (each is written to a temporary name and renamed): a
     driver killed before it recorded a finished block in the manifest loses nothing.
@@ -167,6 +171,8 @@ def finished_blocks(out: Path, blocks: list[tuple[int, int, int]]) -> dict[int, 
     for block, start, stop in blocks:
         n_qc = partition_rows(out / QC_DIR / part_name(block))
         n_hits = partition_rows(out / HITS_DIR / part_name(block))
+        if null and partition_rows(out / NULL_DIR / part_name(block)) is None:
+            continue
         if n_qc == stop - start and n_hits is not None:
             done[block] = {"start": start, "stop": stop, "hits": n_hits, "regions": n_qc}
     return done

@@ -16,13 +16,14 @@ import os
 import shutil
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import version
+from ..calibration.params import CalibrationParams
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
@@ -83,6 +84,8 @@ class Checked:
     fingerprint: str
     resuming: bool
     regions_url: str
+    calibration: CalibrationParams | None = None
+    background: Regions | None = None  # the background null's regions store
 
 
 @dataclass
@@ -98,10 +101,17 @@ class Plan:
     fingerprint: str
     finished: dict[int, dict[str, Any]]
     n_skipped: int
+    # Calibrated runs (nemo_dask.calibration): the null, and for a background null the
+    # background store's blocks (solved for null hits only) and those already finished.
+    calibration: CalibrationParams | None = None
+    background_url: str | None = None
+    background_blocks: list[tuple[int, int, int]] = field(default_factory=list)
+    background_finished: set[int] = field(default_factory=set)
 
 
 def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
              run: RunOptions, peaks: Any = None, chrom_order: Any = None,
+             calibration: CalibrationParams | None = None,
              **motif_options: Any) -> Checked:
     """Check every input and parameter, load the motifs, open (or convert) the regions.
 
@@ -132,6 +142,13 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     peaks_identity = _check_peaks_option(inputs, isinstance(source, NpzRegions))
     _check_compatible(source, motifs, motif_params, source.url)
     check_tiling(source, motifs.width, source.url)
+    background = None
+    if calibration is not None and calibration.background is not None:
+        from ..regions.store import open_store
+
+        background = open_store(calibration.background)
+        _check_compatible(background, motifs, motif_params, background.url)
+        check_tiling(background, motifs.width, background.url)
     temporary = None
     if isinstance(source, NpzRegions):
         identity = _npz_identity(source.path)
@@ -169,6 +186,11 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                    if k not in ("batch_size", "compile_optimizer", "mode", "check_every")
                    and not (k == "global_scale" and v is None)},
     })
+    if calibration is not None:
+        # The q-values' null (only when asked for: uncalibrated runs keep their identity).
+        run_identity["calibration"] = _jsonable(
+            calibration.identity()
+            | ({"background": _store_identity(background)} if background is not None else {}))
     run_fp = fingerprint(run_identity)
     try:
         resuming = prepare_out(out, run_fp, run_identity, run.overwrite)
@@ -180,7 +202,7 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
     return Checked(regions=regions, motifs_path=motifs_path, out=out, motifs=motifs,
                    motif_params=motif_params, solver=solver, run=run, files=files, store=store,
                    inputs=inputs, identity=run_identity, fingerprint=run_fp, resuming=resuming,
-                   regions_url=regions_url)
+                   regions_url=regions_url, calibration=calibration, background=background)
 
 
 def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
@@ -214,16 +236,35 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         "motif_options": {k: v for k, v in vars(c.motif_params).items()},
         "version": version(),
     }
+    background_blocks: list[tuple[int, int, int]] = []
+    if c.calibration is not None:
+        from ..calibration.assign import calibration_record
+
+        finemo_params["nemo_dask"]["calibration"] = calibration_record(c.motifs, c.calibration)
+        if c.background is not None:
+            n_bg = c.background.n_regions
+            background_blocks = [(b, s, min(s + block_size, n_bg))
+                                 for b, s in enumerate(range(0, n_bg, block_size))]
     if not resuming or not (out / PARAMS_FILE).exists():
         write_motifs(out, c.motifs.table)
         _save_npy(out / CWMS_FILE, c.motifs.cwms)
         write_json(finemo_params, out / PARAMS_FILE)
     else:
         _ensure_motifs_in_out(out, c.motifs)
-    finished = finished_blocks(out, blocks) if resuming else {}
+    # Decoy and shuffle nulls: a block is finished only with its null partition too.
+    per_block_null = c.calibration is not None and c.calibration.null != "background"
+    finished = (finished_blocks(out, blocks, null=per_block_null) if resuming else {})
+    bg_finished = set()
+    if resuming and background_blocks:
+        from ..calibration.assign import finished_background
+
+        bg_finished = finished_background(out, background_blocks)
     write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks))
     return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
-                blocks=blocks, fingerprint=run_fp, finished=finished, n_skipped=len(finished))
+                blocks=blocks, fingerprint=run_fp, finished=finished, n_skipped=len(finished),
+                calibration=c.calibration,
+                background_url=c.background.url if c.background is not None else None,
+                background_blocks=background_blocks, background_finished=bg_finished)
 
 
 #: Solver batches per block on a GPU: the next block's regions fill the slots a block's slow

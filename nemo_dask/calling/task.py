@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_block
+from ..calibration.params import CalibrationParams
+from ..dataset import CWMS_FILE, NULL_DIR, read_cwms, read_motifs, write_block, write_table_atomic
 from ..errors import InputError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
-from ..schema import QC_STATUS
+from ..schema import NULL_HITS_SCHEMA, QC_STATUS, conform
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -53,6 +54,10 @@ class BlockSpec:
     device: str  # "auto", "cpu", "cuda", "cuda:1", ...: resolved on the worker
     run_id: str
     motifs_digest: str = ""  # motifs_digest() of the run's motifs, checked when loading them
+    # Calibrated runs: the null fit beside the real one (nemo_dask.calibration). A block of
+    # the background store (``background``) is fitted for its null hits only.
+    calibration: CalibrationParams | None = None
+    background: bool = False
 
 
 def motifs_from_out(out: str, digest: str = "") -> Motifs:
@@ -167,33 +172,63 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
     worker = _current_worker()
     if motifs is None:
         motifs = motifs_from_out(spec.out, spec.motifs_digest)
+    calib = spec.calibration
     block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
     tune_malloc()
     from ..solver.service import solver_service
 
-    solving, started = solver_service().submit(
-        spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
-        device=place.device, params=spec.solver, threads=place.threads)
+    service = solver_service()
+    solving = started = nulling = None
+    if not spec.background:
+        solving, started = service.submit(
+            spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
+            device=place.device, params=spec.solver, threads=place.threads)
+    if calib is not None and (spec.background or calib.null != "background"):
+        nulling = _submit_null(service, spec, block, motifs, place)
+        started = started or nulling[1]
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
-    while not (started.wait(0.5) or solving.done()):
+    first = solving if solving is not None else nulling[0]  # type: ignore[index]
+    while not (started.wait(0.5) or first.done()):  # type: ignore[union-attr]
         pass
     if worker is not None:
         from distributed import rejoin, secede
 
         secede()
     try:
-        result, t_solve = solving.result()
+        result, t_solve = first.result()
+        null_result = nulling[0].result()[0] if nulling is not None else None
         solved_at = time.time()
     finally:
         if worker is not None:
             rejoin()
+    store = _open_store(spec.regions_url)
+    null = None
+    if null_result is not None:
+        from ..calibration.nulls import null_hits
+
+        raw = null_hits(null_result.hits, motifs.n_motifs, calib)  # type: ignore[arg-type]
+        null, _ = annotate(raw, null_result.qc, peaks, motifs, spec.start)
+        null = keep_owned(null, store, spec.start, spec.stop, motifs.width)
+    if spec.background:
+        from ..calibration.assign import background_part_name
+
+        n_null = write_table_atomic(conform(null, NULL_HITS_SCHEMA),  # type: ignore[arg-type]
+                                    _location(spec.out) / NULL_DIR
+                                    / background_part_name(spec.block))
+        return {"block": spec.block, "background": True, "start": spec.start,
+                "stop": spec.stop, "hits": 0, "null_hits": n_null,
+                "regions": spec.stop - spec.start, "timeouts": 0, "failures": 0,
+                "device": str(place.device), "read_s": round(t_read, 3),
+                "solve_s": round(t_solve, 3), "total_s": round(time.perf_counter() - t0, 3),
+                "started_at": started_at, "solved_at": solved_at,
+                "worker": str(worker.address) if worker is not None else "in-process"}
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
-    hits = keep_owned(hits, _open_store(spec.regions_url), spec.start, spec.stop, motifs.width)
-    n_hits, n_regions = write_block(spec.out, spec.block, hits, qc)
+    hits = keep_owned(hits, store, spec.start, spec.stop, motifs.width)
+    n_hits, n_regions = write_block(spec.out, spec.block, hits, qc, null)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
     return {
         "block": spec.block, "start": spec.start, "stop": spec.stop, "hits": n_hits,
@@ -202,6 +237,28 @@ def process_block(spec: BlockSpec, motifs: Motifs | None = None) -> dict[str, An
         "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
         "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
     }
+
+
+def _location(out: str) -> Any:
+    from ..storage.urls import location
+
+    return location(out)
+
+
+def _submit_null(service: Any, spec: BlockSpec, block: Any, motifs: Motifs,
+                 place: Placement) -> tuple[Any, threading.Event]:
+    """Queue the block's null fit (:mod:`nemo_dask.calibration.nulls`) behind its real fit."""
+    from ..calibration.nulls import null_motifs, shuffle_regions
+
+    calib = spec.calibration
+    assert calib is not None
+    sequences, contributions = block.sequences, block.contributions
+    if calib.null == "shuffle":
+        sequences, contributions = shuffle_regions(sequences, contributions, spec.start, calib)
+    fitted = null_motifs(motifs, calib)
+    return service.submit((spec.run_id, "null"), sequences, contributions, spec.start,
+                          motifs=fitted, device=place.device, params=spec.solver,
+                          threads=place.threads)
 
 
 def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,
