@@ -91,6 +91,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
                     f"cuda:N (default {run_defaults['device']})")
 
+    ca = p.add_argument_group("calibrated hits (README \"Calibrated hits\")")
+    ca.add_argument("--calibrate", action="store_true",
+                    help="give every hit a per-motif q-value (hit_qvalue) from a null fitted "
+                    "beside finemo's fit, which stays unchanged; costs a second fit")
+    ca.add_argument("--null", choices=["decoy", "shuffle"], default="decoy",
+                    help="the null: decoy motifs (each motif's columns shuffled) fitted with "
+                    "the real ones (default), or the real motifs on each region's "
+                    "contributions shuffled in 10 bp blocks")
+    ca.add_argument("--background", metavar="STORE", default=None,
+                    help="the null is the real motifs on these background regions (a regions "
+                    "store, e.g. GC-matched non-peak regions); implies --calibrate")
+    ca.add_argument("--qvalue-score", default="importance_sq",
+                    choices=["importance_sq", "coefficient_global", "coefficient", "similarity",
+                             "importance"],
+                    help="the hit column the q-value ranks (default %(default)s)")
+
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: computed: about 16 blocks of "
@@ -148,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         global_scale=global_scale, exact=args.exact, check_every=args.check_every,
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
-        worker_wait=args.worker_wait,
+        worker_wait=args.worker_wait, calibrate=args.calibrate, null=args.null,
+        background=args.background, qvalue_score=args.qvalue_score,
     )
     skipped = f" ({result.n_skipped} already done)" if result.n_skipped else ""
     print(f"{result.n_hits} hits in {result.n_blocks} blocks{skipped}, "

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"{config.get('export.max-rows')}, dask config nemo_dask.export.max-rows)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
+    add_max_qvalue(p)
     p.set_defaults(func=_run_export)
 
     unique_help = ("for directory inputs, read hits_unique (default: all hits, as finemo's "
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="minimum overlap as a fraction of the two hits' mean length "
                    "(default %(default)s)")
     p.add_argument("-u", "--unique", action="store_true", help=unique_help)
+    add_max_qvalue(p)
     p.set_defaults(func=_run_collapse)
 
     p = sub.add_parser(
@@ -62,14 +64,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--relaxed", action="store_true",
                    help="join on chr, untrimmed coordinates, motif name and strand only")
     p.add_argument("-u", "--unique", action="store_true", help=unique_help)
+    add_max_qvalue(p)
     p.set_defaults(func=_run_intersect)
+
+
+def add_max_qvalue(p: argparse.ArgumentParser) -> None:
+    """``--max-qvalue Q``: only hits of a calibrated run (call-hits --calibrate) at q <= Q."""
+    p.add_argument("--max-qvalue", type=float, default=None, metavar="Q",
+                   help="keep only hits whose hit_qvalue is at most Q (runs made with "
+                   "call-hits --calibrate, or their exports)")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
-                 allow_incomplete=args.allow_incomplete)
+                 allow_incomplete=args.allow_incomplete, max_qvalue=args.max_qvalue)
     print(f"exported {res.n_hits} hits ({res.n_unique} unique) and {res.n_regions} regions "
           f"to {res.dest}")
     return 0
@@ -78,7 +88,8 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_collapse(args: argparse.Namespace) -> int:
     from ..finemo.postprocess import write_collapsed
 
-    path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique)
+    path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique,
+                           max_qvalue=args.max_qvalue)
     _report_written(path)
     return 0
 
@@ -86,7 +97,8 @@ def _run_collapse(args: argparse.Namespace) -> int:
 def _run_intersect(args: argparse.Namespace) -> int:
     from ..finemo.postprocess import write_intersection
 
-    path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique)
+    path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique,
+                              max_qvalue=args.max_qvalue)
     _report_written(path)
     return 0
 

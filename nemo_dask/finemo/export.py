@@ -22,6 +22,7 @@ region is its peak_id, so the sort keys already keep regions apart).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -45,6 +46,7 @@ from ..dataset import (
     read_json,
     read_motifs,
     read_parameters,
+    scan_hits,
     scan_qc,
 )
 from ..errors import InputError
@@ -59,6 +61,8 @@ from ..storage.outputs import (
 from ..storage.temporary import temporary_name
 from ..storage.urls import is_url, localize, location, remote_input
 from .formats import (
+    CALIBRATED_HITS_FILE,
+    CALIBRATED_HITS_UNIQUE_FILE,
     CALL_HITS_FILES,
     FINEMO_HITS_DTYPES,
     FINEMO_PARAMETER_KEYS,
@@ -71,9 +75,13 @@ from .formats import (
 )
 from .read import (
     QC_SORT_KEYS,
+    QVALUE,
     SORT_KEYS,
+    filter_qvalue,
     finemo_hits_columns,
     finemo_qc_columns,
+    hits_with_keys,
+    is_calibrated,
     motif_keys,
 )
 
@@ -95,7 +103,8 @@ class ExportResult(NamedTuple):
 
 
 def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
-           max_rows: int | None = None, allow_incomplete: bool = False) -> ExportResult:
+           max_rows: int | None = None, allow_incomplete: bool = False,
+           max_qvalue: float | None = None) -> ExportResult:
     """Write finemo 0.41's output files for the run in ``out`` into ``dest_dir``.
 
     Parameters
@@ -112,6 +121,11 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         per hit of bucket); default ``nemo_dask.export.max-rows`` in dask config (500000).
     allow_incomplete : bool
         Export a run whose manifest says blocks are missing (their regions are then absent).
+    max_qvalue : float, optional
+        Write only hits whose ``hit_qvalue`` is at most this (a calibrated run's). A
+        calibrated run also gets ``hits_calibrated.tsv`` and ``hits_unique_calibrated.tsv``:
+        the same rows with ``hit_qvalue`` after finemo's columns (hits.tsv itself keeps
+        finemo's columns, which finemo's own tools require).
 
     Every file is written into a hidden temporary directory inside ``dest_dir`` and moved into
     place only when all are complete.
@@ -134,11 +148,14 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                          "parameters.json would lose the nemo_dask settings: choose another "
                          "directory")
     names = CALL_HITS_FILES
+    if is_calibrated(out_given):
+        names = (*names, CALIBRATED_HITS_FILE, CALIBRATED_HITS_UNIQUE_FILE)
     if is_url(dest_given):
         # An object store: staged locally, each file uploaded whole once all are complete.
         with remote_input(out_given, "call-hits output directory") as local, \
                 staged_output(dest_given, "export directory") as (stage, _):
-            counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out)
+            counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out,
+                                  max_qvalue)
         dest_text = str(dest_given).rstrip("/")
         return ExportResult(dest=dest_text, n_hits=counts[0], n_unique=counts[1],  # type: ignore[arg-type]
                             n_regions=counts[2], n_buckets=counts[3],
@@ -155,7 +172,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         tmp.mkdir()
         try:
             n_hits, n_unique, n_regions, n_buckets = _export_into(Path(local), tmp, max_rows,
-                                                                  allow_incomplete, out)
+                                                                  allow_incomplete, out,
+                                                                  max_qvalue)
             for name in names:
                 install(tmp / name, real / name, "export file")
         finally:
@@ -165,10 +183,15 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
 
 
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
-                 shown: Any) -> tuple[int, int, int, int]:
+                 shown: Any, max_qvalue: float | None = None) -> tuple[int, int, int, int]:
     """Write every finemo file of the (local) run ``out`` into the directory ``tmp``."""
     _check_run(out, None, allow_incomplete, shown)
-    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows)
+    calibrated = is_calibrated(out)
+    if max_qvalue is not None:
+        # The checks only (one line on a run without q-values or with missing ones).
+        filter_qvalue(hits_with_keys(out) if calibrated else finemo_hits_columns(
+            scan_hits(out), motif_keys(out)).drop(QVALUE), max_qvalue, shown)
+    n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows, calibrated, max_qvalue)
     n_regions = _write_qc(out, tmp, max_rows)
     read_motifs(out).write_csv(tmp / MOTIF_DATA_FILE, separator="\t")
     shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
@@ -282,21 +305,41 @@ def _bed(frame: pl.DataFrame) -> pl.DataFrame:
                         strand="strand")
 
 
-def _write_hits(out: Path, tmp: Path, max_rows: int) -> tuple[int, int, int]:
-    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets)."""
+def _write_hits(out: Path, tmp: Path, max_rows: int, calibrated: bool = False,
+                max_qvalue: float | None = None) -> tuple[int, int, int]:
+    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets).
+
+    A calibrated run's rows also go, with ``hit_qvalue`` after finemo's columns, to
+    hits_calibrated.tsv and hits_unique_calibrated.tsv; ``max_qvalue`` drops the hits above
+    it before duplicates are removed.
+    """
     n_hits = n_unique = n_buckets = 0
     columns = list(FINEMO_HITS_DTYPES)
-    with open(tmp / HITS_FILE, "wb") as f_all, open(tmp / HITS_UNIQUE_FILE, "wb") as f_unique, \
-            open(tmp / HITS_BED_FILE, "wb") as f_bed:
+    with contextlib.ExitStack() as stack:
+        f_all, f_unique, f_bed = (stack.enter_context(open(tmp / n, "wb"))
+                                  for n in (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE))
+        f_q = f_q_unique = None
+        if calibrated:
+            f_q, f_q_unique = (stack.enter_context(open(tmp / n, "wb")) for n in
+                               (CALIBRATED_HITS_FILE, CALIBRATED_HITS_UNIQUE_FILE))
         # The header alone, so that a run without hits still gives finemo's header-only files.
         header = pl.DataFrame(schema=FINEMO_HITS_DTYPES)
         for f in (f_all, f_unique):
             _append(header, f, header=True)
+        q_header = pl.DataFrame(schema=FINEMO_HITS_DTYPES | {QVALUE: pl.Float32})
+        for f in (f_q, f_q_unique):
+            if f is not None:
+                _append(q_header, f, header=True)
         for bucket in sorted_hit_buckets(out, max_rows, tmp):
+            if max_qvalue is not None:
+                bucket = bucket.filter(pl.col(QVALUE) <= max_qvalue)
             mask = _unique_mask(bucket)
             _append(bucket.select(columns), f_all)
             _append(bucket.select(columns).filter(mask), f_unique)
             _append(_bed(bucket).filter(mask), f_bed)
+            if f_q is not None and f_q_unique is not None:
+                _append(bucket.select(*columns, QVALUE), f_q)
+                _append(bucket.select(*columns, QVALUE).filter(mask), f_q_unique)
             n_hits += bucket.height
             n_unique += int(mask.sum())
             del bucket

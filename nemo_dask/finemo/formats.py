@@ -19,6 +19,12 @@ MOTIF_DATA_FILE = "motif_data.tsv"
 CWMS_FILE = "motif_cwms.npy"
 PARAMS_FILE = "parameters.json"
 
+#: A calibrated run's hits (``call-hits --calibrate``): hits.tsv's and hits_unique.tsv's rows
+#: with ``hit_qvalue`` after finemo's columns. Separate files, because finemo 0.41 reads hits
+#: TSVs with a fixed schema and refuses any extra column (polars 1 and 2 alike).
+CALIBRATED_HITS_FILE = "hits_calibrated.tsv"
+CALIBRATED_HITS_UNIQUE_FILE = "hits_unique_calibrated.tsv"
+
 #: Every file of a finemo call-hits output directory, in the order ``export`` lists them.
 CALL_HITS_FILES: tuple[str, ...] = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE,
                                     MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)

@@ -126,19 +126,33 @@ def _no_coordinates() -> pl.Expr:
 
 
 def write_collapsed(source: str | os.PathLike[str], out_path: str | os.PathLike[str],
-                    overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False) -> Path:
-    """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV."""
+                    overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False,
+                    max_qvalue: float | None = None) -> Path:
+    """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV.
+
+    ``max_qvalue`` collapses only the hits of a calibrated run at most at that q-value;
+    a calibrated input's ``hit_qvalue`` is kept before ``is_primary``, as finemo keeps
+    every input column.
+    """
     output_file(out_path, "hits table")  # an unusable -o is refused before any work
-    lf = collapse_hits(load_hits(source, unique=unique), overlap_frac)
-    return write_tsv(lf.select(list(COLLAPSED_DTYPES)), out_path)
+    lf = collapse_hits(load_hits(source, unique=unique, max_qvalue=max_qvalue), overlap_frac)
+    names = lf.collect_schema().names()
+    extra = ["hit_qvalue"] if "hit_qvalue" in names else []
+    columns = [c for c in COLLAPSED_DTYPES if c != "is_primary"] + extra + ["is_primary"]
+    return write_tsv(lf.select(columns), out_path)
 
 
 def write_intersection(sources: Sequence[str | os.PathLike[str]],
                        out_path: str | os.PathLike[str], relaxed: bool = False, *,
-                       unique: bool = False) -> Path:
-    """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV."""
+                       unique: bool = False, max_qvalue: float | None = None) -> Path:
+    """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV.
+
+    ``max_qvalue`` keeps, in every input, only the hits at most at that q-value (each input
+    must be a calibrated run or its export).
+    """
     output_file(out_path, "hits table")  # an unusable -o is refused before any work
-    lf = intersect_hits([load_hits(s, unique=unique) for s in sources], relaxed)
+    lf = intersect_hits([load_hits(s, unique=unique, max_qvalue=max_qvalue)
+                         for s in sources], relaxed)
     return write_tsv(lf, out_path)
 
 

@@ -30,28 +30,65 @@ from .formats import (
 # Sort keys after finemo's (chr_id, start): finemo leaves ties in arbitrary order, we fix one.
 # (_mk: a dense id of (motif_name, strand), so that hits_unique's duplicates sort side by side.)
 SORT_KEYS = ("chr_id", "start", "_mk", "peak_id", "motif_id")
+
+#: A calibrated run's per-hit q-value (nemo_dask.calibration), after finemo's columns.
+QVALUE = "hit_qvalue"
+
+
+def is_calibrated(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` is a run made with q-values (``call-hits --calibrate``)."""
+    from ..calibration.assign import calibration_state
+
+    return calibration_state(out) is not None
 QC_SORT_KEYS = ("chr_id", "peak_region_start", "peak_id")
 
 
-def load_hits(source: str | os.PathLike[str], *, unique: bool = False) -> pl.LazyFrame:
+def load_hits(source: str | os.PathLike[str], *, unique: bool = False,
+              max_qvalue: float | None = None) -> pl.LazyFrame:
     """Hits in finemo's ``hits.tsv`` layout (plus finemo's ``count`` column of 1s), lazily.
 
     ``source`` is a finemo hits TSV, a finemo output directory, or a nemo_dask output directory
-    (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv.
+    (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv. A
+    calibrated run's hits (and an export of one) carry ``hit_qvalue`` after finemo's columns;
+    ``max_qvalue`` keeps the hits whose q-value is at most that (:func:`filter_qvalue`).
     """
     path = location(source)  # a local Path, or a UPath for an fsspec URL
     if path.is_dir():
         if (path / HITS_DIR).is_dir():
             lf = finemo_hits(path, unique=unique)
-            return lf.with_columns(count=pl.lit(1, pl.Int32))
+            return filter_qvalue(lf, max_qvalue, source).with_columns(
+                count=pl.lit(1, pl.Int32))
         path = path / (HITS_UNIQUE_FILE if unique else HITS_FILE)
         if not path.is_file():
             raise InputError(f"{source} is neither a nemo_dask output directory (no {HITS_DIR}/) "
                              f"nor a finemo one (no {path.name}); pass one of them or a hits TSV")
     elif not path.is_file():
         raise InputError(f"hits file {source} does not exist")
-    return read_tsv(path, FINEMO_HITS_DTYPES, kind=HITS_FILE, lazy=True).with_columns(
-        count=pl.lit(1, pl.Int32))
+    lf = read_tsv(path, FINEMO_HITS_DTYPES, kind=HITS_FILE, lazy=True)
+    return filter_qvalue(lf, max_qvalue, path).with_columns(count=pl.lit(1, pl.Int32))
+
+
+def filter_qvalue(lf: pl.LazyFrame, max_qvalue: float | None, source: object) -> pl.LazyFrame:
+    """The hits of ``lf`` whose ``hit_qvalue`` is at most ``max_qvalue`` (all when None).
+
+    Raises
+    ------
+    InputError
+        ``max_qvalue`` is not in (0, 1], or the hits have no q-values: no ``hit_qvalue``
+        column (a run without ``--calibrate``, or finemo's own files), or a hit without one
+        (a calibrated run that has not finished: rerun its call-hits to complete it).
+    """
+    if max_qvalue is None:
+        return lf
+    if not (isinstance(max_qvalue, (int, float)) and 0 < max_qvalue <= 1):
+        raise InputError(f"--max-qvalue must lie in (0, 1], got {max_qvalue!r}")
+    if QVALUE not in lf.collect_schema().names():
+        raise InputError(f"{source}: these hits have no {QVALUE} column; --max-qvalue needs a "
+                         "run made with `nemo-dask call-hits --calibrate` (or its export)")
+    if lf.select(pl.col(QVALUE).null_count()).collect().item():
+        raise InputError(f"{source}: some hits have no {QVALUE} (the calibrated run has not "
+                         "finished); rerun the same call-hits command to complete it")
+    return lf.filter(pl.col(QVALUE) <= max_qvalue)
 
 
 def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
@@ -61,6 +98,7 @@ def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
     This sorts everything in one polars query; :func:`nemo_dask.finemo.export.export` writes the same rows in bounded
     memory. ``keep_keys`` keeps ``chr_id`` and ``motif_id`` (the sort keys finemo drops).
     """
+    extra = [QVALUE] if is_calibrated(out) else []
     lf = hits_with_keys(out).sort(SORT_KEYS)
     if unique:
         # finemo drops null chromosomes first; its "NA" placeholder is a string and is kept,
@@ -69,7 +107,7 @@ def finemo_hits(out: str | os.PathLike[str], *, unique: bool = False,
               .with_columns(_region=pl.when(pl.col("chr") == NA).then(pl.col("peak_id")))
               .unique(subset=[*UNIQUE_KEY, "_region"], keep="first", maintain_order=True)
               .drop("_region"))
-    return lf.drop("_mk") if keep_keys else lf.select(list(FINEMO_HITS_DTYPES))
+    return lf.drop("_mk") if keep_keys else lf.select(*FINEMO_HITS_DTYPES, *extra)
 
 
 def finemo_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
@@ -100,6 +138,9 @@ def read_tsv(path: Path, dtypes: dict[str, pl.DataType], *, kind: str,
     """
     with open_input(path, "r") as f:
         header = f.readline().rstrip("\n").split("\t")
+    if kind == HITS_FILE and header == [*dtypes, QVALUE]:
+        # An export of a calibrated run: finemo's columns, then the q-value.
+        dtypes = {**dtypes, QVALUE: pl.Float32}
     if header != list(dtypes):
         raise InputError(f"{path}: expected finemo's {kind} columns {list(dtypes)}, found "
                          f"{header}; pass the {kind} finemo wrote, unmodified")
@@ -134,7 +175,7 @@ def finemo_hits_columns(hits: pl.LazyFrame, motif_keys: dict[int, int]) -> pl.La
         hits.with_columns(na_fill(), hit_correlation=pl.col("hit_similarity"),
                           _mk=pl.col("motif_id").replace_strict(motif_keys,
                                                                 return_dtype=pl.UInt32))
-        .select(*FINEMO_HITS_DTYPES, "chr_id", "_mk", "motif_id")
+        .select(*FINEMO_HITS_DTYPES, QVALUE, "chr_id", "_mk", "motif_id")
     )
 
 

@@ -39,6 +39,9 @@ class ReportTables:
         Regions in the regions input.
     hits : polars.LazyFrame
         The lazy scan of the run's hits the tables were computed from.
+    qvalue_levels : polars.DataFrame or None
+        Calibrated runs: per motif, its hits and those at q <= 0.01, 0.05 and 0.1
+        (``motif_qvalues.tsv``); None otherwise.
     """
 
     motif_report: pl.DataFrame
@@ -52,6 +55,8 @@ class ReportTables:
     trim_bounds: pl.DataFrame
     n_regions: int
     hits: pl.LazyFrame
+    #: Calibrated runs: hits per motif at q <= 0.01 / 0.05 / 0.1 (report.qvalues).
+    qvalue_levels: pl.DataFrame | None = None
 
     @property
     def motif_names(self) -> list[str]:
