@@ -54,7 +54,7 @@ class CalibrationParams:
     seed: int = 0
     min_hits: int = 50
     decoy_max_similarity: float = 0.5
-    shuffle_block: int = 10
+    shuffle_block: int = 3
 
     def __post_init__(self) -> None:
         if self.null not in NULLS:

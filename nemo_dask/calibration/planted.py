@@ -51,6 +51,9 @@ class PlantedSettings:
     n_features: int = 6
     jitter: float = 0.0                # per-base multiplicative noise of instance contributions
     seed: int = 0
+    #: Seed of the motif set (motifs, their scales and the feature motifs); None: ``seed``.
+    #: Background regions for a motif set: the same ``motif_seed``, another ``seed``.
+    motif_seed: int | None = None
 
 
 @dataclass
@@ -126,7 +129,7 @@ def make_planted(settings: PlantedSettings | None = None, **overrides) -> Plante
         s = PlantedSettings(**{**s.__dict__, **overrides})
     if s.core_widths[1] > s.motif_width:
         raise ValueError(f"core widths {s.core_widths} exceed motif_width {s.motif_width}")
-    rng = np.random.default_rng([s.seed, 2025])
+    rng = np.random.default_rng([s.seed if s.motif_seed is None else s.motif_seed, 2025])
     names = [f"pos_patterns.pattern_{k}" for k in range(s.n_motifs)]
     signs = np.ones(s.n_motifs)
     if s.n_motifs >= 4:
@@ -136,6 +139,8 @@ def make_planted(settings: PlantedSettings | None = None, **overrides) -> Plante
             for n in names}
     scales = rng.uniform(0.8, 1.4, s.n_motifs)
     features = [_ppm(rng, int(rng.integers(6, 12))) for _ in range(s.n_features)]
+    flanks = rng.normal(0, 0.01, size=(s.n_motifs, 4, s.motif_width))
+    rng = np.random.default_rng([s.seed, 2026])  # the regions
 
     n, length = s.n_regions, s.width
     seqs = rng.choice(4, size=(n, length), p=BACKGROUND)
@@ -225,7 +230,7 @@ def make_planted(settings: PlantedSettings | None = None, **overrides) -> Plante
         off = (s.motif_width - w) // 2
         cwm[:, off:off + w] = signs[k] * scales[k] * ppm * lo
         hy[:, off:off + w] = signs[k] * scales[k] * lo
-        flank = rng.normal(0, 0.01, size=(4, s.motif_width))
+        flank = flanks[k]
         cwms[name], hyps[name] = cwm + flank * (cwm == 0), hy + flank * (hy == 0)
     motifs = motifs_from_matrices(cwms)
     truth_df = pl.DataFrame(truth, schema={"region": pl.Int64, "start": pl.Int64,

@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ca.add_argument("--null", choices=["decoy", "shuffle"], default="decoy",
                     help="the null: decoy motifs (each motif's columns shuffled) fitted with "
                     "the real ones (default), or the real motifs on each region's "
-                    "contributions shuffled in 10 bp blocks")
+                    "contributions shuffled in 3 bp blocks")
     ca.add_argument("--background", metavar="STORE", default=None,
                     help="the null is the real motifs on these background regions (a regions "
                     "store, e.g. GC-matched non-peak regions); implies --calibrate")
