@@ -52,18 +52,9 @@ OPTIONAL_COLUMNS = frozenset({"hit_qvalue"})
 #: stored hits' units, each under the ``motif_id`` and ``motif_name`` of the target motif whose
 #: false hits it stands for.
 NULL_HITS_SCHEMA = pa.schema(
-    [
-        ("peak_id", pa.uint32()),
-        ("motif_id", pa.uint32()),
-        ("hit_start", pa.int32()),
-        ("motif_name", pa.string()),
-        ("strand", pa.string()),
-        ("hit_coefficient", pa.float32()),
-        ("hit_coefficient_global", pa.float32()),
-        ("hit_similarity", pa.float32()),
-        ("hit_importance", pa.float32()),
-        ("hit_importance_sq", pa.float32()),
-    ]
+    [HITS_SCHEMA.field(name) for name in (
+        "peak_id", "motif_id", "hit_start", "motif_name", "strand", "hit_coefficient",
+        "hit_coefficient_global", "hit_similarity", "hit_importance", "hit_importance_sq")]
 )
 
 #: Per-region QC as stored in ``OUT/qc/part-*.parquet``: finemo's ``peaks_qc.tsv`` columns plus

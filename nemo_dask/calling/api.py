@@ -18,10 +18,11 @@ from typing import Any
 
 import polars as pl
 
+from ..calibration.params import CalibrationParams
 from ..dataset import read_motifs, scan_hits, scan_qc
 from ..params import MotifParams, RunOptions, SolverParams
 
-_SP, _MP = SolverParams, MotifParams
+_SP, _MP, _CP = SolverParams, MotifParams, CalibrationParams
 
 
 @dataclass
@@ -84,9 +85,9 @@ def call_hits(
     worker_wait: float | str | None = None,
     cluster: Any = None,
     calibrate: bool = False,
-    null: str = "decoy",
+    null: str = _CP.null,
     background: str | os.PathLike[str] | None = None,
-    qvalue_score: str = "importance_sq",
+    qvalue_score: str = _CP.score,
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
 
@@ -185,7 +186,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
     """
-    from ..calibration.params import CalibrationParams
+    from ..errors import InputError
     from .execute import (
         cluster_has_gpus,
         connected,
@@ -197,6 +198,9 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
 
     t0 = time.perf_counter()
     calibration = None
+    if background is not None and null not in (_CP.null, "background"):
+        raise InputError(f"--background selects the background null; it cannot be combined "
+                         f"with null {null!r}")
     if calibrate or background is not None:
         calibration = CalibrationParams(
             null="background" if background is not None else null, score=qvalue_score,
