@@ -90,10 +90,11 @@ def test_resume_keeps_qvalues(client, runs, inputs, tmp_path):
     shutil.copytree(a.out, out)
     for sub in ("hits", "qc", "null"):  # as if killed before block 1 finished
         (out / sub / "part-000001.parquet").unlink()
+    (out / "null" / "part-000002.parquet").unlink()  # block 2 lacks only its null hits
     r = call_hits(inputs / "regions.npz", inputs / "modisco.h5", out, client=client,
                   calibrate=True, motif_lambdas={"pos_patterns.pattern_3": 5.0},
                   progress=False)
-    assert r.n_skipped == a.n_blocks - 1
+    assert r.n_skipped == a.n_blocks - 2
     assert _hits(r).equals(_hits(a))
     again = call_hits(inputs / "regions.npz", inputs / "modisco.h5", out, client=client,
                       calibrate=True, motif_lambdas={"pos_patterns.pattern_3": 5.0},
@@ -183,3 +184,29 @@ def test_report_counts_hits_per_level(runs, inputs, tmp_path):
     assert "Calibrated hits" in (tmp_path / "rep" / "report.html").read_text()
     assert (tmp_path / "rep" / "figures" / "qvalue_levels.png").is_file()
     assert result.hits.select(pl.col("hit_qvalue").max()).collect().item() <= 0.1
+
+
+def test_background_null_run_and_resume(client, inputs, tmp_path):
+    from nemo_dask.regions.convert.npz import convert_npz
+
+    # Background regions of the same motif set: nothing planted, noise only.
+    bg = make_planted(seed=1004, motif_seed=4, n_regions=60, width=400, null_fraction=1.0,
+                      decoy_rate=0.0)
+    np.savez(tmp_path / "bg.npz", **bg.npz_arrays())
+    store = convert_npz(tmp_path / "bg.npz", tmp_path / "bg.zarr", chunk_size=16,
+                        progress=False)
+    kw = dict(client=client, background=store.url, block_size=40, progress=False)
+    r = call_hits(inputs / "regions.npz", inputs / "modisco.h5", tmp_path / "out", **kw)
+    calib = read_parameters(r.out)["nemo_dask"]["calibration"]
+    assert calib["null"] == "background"
+    assert calib["result"]["null_count_ratio"] == pytest.approx(150 / 60)
+    assert sorted(p.name for p in (r.out / "null").iterdir()) == [
+        f"part-background-{b:06d}.parquet" for b in range(2)]
+    hits = _hits(r)
+    assert hits["hit_qvalue"].null_count() == 0
+    (r.out / "null" / "part-background-000001.parquet").unlink()  # killed before it finished
+    again = call_hits(inputs / "regions.npz", inputs / "modisco.h5", tmp_path / "out", **kw)
+    assert again.n_skipped == again.n_blocks and _hits(again).equals(hits)
+    with pytest.raises(InputError, match="cannot be combined"):
+        call_hits(inputs / "regions.npz", inputs / "modisco.h5", tmp_path / "o2", null="shuffle",
+                  **kw)
