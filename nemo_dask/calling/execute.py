@@ -17,11 +17,11 @@ from typing import Any
 import dask
 
 from .. import config
-from ..dataset import write_manifest
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
 from .output import record_batch_sizes
 from .plan import Plan
+from .qvalues import save_manifest
 from .task import BlockSpec, process_block
 
 
@@ -137,7 +137,8 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     connected, the batch system's word on the run's jobs is shown (:class:`WorkerWait`); a job
     it refuses or can never run ends the run with :class:`~nemo_dask.errors.WorkersUnavailableError`.
     The manifest is written when planning and once here at the end, never per block: the
-    partition files are the truth (a resume reads them), so a crash loses nothing.
+    partition files are the truth (a resume reads them), so a crash loses nothing. A
+    background null's blocks (:mod:`.qvalues`) are submitted after the run's own.
 
     Raises
     ------
@@ -149,21 +150,34 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
 
     from ..clusters.waiting import WorkerWait
 
-    todo = [b for b in plan.blocks if b[0] not in plan.finished]
+    # (block, start, stop, background): a background null's blocks are solved for null hits
+    # only (nemo_dask.calibration), after the run's own.
+    todo = ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
+            + [(b, s, e, True) for b, s, e in plan.background_blocks
+               if b not in plan.background_finished])
     if not todo:
         return []
     digest = motifs_digest(plan.motifs)
     prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
 
-    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
-        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+    calib = plan.calibration
+    # Only a decoy or shuffle null is fitted beside each block (a background null: beside
+    # nothing, on its own blocks; the flank null: never).
+    per_block = calib if calib is not None and calib.fitted in ("decoy", "shuffle") else None
+
+    def submit(blocks: list[tuple[int, int, int, bool]]) -> list[Any]:
+        specs = [BlockSpec(block=b, start=s, stop=e,
+                           regions_url=(plan.background_url or "") if bg else plan.regions_url,
                            out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                           run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+                           run_id=plan.fingerprint, motifs_digest=digest,
+                           calibration=calib if bg else per_block, background=bg)
+                 for b, s, e, bg in blocks]
         return client.map(process_block, specs, retries=plan.run.retries,
-                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+                          key=[f"{prefix}{'background-' if bg else ''}{b}"
+                               for b, _, _, bg in blocks])
 
     summaries: list[dict[str, Any]] = []
-    n_regions = sum(e - s for _, s, e in todo)
+    n_regions = sum(e - s for _, s, e, _ in todo)
     queued = iter(todo)
     in_flight: set[Any] = set()
     with _progress_bar(n_regions, plan.run.progress) as bar:
@@ -191,9 +205,12 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                     if "error" in summary:  # a fault of the data: never retried (task.py)
                         raise _task_error(summary)
                     summaries.append(summary)
-                    plan.finished[summary["block"]] = {
-                        k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
-                                                "device", "batch_size") if k in summary}
+                    entry = {k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
+                                                     "device", "batch_size") if k in summary}
+                    if summary.get("background"):
+                        plan.background_finished[summary["block"]] = entry
+                    else:
+                        plan.finished[summary["block"]] = entry
                     bar.update(summary["regions"])
                 more = list(itertools.islice(queued, len(done)))
                 if more:
@@ -205,9 +222,9 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
             wait.cancel_jobs()
             raise
         finally:
-            write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                           complete=len(plan.finished) == len(plan.blocks),
-                           block_size=plan.block_size or None)
+            if summaries:  # q-values computed before these blocks are no longer the run's
+                plan.qvalues = None
+            save_manifest(plan)
             record_batch_sizes(plan.out, plan.finished)
     return summaries
 

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from ..dataset import (
+    BACKGROUND_DIR,
     CWMS_FILE,
     HITS_DIR,
     MANIFEST_FILE,
     MOTIFS_FILE,
+    NULL_DIR,
     PARAMS_FILE,
     QC_DIR,
+    QVALUES_DIR,
     read_json,
     remove_stale_temporaries,
 )
@@ -48,8 +51,9 @@ from ..storage.urls import is_url, location
 from .identity import describe_differences, recorded_run, stray_partitions
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
-OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
-_PARTITION_DIRS = (HITS_DIR, QC_DIR)
+OWNED = (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR, MOTIFS_FILE, CWMS_FILE,
+         PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
+_PARTITION_DIRS = (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR)
 
 
 @contextlib.contextmanager
@@ -149,9 +153,9 @@ def _overwrite_blocker(out: Path, owned: Any, keep: Path | None) -> str | None:
 def _looks_owned(path: Path) -> bool:
     """Whether an entry of a directory without a run's record is a run's by content.
 
-    hits/ and qc/ hold only partitions and temporaries; regions.zarr is a regions store; the
-    single files (motifs.parquet, motif_cwms.npy, manifest.json, parameters.json) would be
-    replaced by this run's own anyway.
+    The partition directories (hits/, qc/, null/, ...) hold only partitions and temporaries;
+    regions.zarr is a regions store; the single files (motifs.parquet, motif_cwms.npy,
+    manifest.json, parameters.json) would be replaced by this run's own anyway.
     """
     if path.name in _PARTITION_DIRS:
         return path.is_dir() and all(
@@ -283,9 +287,9 @@ def record_batch_sizes(out: Any, finished: dict[int, dict[str, Any]]) -> None:
         write_json(params, path)
 
 
-def remove_strays(out: Any, n_blocks: int) -> None:
+def remove_strays(out: Any, n_blocks: int, n_background: int = 0) -> None:
     """Partitions of blocks beyond this layout's (another layout's) are removed, in one line."""
-    strays = stray_partitions(out, n_blocks)
+    strays = stray_partitions(out, n_blocks, n_background)
     if strays:
         shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
                                          else "")

@@ -18,17 +18,17 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import version
+from ..calibration.params import CalibrationParams, fitted_identity, resolve_calibration
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
-    write_manifest,
     write_motifs,
 )
 from ..errors import InputError
@@ -69,7 +69,7 @@ from .output import (
     record_claim,
     remove_strays,
 )
-from .seams import check_tiling
+from .seams import check_tiling, tiling
 
 #: Lines a resume prints about blocks it computes again, before summing up the rest.
 MAX_REDONE_LINES = 10
@@ -96,6 +96,8 @@ class Checked:
     store: Regions | None = None
     resuming: bool = False
     regions_url: str = ""
+    calibration: CalibrationParams | None = None  # the q-values (None: none)
+    background: Regions | None = None  # the background null's regions store
 
 
 @dataclass
@@ -112,16 +114,30 @@ class Plan:
     finished: dict[int, dict[str, Any]]
     n_skipped: int
     block_size: int = 0
+    identity: dict[str, Any] = field(default_factory=dict)
+    width: int = 0  # region width L
+    # q-values (calling/qvalues.py): the calibration, each block's tables, a background null's
+    # store, blocks and finished ones, and the manifest's q-values section while it holds.
+    calibration: CalibrationParams | None = None
+    tables: tuple[str, ...] = ("hits", "qc")
+    background_url: str | None = None
+    background_blocks: list[tuple[int, int, int]] = field(default_factory=list)
+    background_finished: dict[int, dict[str, Any]] = field(default_factory=dict)
+    n_background: int = 0
+    qvalues: dict[str, Any] | None = None
 
 
 def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
              run: RunOptions, peaks: Any = None, chrom_order: Any = None,
-             **motif_options: Any) -> Checked:
+             null: str | None = None, background: Any = None,
+             qvalue_score: str = CalibrationParams.score, **motif_options: Any) -> Checked:
     """Check every input and parameter, load the motifs, open the regions and compute the
     run's identity. Nothing is written anywhere.
 
     ``peaks`` and ``chrom_order`` (finemo's call-hits ``-p``/``-C``) give a regions.npz
-    without coordinates its genomic coordinates, as finemo does.
+    without coordinates its genomic coordinates, as finemo does. ``null``, ``background`` and
+    ``qvalue_score`` say how hits get q-values
+    (:func:`nemo_dask.calibration.params.resolve_calibration`).
 
     Raises
     ------
@@ -161,11 +177,28 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                       "so hits have chr NA and region-relative positions; pass -p "
                       "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
     identity = run_identity(regions_id, peaks_id, motif_params, motifs, solver)
+    calibration = resolve_calibration(
+        null, None if background is None else str(background), qvalue_score,
+        tiled=tiling(source) is not None, where=str(source.url))
+    bg_store = None
+    if calibration is not None and calibration.background is not None:
+        from ..regions.store import open_store
+
+        bg_store = open_store(calibration.background)
+        _check_compatible(bg_store, motifs, motif_params, bg_store.url)
+        if bg_store.width != source.width:
+            raise InputError(f"{bg_store.url}: background regions are {bg_store.width} bp "
+                             f"wide, the regions {source.width} bp; convert them with the same "
+                             "width")
+    fitted = fitted_identity(calibration, store_identity(bg_store) if bg_store else None)
+    if fitted is not None:  # what the blocks' null partitions depend on
+        identity["calibration"] = jsonable(fitted)
     return Checked(regions=regions, motifs_path=motifs_path, out=out, motifs=motifs,
                    motif_params=motif_params, solver=solver, run=run, files=files,
                    source=source, inputs=inputs, identity=identity,
                    fingerprint=fingerprint(identity),
-                   store=None if is_npz else source)  # type: ignore[arg-type]
+                   store=None if is_npz else source,  # type: ignore[arg-type]
+                   calibration=calibration, background=bg_store)
 
 
 @contextlib.contextmanager
@@ -249,20 +282,26 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         write_json(finemo_params, out / PARAMS_FILE)
     else:
         _ensure_motifs_in_out(out, c.motifs)
+    from .qvalues import block_tables, plan_calibration, save_manifest
+
     finished: dict[int, dict[str, Any]] = {}
+    manifest = recorded.manifest if recorded else None
     if resuming:
-        remove_strays(out, len(blocks))
-        resume = finished_blocks(out, blocks, run_fp, recorded.manifest if recorded else None)
+        n_bg = -(-c.background.n_regions // block_size) if c.background is not None else 0
+        remove_strays(out, len(blocks), n_bg)
+        resume = finished_blocks(out, blocks, run_fp, manifest, block_tables(c.calibration))
         finished = resume.finished
-        _say_redone(resume.redone)
-    write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks),
-                   block_size=block_size, identity=c.identity)
-    return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
+        say_redone(resume.redone)
+    plan = Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
                 blocks=blocks, fingerprint=run_fp, finished=finished,
-                n_skipped=len(finished), block_size=block_size)
+                n_skipped=len(finished), block_size=block_size, identity=c.identity,
+                width=store.width, **plan_calibration(c, block_size, manifest, resuming))
+    save_manifest(plan)
+    return plan
 
 
-def _say_redone(lines: list[str]) -> None:
+def say_redone(lines: list[str]) -> None:
+    """Warn, one line each, about blocks a resume computes again (at most a few lines)."""
     for line in lines[:MAX_REDONE_LINES]:
         warnings.warn(line, stacklevel=4)
     if len(lines) > MAX_REDONE_LINES:
