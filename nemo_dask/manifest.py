@@ -149,8 +149,11 @@ def read_bytes(path: Any) -> bytes | None:
     p = location(path)
     if is_url(p):
         fs, root = filesystem(str(p))
+        # s3fs sizes an object from its cached listing of the directory before it reads it, so
+        # an object written since (by a worker) would read as missing: forget that listing.
+        fs.invalidate_cache(root)
         try:
-            return bytes(fs.cat_file(root))  # (no listing cache between: what is there now)
+            return bytes(fs.cat_file(root))
         except (FileNotFoundError, IsADirectoryError):
             return None
     if not p.is_file():  # a FIFO or device of that name must not be read (it blocks)

@@ -49,6 +49,10 @@ QVALUE = "hit_qvalue"
 #: hits partition (a separate table, so that finished hits partitions are never rewritten).
 QVALUES_SCHEMA = pa.schema([(QVALUE, pa.float32())])
 
+#: The lazy hits views (``nemo_dask.scan_hits``, ``CallHitsResult.hits``): the stored columns,
+#: then each hit's q-value.
+HITS_VIEW_SCHEMA = pa.schema([*HITS_SCHEMA, *QVALUES_SCHEMA])
+
 #: Null hits of a run whose q-values need a second fit (``OUT/null/`` and
 #: ``OUT/null_background/``): what the null fit found, in the stored hits' units, each under the
 #: ``motif_id`` and ``motif_name`` of the target motif whose false hits it stands for.
