@@ -450,8 +450,11 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
             advice = (f"it is being written now ({describe(holder)}): export it when that run "
                       "has finished" if holder else "resume it with call-hits, or export what "
                       "exists with --allow-incomplete")
-            raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
-                             f"{info.get('n_blocks', '?')} blocks finished); {advice}")
+            what = (f"{done} of {info.get('n_blocks', '?')} blocks finished"
+                    if done != info.get("n_blocks") else
+                    "its blocks are finished, its q-values are not computed yet")
+            raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({what}); "
+                             f"{advice}")
     try:
         # Every partition must be the one the manifest records (one line naming any other).
         check_dataset(out)
