@@ -149,7 +149,8 @@ def make_planted(settings: PlantedSettings | None = None, **overrides) -> Plante
     n, length = s.n_regions, s.width
     seqs = rng.choice(4, size=(n, length), p=BACKGROUND)
     # Noise: smooth, mean-centred over bases, stronger near the summit (as the fixture's).
-    envelope = 0.6 + s.summit_noise * np.exp(-0.5 * ((np.arange(length) - length / 2) / (length / 5)) ** 2)
+    centred = (np.arange(length) - length / 2) / (length / 5)
+    envelope = 0.6 + s.summit_noise * np.exp(-0.5 * centred**2)
     noise = _smooth(rng.normal(0, s.noise_sd, size=(n, 4, length)), s.noise_smooth)
     noise -= noise.mean(axis=1, keepdims=True)
     hyp = noise * envelope

@@ -47,7 +47,7 @@ from ..storage.outputs import (
     write_json,
 )
 from ..storage.temporary import is_temporary, temporary_name
-from ..storage.urls import is_url, location
+from ..storage.urls import is_url, location, recorded_path
 from .identity import describe_differences, recorded_run, stray_partitions
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
@@ -306,10 +306,42 @@ def remove_strays(out: Any, n_blocks: int, n_background: int = 0) -> None:
             os.unlink(target)
 
 
+def finemo_parameters(c: Any, store: Any) -> dict[str, Any]:
+    """finemo's parameters.json keys, in its order and with its meanings, for the validated
+    run ``c`` (:class:`.plan.Checked`) on ``store``."""
+    mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
+    # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
+    # their URLs, not the temporary copies (storage.urls.recorded_path).
+    peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
+    return {
+        "regions_path": recorded_path(c.regions),
+        "peaks_path": recorded_path(peaks),
+        "modisco_h5_path": recorded_path(c.motifs_path),
+        "chrom_order_path": recorded_path(order),
+        "motifs_include_path": recorded_path(files["motifs_include"]),
+        "motif_names_path": recorded_path(files["motif_names"]),
+        "motif_lambdas_path": recorded_path(files["motif_lambdas"]), "out_dir": str(c.out),
+        "cwm_trim_coords_path": recorded_path(files["trim_coords"]),
+        "cwm_trim_thresholds_path": recorded_path(files["trim_thresholds"]),
+        "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
+        "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
+        "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,
+        "max_steps": solver.max_steps, "batch_size": solver.batch_size,
+        "step_adjust": solver.step_adjust,
+        "device": None if c.run.device == "auto" else c.run.device,
+        "mode": mp.mode, "no_post_filter": not solver.post_filter,
+        "compile_optimizer": solver.compile_optimizer, "region_width": store.width,
+        "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
+        "num_motifs": motifs.n_motifs, "global_scale": solver.global_scale,
+        "tiling": store.attrs.get("tiling") if isinstance(store.attrs, dict) else None,
+    }
+
+
 def ensure_dir(out: Any) -> Path:
     """Create OUT (a prefix of an object store needs nothing)."""
     return make_output_dir(out, "call-hits output directory")
 
 
-__all__ = ("OWNED", "claim_out", "ensure_dir", "inside", "place_regions", "prepare_out",
+__all__ = ("OWNED", "claim_out", "ensure_dir", "finemo_parameters", "inside", "place_regions",
+           "prepare_out",
            "record_batch_sizes", "record_claim", "remove_strays")

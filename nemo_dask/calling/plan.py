@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import version
-from ..calibration.params import CalibrationParams, fitted_identity, resolve_calibration
+from ..calibration.params import CalibrationParams
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
@@ -49,7 +49,7 @@ from ..storage.outputs import (
     output_dir,
     write_json,
 )
-from ..storage.urls import location, recorded_path
+from ..storage.urls import location
 from .identity import (
     fingerprint,
     finished_blocks,
@@ -63,13 +63,14 @@ from .identity import (
 )
 from .output import (
     claim_out,
+    finemo_parameters,
     inside,
     place_regions,
     prepare_out,
     record_claim,
     remove_strays,
 )
-from .seams import check_tiling, tiling
+from .seams import check_tiling
 
 #: Lines a resume prints about blocks it computes again, before summing up the rest.
 MAX_REDONE_LINES = 10
@@ -177,22 +178,12 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                       "so hits have chr NA and region-relative positions; pass -p "
                       "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
     identity = run_identity(regions_id, peaks_id, motif_params, motifs, solver)
-    calibration = resolve_calibration(
-        null, None if background is None else str(background), qvalue_score,
-        tiled=tiling(source) is not None, where=str(source.url))
-    bg_store = None
-    if calibration is not None and calibration.background is not None:
-        from ..regions.store import open_store
+    from .qvalues import checked_calibration
 
-        bg_store = open_store(calibration.background)
-        _check_compatible(bg_store, motifs, motif_params, bg_store.url)
-        if bg_store.width != source.width:
-            raise InputError(f"{bg_store.url}: background regions are {bg_store.width} bp "
-                             f"wide, the regions {source.width} bp; convert them with the same "
-                             "width")
-    fitted = fitted_identity(calibration, store_identity(bg_store) if bg_store else None)
+    calibration, bg_store, fitted = checked_calibration(source, motifs, motif_params, null,
+                                                        background, qvalue_score)
     if fitted is not None:  # what the blocks' null partitions depend on
-        identity["calibration"] = jsonable(fitted)
+        identity["calibration"] = fitted
     return Checked(regions=regions, motifs_path=motifs_path, out=out, motifs=motifs,
                    motif_params=motif_params, solver=solver, run=run, files=files,
                    source=source, inputs=inputs, identity=identity,
@@ -259,7 +250,7 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         block_size = default_block_size(n_regions, int(store.chunk_size), gpus, gpu_batch)
     blocks = [(b, s, min(s + block_size, n_regions))
               for b, s in enumerate(range(0, n_regions, block_size))]
-    finemo_params = _finemo_parameters(c, store)
+    finemo_params = finemo_parameters(c, store)
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": c.identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": c.solver.eps,
@@ -378,36 +369,6 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
         raise InputError(f"{source} holds projected contributions only, but mode {mp.mode!r} "
                          "fits hypothetical ones; use mode pp or hp, or convert hypothetical "
                          "contributions")
-
-
-def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
-    """finemo's parameters.json keys, in its order and with its meanings."""
-    mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
-    # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
-    # their URLs, not the temporary copies (storage.urls.recorded_path).
-    peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
-    return {
-        "regions_path": recorded_path(c.regions),
-        "peaks_path": recorded_path(peaks),
-        "modisco_h5_path": recorded_path(c.motifs_path),
-        "chrom_order_path": recorded_path(order),
-        "motifs_include_path": recorded_path(files["motifs_include"]),
-        "motif_names_path": recorded_path(files["motif_names"]),
-        "motif_lambdas_path": recorded_path(files["motif_lambdas"]), "out_dir": str(c.out),
-        "cwm_trim_coords_path": recorded_path(files["trim_coords"]),
-        "cwm_trim_thresholds_path": recorded_path(files["trim_thresholds"]),
-        "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
-        "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
-        "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,
-        "max_steps": solver.max_steps, "batch_size": solver.batch_size,
-        "step_adjust": solver.step_adjust,
-        "device": None if c.run.device == "auto" else c.run.device,
-        "mode": mp.mode, "no_post_filter": not solver.post_filter,
-        "compile_optimizer": solver.compile_optimizer, "region_width": store.width,
-        "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
-        "num_motifs": motifs.n_motifs, "global_scale": solver.global_scale,
-        "tiling": store.attrs.get("tiling") if isinstance(store.attrs, dict) else None,
-    }
 
 
 def _ensure_motifs_in_out(out: Path, motifs: Motifs) -> None:

@@ -41,6 +41,43 @@ def block_tables(calibration: CalibrationParams | None) -> tuple[str, ...]:
     return TABLES
 
 
+def checked_calibration(source: Any, motifs: Any, motif_params: Any, null: str | None,
+                        background: Any, score: str
+                        ) -> tuple[CalibrationParams | None, Any, dict[str, Any] | None]:
+    """The calibration of a run being validated (:func:`.plan.validate`): its parameters
+    (:func:`nemo_dask.calibration.params.resolve_calibration`; tiled stores have no summit),
+    the background regions store (opened and checked like the regions), and what its null fit
+    adds to the run's identity (None without one).
+
+    Raises
+    ------
+    InputError
+        As ``resolve_calibration``; a background store that does not open, does not suit the
+        motifs, or is not as wide as the regions.
+    """
+    from ..calibration.params import fitted_identity, resolve_calibration
+    from ..errors import InputError
+    from .identity import jsonable, store_identity
+    from .plan import _check_compatible
+    from .seams import tiling
+
+    calibration = resolve_calibration(null, None if background is None else str(background),
+                                      score, tiled=tiling(source) is not None,
+                                      where=str(source.url))
+    bg_store = None
+    if calibration is not None and calibration.background is not None:
+        from ..regions.store import open_store
+
+        bg_store = open_store(calibration.background)
+        _check_compatible(bg_store, motifs, motif_params, bg_store.url)
+        if bg_store.width != source.width:
+            raise InputError(f"{bg_store.url}: background regions are {bg_store.width} bp "
+                             f"wide, the regions {source.width} bp; convert them with the same "
+                             "width")
+    fitted = fitted_identity(calibration, store_identity(bg_store) if bg_store else None)
+    return calibration, bg_store, None if fitted is None else jsonable(fitted)
+
+
 def plan_calibration(c: Checked, block_size: int, manifest: dict[str, Any] | None,
                      resuming: bool) -> dict[str, Any]:
     """The q-value fields of a :class:`~.plan.Plan`: the background null's blocks (laid out
@@ -139,4 +176,4 @@ def _remove_qvalues(out: Any) -> None:
             target.unlink()
 
 
-__all__ = ("block_tables", "finish", "plan_calibration", "save_manifest")
+__all__ = ("block_tables", "checked_calibration", "finish", "plan_calibration", "save_manifest")

@@ -1,9 +1,11 @@
-"""What one Dask task does: read a block of regions, solve it, write its two partitions.
+"""What one Dask task does: read a block of regions, solve it, write its partitions.
 
 This runs on workers. It opens the regions store itself (arrays never pass through the
 scheduler), runs the solver on the worker's device and writes ``hits/part-<block>`` and
-``qc/part-<block>`` atomically, so a task that is run twice (after a worker is lost) rewrites
-the same complete files and can never duplicate a hit.
+``qc/part-<block>`` atomically (with a decoy or shuffle null, its null fit's
+``null/part-<block>`` too, before the QC; a block of a background null's store writes only
+``null_background/part-<block>``), so a task that is run twice (after a worker is lost)
+rewrites the same complete files and can never duplicate a hit.
 
 Nothing a task needs lives only in some worker's memory: the motifs are read from the run's
 output directory (``motif_cwms.npy`` and ``motifs.parquet``, written by the driver before any

@@ -39,22 +39,19 @@ from .. import config
 from ..dataset import (
     CWMS_FILE,
     HITS_DIR,
-    MANIFEST_FILE,
     PARAMS_FILE,
     QC_DIR,
     QVALUES_DIR,
     part_name,
-    read_json,
     read_motifs,
     read_parameters,
     scan_qc,
     table_records,
 )
-from ..errors import CorruptDataError, InputError
-from ..manifest import check_dataset, read_manifest
+from ..errors import InputError
+from ..manifest import read_manifest
 from ..matching.labels import LABEL, motif_labels, with_labels
 from ..schema import QVALUE
-from ..storage.lock import describe, lock_holder
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -90,6 +87,7 @@ from .read import (
     finemo_qc_columns,
     motif_keys,
 )
+from .runcheck import changed, check_run, still_same
 from .sort import Source, external_sort, partitions
 
 #: The extended hits files, written when a run has extra hits columns.
@@ -181,7 +179,7 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     dest = Path(dest_given)
     real = output_dir(dest, "export directory")
     with remote_input(out_given, "call-hits output directory") as local:
-        _check_run(Path(local), dest, allow_incomplete, out)
+        check_run(Path(local), dest, allow_incomplete, out)
         names = _file_names(Path(local))
         for name in names:
             output_file(real / name, "export file")
@@ -252,7 +250,7 @@ def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
     a run rewritten meanwhile (``call-hits --overwrite`` into it) is refused in one line, and
     nothing is installed.
     """
-    before = _check_run(out, None, allow_incomplete, shown)
+    before = check_run(out, None, allow_incomplete, shown)
     labels, max_qvalue = options
     extras = extra_columns(out)
     if max_qvalue is not None:
@@ -271,28 +269,12 @@ def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
         shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
         _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
     except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException) as err:
-        if _still_same(out, before):
+        if still_same(out, before):
             raise  # not a change of the run under us: a fault of its own kind
-        raise InputError(_changed(shown, f"{type(err).__name__}: {err}")) from None
+        raise InputError(changed(shown, f"{type(err).__name__}: {err}")) from None
     if read_manifest(out) != before:
-        raise InputError(_changed(shown, "its manifest.json changed"))
+        raise InputError(changed(shown, "its manifest.json changed"))
     return n_hits, n_unique, n_regions, n_buckets
-
-
-def _still_same(out: Path, before: dict[str, Any] | None) -> bool:
-    """Whether the run still has the manifest ``before`` and matches it."""
-    try:
-        check_dataset(out)
-    except (OSError, ValueError):
-        return False
-    return read_manifest(out) == before
-
-
-def _changed(shown: Any, what: str) -> str:
-    text = " ".join(what.split())
-    return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
-            "into it (--overwrite, or a resume); nothing was exported: export again once that "
-            "run has finished")
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -427,40 +409,6 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
     # finemo's json.dump(indent=4), without a final newline, so equal values give equal bytes.
     with open(path, "w") as f:
         json.dump(finemo_parameters(params), f, indent=4)
-
-
-def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
-               shown: Any = None) -> dict[str, Any] | None:
-    shown = out if shown is None else shown
-    missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
-               if not (out / name).exists()]
-    if missing:
-        raise InputError(f"{shown} is not a call-hits output directory: it lacks "
-                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
-    if dest is not None and dest.resolve() == out.resolve():
-        raise InputError(f"export destination {dest} is the run directory itself; its "
-                         "parameters.json would lose the nemo_dask settings: choose another "
-                         "directory")
-    manifest = out / MANIFEST_FILE
-    if manifest.exists() and not allow_incomplete:
-        info = read_json(manifest)
-        if not info.get("complete", True):
-            done = len(info.get("blocks", {}))
-            holder = lock_holder(shown)
-            advice = (f"it is being written now ({describe(holder)}): export it when that run "
-                      "has finished" if holder else "resume it with call-hits, or export what "
-                      "exists with --allow-incomplete")
-            what = (f"{done} of {info.get('n_blocks', '?')} blocks finished"
-                    if done != info.get("n_blocks") else
-                    "its blocks are finished, its q-values are not computed yet")
-            raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({what}); "
-                             f"{advice}")
-    try:
-        # Every partition must be the one the manifest records (one line naming any other).
-        check_dataset(out)
-    except CorruptDataError as err:
-        raise CorruptDataError(str(err).replace(str(out), str(shown))) from None
-    return read_manifest(out)
 
 
 __all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")
