@@ -60,6 +60,7 @@ from .schema import (
     conform,
     polars_schema,
 )
+from .storage.faults import reporting_faults
 from .storage.outputs import open_output, remove_temporaries
 from .storage.urls import filesystem, is_url, location, open_input
 
@@ -77,9 +78,10 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
     """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
-    same directory, then a rename).
+    same directory, then a rename); a full or unwritable file system raises
+    :class:`~nemo_dask.storage.faults.StorageFaultError` naming ``path``, the temporary removed.
     """
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         pq.write_table(table, f, compression="zstd")
     return table.num_rows
 
@@ -104,6 +106,11 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
     :func:`nemo_dask.manifest.partition_stamp`) when ``run`` is given, carries page CRC-32s,
     and is recorded by its rows, bytes and SHA-256. QC is written last: a block counts as
     finished only when every file is valid.
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable (one line; nothing half-written).
     """
     out = location(out)
     files: dict[str, dict[str, Any]] = {}
@@ -124,9 +131,17 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
 
 def write_stamped(path: Any, table: pa.Table, stamp: dict[str, Any] | None) -> dict[str, Any]:
     """Write ``table`` to ``path`` as a stamped partition (whole, atomically); returns the
-    manifest's record of it (rows, bytes, SHA-256)."""
+    manifest's record of it (rows, bytes, SHA-256).
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable: one line naming the file, its
+        temporary removed (:mod:`nemo_dask.storage.faults`); the block then has no complete
+        set of partitions.
+    """
     data = encode_partition(table, stamp)
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         f.write(data)
     return file_record(data, table.num_rows)
 

@@ -22,6 +22,15 @@ import polars as pl
 from ..calibration.params import CalibrationParams
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
 from ..params import MotifParams, RunOptions, SolverParams
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
+from ..storage.urls import is_url
 
 _SP, _MP, _CP = SolverParams, MotifParams, CalibrationParams
 
@@ -205,13 +214,23 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
+    WorkerMemoryError
+        A worker was stopped at its memory limit while solving a block: raised at the first
+        such death, saying what a block of that size needs and which option to change.
+    StorageFaultError
+        OUT (or the regions store) is on a full, read-only or unwritable file system: one line
+        naming the file, its file system's free space, the blocks kept and the fix. Partitions
+        are written whole, so the same call after the fault is fixed resumes.
     """
     from .execute import (
         cluster_has_gpus,
         connected,
         execute,
         prepare_cluster,
+        resume_fix,
+        warm_workers,
         workers_gpu_batch,
+        written_so_far,
     )
     from .plan import plan_run, prepared_out, validate
     from .qvalues import finish
@@ -219,6 +238,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
+    else:
+        warm_workers(client)  # torch imported on your workers while the input is checked
     solver = SolverParams(
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
@@ -235,40 +256,84 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
 
         match_options = (match_options or MatchOptions()).resolved()
         database = open_database(annotate)  # unreadable or empty: stop before writing anything
-    checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
-                       chrom_order=chrom_order, mode=mode,
-                       lambda_default=lambda_default, trim_threshold=trim_threshold,
-                       motifs_include=motifs_include, motif_names=motif_names,
-                       motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                       trim_coords=trim_coords, include_rc=include_rc, null=null,
-                       background=background, qvalue_score=qvalue_score)
-    annotation = None
-    if database is not None:
-        from ..matching.annotate import annotated_table
+    # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
+    # line naming the file, what OUT keeps and the fix (storage/faults.py).
+    plan = None
+    try:
+        checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
+                           chrom_order=chrom_order, mode=mode,
+                           lambda_default=lambda_default, trim_threshold=trim_threshold,
+                           motifs_include=motifs_include, motif_names=motif_names,
+                           motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+                           trim_coords=trim_coords, include_rc=include_rc, null=null,
+                           background=background, qvalue_score=qvalue_score)
+        annotation = None
+        if database is not None:
+            from ..matching.annotate import annotated_table
 
-        annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
-                                     checked.motifs_path, database, match_options)
-    # OUT is this run's (its lock held) from here to the end: no other run writes into it.
-    with prepared_out(checked), connected(client, cluster) as cl:
-        gpus = cluster_has_gpus(cl, run.device, cluster)
-        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.source.width,
-                                       checked.motifs.width)
-                     if gpus and run.block_size is None and solver.batch_size is None else None)
-        plan = plan_run(checked, gpus=gpus,
-                        gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
-        if annotation is not None:
-            # After plan_run wrote the plain table; tasks read finemo's columns of it only.
-            write_motifs(plan.out, *annotation)
-        summaries = execute(cl, plan)
-        # Every block is finished here (execute raises otherwise): the whole run's q-values.
-        finish(plan, computed=bool(summaries))
-        n_hits = sum(s["hits"] for s in plan.finished.values())
-        # checked against the manifest
-        hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+            annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
+                                         checked.motifs_path, database, match_options)
+        # OUT is this run's (its lock held) from here to the end: no other run writes into it.
+        with prepared_out(checked), connected(client, cluster) as cl:
+            gpus = cluster_has_gpus(cl, run.device, cluster)
+            gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.source.width,
+                                           checked.motifs.width)
+                         if gpus and run.block_size is None and solver.batch_size is None
+                         else None)
+            plan = plan_run(checked, gpus=gpus,
+                            gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+            if annotation is not None:
+                # After plan_run wrote the plain table; tasks read finemo's columns of it only.
+                write_motifs(plan.out, *annotation)
+            summaries = execute(cl, plan, embedded=client is None)
+            # Every block is finished here (execute raises otherwise): the whole run's q-values.
+            finish(plan, computed=bool(summaries))
+            n_hits = sum(s["hits"] for s in plan.finished.values())
+            # checked against the manifest
+            hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    except Exception as err:
+        if is_fault(err):
+            raise driver_fault(err, out) from None  # type: ignore[arg-type]
+        if isinstance(err, StorageFaultError) and err.written is None and plan is not None:
+            # Met by the driver's own writes (the q-value pass): what the run keeps.
+            raise err.with_written(written_so_far(plan), resume_fix(err, plan.out)) from None
+        if is_unreachable(err) and (is_url(out) or is_url(regions)):
+            # The lock's heartbeat or the manifest may meet it first: what the run kept is
+            # then still the blocks its tasks finished.
+            fault = unreachable_error(err, out if is_url(out) else regions)
+            if plan is None:
+                raise fault.with_written(kept_in(out)) from None
+            raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out)) from None
+        raise
     return CallHitsResult(out=plan.out, hits=hits, qc=qc,
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=n_hits,
                           elapsed_s=time.perf_counter() - t0, summaries=summaries)
+
+
+def driver_fault(err: OSError, out: str | os.PathLike[str]) -> StorageFaultError:
+    """The one line for a storage fault the driver met: writing OUT, or reading an input."""
+    from ..storage.urls import localize
+
+    name = os.fspath(err.filename) if err.filename else os.fspath(localize(out))
+    root = os.path.realpath(os.fspath(localize(out))) if not is_url(out) else os.fspath(out)
+    in_out = os.path.realpath(name).startswith(root) if not is_url(name) else name.startswith(root)
+    if in_out or err.errno in SPACE_FAULTS:
+        return fault_error(err, name, kept_in(out))
+    return fault_error(err, name, "no block was written", "make it readable for this user, "
+                       "then run the same command again")
+
+
+def kept_in(out: str | os.PathLike[str]) -> str:
+    """What OUT keeps after a driver-side storage fault: its complete block partitions."""
+    from ..dataset import QC_DIR
+    from ..storage.urls import location
+
+    if is_url(out):
+        return "the blocks already written are kept; a rerun resumes from them"
+    n = len(list((location(out) / QC_DIR).glob("part-*.parquet")))
+    return (f"{n} complete block(s) are kept in {out}; a rerun resumes from them" if n else
+            "no block was written")
 
 
 __all__: Sequence[str] = ("CallHitsResult", "call_hits")

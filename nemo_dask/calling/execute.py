@@ -17,8 +17,20 @@ from typing import Any
 import dask
 
 from .. import config
+from ..clusters.quiet import drop_cancellation_noise
+from ..clusters.systems import SYSTEMS
+from ..dataset import MANIFEST_FILE
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
+from .deaths import DeathWatch, block_bytes
 from .output import record_batch_sizes
 from .plan import Plan
 from .qvalues import save_manifest
@@ -81,6 +93,35 @@ def _quiet() -> dict[str, int]:
     return levels
 
 
+def _import_solver(_address: str = "") -> bool:
+    """On a worker: import what a task needs (torch above all) ahead of the first task."""
+    import importlib
+
+    from ..clusters.local import WORKER_MODULES
+
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    return True
+
+
+def warm_workers(client: Any) -> None:
+    """Have the caller's workers import torch and the solver now, while the driver checks and
+    converts the input: workers a user started (spawned, as dask starts them) would otherwise
+    import them in their first task, about a second or more each. Does not wait: one task per
+    worker, fired and forgotten."""
+    import uuid
+
+    from distributed import fire_and_forget
+
+    with contextlib.suppress(Exception):
+        run = uuid.uuid4().hex[:8]
+        for address in client.scheduler_info(n_workers=-1).get("workers", {}):
+            # A task on each worker (in its thread pool, not on its event loop), not waited for.
+            fire_and_forget(client.submit(_import_solver, address, workers=[address],
+                                          allow_other_workers=False, pure=False,
+                                          key=f"nemo-dask-warm-{run}-{address}"))
+
+
 def _worker_has_cuda() -> bool:
     import torch
 
@@ -102,7 +143,7 @@ def cluster_has_gpus(client: Any, device: str, cluster_opts: Any = None) -> bool
     if answers:
         return any(answers.values())
     kind = getattr(cluster_opts, "cluster", None)
-    return kind == "cuda" or (kind in ("slurm", "pbs", "lsf", "sge")
+    return kind == "cuda" or (kind in SYSTEMS
                               and bool(getattr(cluster_opts, "gpus_per_job", 1)))
 
 
@@ -129,7 +170,7 @@ def workers_gpu_batch(client: Any, n_motifs: int, width: int, motif_width: int) 
 MAX_BLOCKS_IN_FLIGHT = 4096
 
 
-def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
+def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, Any]]:
     """Submit the blocks not yet finished; returns their summaries as they complete.
 
     Tasks read the motifs from ``OUT`` (:func:`.task.motifs_from_out`), never from a worker's
@@ -145,6 +186,13 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
+    WorkerMemoryError
+        A worker was stopped at its memory limit while solving a block (:mod:`.deaths`): raised
+        at the first such death, naming the block size and the options to change.
+    StorageFaultError
+        A worker found OUT full or unwritable, or the store unreadable (one line; the blocks
+        finished so far are kept). ``embedded`` says the cluster is nemo_dask's own, whose
+        nannies' memory-kill lines are then left to :mod:`.deaths`.
     """
     from distributed import as_completed
 
@@ -180,14 +228,18 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
     n_regions = sum(e - s for _, s, e, _ in todo)
     queued = iter(todo)
     in_flight: set[Any] = set()
+    fault: StorageFaultError | None = None
     with _progress_bar(n_regions, plan.run.progress) as bar:
         wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
+        deaths = DeathWatch(client, prefix, {b: e - s for b, s, e, _ in todo},
+                            _block_need(plan), quiet=embedded)
         first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
         in_flight.update(first)
         ac = as_completed(first)
         try:
-            while not ac.is_empty():
+            while not ac.is_empty() and fault is None:
                 done = ac.next_batch(block=False)
+                deaths.check()  # a worker killed at its memory limit: stop at the first
                 if not done:
                     wait.check()
                     time.sleep(0.05)
@@ -202,9 +254,15 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                         continue
                     fut.release()
                     in_flight.discard(fut)
+                    if "fault" in summary:  # a full or unwritable file system: stop at once
+                        fault = fault or summary["fault"]
+                        continue
                     if "error" in summary:  # a fault of the data: never retried (task.py)
                         raise _task_error(summary)
                     summaries.append(summary)
+                    deaths.progressed()
+                    # q-values computed before this block are no longer the run's
+                    plan.qvalues = None
                     entry = {k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
                                                      "device", "batch_size") if k in summary}
                     if summary.get("background"):
@@ -212,20 +270,23 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                     else:
                         plan.finished[summary["block"]] = entry
                     bar.update(summary["regions"])
-                more = list(itertools.islice(queued, len(done)))
+                more = [] if fault else list(itertools.islice(queued, len(done)))
                 if more:
                     new = submit(more)
                     in_flight.update(new)
                     ac.update(new)
-        except BaseException:
+            if fault is not None:
+                raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out))
+        except BaseException as err:
+            if in_flight:
+                drop_cancellation_noise(client, prefix)  # our tasks' cancellations only
             client.cancel(list(in_flight))
             wait.cancel_jobs()
+            _final_manifest(plan, failing=err)
             raise
         finally:
-            if summaries:  # q-values computed before these blocks are no longer the run's
-                plan.qvalues = None
-            save_manifest(plan)
-            record_batch_sizes(plan.out, plan.finished)
+            deaths.close()
+        _final_manifest(plan, failing=None)
     return summaries
 
 
@@ -237,6 +298,69 @@ def _task_error(summary: dict[str, Any]) -> Exception:
     if not (isinstance(kind, type) and issubclass(kind, errors.NemoDaskError)):
         kind = errors.InputError
     return kind(summary["error"])
+
+
+def _block_need(plan: Plan) -> Any:
+    """``need(n)``: bytes a block of n regions needs on a worker (:func:`.deaths.block_bytes`)."""
+
+    def need(n: int) -> int:
+        from ..regions.store import open_store
+
+        width = open_store(plan.regions_url).width
+        return block_bytes(n, width, plan.motifs.n_motifs, plan.motifs.width,
+                           plan.solver.batch_size_for("cpu"))
+
+    return need
+
+
+def written_so_far(plan: Plan) -> str:
+    """What a run that stopped has kept: its complete blocks (partitions are written whole)."""
+    done = plan.finished.values()
+    n_regions = plan.blocks[-1][2] if plan.blocks else 0
+    return (f"{len(plan.finished)} of {len(plan.blocks)} blocks "
+            f"({sum(b['regions'] for b in done)} of {n_regions} regions, "
+            f"{sum(b['hits'] for b in done)} hits) are complete in {plan.out} and kept; the "
+            "blocks that failed left no partition")
+
+
+def resume_fix(fault: StorageFaultError, out: Any) -> str:
+    """What to do: free space or make OUT writable (writes), make an input readable (a worker
+    that could not read its block), or wait for the object store; then the same command
+    resumes."""
+    if fault.what is not None:
+        first = "once the object store answers again,"
+    elif fault.errno in SPACE_FAULTS:
+        first = "free space there (or move OUT elsewhere), then"
+    elif fault.path.startswith(str(out)):
+        first = "make it writable for this user, then"
+    else:
+        first = "make it readable for the user running the workers, then"
+    return f"{first} run the same command again: it resumes with the blocks not yet written"
+
+
+def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
+    """Record the finished blocks. A run already failing keeps its own error if the manifest
+    cannot be written either (a full disk, an object store gone): the partitions, not the
+    manifest, are what a resume trusts. A run whose blocks all finished but whose manifest
+    cannot be written says so in one line."""
+    try:
+        save_manifest(plan)  # (with the q-value sections: calling/qvalues.py)
+        record_batch_sizes(plan.out, plan.finished)
+    except Exception as err:
+        if failing is not None:
+            return
+        if isinstance(err, StorageFaultError):
+            raise
+        path = plan.out / MANIFEST_FILE
+        if is_fault(err):
+            fault = fault_error(err, path)  # type: ignore[arg-type]
+        elif is_unreachable(err):
+            fault = unreachable_error(err, path)
+        else:
+            raise
+        raise fault.with_written(
+            f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
+            "only its manifest is not up to date", resume_fix(fault, plan.out)) from None
 
 
 class _NoBar:
@@ -279,4 +403,5 @@ def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
         yield _Bar(bar)
 
 
-__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "workers_gpu_batch")
+__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "warm_workers",
+           "workers_gpu_batch")

@@ -21,6 +21,7 @@ import functools
 import sys
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,6 +43,7 @@ from ..manifest import partition_stamp
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import MOTIFS_SCHEMA, NULL_HITS_SCHEMA, QC_STATUS, conform
+from ..storage.faults import StorageFaultError, reporting_faults
 from ..storage.urls import location
 from .seams import keep_owned
 
@@ -152,6 +154,40 @@ def tune_malloc() -> bool:
         return False
 
 
+class WorkerClosingError(RuntimeError):
+    """A task gave up its queued block because its worker is closing."""
+
+
+def _worker_closing(worker: Any | None) -> bool:
+    """Whether ``worker`` is closing for good (not retiring gracefully, which lets its tasks
+    finish)."""
+    if worker is None:
+        return False
+    from distributed.core import Status
+
+    return worker.status in (Status.closing, Status.closed, Status.failed)
+
+
+def release_memory() -> bool:
+    """Hand the memory freed by a finished block back to the OS; returns whether glibc did.
+
+    :func:`tune_malloc` lets glibc keep up to 256 MB of freed heap (so that the solver's
+    per-step buffers are not unmapped and faulted in again at every step). Without this, a
+    worker's resident memory climbs to the largest heap any block of the run has needed and
+    stays there: it grew with the number of regions. Trimmed once per block, it tracks the
+    current block instead; pyarrow's pool (the Parquet writer's buffers) is released too.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _current_worker() -> Any | None:
     """The dask worker running this task, or None when called outside one."""
     try:
@@ -185,13 +221,31 @@ def process_block(spec: BlockSpec) -> dict[str, Any]:
     run: any :class:`~nemo_dask.errors.NemoDaskError`) is returned, not raised, as
     ``{"block": ..., "error": message}``: dask would retry a raising task on every worker
     first, and reading the same damaged chunk again gives the same answer. The driver stops
-    the run with that message (:func:`nemo_dask.calling.execute.execute`).
+    the run with that message (:func:`nemo_dask.calling.execute.execute`). A full or
+    unwritable file system (:class:`~nemo_dask.storage.faults.StorageFaultError`) comes back as
+    ``{"block": ..., "fault": error}``; no partition of the block is left half-written.
     """
     try:
         return _process_block(spec)
+    except StorageFaultError as fault:
+        # A full or unwritable file system (:mod:`nemo_dask.storage.faults`): returned whole,
+        # so that the driver can add what the run kept; retrying only fills the disk further.
+        return {"block": spec.block, "start": spec.start, "stop": spec.stop, "fault": fault}
     except NemoDaskError as err:
         return {"block": spec.block, "start": spec.start, "stop": spec.stop,
                 "error": str(err), "error_type": type(err).__name__}
+
+
+def _result(future: Any, worker: Any | None, block: int) -> Any:
+    """The solver service's result of ``future``, polled so that a closing worker is not held
+    (:class:`WorkerClosingError`: nobody waits for the block, and the nanny would kill it)."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FutureTimeout:
+            if _worker_closing(worker):
+                raise WorkerClosingError(f"block {block}: the worker closed while solving "
+                                         "it") from None
 
 
 def _process_block(spec: BlockSpec) -> dict[str, Any]:
@@ -199,7 +253,9 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     worker = _current_worker()
     motifs = motifs_from_out(spec.out, spec.motifs_digest)
     calib = spec.calibration
-    block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
+    with reporting_faults(spec.regions_url, fix="make the regions store readable for the "
+                          "user running the workers, then run the same command again"):
+        block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
     tune_malloc()
@@ -217,17 +273,22 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or first.done()):
-        pass
+        if _worker_closing(worker):
+            # The worker is shutting down (the run ended or failed): nobody waits for this
+            # block, and holding the task would keep the process alive until its nanny kills
+            # it. Its block is recomputed elsewhere if the run still needs it.
+            raise WorkerClosingError(f"block {spec.block}: the worker closed before solving it")
     if worker is not None:
         from distributed import rejoin, secede
 
         secede()
     try:
-        result, t_solve = first.result()
-        null_result = nulling[0].result()[0] if nulling is not None else None
+        result, t_solve = _result(first, worker, spec.block)
+        null_result = (_result(nulling[0], worker, spec.block)[0] if nulling is not None
+                       else None)
         solved_at = time.time()
     finally:
-        if worker is not None:
+        if worker is not None and not _worker_closing(worker):
             rejoin()
     store = _open_store(spec.regions_url)
     null = None
@@ -242,6 +303,7 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
               "started_at": started_at, "solved_at": solved_at,
               "worker": str(worker.address) if worker is not None else "in-process"}
     if spec.background:
+        # (a full or unwritable file system: one line, storage/faults.py)
         rec = write_stamped(location(spec.out) / BACKGROUND_DIR / part_name(spec.block),
                             conform(null, NULL_HITS_SCHEMA),  # type: ignore[arg-type]
                             partition_stamp(spec.run_id, spec.block, spec.start, spec.stop,
@@ -255,6 +317,8 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     entry = write_partitions(spec.out, spec.block, hits, qc, null=null, run=spec.run_id,
                              start=spec.start, stop=spec.stop)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    del hits, qc, peaks, result, null, null_result
+    release_memory()
     return {
         **entry, "block": spec.block,
         "timeouts": int(statuses[1]), "failures": int(statuses[2]),

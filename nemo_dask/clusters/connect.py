@@ -31,6 +31,7 @@ from .options import (
     cfg,
     resolve,
 )
+from .quiet import closing_quietly, quiet_memory_warnings
 from .security import NO_TLS_RISK, for_client
 
 __all__ = ["ClusterOptions", "GpuUnavailableError", "add_cluster_arguments",
@@ -54,7 +55,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads-per-worker", type=int, metavar="N", help="threads per local worker (default 1)")
     g.add_argument("--dashboard-address", metavar="HOST:PORT",
                    help="dashboard of a started cluster (default 127.0.0.1:0, loopback only)")
-    j = parser.add_argument_group("batch jobs (--cluster slurm|pbs|lsf|sge)")
+    j = parser.add_argument_group(f"batch jobs (--cluster {'|'.join(JOBQUEUE_KINDS)})")
     j.add_argument("--jobs", type=int, metavar="N", help="submit exactly N jobs (default: adaptive)")
     j.add_argument("--min-jobs", type=int, metavar="N", help="adaptive: fewest jobs kept (default 1)")
     j.add_argument("--max-jobs", type=int, metavar="N", help="adaptive: most jobs at once (default 4)")
@@ -133,9 +134,16 @@ def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> 
             cluster = _local.start_cuda(o)
         else:
             cluster = _jobqueue.start(o)
+        # Closing prints nothing but our lines (clusters/quiet.py): unwound last to first,
+        # the loggers are silenced, the client and the cluster closed, the levels restored.
+        quiet = contextlib.ExitStack()
+        stack.callback(quiet.close)
         stack.callback(cluster.close)
         client = Client(cluster)
         stack.callback(client.close)
+        stack.callback(quiet.enter_context, closing_quietly(client))
+        if o.cluster in ("local", "cuda"):
+            quiet_memory_warnings(client)  # dask's "unmanaged memory" lines: see quiet.py
         if announce:
             announce_cluster(o, cluster)
         yield client

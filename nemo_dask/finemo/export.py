@@ -62,6 +62,7 @@ from ..storage.outputs import (
 )
 from ..storage.temporary import temporary_name
 from ..storage.urls import is_url, localize, location, remote_input
+from .directory import as_dataset
 from .formats import (
     CALL_HITS_FILES,
     EXTRA_HITS_DTYPES,
@@ -113,9 +114,10 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     Parameters
     ----------
     out : path
-        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...), or a
-        finemo or export directory (imported first: an export's extended files keep their
-        labels and q-values).
+        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...), or a finemo
+        call-hits or export directory (its files plain or compressed; imported into a temporary
+        dataset first, :func:`.directory.as_dataset`: an export's extended files keep their
+        labels and q-values), which is then rewritten in finemo's order.
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced, each as
         :func:`nemo_dask.storage.outputs.open_output` says: a symlink's target is written, a
@@ -162,11 +164,10 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     if max_qvalue is not None:  # the range, before any work (the run's q-values: below)
         check_max_qvalue(max_qvalue, True, out)
     options = (labels, max_qvalue)
-    if not is_url(out_given) and _is_finemo_dir(Path(out_given)):
-        return _export_imported(Path(out_given), dest_dir, max_rows, options)
     if is_url(dest_given):
         # An object store: staged locally, each file uploaded whole once all are complete.
-        with remote_input(out_given, "call-hits output directory") as local, \
+        with remote_input(out_given, "call-hits output directory") as fetched, \
+                as_dataset(fetched) as local, \
                 staged_output(dest_given, "export directory") as (stage, _):
             counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out,
                                   options)
@@ -178,7 +179,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                             files=tuple(f"{dest_text}/{n}" for n in names))  # type: ignore[misc]
     dest = Path(dest_given)
     real = output_dir(dest, "export directory")
-    with remote_input(out_given, "call-hits output directory") as local:
+    with remote_input(out_given, "call-hits output directory") as fetched, \
+            as_dataset(fetched) as local:
         check_run(Path(local), dest, allow_incomplete, out)
         names = _file_names(Path(local))
         for name in names:
@@ -221,24 +223,6 @@ def _remove_stale(dest: Any, names: tuple[str, ...]) -> None:
                 fs.rm(root)
         elif target.is_file() and not target.is_symlink():
             target.unlink()
-
-
-def _is_finemo_dir(path: Path) -> bool:
-    """A finemo or export directory (hits.tsv, no dataset) rather than a call-hits one."""
-    return (path / HITS_FILE).is_file() and not (path / HITS_DIR).is_dir()
-
-
-def _export_imported(src: Path, dest_dir: Any, max_rows: int,
-                     options: tuple[bool, float | None]) -> ExportResult:
-    """Export a finemo or export directory: imported into a temporary dataset first."""
-    import tempfile
-
-    from .importing import import_finemo
-
-    with tempfile.TemporaryDirectory(prefix="nemo-dask-import-") as tmp:
-        imported = import_finemo(src, Path(tmp) / "run").out
-        return export(imported, dest_dir, max_rows=max_rows, labels=options[0],
-                      max_qvalue=options[1])
 
 
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,

@@ -16,10 +16,12 @@ has q-values), its ``motif_label`` to the motif table (with the matches of
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -29,7 +31,6 @@ from ..dataset import (
     QVALUES_DIR,
     is_output_dir,
     part_name,
-    read_json,
     write_manifest,
     write_motifs,
     write_partitions,
@@ -39,7 +40,16 @@ from ..errors import InputError, OutputExistsError
 from ..manifest import partition_stamp
 from ..matching.labels import LABEL
 from ..schema import QVALUE, QVALUES_SCHEMA
-from ..storage.outputs import copy_file, make_output_dir, output_dir, remove_owned, write_json
+from ..storage.compressed import read_decompressed
+from ..storage.outputs import (
+    make_output_dir,
+    output_dir,
+    remove_owned,
+    write_bytes,
+    write_json,
+)
+from ..storage.urls import location
+from .directory import finemo_file, finemo_files, read_json_file, read_npy_file
 from .formats import (
     CWMS_FILE,
     EXTRA_HITS_DTYPES,
@@ -72,8 +82,9 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
 
     Parameters
     ----------
-    finemo_dir : path
-        Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json.
+    finemo_dir : path or URL
+        Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json,
+        each plain or compressed (``hits.tsv.gz``, ...; :mod:`.directory`).
     out : path
         The new output directory (must not exist or be empty unless ``overwrite``; with
         ``overwrite`` it may hold nemo_dask's own output, which is replaced, but nothing else).
@@ -91,12 +102,10 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     OutputExistsError
         ``out`` is not empty and ``overwrite`` is False, or it holds something else.
     """
-    src, out = Path(finemo_dir), Path(out)
-    missing = [n for n in (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)
-               if not (src / n).is_file()]
-    if missing:
-        raise InputError(f"{src} is not a finemo call-hits output directory: it lacks "
-                         f"{', '.join(missing)}")
+    src, out = location(finemo_dir), Path(out)
+    files = finemo_files(src, (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE))
+    # An export directory's hits with its extra columns (hits_extra.tsv) when it has them.
+    files[HITS_FILE] = hits_file(src) or files[HITS_FILE]
     block_size = (int(config.get("import.regions-per-partition"))
                   if regions_per_partition is None else regions_per_partition)
     if block_size < 1:
@@ -112,14 +121,14 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         # Only our own output goes, also when reached through a link (the link stays).
         remove_owned(real, is_output_dir, "output directory")
 
-    params = read_json(src / PARAMS_FILE)
-    motifs = read_tsv(src / MOTIF_DATA_FILE, FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
-    qc = _qc_table(read_tsv(src / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE), params)
-    raw = read_tsv(hits_file(src), FINEMO_HITS_DTYPES, kind=HITS_FILE)
+    params = read_json_file(files[PARAMS_FILE])
+    motifs = read_tsv(files[MOTIF_DATA_FILE], FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
+    qc = _qc_table(read_tsv(files[QC_FILE], FINEMO_QC_DTYPES, kind=QC_FILE), params)
+    raw = read_tsv(files[HITS_FILE], FINEMO_HITS_DTYPES, kind=HITS_FILE)
     extras = [c for c in EXTRA_HITS_DTYPES if c in raw.columns]
     if LABEL in extras:
         motifs = _labelled(motifs, raw, src)
-    hits = _hits_table(raw.drop(LABEL, strict=False), qc, motifs, src)
+    hits = _hits_table(raw.drop(LABEL, strict=False), qc, motifs, files)
 
     n_regions = int(params.get("num_regions") or 0)
     if qc.height:
@@ -146,16 +155,15 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
                                                 hits_sha256=sha))
             qvalues[str(b)] = {**rec, "hits_sha256": sha}
     write_motifs(out, motifs)
-    copy_file(src / CWMS_FILE, out / CWMS_FILE)
-    write_json(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
-                      out / PARAMS_FILE)
-    sections = ({"qvalues": {"calibration": {"imported_from": str(src.resolve())},
+    write_bytes(out / CWMS_FILE, _npy_bytes(read_npy_file(files[CWMS_FILE])))
+    write_json(params | {"nemo_dask": {"imported_from": str(src)}}, out / PARAMS_FILE)
+    sections = ({"qvalues": {"calibration": {"imported_from": str(src)},
                              "files": qvalues, "result": {}}} if QVALUE in extras else {})
     write_manifest(out, "imported", n_blocks, finished, complete=True, sections=sections)
     return ImportResult(out=out, n_hits=hits.height, n_regions=qc.height, n_blocks=n_blocks)
 
 
-def _labelled(motifs: pl.DataFrame, hits: pl.DataFrame, src: Path) -> pl.DataFrame:
+def _labelled(motifs: pl.DataFrame, hits: pl.DataFrame, src: Any) -> pl.DataFrame:
     """The motif table with an export's labels (a motif without hits: its name) and, from
     ``motif_matches.tsv`` when it is there, its TOMTOM matches (best first; a reverse-strand
     row's orientations flipped, as :mod:`nemo_dask.matching.annotate` writes them)."""
@@ -163,9 +171,9 @@ def _labelled(motifs: pl.DataFrame, hits: pl.DataFrame, src: Path) -> pl.DataFra
     lists = ("match_id", "match_name", "match_pvalue", "match_qvalue", "match_orientation")
     table = motifs.with_columns(pl.col("motif_name").replace_strict(
         labels, default=pl.col("motif_name"), return_dtype=pl.String).alias(LABEL))
-    path = src / MOTIF_MATCHES_FILE
-    if path.is_file():
-        matches = (pl.read_csv(path, separator="\t", quote_char=None,
+    path = finemo_file(src, MOTIF_MATCHES_FILE)
+    if path is not None:
+        matches = (pl.read_csv(read_decompressed(path), separator="\t", quote_char=None,
                                schema_overrides={"match_id": pl.String, "match_name": pl.String,
                                                  "match_orientation": pl.String})
                    .sort("motif_name", "rank")
@@ -199,8 +207,14 @@ def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
     ).sort("peak_id")
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
 def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
-                src: Path) -> pl.DataFrame:
+                files: dict[str, Any]) -> pl.DataFrame:
     """hits.tsv -> HITS_SCHEMA rows, with motif_id, hit_start and chr_id recovered."""
     keyed = (
         hits.drop("hit_correlation")
@@ -213,7 +227,7 @@ def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
     for col, other in (("peak_region_start", QC_FILE), ("motif_id", MOTIF_DATA_FILE)):
         n = keyed[col].null_count()
         if n:
-            raise InputError(f"{src / HITS_FILE}: {n} hits have no match in {src / other} "
+            raise InputError(f"{files[HITS_FILE]}: {n} hits have no match in {files[other]} "
                              f"(field {col}); the files must come from the same finemo run")
     return keyed.drop("peak_region_start")
 

@@ -1,7 +1,7 @@
 """The one reader of hits in finemo's layout, whatever holds them.
 
 A nemo_dask output directory (its Parquet dataset, sorted as finemo sorts), a finemo call-hits
-output directory, an export directory, or one of their TSVs: :func:`load_hits` takes any of
+output directory, an export directory, or one of their TSVs (plain or compressed): :func:`load_hits` takes any of
 them; :func:`finemo_hits` and :func:`finemo_qc` are the dataset's rows as finemo's files hold
 them, and :func:`read_tsv` reads any finemo table after checking its header. The raw dataset
 scans (:func:`nemo_dask.dataset.scan_hits`) are what these build on.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import polars as pl
 
@@ -24,7 +24,8 @@ from ..dataset import HITS_DIR, has_qvalues, read_motifs, scan_hits, scan_qc
 from ..errors import InputError
 from ..matching.labels import LABEL
 from ..schema import QVALUE
-from ..storage.urls import is_url, location, open_input
+from ..storage.compressed import READ_ERRORS, compression_of, open_decompressed, read_decompressed
+from ..storage.urls import is_url, location
 from .formats import (
     EXTRA_HITS_DTYPES,
     FINEMO_HITS_DTYPES,
@@ -43,7 +44,6 @@ SORT_KEYS = ("chr_id", "start", "_mk", "peak_id", "motif_id")
 QC_SORT_KEYS = ("chr_id", "peak_region_start", "peak_id")
 
 
-
 def extra_columns(out: str | os.PathLike[str]) -> list[str]:
     """The extra hits columns a run has, in :data:`~.formats.EXTRA_HITS_DTYPES` order:
     ``motif_label`` if it is annotated, ``hit_qvalue`` if it is complete with q-values."""
@@ -60,8 +60,9 @@ def load_hits(source: str | os.PathLike[str], *, unique: bool = False,
     """Hits in finemo's ``hits.tsv`` layout, then any extra columns the source has (plus
     finemo's ``count`` column of 1s), lazily.
 
-    ``source`` is a hits TSV (finemo's, or an export's ``hits_extra.tsv``), a finemo or export
-    directory (its ``hits_extra.tsv`` when there is one, else ``hits.tsv``), or a nemo_dask
+    ``source`` is a hits TSV (finemo's, or an export's ``hits_extra.tsv``; plain or
+    compressed), a finemo or export directory (its ``hits_extra.tsv`` when there is one, else
+    ``hits.tsv``; :mod:`.directory` finds them, plain or compressed), or a nemo_dask
     output directory (hits sorted as finemo sorts them). For directories, ``unique`` picks the
     unique hits. ``max_qvalue`` keeps the hits whose q-value is at most that
     (:func:`filter_qvalue`).
@@ -72,22 +73,28 @@ def load_hits(source: str | os.PathLike[str], *, unique: bool = False,
             lf = finemo_hits(path, unique=unique)
             return filter_qvalue(lf, max_qvalue, source).with_columns(
                 count=pl.lit(1, pl.Int32))
-        path = hits_file(path, unique)
-        if not path.is_file():
+        name = HITS_UNIQUE_FILE if unique else HITS_FILE
+        found = hits_file(path, unique)
+        if found is None:
             raise InputError(f"{source} is neither a nemo_dask output directory (no {HITS_DIR}/) "
-                             f"nor a finemo one (no {path.name}); pass one of them or a hits TSV")
+                             f"nor a finemo one (no {name}, plain or compressed); pass one of "
+                             "them or a hits TSV")
+        path = found
     elif not path.is_file():
         raise InputError(f"hits file {source} does not exist")
     lf = read_tsv(path, FINEMO_HITS_DTYPES, kind=HITS_FILE, lazy=True)
     return filter_qvalue(lf, max_qvalue, path).with_columns(count=pl.lit(1, pl.Int32))
 
 
-def hits_file(directory: Path, unique: bool = False) -> Path:
-    """The hits file of a finemo or export directory: the extended one when it is there."""
-    extended = directory / (HITS_UNIQUE_EXTRA_FILE if unique else HITS_EXTRA_FILE)
-    if extended.is_file():
+def hits_file(directory: Any, unique: bool = False) -> Any | None:
+    """The hits file of a finemo or export directory, plain or compressed: the extended one
+    (``hits_extra.tsv``) when it is there; None when neither is."""
+    from .directory import finemo_file
+
+    extended = finemo_file(directory, HITS_UNIQUE_EXTRA_FILE if unique else HITS_EXTRA_FILE)
+    if extended is not None:
         return extended
-    return directory / (HITS_UNIQUE_FILE if unique else HITS_FILE)
+    return finemo_file(directory, HITS_UNIQUE_FILE if unique else HITS_FILE)
 
 
 def filter_qvalue(lf: pl.LazyFrame, max_qvalue: float | None, source: object) -> pl.LazyFrame:
@@ -158,17 +165,26 @@ def read_tsv(path: Path, dtypes: dict[str, pl.DataType], *, kind: str,
              lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
     """A finemo TSV whose header must be exactly ``dtypes``' columns, read with those types.
 
-    ``kind`` names the file finemo writes with these columns (``hits.tsv``, ...), for messages.
-    A hits file may also be an export's extended one: finemo's columns, then some of
+    The file may be plain or compressed (gzip/bgzip, bzip2, xz: recognised by content,
+    :mod:`nemo_dask.storage.compressed`), local or at a URL. ``kind`` names the file finemo
+    writes with these columns (``hits.tsv``, ...), for messages. A hits file may also be an
+    export's extended one: finemo's columns, then some of
     :data:`~.formats.EXTRA_HITS_DTYPES` in their order.
 
     Raises
     ------
     InputError
-        The header differs (a file of another kind, or edited), or a value does not parse.
+        The header differs (a file of another kind, or edited), the file cannot be read or
+        decompressed, or a value does not parse.
     """
-    with open_input(path, "r") as f:
-        header = f.readline().rstrip("\n").split("\t")
+    try:
+        with open_decompressed(path) as f:
+            first = f.readline()
+        packed = compression_of(path)
+    except READ_ERRORS as err:
+        raise InputError(f"{path}: cannot read this {kind} ({err}); is the compressed file "
+                         "truncated?") from None
+    header = first.decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
     if kind == HITS_FILE and header[:len(dtypes)] == list(dtypes):
         # An export's extended file: finemo's columns, then extra ones in their fixed order.
         extra = header[len(dtypes):]
@@ -176,18 +192,23 @@ def read_tsv(path: Path, dtypes: dict[str, pl.DataType], *, kind: str,
             dtypes = {**dtypes, **{c: EXTRA_HITS_DTYPES[c] for c in extra}}
     if header != list(dtypes):
         raise InputError(f"{path}: expected finemo's {kind} columns {list(dtypes)}, found "
-                         f"{header}; pass the {kind} finemo wrote, unmodified")
-    if is_url(path):  # read whole through fsspec (polars' own cloud readers ignore fsspec)
-        with open_input(path) as f:
-            path = f.read()  # type: ignore[assignment]
-        frame = pl.read_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
-        return frame.lazy() if lazy else frame
-    if lazy:
-        return pl.scan_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
+                         f"{header[:20]}; pass the {kind} finemo wrote, unmodified (plain or "
+                         "compressed)")
     try:
+        if packed is not None or is_url(path):
+            # Decompressed (and a URL's object fetched) whole: polars' own readers know
+            # neither fsspec nor bzip2 and xz.
+            frame = pl.read_csv(read_decompressed(path), separator="\t", quote_char=None,
+                                schema=dict(dtypes))
+            return frame.lazy() if lazy else frame
+        if lazy:
+            return pl.scan_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
         return pl.read_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
+    except READ_ERRORS as err:
+        raise InputError(f"{path}: cannot read this {kind} ({err}); is the compressed file "
+                         "truncated?") from None
     except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: not a readable finemo table ({err})") from err
+        raise InputError(f"{path}: not a readable finemo {kind} ({err})") from err
 
 
 def hits_with_keys(out: str | os.PathLike[str], extras: list[str] | None = None

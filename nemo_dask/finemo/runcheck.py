@@ -28,7 +28,8 @@ def check_run(out: Path, dest: Path | None, allow_incomplete: bool,
                if not (out / name).exists()]
     if missing:
         raise InputError(f"{shown} is not a call-hits output directory: it lacks "
-                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
+                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits` "
+                         "or of `finemo call-hits`")
     if dest is not None and dest.resolve() == out.resolve():
         raise InputError(f"export destination {dest} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "
@@ -69,7 +70,6 @@ def changed(shown: Any, what: str) -> str:
     return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
             "into it (--overwrite, or a resume); nothing was exported: export again once that "
             "run has finished")
-
 
 
 __all__ = ("changed", "check_run", "still_same")
