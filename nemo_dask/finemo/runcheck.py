@@ -43,9 +43,10 @@ def check_run(out: Path, dest: Path | None, allow_incomplete: bool,
             advice = (f"it is being written now ({describe(holder)}): export it when that run "
                       "has finished" if holder else "resume it with call-hits, or export what "
                       "exists with --allow-incomplete")
-            what = (f"{done} of {info.get('n_blocks', '?')} blocks finished"
-                    if done != info.get("n_blocks") else
-                    "its blocks are finished, its q-values are not computed yet")
+            what = f"{done} of {info.get('n_blocks', '?')} blocks finished"
+            if done == info.get("n_blocks") and "qvalues" not in info:
+                # (a run's manifest is complete once its blocks are, unless q-values are due)
+                what += ", their q-values not computed yet"
             raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({what}); "
                              f"{advice}")
     try:
