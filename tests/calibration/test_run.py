@@ -4,6 +4,7 @@ every verb that reads them (finemo 0.41's own tools included)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -254,6 +255,17 @@ def test_readers_take_an_exports_extended_files(runs, inputs, tmp_path):
     assert result.hits.select(pl.len()).collect().item() == n
     with pytest.raises(InputError, match="hit_qvalue"):
         write_collapsed(exp / "hits.tsv", tmp_path / "c2.tsv", max_qvalue=0.05)
+    # The export compressed (gzip -r): its extended files are still found and read.
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for f in exp.iterdir():
+        (packed / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes()))
+    for source in (packed, packed / "hits_extra.tsv.gz"):
+        write_collapsed(source, tmp_path / "cz.tsv", max_qvalue=0.05)
+        assert pl.read_csv(tmp_path / "cz.tsv", separator="\t").height == n, source
+    export(packed, tmp_path / "unpacked")
+    assert (tmp_path / "unpacked" / "hits_extra.tsv").read_bytes() == (
+        exp / "hits_extra.tsv").read_bytes()
 
 
 def test_max_qvalue_refusals_and_the_track_score(runs, tmp_path):
