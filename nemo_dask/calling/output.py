@@ -313,8 +313,9 @@ def remove_strays(out: Any, n_blocks: int, n_background: int = 0) -> None:
 
 
 def finemo_parameters(c: Any, store: Any) -> dict[str, Any]:
-    """finemo's parameters.json keys, in its order and with its meanings, for the validated
-    run ``c`` (:class:`.plan.Checked`) on ``store``."""
+    """finemo's parameters.json keys (:data:`~nemo_dask.finemo.formats.FINEMO_PARAMETER_KEYS`,
+    in its order and with its meanings), then nemo_dask's ``global_scale`` and ``tiling``, for
+    the validated run ``c`` (:class:`.plan.Checked`) on ``store``."""
     mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
     # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
     # their URLs, not the temporary copies (storage.urls.recorded_path).
