@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from ..calibration.params import CalibrationParams
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
 from ..params import MotifParams, RunOptions, SolverParams
 from ..storage.faults import (
@@ -31,7 +32,7 @@ from ..storage.faults import (
 )
 from ..storage.urls import is_url
 
-_SP, _MP = SolverParams, MotifParams
+_SP, _MP, _CP = SolverParams, MotifParams, CalibrationParams
 
 
 @dataclass
@@ -95,6 +96,9 @@ def call_hits(
     cluster: Any = None,
     annotate: str | os.PathLike[str] | None = None,
     match_options: Any = None,
+    null: str | None = None,
+    background: str | os.PathLike[str] | None = None,
+    qvalue_score: str = _CP.score,
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
 
@@ -168,13 +172,28 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     match_options : MatchOptions, optional
         k, q-value threshold, PPM conversion, window and background of the annotation
         (:class:`nemo_dask.MatchOptions`; dask config ``nemo_dask.annotate``).
+    null : str, optional
+        The null of the per-hit q-values (``hit_qvalue``; README "Calibrated hits"), computed
+        beside finemo's fit, which they leave unchanged: ``flank`` (the default: the run's own
+        hits in the outer part of the summit-centred windows; nothing is fitted), ``decoy``
+        (decoy motifs fitted with the real ones), ``shuffle`` (the motifs on block-shuffled
+        contributions), ``background`` (the motifs on ``background`` regions), the flank null
+        joined with one of these by ``+`` (the larger FDR estimate of the two), or ``none``.
+        Default: ``background`` when ``background`` is given, else ``flank``; on a tiled store
+        (no summits) no q-values, with a warning.
+    background : path, optional
+        A regions store of background regions (e.g. GC-matched non-peak regions, converted
+        with ``nemo-dask convert``, as wide as the regions): the background null's regions.
+    qvalue_score : str
+        What the q-value ranks: ``importance_sq`` (default), ``coefficient_global``,
+        ``coefficient``, ``similarity`` or ``importance`` (the stored hit columns).
 
     Returns
     -------
     CallHitsResult
-        The output directory, lazy scans of its hits (with ``motif_label`` last) and QC, the
-        motif table, block counts, the number of hits and one summary per block solved by this
-        call.
+        The output directory, lazy scans of its hits (with ``hit_qvalue`` and ``motif_label``
+        last) and QC, the motif table, block counts, the number of hits and one summary per
+        block solved by this call.
 
     Raises
     ------
@@ -214,6 +233,7 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         written_so_far,
     )
     from .plan import plan_run, prepared_out, validate
+    from .qvalues import finish
 
     t0 = time.perf_counter()
     if client is None:
@@ -245,7 +265,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                            lambda_default=lambda_default, trim_threshold=trim_threshold,
                            motifs_include=motifs_include, motif_names=motif_names,
                            motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                           trim_coords=trim_coords, include_rc=include_rc)
+                           trim_coords=trim_coords, include_rc=include_rc, null=null,
+                           background=background, qvalue_score=qvalue_score)
         annotation = None
         if database is not None:
             from ..matching.annotate import annotated_table
@@ -265,12 +286,17 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
                 # After plan_run wrote the plain table; tasks read finemo's columns of it only.
                 write_motifs(plan.out, *annotation)
             summaries = execute(cl, plan, embedded=client is None)
+            # Every block is finished here (execute raises otherwise): the whole run's q-values.
+            finish(plan, computed=bool(summaries))
             n_hits = sum(s["hits"] for s in plan.finished.values())
             # checked against the manifest
             hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
     except Exception as err:
         if is_fault(err):
             raise driver_fault(err, out) from None  # type: ignore[arg-type]
+        if isinstance(err, StorageFaultError) and err.written is None and plan is not None:
+            # Met by the driver's own writes (the q-value pass): what the run keeps.
+            raise err.with_written(written_so_far(plan), resume_fix(err, plan.out)) from None
         if is_unreachable(err) and (is_url(out) or is_url(regions)):
             # The lock's heartbeat or the manifest may meet it first: what the run kept is
             # then still the blocks its tasks finished.

@@ -19,7 +19,7 @@ import dask
 from .. import config
 from ..clusters.quiet import drop_cancellation_noise
 from ..clusters.systems import SYSTEMS
-from ..dataset import MANIFEST_FILE, write_manifest
+from ..dataset import MANIFEST_FILE
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
 from ..storage.faults import (
@@ -33,6 +33,7 @@ from ..storage.faults import (
 from .deaths import DeathWatch, block_bytes
 from .output import record_batch_sizes
 from .plan import Plan
+from .qvalues import save_manifest
 from .task import BlockSpec, process_block
 
 
@@ -177,7 +178,8 @@ def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, A
     connected, the batch system's word on the run's jobs is shown (:class:`WorkerWait`); a job
     it refuses or can never run ends the run with :class:`~nemo_dask.errors.WorkersUnavailableError`.
     The manifest is written when planning and once here at the end, never per block: the
-    partition files are the truth (a resume reads them), so a crash loses nothing.
+    partition files are the truth (a resume reads them), so a crash loses nothing. A
+    background null's blocks (:mod:`.qvalues`) are submitted after the run's own.
 
     Raises
     ------
@@ -196,28 +198,41 @@ def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, A
 
     from ..clusters.waiting import WorkerWait
 
-    todo = [b for b in plan.blocks if b[0] not in plan.finished]
+    # (block, start, stop, background): a background null's blocks are solved for null hits
+    # only (nemo_dask.calibration), after the run's own.
+    todo = ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
+            + [(b, s, e, True) for b, s, e in plan.background_blocks
+               if b not in plan.background_finished])
     if not todo:
         return []
     digest = motifs_digest(plan.motifs)
     prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
 
-    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
-        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+    calib = plan.calibration
+    # Only a decoy or shuffle null is fitted beside each block (a background null: beside
+    # nothing, on its own blocks; the flank null: never).
+    per_block = calib if calib is not None and calib.fitted in ("decoy", "shuffle") else None
+
+    def submit(blocks: list[tuple[int, int, int, bool]]) -> list[Any]:
+        specs = [BlockSpec(block=b, start=s, stop=e,
+                           regions_url=(plan.background_url or "") if bg else plan.regions_url,
                            out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                           run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+                           run_id=plan.fingerprint, motifs_digest=digest,
+                           calibration=calib if bg else per_block, background=bg)
+                 for b, s, e, bg in blocks]
         return client.map(process_block, specs, retries=plan.run.retries,
-                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+                          key=[f"{prefix}{'background-' if bg else ''}{b}"
+                               for b, _, _, bg in blocks])
 
     summaries: list[dict[str, Any]] = []
-    n_regions = sum(e - s for _, s, e in todo)
+    n_regions = sum(e - s for _, s, e, _ in todo)
     queued = iter(todo)
     in_flight: set[Any] = set()
     fault: StorageFaultError | None = None
     with _progress_bar(n_regions, plan.run.progress) as bar:
         wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
-        deaths = DeathWatch(client, prefix, {b: e - s for b, s, e in todo}, _block_need(plan),
-                            quiet=embedded)
+        deaths = DeathWatch(client, prefix, {b: e - s for b, s, e, _ in todo},
+                            _block_need(plan), quiet=embedded)
         first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
         in_flight.update(first)
         ac = as_completed(first)
@@ -246,9 +261,14 @@ def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, A
                         raise _task_error(summary)
                     summaries.append(summary)
                     deaths.progressed()
-                    plan.finished[summary["block"]] = {
-                        k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
-                                                "device", "batch_size") if k in summary}
+                    # q-values computed before this block are no longer the run's
+                    plan.qvalues = None
+                    entry = {k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
+                                                     "device", "batch_size") if k in summary}
+                    if summary.get("background"):
+                        plan.background_finished[summary["block"]] = entry
+                    else:
+                        plan.finished[summary["block"]] = entry
                     bar.update(summary["regions"])
                 more = [] if fault else list(itertools.islice(queued, len(done)))
                 if more:
@@ -324,9 +344,7 @@ def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
     manifest, are what a resume trusts. A run whose blocks all finished but whose manifest
     cannot be written says so in one line."""
     try:
-        write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                       complete=len(plan.finished) == len(plan.blocks),
-                       block_size=plan.block_size or None)
+        save_manifest(plan)  # (with the q-value sections: calling/qvalues.py)
         record_batch_sizes(plan.out, plan.finished)
     except Exception as err:
         if failing is not None:

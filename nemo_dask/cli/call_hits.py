@@ -6,6 +6,7 @@ import argparse
 import warnings
 
 from .. import config
+from ..calibration.params import SCORES, CalibrationParams
 from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
 from .annotate import DATABASE_HELP, add_match_arguments
 
@@ -97,6 +98,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
                     f"cuda:N (default {run_defaults['device']})")
 
+    ca = p.add_argument_group("q-values (README \"Calibrated hits\"); finemo's hits are "
+                              "unchanged")
+    ca.add_argument("--null", default=None, metavar="NULL",
+                    help="the null of each hit's q-value (hit_qvalue): flank (default: the "
+                    "run's own hits in the outer 30%% of each summit-centred half-window; "
+                    "nothing is fitted), decoy (decoy motifs fitted with the real ones: a "
+                    "second fit), shuffle (the motifs on contributions shuffled in 3 bp "
+                    "blocks), background (needs --background), flank+decoy (or +shuffle, "
+                    "+background: the larger FDR estimate), or none. Default: background with "
+                    "--background, else flank; tiled stores: none")
+    ca.add_argument("--background", metavar="STORE", default=None,
+                    help="background regions (a regions store as wide as the regions, e.g. "
+                    "GC-matched non-peak regions) for the background null")
+    ca.add_argument("--qvalue-score", default=CalibrationParams.score, choices=list(SCORES),
+                    help="the hit column the q-value ranks (default %(default)s)")
+
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: computed: about 16 blocks of "
@@ -157,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, progress=False if args.no_progress else None,
         worker_wait=args.worker_wait, annotate=args.annotate,
         match_options=match_options_from_args(args) if args.annotate is not None else None,
+        null=args.null, background=args.background, qvalue_score=args.qvalue_score,
     )
     if args.annotate is not None:
         from ..dataset import read_annotation
