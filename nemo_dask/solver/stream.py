@@ -35,7 +35,7 @@ import torch
 
 from ..motifs import Motifs
 from ..params import SolverParams
-from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
+from ..schema import CONVERGED, FAILED, SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES, TIMEOUT
 from .kernels import (
     PreparedMotifs,
     Preprocessed,
@@ -47,9 +47,6 @@ from .kernels import (
     prox_step,
     score,
 )
-
-#: QC ``status`` codes, in the order of schema.QC_STATUS.
-CONVERGED, TIMEOUT, FAILED = 0, 1, 2
 
 
 class BlockResult(NamedTuple):
