@@ -80,8 +80,10 @@ QC_SCHEMA = pa.schema(
     ]
 )
 
-#: QC status values, in the order the solver codes them.
+#: QC status values, in the order the solver codes them: the solver writes ``status`` as the
+#: index (:data:`CONVERGED`, :data:`TIMEOUT`, :data:`FAILED`), the stored QC as the word.
 QC_STATUS = ("converged", "timeout", "failed")
+CONVERGED, TIMEOUT, FAILED = (QC_STATUS.index(s) for s in ("converged", "timeout", "failed"))
 
 #: The motif table (``OUT/motifs.parquet`` and finemo's ``motif_data.tsv``).
 MOTIFS_SCHEMA = pa.schema(

@@ -27,7 +27,7 @@ LEVELS = (0.01, 0.05, 0.1)
 
 def scored(hits: pl.DataFrame, qc: pl.DataFrame, motifs: Motifs) -> pl.DataFrame:
     """Raw solver hits with ``motif_name``, trimmed region coordinates ``start``/``end`` and
-    the stored hits' global-scale columns (as :func:`nemo_dask.calling.task.annotate`)."""
+    the stored hits' global-scale columns (as :func:`nemo_dask.calling.columns.stored_tables`)."""
     table = motifs.table.select("motif_id", "motif_name", "motif_start", "motif_end")
     gs = pl.col("global_scale")
     return (hits.join(qc.select("region", "global_scale"), on="region")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import polars as pl
 
 from ..calibration.params import CalibrationParams
 from ..dataset import (
@@ -42,9 +41,10 @@ from ..errors import InputError, NemoDaskError
 from ..manifest import partition_stamp
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
-from ..schema import MOTIFS_SCHEMA, NULL_HITS_SCHEMA, QC_STATUS, conform
+from ..schema import MOTIFS_SCHEMA, NULL_HITS_SCHEMA, conform
 from ..storage.faults import StorageFaultError, reporting_faults
 from ..storage.urls import location
+from .columns import status_counts, stored_tables
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -301,7 +301,7 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
         from ..calibration.nulls import null_hits
 
         raw = null_hits(null_result.hits, motifs.n_motifs, calib)  # type: ignore[arg-type]
-        null, _ = annotate(raw, null_result.qc, peaks, motifs, spec.start)
+        null, _ = stored_tables(raw, null_result.qc, peaks, motifs, spec.start)
         null = keep_owned(null, store, spec.start, spec.stop, motifs.width)
     timing = {"device": str(place.device), "read_s": round(t_read, 3),
               "solve_s": round(t_solve, 3), "total_s": round(time.perf_counter() - t0, 3),
@@ -316,17 +316,17 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
         return {"block": spec.block, "background": True, "start": spec.start,
                 "stop": spec.stop, "regions": spec.stop - spec.start,
                 "files": {BACKGROUND_DIR: rec}, "timeouts": 0, "failures": 0, **timing}
-    hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
+    hits, qc = stored_tables(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
     hits = keep_owned(hits, store, spec.start, spec.stop, motifs.width)
     entry = write_partitions(spec.out, spec.block, hits, qc, null=null, run=spec.run_id,
                              start=spec.start, stop=spec.stop)
-    statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    timeouts, failures = status_counts(result.qc["status"].to_numpy())
     del hits, qc, peaks, result, null, null_result
     release_memory()
     return {
         **entry, "block": spec.block,
-        "timeouts": int(statuses[1]), "failures": int(statuses[2]),
+        "timeouts": timeouts, "failures": failures,
         "batch_size": solving_batch(first), **timing,
     }
 
@@ -352,44 +352,3 @@ def _submit_null(service: Any, spec: BlockSpec, block: Any, motifs: Motifs,
     return service.submit((spec.run_id, "null"), sequences, contributions, spec.start,
                           motifs=fitted, device=place.device, params=spec.solver,
                           threads=place.threads, memory_limit=place.memory_limit)
-
-
-def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,
-             start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Turn raw solver columns into the stored hits and QC tables (schema.py).
-
-    Genomic coordinates and global-scale factors are applied as finemo's writer applies them,
-    so the stored values are those of finemo's hits.tsv and peaks_qc.tsv. ``peaks`` holds the
-    peak-table rows of regions ``start, start + 1, ...``.
-    """
-    width = motifs.width
-    # Region i is row i of the peak table; its peak_id is whatever that row says (finemo joins on
-    # peak_id = row number, which is the same thing for every file its extractors write).
-    peak_cols = peaks.select("peak_id", "chr", "chr_id", "peak_region_start", "peak_name")
-    peak_cols = peak_cols.with_columns(
-        region=pl.Series(np.arange(start, start + len(peaks), dtype=np.int64)))
-    qc_full = (
-        qc.with_columns(pl.col("region").cast(pl.Int64),
-                        status=pl.col("status").replace_strict(
-                            list(range(len(QC_STATUS))), list(QC_STATUS), return_dtype=pl.String))
-        .join(peak_cols, on="region", how="left")
-    )
-    motif_cols = motifs.table.select("motif_id", "motif_name", "strand", "motif_start", "motif_end")
-    start_untrimmed = pl.col("peak_region_start").cast(pl.Int64) + pl.col("hit_start")
-    gs = pl.col("global_scale")
-    hits_full = (
-        hits.with_columns(pl.col("region").cast(pl.Int64))
-        .join(qc_full.select("region", "peak_id", "global_scale", "chr", "chr_id",
-                             "peak_region_start", "peak_name"), on="region", how="left")
-        .join(motif_cols, on="motif_id", how="left")
-        .with_columns(
-            start=start_untrimmed + pl.col("motif_start"),
-            end=start_untrimmed + pl.col("motif_end"),
-            start_untrimmed=start_untrimmed,
-            end_untrimmed=start_untrimmed + width,
-            hit_coefficient_global=pl.col("hit_coefficient") * gs**2,
-            hit_importance=pl.col("hit_importance") * gs,
-            hit_importance_sq=pl.col("hit_importance_sq") * gs**2,
-        )
-    )
-    return hits_full, qc_full

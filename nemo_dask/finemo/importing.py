@@ -39,7 +39,7 @@ from ..dataset import (
 from ..errors import InputError, OutputExistsError
 from ..manifest import partition_stamp
 from ..matching.labels import LABEL
-from ..schema import QVALUE, QVALUES_SCHEMA
+from ..schema import CONVERGED, QC_STATUS, QVALUE, QVALUES_SCHEMA, TIMEOUT
 from ..storage.compressed import read_decompressed
 from ..storage.outputs import (
     make_output_dir,
@@ -203,7 +203,8 @@ def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
     timeout = (pl.col("num_steps") >= max_steps) if max_steps is not None else pl.lit(False)
     return qc.with_columns(
         chr_id=chr_id.cast(pl.UInt32),
-        status=pl.when(timeout).then(pl.lit("timeout")).otherwise(pl.lit("converged")),
+        status=pl.when(timeout).then(pl.lit(QC_STATUS[TIMEOUT]))
+        .otherwise(pl.lit(QC_STATUS[CONVERGED])),
     ).sort("peak_id")
 
 

@@ -37,8 +37,7 @@ import torch.nn.functional as F
 
 from ..motifs import Motifs
 from ..params import SolverParams
-from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
-from .compiled import CONVERGED, FAILED, TIMEOUT
+from ..schema import CONVERGED, FAILED, SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES, TIMEOUT
 from .cpu import CpuSolver, default_chunk
 from .gpu import capacity, sparse_prediction
 from .kernels import (
@@ -51,9 +50,6 @@ from .kernels import (
     prox_step,
     score,
 )
-
-__all__ = ["BlockResult", "CONVERGED", "FAILED", "Job", "TIMEOUT", "cuda_batch_size",
-           "fit_block", "fit_stream"]
 
 
 class BlockResult(NamedTuple):
