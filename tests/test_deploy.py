@@ -18,11 +18,14 @@ pytest.importorskip("dask_jobqueue")  # registers the jobqueue.* defaults the sa
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PACKAGE_YAML = Path(__file__).resolve().parents[1] / "nemo_dask" / "nemo_dask.yaml"
 
-GPU = {"slurm": "#SBATCH --gres=gpu:1", "pbs": ":ngpus=1:", "lsf": '#BSUB -gpu "num=1"'}
-CPUS = {"slurm": "#SBATCH --cpus-per-task=8", "pbs": "select=1:ncpus=4:", "lsf": "#BSUB -n 8"}
-MEMORY = {"slurm": "#SBATCH --mem=60G", "pbs": ":mem=60gb", "lsf": "#BSUB -M "}
+GPU = {"slurm": "#SBATCH --gres=gpu:1", "pbs": ":ngpus=1:", "lsf": '#BSUB -gpu "num=1"',
+       "sge": "#$ -l gpu=1,"}
+CPUS = {"slurm": "#SBATCH --cpus-per-task=8", "pbs": "select=1:ncpus=4:", "lsf": "#BSUB -n 8",
+        "sge": "#$ -pe smp 4"}
+MEMORY = {"slurm": "#SBATCH --mem=60G", "pbs": ":mem=60gb", "lsf": "#BSUB -M ",
+          "sge": "h_vmem=14306M"}  # 60 GB (dask: 10^9) over 4 slots, in MiB, rounded up
 WALLTIME = {"slurm": "#SBATCH -t 04:00:00", "pbs": "#PBS -l walltime=04:00:00",
-            "lsf": "#BSUB -W 04:00"}
+            "lsf": "#BSUB -W 04:00", "sge": "#$ -l h_rt=04:00:00"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -36,7 +39,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-@pytest.mark.parametrize("system", ["slurm", "pbs", "lsf"])
+@pytest.mark.parametrize("system", ["slurm", "pbs", "lsf", "sge"])
 def test_sample_jobqueue_yaml_gives_a_gpu_job_script(system, tmp_path):
     """As a new user would: copy the sample, then `call-hits --cluster SYSTEM --dry-run`."""
     sample = yaml.safe_load((DEPLOY / "jobqueue" / f"{system}.yaml").read_text())
