@@ -350,9 +350,7 @@ class _Fit:
                 s.c[diverged] = 0
                 s.i[diverged] = 0
                 s.step[diverged] *= p.step_adjust
-            timeout = s.i.view(-1) > p.max_steps
-            failed = s.step.view(-1) < p.step_size_min
-            converged = gap <= p.convergence_tol
+            converged, timeout, failed = _stopping(s, gap, p)
             done = (converged | timeout | failed) & active
             if not done.any():
                 continue
@@ -397,9 +395,7 @@ class _Fit:
                 s.c = torch.where(lv, c.masked_fill_(dv, 0), s.c)
                 s.i = torch.where(lv, s.i + 1, s.i).masked_fill_(dv, 0)
                 s.step = torch.where(dv, s.step * p.step_adjust, s.step)
-                timeout = s.i.view(-1) > p.max_steps
-                failed = s.step.view(-1) < p.step_size_min
-                converged = gap <= p.convergence_tol
+                converged, timeout, failed = _stopping(s, gap, p)
                 now = (converged | timeout | failed) & live
                 gap_at = torch.where(now, gap, gap_at)
                 nll_at = torch.where(now, nll, nll_at)
@@ -589,6 +585,16 @@ class _Fit:
                 limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
                 warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
                               stacklevel=_stacklevel_outside_package())
+
+
+def _stopping(s: _Slots, gap: torch.Tensor, p: SolverParams
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """finemo's stopping rule for each slot after a step: (converged, timeout, failed), i.e.
+    the gap at most ``convergence_tol``, the step counter past ``max_steps``, the step size
+    below ``step_size_min`` (ALGORITHM.md, "Stopping"; ``solver/compiled.py`` states the same
+    rule for one region)."""
+    return (gap <= p.convergence_tol, s.i.view(-1) > p.max_steps,
+            s.step.view(-1) < p.step_size_min)
 
 
 def _status(converged: torch.Tensor, timeout: torch.Tensor) -> torch.Tensor:
