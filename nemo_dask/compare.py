@@ -47,7 +47,7 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -264,6 +264,28 @@ def compare_hits(
                    coef_outlier_rtol=coef_outlier_rtol,
                    knife_edge_frac=knife_edge_frac, max_knife_edge_share=max_knife_edge_share,
                    tol=tol)
+    _check_options(options)
+    sa, sb = read_side(a), read_side(b)
+    tol_a = tol if tol is not None else (sa.tol if sa.tol is not None else DEFAULT_TOL)
+    tol_b = tol if tol is not None else (sb.tol if sb.tol is not None else DEFAULT_TOL)
+    reasons: list[str] = []
+    steps = _compare_steps(sa, sb, tol_a, tol_b, knife_edge_frac, max_knife_edge_share, reasons)
+    knife = [r.peak_id for r in steps.differ if r.knife_edge]
+    sets = _compare_hit_sets(sa.hits, sb.hits, knife, min_jaccard, reasons)
+    values, n_field = _compare_values(sets.shared, {"coef": coef_rtol, "sim": sim_rtol,
+                                                    "imp": imp_rtol},
+                                      max_coef_outlier_share, coef_outlier_rtol, reasons)
+    return HitComparison(
+        a=str(a), b=str(b), kind_a=sa.kind, kind_b=sb.kind, n_a=sa.hits.height,
+        n_b=sb.hits.height, n_shared=sets.shared.height, jaccard=sets.jaccard,
+        jaccard_strict=sets.jaccard_strict, values=values, n_field_mismatches=n_field,
+        n_regions=steps.n_regions, regions_only_a=steps.only_a, regions_only_b=steps.only_b,
+        steps_differ=steps.differ, n_unshared_knife_edge=sets.n_unshared_knife,
+        tol_a=tol_a, tol_b=tol_b, options=options, param_diffs=_param_diffs(sa, sb),
+        agrees=not reasons, reasons=reasons)
+
+
+def _check_options(options: dict[str, float | None]) -> None:
     for name, value in options.items():
         if value is None:
             continue
@@ -271,12 +293,19 @@ def compare_hits(
             raise InputError(f"{name} must be a non-negative number, got {value}")
         if name in ("min_jaccard", "max_coef_outlier_share", "max_knife_edge_share") and value > 1:
             raise InputError(f"{name} is a share between 0 and 1, got {value}")
-    sa, sb = read_side(a), read_side(b)
-    tol_a = tol if tol is not None else (sa.tol if sa.tol is not None else DEFAULT_TOL)
-    tol_b = tol if tol is not None else (sb.tol if sb.tol is not None else DEFAULT_TOL)
-    reasons: list[str] = []
 
-    # Regions: step counts and knife-edges.
+
+class _Steps(NamedTuple):
+    differ: list[KnifeEdge]
+    n_regions: int | None
+    only_a: int
+    only_b: int
+
+
+def _compare_steps(sa: Side, sb: Side, tol_a: float, tol_b: float, knife_edge_frac: float,
+                   max_knife_edge_share: float, reasons: list[str]) -> _Steps:
+    """Regions whose step counts differ, each knife-edge or not (the side that stopped first
+    has ``|dual_gap - tol| <= knife_edge_frac * tol``); appends to ``reasons`` what fails."""
     steps_differ: list[KnifeEdge] = []
     n_regions: int | None = None
     only_a = only_b = 0
@@ -305,10 +334,21 @@ def compare_hits(
     if n_regions and len(knife) > max_knife_edge_share * n_regions + 1e-9:
         reasons.append(f"{len(knife)} of {n_regions} regions are knife-edge "
                        f"({len(knife) / n_regions:.2%} > {max_knife_edge_share:.2%})")
+    return _Steps(steps_differ, n_regions, only_a, only_b)
 
-    # Hits.
+
+class _HitSets(NamedTuple):
+    shared: pl.DataFrame
+    jaccard: float
+    jaccard_strict: float
+    n_unshared_knife: int
+
+
+def _compare_hit_sets(ha: pl.DataFrame, hb: pl.DataFrame, knife: list[int], min_jaccard: float,
+                      reasons: list[str]) -> _HitSets:
+    """The shared hits (by :data:`HIT_KEY`) and the Jaccard indices, over all hits and outside
+    knife-edge regions; appends to ``reasons`` what fails."""
     key = list(HIT_KEY)
-    ha, hb = sa.hits, sb.hits
     for side, h in (("A", ha), ("B", hb)):
         dup = h.select(key).is_duplicated().sum()
         if dup:
@@ -333,15 +373,19 @@ def compare_hits(
         reasons.append(f"hit sets differ outside knife-edge regions: {miss_b} hits only in A, "
                        f"{miss_a} only in B (Jaccard {jaccard_strict:.6f} < {min_jaccard}), "
                        f"in peak_id {_ids(sorted(where.to_list()))}")
+    return _HitSets(shared, jaccard, jaccard_strict, n_unshared_knife)
 
+
+def _compare_values(shared: pl.DataFrame, rtols: dict[str, float], max_coef_outlier_share: float,
+                    coef_outlier_rtol: float, reasons: list[str]) -> tuple[list[ValueDiff], int]:
+    """The shared hits' exact fields and relative value differences against their tolerances
+    (coefficients outside knife-edge regions only); appends to ``reasons`` what fails."""
     n_field = 0
     if shared.height:
         mism = pl.any_horizontal([~pl.col(c).eq_missing(pl.col(f"{c}_b")) for c in _EQUAL_COLUMNS])
         n_field = shared.filter(mism).height
         if n_field:
             reasons.append(f"{n_field} shared hits differ in {'/'.join(_EQUAL_COLUMNS)}")
-
-    rtols = {"coef": coef_rtol, "sim": sim_rtol, "imp": imp_rtol}
     values: list[ValueDiff] = []
     knife_mask = shared["_knife"].to_numpy() if shared.height else np.zeros(0, bool)
     for col, group in _VALUE_COLUMNS.items():
@@ -363,14 +407,7 @@ def compare_hits(
             reasons.append(f"{col}: {beyond} of {strict.size} shared hits outside knife-edge "
                            f"regions differ by more than {rtol:g} relative, up to "
                            f"{_max(strict):.3g} (outliers may reach {coef_outlier_rtol:g})")
-
-    return HitComparison(
-        a=str(a), b=str(b), kind_a=sa.kind, kind_b=sb.kind, n_a=ha.height, n_b=hb.height,
-        n_shared=shared.height, jaccard=jaccard, jaccard_strict=jaccard_strict, values=values,
-        n_field_mismatches=n_field, n_regions=n_regions, regions_only_a=only_a,
-        regions_only_b=only_b, steps_differ=steps_differ, n_unshared_knife_edge=n_unshared_knife,
-        tol_a=tol_a, tol_b=tol_b, options=options, param_diffs=_param_diffs(sa, sb),
-        agrees=not reasons, reasons=reasons)
+    return values, n_field
 
 
 def read_side(source: str | os.PathLike[str]) -> Side:
