@@ -39,7 +39,10 @@ def test_nemo_dask_equals_live_finemo(request, tmp_path, finemo_live, mode, work
     assert cmp.n_regions == 350
     assert all(r.knife_edge for r in cmp.steps_differ), cmp.format()
     assert cmp.n_shared > 1000 and cmp.jaccard >= 0.999
-    assert cmp.value("hit_coefficient").max_all < (1e-3 if exact else 5e-3)
+    # Outside knife-edge regions (whose coefficients may differ by several percent: the rule's
+    # exemption, README "Solver parity"); --exact has none.
+    coef = cmp.value("hit_coefficient")
+    assert (coef.max_all < 1e-3) if exact else (coef.max_strict < 5e-3), cmp.format()
     if exact or not cmp.steps_differ:
         assert cmp.steps_differ == []
         assert cmp.n_a == cmp.n_b == cmp.n_shared
