@@ -15,12 +15,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
 from ..params import MotifParams, RunOptions, SolverParams
+
+if TYPE_CHECKING:
+    from .plan import Checked, Plan
 
 _SP, _MP = SolverParams, MotifParams
 
@@ -187,18 +190,77 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
     """
-    from .execute import (
-        cluster_has_gpus,
-        connected,
-        execute,
-        prepare_cluster,
-        workers_gpu_batch,
-    )
-    from .plan import plan_run, prepared_out, validate
+    from .execute import connected, execute, prepare_cluster
+    from .plan import prepared_out
 
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
+    call = check_call(
+        regions, motifs, out, peaks=peaks, chrom_order=chrom_order, mode=mode,
+        lambda_default=lambda_default, trim_threshold=trim_threshold,
+        motifs_include=motifs_include, motif_names=motif_names, motif_lambdas=motif_lambdas,
+        trim_thresholds=trim_thresholds, trim_coords=trim_coords, include_rc=include_rc,
+        step_size_max=step_size_max, step_size_min=step_size_min,
+        sqrt_transform=sqrt_transform, convergence_tol=convergence_tol, max_steps=max_steps,
+        batch_size=batch_size, step_adjust=step_adjust, post_filter=post_filter, eps=eps,
+        compile_optimizer=compile_optimizer, global_scale=global_scale, exact=exact,
+        check_every=check_every, block_size=block_size, device=device, retries=retries,
+        overwrite=overwrite, progress=progress, worker_wait=worker_wait, annotate=annotate,
+        match_options=match_options)
+    # OUT is this run's (its lock held) from here to the end: no other run writes into it.
+    with prepared_out(call.checked), connected(client, cluster) as cl:
+        plan = plan_call(cl, call, cluster)
+        [outcome] = execute(cl, [plan])
+        if outcome.error is not None:
+            raise outcome.error
+        # checked against the manifest
+        hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    return CallHitsResult(out=plan.out, hits=hits, qc=qc,
+                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
+                          n_skipped=plan.n_skipped, n_hits=outcome.n_hits,
+                          elapsed_s=time.perf_counter() - t0, summaries=outcome.summaries)
+
+
+@dataclass
+class CheckedCall:
+    """A run checked before anything is written or started (:func:`check_call`)."""
+
+    checked: Checked
+    #: The motif table with its TOMTOM matches (``annotate``), written into OUT once planned.
+    annotation: Any = None
+
+
+def check_call(
+    regions: Any, motifs: Any, out: Any, *, peaks: Any = None, chrom_order: Any = None,
+    mode: str = _MP.mode, lambda_default: float = _MP.lambda_default,
+    trim_threshold: float = _MP.trim_threshold, motifs_include: Any = None,
+    motif_names: Any = None, motif_lambdas: Any = None, trim_thresholds: Any = None,
+    trim_coords: Any = None, include_rc: bool = _MP.include_rc,
+    step_size_max: float = _SP.step_size_max, step_size_min: float = _SP.step_size_min,
+    sqrt_transform: bool = _SP.sqrt_transform, convergence_tol: float = _SP.convergence_tol,
+    max_steps: int = _SP.max_steps, batch_size: int | None = _SP.batch_size,
+    step_adjust: float = _SP.step_adjust, post_filter: bool = _SP.post_filter,
+    eps: float = _SP.eps, compile_optimizer: bool = _SP.compile_optimizer,
+    global_scale: float | None = _SP.global_scale, exact: bool = _SP.exact,
+    check_every: int | None = _SP.check_every, block_size: int | None = None,
+    device: str | None = None, retries: int | None = None, overwrite: bool = False,
+    progress: bool | None = None, worker_wait: float | str | None = None,
+    annotate: Any = None, match_options: Any = None,
+) -> CheckedCall:
+    """Everything :func:`call_hits` checks before it writes anything or starts a cluster: the
+    parameters, the motif database (``annotate``, read and matched), the inputs
+    (:func:`~nemo_dask.calling.plan.validate`). The keywords are :func:`call_hits`'s.
+
+    Raises
+    ------
+    InputError
+        A file, array or parameter is unusable (one line naming it and the fix).
+    OutputExistsError
+        ``out`` is a file, device or FIFO.
+    """
+    from .plan import validate
+
     solver = SolverParams(
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
@@ -227,25 +289,33 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
 
         annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
                                      checked.motifs_path, database, match_options)
-    # OUT is this run's (its lock held) from here to the end: no other run writes into it.
-    with prepared_out(checked), connected(client, cluster) as cl:
-        gpus = cluster_has_gpus(cl, run.device, cluster)
-        gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.source.width,
-                                       checked.motifs.width)
-                     if gpus and run.block_size is None and solver.batch_size is None else None)
-        plan = plan_run(checked, gpus=gpus,
-                        gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
-        if annotation is not None:
-            # After plan_run wrote the plain table; tasks read finemo's columns of it only.
-            write_motifs(plan.out, *annotation)
-        summaries = execute(cl, plan)
-        n_hits = sum(s["hits"] for s in plan.finished.values())
-        # checked against the manifest
-        hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
-    return CallHitsResult(out=plan.out, hits=hits, qc=qc,
-                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
-                          n_skipped=plan.n_skipped, n_hits=n_hits,
-                          elapsed_s=time.perf_counter() - t0, summaries=summaries)
+    return CheckedCall(checked=checked, annotation=annotation)
 
 
-__all__: Sequence[str] = ("CallHitsResult", "call_hits")
+def plan_call(client: Any, call: CheckedCall, cluster: Any = None,
+              gpus: dict[str, bool] | None = None) -> Plan:
+    """Plan a checked run whose OUT is prepared (:func:`~nemo_dask.calling.plan.prepared_out`)
+    on ``client``'s cluster: asks the workers whether they have GPUs (once per device setting
+    when ``gpus`` caches the answers) and what batch their GPUs hold, lays out the blocks and
+    writes the motif files (annotated, with ``annotate``) and ``parameters.json``."""
+    from .execute import cluster_has_gpus, workers_gpu_batch
+    from .plan import plan_run
+
+    checked, solver, run = call.checked, call.checked.solver, call.checked.run
+    cache = {} if gpus is None else gpus
+    device = str(run.device)
+    if device not in cache:
+        cache[device] = cluster_has_gpus(client, run.device, cluster)
+    has_gpus = cache[device]
+    gpu_batch = (workers_gpu_batch(client, checked.motifs.n_motifs, checked.source.width,
+                                   checked.motifs.width)
+                 if has_gpus and run.block_size is None and solver.batch_size is None else None)
+    plan = plan_run(checked, gpus=has_gpus,
+                    gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+    if call.annotation is not None:
+        # After plan_run wrote the plain table; tasks read finemo's columns of it only.
+        write_motifs(plan.out, *call.annotation)
+    return plan
+
+
+__all__: Sequence[str] = ("CallHitsResult", "CheckedCall", "call_hits", "check_call", "plan_call")

@@ -1,4 +1,5 @@
-"""Run a planned call-hits on a Dask client: one task per block, progress, the manifest.
+"""Run planned call-hits runs on a Dask client: one task per block, one scheduler loop for
+every run (a sheet's too), progress, each run's end (its manifest).
 
 Also where the driver meets the cluster: :func:`connected` (the caller's client, or an
 embedded cluster's) and :func:`cluster_has_gpus` (asked of the workers themselves).
@@ -7,11 +8,12 @@ embedded cluster's) and :func:`cluster_has_gpus` (asked of the workers themselve
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -22,6 +24,7 @@ from ..errors import NemoDaskError
 from ..motifs import motifs_digest
 from .output import record_batch_sizes
 from .plan import Plan
+from .progress import progress_bar
 from .task import BlockSpec, process_block
 
 
@@ -125,60 +128,146 @@ def workers_gpu_batch(client: Any, n_motifs: int, width: int, motif_width: int) 
 
 #: Most blocks submitted to the scheduler at once. More are submitted as blocks finish, so the
 #: driver (which hosts the scheduler) holds task state for at most this many blocks however
-#: many the run has; enough to keep thousands of worker threads busy.
+#: many the runs have; enough to keep thousands of worker threads busy.
 MAX_BLOCKS_IN_FLIGHT = 4096
 
 
-def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
-    """Submit the blocks not yet finished; returns their summaries as they complete.
+@dataclass(eq=False)
+class RunOutcome:
+    """How one planned run of :func:`execute` went.
 
-    Tasks read the motifs from ``OUT`` (:func:`.task.motifs_from_out`), never from a worker's
-    memory, so workers may retire, be cancelled or die at any time. While no worker is
-    connected, the batch system's word on the run's jobs is shown (:class:`WorkerWait`); a job
-    it refuses or can never run ends the run with :class:`~nemo_dask.errors.WorkersUnavailableError`.
-    The manifest is written when planning and once here at the end, never per block: the
-    partition files are the truth (a resume reads them), so a crash loses nothing.
+    ``summaries`` has one dict per block solved (see
+    :class:`~nemo_dask.calling.api.CallHitsResult`); ``error`` is what ended the run early
+    (a task's fault of the data, or a task that raised after its retries), None when it
+    finished. ``seconds``: from its first block's start on a worker to its end (0 when it
+    solved none).
+    """
+
+    plan: Plan
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    ended: bool = False
+    seconds: float = 0.0
+    _in_flight: set[Any] = field(default_factory=set, repr=False)
+
+    @property
+    def n_hits(self) -> int:
+        """Hits of the run's finished blocks (all of them once it finished)."""
+        return sum(int(s.get("hits", 0)) for s in self.plan.finished.values())
+
+
+def execute(client: Any, plans: Sequence[Plan],
+            on_run_end: Callable[[RunOutcome, Callable[[str], None]], None] | None = None,
+            ) -> list[RunOutcome]:
+    """Solve the blocks of every plan not yet finished, through one scheduler loop.
+
+    The blocks of all runs are submitted in run order, so the workers go from one run's blocks
+    to the next one's without waiting for the driver. Each task carries its run's solver
+    parameters and reads its run's motifs from the run's ``OUT``
+    (:func:`.task.motifs_from_out`), never from a worker's memory, so workers may retire, be
+    cancelled or die at any time. A run ends when its last block is in (then
+    :func:`end_of_run`) or when one of its tasks fails (its fault of the data, or an exception
+    after its retries): its other tasks are cancelled, its manifest records the blocks it
+    finished, and the other runs go on. ``on_run_end(outcome, write)`` is called as each run
+    ends, with a function that prints a line without breaking the progress bar.
+
+    While no worker is connected, the batch system's word on the jobs is shown
+    (:class:`WorkerWait`). Each manifest is written when planning and once here when its run
+    ends, never per block: the partition files are the truth (a resume reads them), so a crash
+    loses nothing.
+
+    Returns
+    -------
+    list of RunOutcome
+        One per plan, in order.
 
     Raises
     ------
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
-        reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
+        reason), or ``worker_wait`` passed without a worker: every run stops (their jobs are
+        cancelled, their manifests record what finished).
     """
     from distributed import as_completed
 
     from ..clusters.waiting import WorkerWait
 
-    todo = [b for b in plan.blocks if b[0] not in plan.finished]
-    if not todo:
-        return []
-    digest = motifs_digest(plan.motifs)
-    prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
+    outcomes = [RunOutcome(plan) for plan in plans]
+    if not outcomes:
+        return outcomes
+    queued = deque((o, block) for o in outcomes for block in o.plan.blocks
+                   if block[0] not in o.plan.finished)
+    n_regions = sum(e - s for _, (_, s, e) in queued)
+    digests = {id(o): motifs_digest(o.plan.motifs) for o in outcomes}
+    rank = {id(o): k for k, o in enumerate(outcomes)}
+    call = uuid.uuid4().hex[:8]
+    owners: dict[str, RunOutcome] = {}
+    run_options = outcomes[0].plan.run
+    with progress_bar(n_regions, run_options.progress, runs=len(outcomes)) as bar:
+        wait = WorkerWait(client, worker_wait=run_options.worker_wait, status=bar.status)
+        n_ended = 0
 
-    def submit(blocks: list[tuple[int, int, int]]) -> list[Any]:
-        specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
-                           out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                           run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
-        return client.map(process_block, specs, retries=plan.run.retries,
-                          key=[f"{prefix}{b}" for b, _, _ in blocks])
+        def end(o: RunOutcome, error: BaseException | None = None) -> None:
+            nonlocal n_ended
+            if o.ended:
+                return
+            o.ended, o.error, n_ended = True, error, n_ended + 1
+            # From its first block's start on a worker (a sheet submits every run's blocks
+            # at once; they start as workers reach them) to now.
+            began = min((s["started_at"] for s in o.summaries), default=None)
+            o.seconds = max(0.0, time.time() - began) if began is not None else 0.0
+            if o._in_flight:
+                client.cancel(list(o._in_flight))
+                o._in_flight.clear()
+            try:
+                if error is None:
+                    end_of_run(client, o.plan)
+                else:
+                    record_progress(o.plan)
+            except Exception as err:  # (OUT removed under the run, say): this run's failure
+                o.error = o.error or err
+            if len(outcomes) > 1:
+                bar.runs_done(n_ended, len(outcomes))
+            if on_run_end is not None:
+                on_run_end(o, bar.write)
 
-    summaries: list[dict[str, Any]] = []
-    n_regions = sum(e - s for _, s, e in todo)
-    queued = iter(todo)
-    in_flight: set[Any] = set()
-    with _progress_bar(n_regions, plan.run.progress) as bar:
-        wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
-        first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
-        in_flight.update(first)
-        ac = as_completed(first)
+        def submit() -> list[Any]:
+            """Submit queued blocks (of runs still going) up to the in-flight bound."""
+            n = sum(len(o._in_flight) for o in outcomes)
+            new: list[Any] = []
+            while queued and n < MAX_BLOCKS_IN_FLIGHT:
+                o = queued[0][0]
+                group = []
+                while queued and queued[0][0] is o and n + len(group) < MAX_BLOCKS_IN_FLIGHT:
+                    group.append(queued.popleft()[1])
+                if o.ended:
+                    continue
+                futures = _submit(client, o.plan, group, digests[id(o)],
+                                  priority=len(outcomes) - rank[id(o)], call=call)
+                for fut in futures:
+                    owners[fut.key] = o
+                o._in_flight.update(futures)
+                new += futures
+                n += len(futures)
+            return new
+
+        for o in outcomes:  # a resume with nothing left to solve ends at once
+            if not any(b[0] not in o.plan.finished for b in o.plan.blocks):
+                end(o)
+        ac = as_completed(submit())
         try:
-            while not ac.is_empty():
+            while n_ended < len(outcomes):
                 done = ac.next_batch(block=False)
                 if not done:
                     wait.check()
                     time.sleep(0.05)
                     continue
                 for fut in done:
+                    o = owners.get(fut.key)
+                    if o is None or o.ended:  # cancelled with its failed run
+                        owners.pop(fut.key, None)
+                        fut.release()
+                        continue
                     try:
                         # A result whose worker died before it was gathered is recomputed;
                         # never block on it here, where lost jobs are noticed and replaced.
@@ -186,30 +275,80 @@ def execute(client: Any, plan: Plan) -> list[dict[str, Any]]:
                     except TimeoutError:
                         ac.add(fut)
                         continue
-                    fut.release()
-                    in_flight.discard(fut)
+                    except Exception as err:  # the task raised after its retries
+                        _forget(fut, o, owners)
+                        end(o, err)
+                        continue
+                    _forget(fut, o, owners)
                     if "error" in summary:  # a fault of the data: never retried (task.py)
-                        raise _task_error(summary)
-                    summaries.append(summary)
-                    plan.finished[summary["block"]] = {
+                        end(o, _task_error(summary))
+                        continue
+                    o.summaries.append(summary)
+                    o.plan.finished[summary["block"]] = {
                         k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
                                                 "device", "batch_size") if k in summary}
                     bar.update(summary["regions"])
-                more = list(itertools.islice(queued, len(done)))
-                if more:
-                    new = submit(more)
-                    in_flight.update(new)
-                    ac.update(new)
+                    if len(o.plan.finished) == len(o.plan.blocks):
+                        end(o)
+                ac.update(submit())
         except BaseException:
-            client.cancel(list(in_flight))
+            client.cancel([f for o in outcomes for f in o._in_flight])
             wait.cancel_jobs()
+            for o in outcomes:
+                if not o.ended:
+                    # The partitions are the truth; a manifest that cannot be written now
+                    # must not hide why the runs stopped.
+                    with contextlib.suppress(Exception):
+                        record_progress(o.plan)
             raise
-        finally:
-            write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                           complete=len(plan.finished) == len(plan.blocks),
-                           block_size=plan.block_size or None)
-            record_batch_sizes(plan.out, plan.finished)
-    return summaries
+        if all(o.error is not None for o in outcomes):
+            wait.cancel_jobs()
+    return outcomes
+
+
+def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int]], digest: str,
+            priority: int = 0, call: str = "") -> list[Any]:
+    """One task per block of ``plan``. Keys name the run, its OUT and this ``execute`` call
+    (``call``): two rows of a sheet that are the same run (same inputs and parameters) into
+    two OUTs stay two tasks, and a rerun on the same cluster never gets a result the
+    scheduler still holds from an earlier call (a block that failed, or read a store since
+    replaced), but solves the block again.
+
+    ``priority``: earlier runs higher, so that workers take one run's blocks after another's
+    (dask gives submissions within ``fifo_timeout`` of each other one priority, and then runs
+    them in key order: the runs' blocks interleaved, each worker switching runs at every
+    block)."""
+    from dask.base import tokenize
+
+    prefix = f"nemo-dask-{plan.fingerprint[:12]}-{tokenize(str(plan.out))[:8]}-{call}-block-"
+    specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+                       out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
+                       run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+    return client.map(process_block, specs, retries=plan.run.retries, priority=priority,
+                      key=[f"{prefix}{b}" for b, _, _ in blocks])
+
+
+def _forget(fut: Any, o: RunOutcome, owners: dict[str, RunOutcome]) -> None:
+    fut.release()
+    o._in_flight.discard(fut)
+    owners.pop(fut.key, None)
+
+
+def end_of_run(client: Any, plan: Plan) -> None:
+    """The one place a run that solved its last block ends (alone or in a sheet), before its
+    OUT's lock is given back: its manifest is written complete and the batch sizes its
+    workers used recorded. A pass over the whole finished run (e.g. q-values across its
+    partitions) belongs here, after the manifest; ``client`` is its cluster's."""
+    record_progress(plan)
+
+
+def record_progress(plan: Plan) -> None:
+    """Write the run's manifest (its finished blocks; complete when all are) and the batch
+    sizes its blocks used into parameters.json: what a resume and a reader find."""
+    write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
+                   complete=len(plan.finished) == len(plan.blocks),
+                   block_size=plan.block_size or None)
+    record_batch_sizes(plan.out, plan.finished)
 
 
 def _task_error(summary: dict[str, Any]) -> Exception:
@@ -222,44 +361,5 @@ def _task_error(summary: dict[str, Any]) -> Exception:
     return kind(summary["error"])
 
 
-class _NoBar:
-    """No progress bar; status lines (jobs waiting in the queue) go to stderr if ``say``."""
-
-    def __init__(self, say: bool) -> None:
-        self.say = say
-
-    def update(self, n: int) -> None:
-        pass
-
-    def status(self, text: str) -> None:
-        if self.say and text:
-            print(f"nemo-dask: {text}", file=sys.stderr, flush=True)
-
-
-class _Bar:
-    """tqdm, with the workers' status (e.g. jobs pending in the queue) after the counts."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def status(self, text: str) -> None:
-        self.bar.set_postfix_str(text, refresh=True)
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
-    """A bar on a terminal (``enabled`` None) or when asked; without one, status changes are
-    printed as lines unless progress was turned off (``enabled`` False)."""
-    if not (sys.stderr.isatty() if enabled is None else enabled):
-        yield _NoBar(say=enabled is None)
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="regions", desc="call-hits", dynamic_ncols=True) as bar:
-        yield _Bar(bar)
-
-
-__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "workers_gpu_batch")
+__all__ = ("MAX_BLOCKS_IN_FLIGHT", "RunOutcome", "cluster_has_gpus", "connected",
+           "end_of_run", "execute", "prepare_cluster", "record_progress", "workers_gpu_batch")
