@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "AnnotateResult": "matching.annotate",
     "BlockResult": "solver.stream",
     "CallHitsResult": "calling.api",
+    "CallHitsManyResult": "calling.many",
+    "RunReport": "calling.summary",
+    "SheetError": "calling.sheet",
     "ClusterOptions": "clusters.connect",
     "ExportResult": "finemo.export",
     "GpuUnavailableError": "clusters.connect",
@@ -42,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "SolverParams": "params",
     "annotate": "matching.annotate",
     "call_hits": "calling.api",
+    "call_hits_many": "calling.many",
     "collapse_hits": "finemo.postprocess",
     "compare_hits": "compare",
     "connect": "clusters.connect",
@@ -70,11 +74,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "AnnotateResult", "BlockResult", "CallHitsResult", "ClusterOptions", "CorruptDataError",
+    "AnnotateResult", "BlockResult", "CallHitsManyResult", "CallHitsResult", "ClusterOptions",
+    "CorruptDataError", "RunReport", "SheetError",
     "ExportResult", "GpuUnavailableError", "HitComparison", "InputError", "MatchOptions",
     "Motifs", "MotifParams", "NemoDaskError", "NpzRegions", "OutputLockedError",
     "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
-    "annotate", "call_hits", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
+    "annotate", "call_hits", "call_hits_many", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
     "convert_chrombpnet_h5", "convert_modisco", "convert_npz", "export", "finemo_hits",
     "finemo_qc", "fit_block", "import_finemo", "intersect_hits", "load_hits", "load_motifs",
     "open_regions", "read_motifs",

@@ -1,0 +1,292 @@
+"""Many runs on one cluster (``call-hits --runs``, ``nemo_dask.call_hits_many``): each run is
+exactly its solo run, a bad row stops the sheet before anything starts, a run that fails while
+running ends alone, a killed driver's sheet resumes every run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from nemo_dask.calling.api import call_hits
+from nemo_dask.calling.many import call_hits_many
+from nemo_dask.cli import main
+from nemo_dask.dataset import scan_hits
+from nemo_dask.regions.convert import convert_npz
+from nemo_dask.storage.lock import OutputLock
+
+distributed = pytest.importorskip("distributed")
+
+SORT = ["peak_id", "motif_id", "hit_start"]
+#: Three runs of one sheet: (name, extra columns, call_hits keywords of the same run alone).
+RUNS = [("pp", {}, {}), ("hh", {"mode": "hh"}, {"mode": "hh"}),
+        ("l08", {"global-lambda": "0.8"}, {"lambda_default": 0.8})]
+
+
+@pytest.fixture(scope="module")
+def client(threads_client):
+    return threads_client
+
+
+def _write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["\t".join(columns)] + ["\t".join(r.get(c, "") for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _sheet_of_runs(folder: Path, tiny_npz: Path, modisco_h5: Path) -> Path:
+    shutil.copy(tiny_npz, folder / "r.npz")
+    shutil.copy(modisco_h5, folder / "m.h5")
+    return _write_sheet(folder / "RUNS.tsv", [
+        {"name": name, "regions": "r.npz", "motifs": "m.h5", "out": f"out_{name}",
+         "block-size": "4", **extra} for name, extra, _ in RUNS])
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {f"{d}/{p.name}": p.read_bytes() for d in ("hits", "qc")
+            for p in sorted((out / d).iterdir())}
+
+
+def _quiet(func, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory, tiny_npz, modisco_h5, client) -> dict[str, pl.DataFrame]:
+    """Each run of RUNS alone: its hits."""
+    folder = tmp_path_factory.mktemp("solo")
+    hits = {}
+    for name, _, keywords in RUNS:
+        out = folder / name
+        _quiet(call_hits, tiny_npz, modisco_h5, out, client=client, block_size=4,
+               progress=False, **keywords)
+        hits[name] = scan_hits(out).collect().sort(SORT)
+    return hits
+
+
+def test_each_run_of_a_sheet_is_exactly_its_solo_run(tmp_path, tiny_npz, modisco_h5, client,
+                                                     capfd):
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    result = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert result.ok and [r.status for r in result.runs] == ["done"] * 3
+    log = [line for line in capfd.readouterr().err.splitlines() if " done: " in line]
+    assert len(log) == 3 and log[1].startswith(f"nemo-dask: hh ({sheet}:3) done: ")
+    summary = pl.read_csv(tmp_path / "RUNS.summary.tsv", separator="\t")
+    assert summary.columns == ["name", "status", "hits", "regions", "blocks_solved",
+                               "blocks_skipped", "seconds", "out", "error"]
+    assert summary["blocks_solved"].to_list() == [6, 6, 6]
+    assert summary["regions"].to_list() == [24, 24, 24]
+    for (name, _, keywords), report in zip(RUNS, result.runs, strict=True):
+        out = tmp_path / f"out_{name}"
+        assert report.out == str(out)
+        kept = tmp_path / f"sheet_{name}"
+        os.rename(out, kept)
+        # The same run alone, into the same OUT, with the same options (not through a sheet).
+        _quiet(call_hits, tmp_path / "r.npz", tmp_path / "m.h5", out, client=client,
+               block_size=4, progress=False, **keywords)
+        assert _files(kept) == _files(out), name  # bit for bit, partition by partition
+        assert json.loads((kept / "parameters.json").read_text()) == \
+            json.loads((out / "parameters.json").read_text())
+        assert (kept / "motifs.parquet").read_bytes() == (out / "motifs.parquet").read_bytes()
+        assert summary.filter(pl.col("name") == name)["hits"].item() == \
+            scan_hits(out).collect().height
+
+
+def test_blocks_of_different_runs_on_one_solver_get_their_own_motifs_and_params(
+        regions_npz, modisco_h5):
+    """Blocks of runs with other motifs and parameters, queued in turn to one worker's solver,
+    are each solved as alone; each motif set is prepared once however they alternate."""
+    import torch
+
+    import nemo_dask.solver.kernels as kernels
+    from nemo_dask.motifs import load_motifs
+    from nemo_dask.params import MotifParams, SolverParams
+    from nemo_dask.solver.service import SolverService
+    from nemo_dask.solver.stream import fit_block
+
+    runs = {"pp": (MotifParams(), SolverParams()),
+            "hh": (MotifParams(mode="hh", lambda_default=0.8), SolverParams(mode="hh"))}
+    motifs = {k: load_motifs(modisco_h5, mp) for k, (mp, _) in runs.items()}
+    seqs, contribs = regions_npz["sequences"], regions_npz["contributions"]
+    blocks = [(k, s) for s in range(0, 24, 6) for k in runs]  # pp, hh, pp, hh, ...
+    prepared = []
+    original = kernels.prepare_motifs
+
+    def counting(*args, **kwargs):
+        prepared.append(1)
+        return original(*args, **kwargs)
+
+    service = SolverService()
+    kernels.prepare_motifs = counting
+    try:
+        futures = [service.submit(k, seqs[s:s + 6], contribs[s:s + 6], s, motifs=motifs[k],
+                                  device=torch.device("cpu"), params=runs[k][1], threads=1)[0]
+                   for k, s in blocks]
+        results = [f.result(timeout=120)[0] for f in futures]
+    finally:
+        kernels.prepare_motifs = original
+    assert len(prepared) == 2
+    for (k, s), got in zip(blocks, results, strict=True):
+        alone = fit_block(seqs[s:s + 6], contribs[s:s + 6], motifs[k], params=runs[k][1],
+                          threads=1, region_offset=s)
+        assert got.hits.equals(alone.hits) and got.qc.equals(alone.qc), (k, s)
+
+
+def test_bad_rows_stop_the_sheet_before_anything_starts(tmp_path, tiny_npz, modisco_h5, client,
+                                                        capsys, monkeypatch):
+    from nemo_dask.calling import execute
+
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    text = sheet.read_text().splitlines()
+    text[2] = text[2].replace("m.h5", "missing.h5")  # line 3: its motifs do not exist
+    text.append("bad\tr.npz\tm.h5\tout_bad\t4\tpp\tx")  # line 5: global-lambda 'x'
+    sheet.write_text("\n".join(text) + "\n")
+    with monkeypatch.context() as m:
+        m.setattr(execute, "connected", lambda *a: pytest.fail("a cluster was started"))
+        rc = main(["call-hits", "--runs", str(sheet), "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2
+    assert err[0].startswith(f"nemo-dask call-hits: error: {sheet}:3: ") and "missing.h5" in err[0]
+    assert err[1] == (f"{sheet}:5: column global-lambda: argument -l/--global-lambda: invalid "
+                      "float value: 'x'")
+    assert err[2] == f"(2 problems in {sheet}; nothing was run)"
+    assert sorted(os.listdir(tmp_path)) == ["RUNS.tsv", "m.h5", "r.npz"]
+
+    # OUTs are checked before any is touched: one held by a live run, one holding another run.
+    _write_sheet(sheet, [{"name": n, "regions": "r.npz", "motifs": "m.h5", "out": f"out_{n}",
+                          "block-size": "4"} for n in ("a", "b", "c")])
+    _quiet(call_hits, tiny_npz, modisco_h5, tmp_path / "out_c", block_size=4, max_steps=50,
+           client=client, progress=False)
+    before = sorted(os.listdir(tmp_path / "out_c"))
+    with OutputLock(tmp_path / "out_a", "call-hits"), monkeypatch.context() as m:
+        m.setattr(execute, "connected", lambda *a: pytest.fail("a cluster was started"))
+        rc = main(["call-hits", "--runs", str(sheet), "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"{sheet}:2: {tmp_path / 'out_a'} is being written by another run" in err
+    assert f"{sheet}:4: {tmp_path / 'out_c'} holds the results of a different run " \
+           "(parameters differ: max_steps 50 -> 10000)" in err
+    assert not (tmp_path / "out_b").exists() and sorted(os.listdir(tmp_path / "out_c")) == before
+
+
+def test_a_run_whose_store_is_deleted_mid_run_fails_alone(tmp_path, tiny_npz, modisco_h5,
+                                                          client, solo, monkeypatch):
+    from nemo_dask.calling import execute
+
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    convert_npz(tiny_npz, tmp_path / "r3.zarr", chunk_size=8, progress=False)
+    rows = sheet.read_text().splitlines()
+    rows.insert(3, "gone\tr3.zarr\tm.h5\tout_gone\t4\t\t")  # the third run
+    sheet.write_text("\n".join(rows) + "\n")
+    original = execute.end_of_run
+
+    def delete_after_first(cl, plan):  # the first run is done; the third has not started
+        original(cl, plan)
+        if plan.out.name == "out_pp":
+            shutil.rmtree(tmp_path / "r3.zarr")
+
+    monkeypatch.setattr(execute, "end_of_run", delete_after_first)
+    result = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert not result.ok
+    assert [r.status for r in result.runs] == ["done", "done", "failed", "done"]
+    failed = result.runs[2]
+    assert failed.name == "gone" and "r3.zarr" in failed.error and "\n" not in failed.error
+    for name, hits in solo.items():
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(hits), name
+    summary = pl.read_csv(tmp_path / "RUNS.summary.tsv", separator="\t")
+    assert summary.row(2, named=True)["status"] == "failed"
+    assert summary.row(2, named=True)["error"] == failed.error
+    # Its OUT was given back and says what finished: rerunning after the repair resumes it.
+    assert not (tmp_path / "out_gone" / ".nemo-dask.lock").exists()
+    monkeypatch.undo()
+    convert_npz(tiny_npz, tmp_path / "r3.zarr", chunk_size=8, progress=False)
+    again = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert again.ok and [r.n_blocks_skipped for r in again.runs] == [6, 6, 0, 6]
+    assert scan_hits(tmp_path / "out_gone").collect().sort(SORT).equals(solo["pp"])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nemo_dask", "call-hits", *args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: cluster too
+
+
+def test_a_killed_driver_rerun_resumes_every_run(tmp_path, tiny_npz, modisco_h5, solo):
+    shutil.copy(tiny_npz, tmp_path / "r.npz")
+    shutil.copy(modisco_h5, tmp_path / "m.h5")
+    sheet = _write_sheet(tmp_path / "RUNS.tsv", [
+        {"name": name, "regions": "r.npz", "motifs": "m.h5", "out": f"out_{name}",
+         "block-size": "2", **extra} for name, extra, _ in RUNS])
+    args = ("--runs", "RUNS.tsv", "--workers", "1", "--no-progress")
+    proc = _cli(*args, cwd=tmp_path)
+    parts = tmp_path / "out_hh" / "hits"
+    deadline = time.monotonic() + 240
+    while not (parts.exists() and len(list(parts.glob("*.parquet"))) >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no block of the second run finished"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its cluster, as a batch system would
+    proc.wait()
+    summary = pl.read_csv(sheet.with_suffix(".summary.tsv"), separator="\t")
+    assert summary["status"].to_list()[1:] == ["pending", "pending"]
+    proc = _cli(*args, cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "3 runs: 3 done" in out
+    summary = pl.read_csv(sheet.with_suffix(".summary.tsv"), separator="\t")
+    assert summary["status"].to_list() == ["done"] * 3
+    skipped = summary["blocks_skipped"].to_list()
+    assert skipped[0] == 12 and skipped[1] >= 2
+    assert [a + b for a, b in zip(skipped, summary["blocks_solved"], strict=True)] == [12] * 3
+    for name, hits in solo.items():
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(hits), name
+
+
+def test_runs_given_as_mappings(tmp_path, tiny_npz, modisco_h5, client, solo):
+    runs = [{"name": name, "regions": tiny_npz, "motifs": modisco_h5,
+             "out": tmp_path / name, **extra} for name, extra, _ in RUNS[:2]]
+    result = _quiet(call_hits_many, runs, client=client, progress=False,
+                    defaults={"block-size": 4}, summary=tmp_path / "s.tsv")
+    assert result.ok and result.summary == str(tmp_path / "s.tsv")
+    assert "2 runs: 2 done" in result.describe()
+    for name, _, _ in RUNS[:2]:
+        assert scan_hits(tmp_path / name).collect().sort(SORT).equals(solo[name])
+    assert np.array_equal(pl.read_csv(tmp_path / "s.tsv", separator="\t")["blocks_solved"],
+                          [6, 6])
+
+
+def test_a_store_replaced_between_runs_on_one_cluster_is_read_anew(tmp_path, regions_npz,
+                                                                   modisco_h5, client):
+    """Workers keep stores open between tasks (and the chunks they last checked): a store
+    converted again with other regions at the same path, for the next run on the same
+    cluster, must be read as it is now."""
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(first, **{k: v[:16] for k, v in regions_npz.items()})
+    np.savez(second, **{k: v[16:32] for k, v in regions_npz.items()})
+    store = tmp_path / "r.zarr"
+    expected = {}
+    for name, npz in (("a", first), ("b", second)):
+        convert_npz(npz, tmp_path / f"{name}.zarr", chunk_size=8, progress=False)
+        _quiet(call_hits, tmp_path / f"{name}.zarr", modisco_h5, tmp_path / f"alone_{name}",
+               client=client, block_size=4, progress=False)
+        expected[name] = scan_hits(tmp_path / f"alone_{name}").collect().sort(SORT)
+    assert not expected["a"].equals(expected["b"])
+    for name, npz in (("a", first), ("b", second)):
+        convert_npz(npz, store, chunk_size=8, overwrite=True, progress=False)
+        _quiet(call_hits_many, [{"name": name, "regions": store, "motifs": modisco_h5,
+                                 "out": tmp_path / f"out_{name}", "block-size": 4}],
+               client=client, progress=False)
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(expected[name])
