@@ -28,20 +28,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NemoDaskError
+from ..errors import InputError, NemoDaskError
 from .sheet import SheetError, SheetRow, read_sheet
 from .summary import RunReport, default_summary_path, write_summary
 
 
 @dataclass
 class CallHitsManyResult:
-    """What :func:`call_hits_many` returns: one :class:`RunReport` per row, in order."""
+    """What :func:`call_hits_many` returns: one :class:`RunReport` per row, in order (a
+    finished run's hits: ``nemo_dask.scan_hits(report.out)``)."""
 
     runs: list[RunReport]
     summary: str | None
     elapsed_s: float
-    #: The :class:`~nemo_dask.calling.api.CallHitsResult`-like details of each finished run
-    #: are read from its OUT: ``nemo_dask.scan_hits(report.out)``.
+    #: The runs that did not finish (failed, or stopped with the sheet).
     failed: list[RunReport] = field(default_factory=list)
 
     @property
@@ -254,6 +254,7 @@ def _claim(rows: Sequence[SheetRow], calls: Sequence[Any], held: contextlib.Exit
     back."""
     from .output import check_out, claim_out
 
+    _allow_open_files(len(rows), shown)
     problems: list[str] = []
     locks: list[contextlib.ExitStack] = []
     for row, call in zip(rows, calls, strict=True):
@@ -270,6 +271,32 @@ def _claim(rows: Sequence[SheetRow], calls: Sequence[Any], held: contextlib.Exit
     if problems:
         raise SheetError(problems, shown)
     return locks
+
+
+#: Files the driver may have open besides the runs' locks (its cluster's sockets, the store
+#: being converted, ...).
+_SPARE_FILES = 512
+
+
+def _allow_open_files(n_runs: int, shown: str) -> None:
+    """Each run's lock holds one open file until the run ends: raise this process's soft
+    limit on open files to its hard limit if the sheet needs it, or refuse the sheet in one
+    line if even that is too small (rather than fail runs one by one with EMFILE)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = n_runs + _SPARE_FILES
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise InputError(f"{shown}: {n_runs} runs hold {n_runs} locks at once, but this "
+                         f"process may open at most {hard} files (ulimit -Hn); split the sheet "
+                         f"into sheets of at most {max(1, hard - _SPARE_FILES)} runs, or raise "
+                         "the limit")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY
+                                                else hard, hard))
 
 
 @contextlib.contextmanager

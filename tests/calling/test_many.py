@@ -78,10 +78,22 @@ def solo(tmp_path_factory, tiny_npz, modisco_h5, client) -> dict[str, pl.DataFra
 
 
 def test_each_run_of_a_sheet_is_exactly_its_solo_run(tmp_path, tiny_npz, modisco_h5, client,
-                                                     capfd):
+                                                     capfd, monkeypatch):
+    from nemo_dask.calling import execute
+
     sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    calls = []
+    original = execute.execute
+    monkeypatch.setattr(execute, "execute",
+                        lambda *a, **k: calls.append(original(*a, **k)) or calls[-1])
     result = _quiet(call_hits_many, sheet, client=client, progress=False)
+    [outcomes] = calls
     assert result.ok and [r.status for r in result.runs] == ["done"] * 3
+    # The worker takes the runs' blocks run after run (not interleaved: each switch of run
+    # ends a solver stream), all through one scheduler loop.
+    starts = [sorted(s["started_at"] for s in o.summaries) for o in outcomes]
+    assert [len(s) for s in starts] == [6, 6, 6]
+    assert starts[0][-1] < starts[2][0] and starts[0][0] < starts[1][0] < starts[2][0]
     log = [line for line in capfd.readouterr().err.splitlines() if " done: " in line]
     assert len(log) == 3 and log[1].startswith(f"nemo-dask: hh ({sheet}:3) done: ")
     summary = pl.read_csv(tmp_path / "RUNS.summary.tsv", separator="\t")
@@ -255,11 +267,14 @@ def test_a_killed_driver_rerun_resumes_every_run(tmp_path, tiny_npz, modisco_h5,
         assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(hits), name
 
 
-def test_runs_given_as_mappings(tmp_path, tiny_npz, modisco_h5, client, solo):
+def test_runs_given_as_mappings(tmp_path, tiny_npz, modisco_h5, client, solo, capfd):
     runs = [{"name": name, "regions": tiny_npz, "motifs": modisco_h5,
              "out": tmp_path / name, **extra} for name, extra, _ in RUNS[:2]]
-    result = _quiet(call_hits_many, runs, client=client, progress=False,
+    result = _quiet(call_hits_many, runs, client=client, progress=True,
                     defaults={"block-size": 4}, summary=tmp_path / "s.tsv")
+    bar = capfd.readouterr().err
+    # One bar over both runs' blocks (48 regions), saying how many runs have ended.
+    assert "call-hits (2/2 runs)" in bar and "48/48" in bar
     assert result.ok and result.summary == str(tmp_path / "s.tsv")
     assert "2 runs: 2 done" in result.describe()
     for name, _, _ in RUNS[:2]:
@@ -290,3 +305,20 @@ def test_a_store_replaced_between_runs_on_one_cluster_is_read_anew(tmp_path, reg
                                  "out": tmp_path / f"out_{name}", "block-size": 4}],
                client=client, progress=False)
         assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(expected[name])
+
+
+def test_the_open_files_limit_is_raised_for_the_locks_or_the_sheet_refused(monkeypatch):
+    import resource
+
+    from nemo_dask.calling import many
+    from nemo_dask.errors import InputError
+
+    limits = {"now": (256, 1000)}
+    monkeypatch.setattr(resource, "getrlimit", lambda what: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda what, v: limits.update(now=v))
+    many._allow_open_files(100, "RUNS.tsv")  # 612 needed: soft raised to the hard limit
+    assert limits["now"] == (1000, 1000)
+    with pytest.raises(InputError, match=r"RUNS.tsv: 600 runs hold 600 locks at once, but this "
+                       r"process may open at most 1000 files \(ulimit -Hn\); split the sheet "
+                       "into sheets of at most 488 runs"):
+        many._allow_open_files(600, "RUNS.tsv")
