@@ -48,8 +48,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .dataset import HITS_DIR, MOTIFS_FILE, PARAMS_FILE, QC_DIR, read_json
+from .dataset import HITS_DIR, MOTIFS_FILE, PARAMS_FILE, QC_DIR
 from .errors import InputError
+from .finemo.directory import finemo_file, read_json_file
 from .finemo.formats import FINEMO_QC_DTYPES, QC_FILE
 from .finemo.read import finemo_qc, load_hits, read_tsv
 from .params import SolverParams
@@ -403,12 +404,13 @@ def read_side(source: str | os.PathLike[str]) -> Side:
         # peaks_qc.tsv and parameters.json beside it, e.g. finemo_out/hits_unique.tsv.
         kind = "finemo" if path.is_dir() else "hits.tsv"
         run_dir = path if path.is_dir() else path.parent
-        if (run_dir / QC_FILE).is_file():
-            qc = read_tsv(run_dir / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE)
+        qc_file = finemo_file(run_dir, QC_FILE)  # plain or compressed
+        if qc_file is not None:
+            qc = read_tsv(qc_file, FINEMO_QC_DTYPES, kind=QC_FILE)
     hits = load_hits(path).drop("count").collect()
-    params_file = (path if path.is_dir() else path.parent) / PARAMS_FILE
-    if qc is not None and params_file.is_file():
-        params = read_json(params_file)
+    params_file = finemo_file(path if path.is_dir() else path.parent, PARAMS_FILE)
+    if qc is not None and params_file is not None:
+        params = read_json_file(params_file)
         if params.get("convergence_tol") is not None:
             tol = float(params["convergence_tol"])
     if qc is not None:

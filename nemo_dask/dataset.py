@@ -48,6 +48,7 @@ from .schema import (
     conform,
     polars_schema,
 )
+from .storage.faults import reporting_faults
 from .storage.outputs import open_output, remove_temporaries
 from .storage.urls import filesystem, is_url, location, open_input
 
@@ -64,9 +65,10 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> int:
     """Write ``table`` to ``path`` as Parquet with :func:`nemo_dask.storage.outputs.open_output`.
 
     Returns the number of rows written. A regular file is replaced atomically (temporary in the
-    same directory, then a rename).
+    same directory, then a rename); a full or unwritable file system raises
+    :class:`~nemo_dask.storage.faults.StorageFaultError` naming ``path``, the temporary removed.
     """
-    with open_output(path, "wb", what="Parquet file") as f:
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
         pq.write_table(table, f, compression="zstd")
     return table.num_rows
 
@@ -89,6 +91,11 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
     :func:`nemo_dask.manifest.partition_stamp`) when ``run`` is given, carries page CRC-32s,
     and is recorded by its rows, bytes and SHA-256. QC is written last: a block counts as
     finished only when both files are valid.
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable (one line; nothing half-written).
     """
     out = location(out)
     files: dict[str, dict[str, Any]] = {}
@@ -97,7 +104,10 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
         stamp = None if run is None else partition_stamp(run, block, start or 0,
                                                          stop if stop is not None else 0, name)
         data = encode_partition(arrow, stamp)
-        with open_output(out / name / part_name(block), "wb", what="Parquet file") as f:
+        path = out / name / part_name(block)
+        # A full or unwritable file system: StorageFaultError naming the file, its temporary
+        # removed (storage/faults.py); the block then has no complete pair of partitions.
+        with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
             f.write(data)
         files[name] = file_record(data, arrow.num_rows)
     entry: dict[str, Any] = {"hits": files[HITS_DIR]["rows"], "regions": files[QC_DIR]["rows"],

@@ -27,7 +27,10 @@ Scores (the BED ``score`` column, 0-1000, what browsers shade by):
 Chromosome sizes (bigBed and bigWig files need them) come from, in order: ``chrom_sizes`` (a
 UCSC ``chrom.sizes`` file: name TAB size), ``fasta`` (its ``.fai`` index, made by pyfaidx when
 missing), or the regions store the run read (converters record the FASTA's sizes in the store's
-attributes as ``chrom_sizes``). Written with pybigtools (no UCSC binaries).
+attributes as ``chrom_sizes``). Written with pybigtools (no UCSC binaries). pybigtools records
+3 fields in the bigBed header whatever the autoSql says; the header's ``fieldCount`` and
+``definedFieldCount`` are set afterwards to the autoSql's 10 and BED's 6 (:func:`set_bed_field_counts`),
+which readers such as IGV use to parse name and strand.
 """
 
 from __future__ import annotations
@@ -68,6 +71,16 @@ float hit_similarity;  "Cosine similarity of the hit's contributions with the CW
 float hit_importance;  "Summed contribution over the hit (global scale)"
 )
 """
+
+#: BED's standard fields in the bigBed (BED6: chrom .. strand); the rest are autoSql's own.
+BED_FIELDS = 6
+#: Fields of the bigBed, as :data:`AUTOSQL` declares them (one ``type name;`` line each).
+FIELD_COUNT = len(re.findall(r"^\s*\S+(?:\[\d+\])?\s+\w+;", AUTOSQL, flags=re.MULTILINE))
+
+#: bbiFile header (UCSC bbiFile.h, little-endian): the magic at byte 0, then version,
+#: zoomLevels, three 64-bit offsets, and at byte 32 fieldCount and definedFieldCount (uint16).
+_BIGBED_MAGIC = 0x8789F2EB
+_FIELD_COUNTS_AT = 32
 
 _COLUMNS = ("chr", "start", "end", "motif_name", "strand", "hit_coefficient_global",
             "hit_similarity", "hit_importance")
@@ -290,6 +303,29 @@ def _write_bigbed(hits: pl.DataFrame, score: str, sizes: dict[str, int], path: P
 
     bb = pybigtools.open(str(path), "w")
     bb.write(sizes, entries(), autosql=AUTOSQL)
+    set_bed_field_counts(path, FIELD_COUNT, BED_FIELDS)
+
+
+def set_bed_field_counts(path: str | os.PathLike[str], field_count: int, defined: int) -> None:
+    """Write ``fieldCount`` and ``definedFieldCount`` into the header of the bigBed ``path``.
+
+    Readers that decode records by these counts (IGV, Biopython's ``Bio.Align.bigbed``) would
+    otherwise take a BED6+4 file for BED3 and drop names and strands. The header layout is
+    UCSC's ``bbiFile.h`` (bytes 32-36: two little-endian uint16).
+
+    Raises
+    ------
+    ValueError
+        ``path`` does not start with the bigBed magic number (not a little-endian bigBed).
+    """
+    import struct
+
+    with open(path, "r+b") as f:
+        (magic,) = struct.unpack("<I", f.read(4))
+        if magic != _BIGBED_MAGIC:
+            raise ValueError(f"{path}: not a little-endian bigBed (magic {magic:#x})")
+        f.seek(_FIELD_COUNTS_AT)
+        f.write(struct.pack("<HH", field_count, defined))
 
 
 def _num(x: float) -> str:
@@ -336,5 +372,6 @@ def _write_bigwig(hits: pl.DataFrame, sizes: dict[str, int], path: Path) -> None
     bw.write(sizes, entries())
 
 
-__all__ = ("AUTOSQL", "BIGBED_FILE", "LABEL_BY", "SCORES", "TracksResult", "bigwig_name", "coverage",
-           "fasta_sizes", "read_chrom_sizes", "scores", "store_chrom_sizes", "write_tracks")
+__all__ = ("AUTOSQL", "BIGBED_FILE", "LABEL_BY", "SCORES", "TracksResult", "bigwig_name",
+           "coverage", "fasta_sizes", "read_chrom_sizes", "scores", "set_bed_field_counts",
+           "store_chrom_sizes", "write_tracks")

@@ -31,6 +31,9 @@ def test_from_python_example_runs(tmp_path, regions_npz, modisco_h5):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("shape: (")  # the printed table of hits
+    # Closing the cluster prints no tracebacks, no killed workers (issue 29, items 12-13).
+    for noise in ("Traceback", "Error", "still alive", "killing"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "out" / "hits").glob("*.parquet"))
 
 

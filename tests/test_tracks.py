@@ -84,6 +84,33 @@ def test_bigbed_equals_hits_bed_and_dataset(run) -> None:
         assert r.chroms() == {c: n for c, n in _sizes().items() if c in set(bed["chr"])}
 
 
+def test_bigbed_header_counts_fields_as_its_autosql(run) -> None:
+    """The header says BED6+4 (fieldCount 10, definedFieldCount 6), and a reader that decodes
+    records by those counts (Biopython's bigBed parser, as IGV does) finds names and strands."""
+    import struct
+
+    from Bio import Align
+
+    path = run["tracks"] / BIGBED_FILE
+    with open(path, "rb") as f:
+        header = f.read(36)
+    assert struct.unpack("<I", header[:4])[0] == 0x8789F2EB
+    assert struct.unpack("<HH", header[32:36]) == (10, 6)
+    expected = _bigbed_rows(path)
+    read = [(a.target.id, int(a.coordinates[0][0]), int(a.coordinates[0][-1]), a.query.id,
+             int(a.score), "-" if a.coordinates[1][0] > a.coordinates[1][-1] else "+",
+             a.annotations["motif_name"], a.annotations["hit_similarity"])
+            for a in Align.parse(str(path), "bigbed")]
+    assert len(read) == expected.height > 0
+    got = pl.DataFrame(read, schema=[*BED, "f_motif", "f_sim"], orient="row")
+    key = ["chr", "start", "end", "motif_name", "strand"]
+    both = got.join(expected, on=key, how="inner", suffix="_x")
+    assert both.height == got.height
+    assert (both["score"] == both["score_x"]).all()
+    assert set(got["strand"].to_list()) == {"+", "-"}
+    np.testing.assert_allclose(both["f_sim"].to_numpy(), both["f_sim_x"].to_numpy(), rtol=1e-6)
+
+
 def test_bigwig_per_motif_is_summed_coefficient_coverage(run) -> None:
     hits = scan_hits(run["out"]).collect()
     sizes = _sizes()

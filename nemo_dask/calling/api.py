@@ -21,6 +21,15 @@ import polars as pl
 
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
 from ..params import MotifParams, RunOptions, SolverParams
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
+from ..storage.urls import is_url
 
 if TYPE_CHECKING:
     from .plan import Checked, Plan
@@ -189,33 +198,52 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker; the run's jobs are cancelled.
+    WorkerMemoryError
+        A worker was stopped at its memory limit while solving a block: raised at the first
+        such death, saying what a block of that size needs and which option to change.
+    StorageFaultError
+        OUT (or the regions store) is on a full, read-only or unwritable file system: one line
+        naming the file, its file system's free space, the blocks kept and the fix. Partitions
+        are written whole, so the same call after the fault is fixed resumes.
     """
-    from .execute import connected, execute, prepare_cluster
+    from .execute import connected, execute, prepare_cluster, warm_workers
     from .plan import prepared_out
 
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
-    call = check_call(
-        regions, motifs, out, peaks=peaks, chrom_order=chrom_order, mode=mode,
-        lambda_default=lambda_default, trim_threshold=trim_threshold,
-        motifs_include=motifs_include, motif_names=motif_names, motif_lambdas=motif_lambdas,
-        trim_thresholds=trim_thresholds, trim_coords=trim_coords, include_rc=include_rc,
-        step_size_max=step_size_max, step_size_min=step_size_min,
-        sqrt_transform=sqrt_transform, convergence_tol=convergence_tol, max_steps=max_steps,
-        batch_size=batch_size, step_adjust=step_adjust, post_filter=post_filter, eps=eps,
-        compile_optimizer=compile_optimizer, global_scale=global_scale, exact=exact,
-        check_every=check_every, block_size=block_size, device=device, retries=retries,
-        overwrite=overwrite, progress=progress, worker_wait=worker_wait, annotate=annotate,
-        match_options=match_options)
-    # OUT is this run's (its lock held) from here to the end: no other run writes into it.
-    with prepared_out(call.checked), connected(client, cluster) as cl:
-        plan = plan_call(cl, call, cluster)
-        [outcome] = execute(cl, [plan])
-        if outcome.error is not None:
-            raise outcome.error
-        # checked against the manifest
-        hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    else:
+        warm_workers(client)  # torch imported on your workers while the input is checked
+    # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
+    # line naming the file, what OUT keeps and the fix (storage/faults.py).
+    plan = None
+    try:
+        call = check_call(
+            regions, motifs, out, peaks=peaks, chrom_order=chrom_order, mode=mode,
+            lambda_default=lambda_default, trim_threshold=trim_threshold,
+            motifs_include=motifs_include, motif_names=motif_names,
+            motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+            trim_coords=trim_coords, include_rc=include_rc, step_size_max=step_size_max,
+            step_size_min=step_size_min, sqrt_transform=sqrt_transform,
+            convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
+            step_adjust=step_adjust, post_filter=post_filter, eps=eps,
+            compile_optimizer=compile_optimizer, global_scale=global_scale, exact=exact,
+            check_every=check_every, block_size=block_size, device=device, retries=retries,
+            overwrite=overwrite, progress=progress, worker_wait=worker_wait,
+            annotate=annotate, match_options=match_options)
+        # OUT is this run's (its lock held) from here to the end: no other run writes into it.
+        with prepared_out(call.checked), connected(client, cluster) as cl:
+            plan = plan_call(cl, call, cluster)
+            [outcome] = execute(cl, [plan], embedded=client is None)
+            if outcome.error is not None:
+                raise outcome.error
+            # checked against the manifest
+            hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    except Exception as err:
+        fault = driver_failure(err, out, regions, plan)
+        if fault is None:
+            raise
+        raise fault from None
     return CallHitsResult(out=plan.out, hits=hits, qc=qc,
                           motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
                           n_skipped=plan.n_skipped, n_hits=outcome.n_hits,
@@ -318,4 +346,52 @@ def plan_call(client: Any, call: CheckedCall, cluster: Any = None,
     return plan
 
 
-__all__: Sequence[str] = ("CallHitsResult", "CheckedCall", "call_hits", "check_call", "plan_call")
+def driver_failure(err: BaseException, out: Any, regions: Any,
+                   plan: Plan | None = None) -> StorageFaultError | None:
+    """The one line for a storage fault the driver met while checking, preparing or ending a
+    run (its workers report theirs themselves), or None when ``err`` is no such fault: a full,
+    read-only or unwritable file system, or an object store that stopped answering, with what
+    OUT keeps (``plan``: the run's finished blocks) and the fix."""
+    from .execute import resume_fix, written_so_far
+
+    if isinstance(err, StorageFaultError):
+        return None  # already said in its one line
+    if is_fault(err):
+        return driver_fault(err, out)  # type: ignore[arg-type]
+    if is_unreachable(err) and (is_url(out) or is_url(regions)):
+        # The lock's heartbeat or the manifest may meet it first: what the run kept is
+        # then still the blocks its tasks finished.
+        fault = unreachable_error(err, out if is_url(out) else regions)
+        if plan is None:
+            return fault.with_written(kept_in(out))
+        return fault.with_written(written_so_far(plan), resume_fix(fault, plan.out))
+    return None
+
+
+def driver_fault(err: OSError, out: str | os.PathLike[str]) -> StorageFaultError:
+    """The one line for a storage fault the driver met: writing OUT, or reading an input."""
+    from ..storage.urls import localize
+
+    name = os.fspath(err.filename) if err.filename else os.fspath(localize(out))
+    root = os.path.realpath(os.fspath(localize(out))) if not is_url(out) else os.fspath(out)
+    in_out = os.path.realpath(name).startswith(root) if not is_url(name) else name.startswith(root)
+    if in_out or err.errno in SPACE_FAULTS:
+        return fault_error(err, name, kept_in(out))
+    return fault_error(err, name, "no block was written", "make it readable for this user, "
+                       "then run the same command again")
+
+
+def kept_in(out: str | os.PathLike[str]) -> str:
+    """What OUT keeps after a driver-side storage fault: its complete block partitions."""
+    from ..dataset import QC_DIR
+    from ..storage.urls import location
+
+    if is_url(out):
+        return "the blocks already written are kept; a rerun resumes from them"
+    n = len(list((location(out) / QC_DIR).glob("part-*.parquet")))
+    return (f"{n} complete block(s) are kept in {out}; a rerun resumes from them" if n else
+            "no block was written")
+
+
+__all__: Sequence[str] = ("CallHitsResult", "CheckedCall", "call_hits", "check_call",
+                          "driver_failure", "plan_call")

@@ -19,9 +19,19 @@ from typing import Any
 import dask
 
 from .. import config
-from ..dataset import write_manifest
+from ..clusters.quiet import drop_cancellation_noise
+from ..dataset import MANIFEST_FILE, write_manifest
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
+from ..storage.faults import (
+    SPACE_FAULTS,
+    StorageFaultError,
+    fault_error,
+    is_fault,
+    is_unreachable,
+    unreachable_error,
+)
+from .deaths import DeathWatch, block_bytes
 from .output import record_batch_sizes
 from .plan import Plan
 from .progress import progress_bar
@@ -84,6 +94,35 @@ def _quiet() -> dict[str, int]:
     return levels
 
 
+def _import_solver(_address: str = "") -> bool:
+    """On a worker: import what a task needs (torch above all) ahead of the first task."""
+    import importlib
+
+    from ..clusters.local import WORKER_MODULES
+
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    return True
+
+
+def warm_workers(client: Any) -> None:
+    """Have the caller's workers import torch and the solver now, while the driver checks and
+    converts the input: workers a user started (spawned, as dask starts them) would otherwise
+    import them in their first task, about a second or more each. Does not wait: one task per
+    worker, fired and forgotten."""
+    import uuid
+
+    from distributed import fire_and_forget
+
+    with contextlib.suppress(Exception):
+        run = uuid.uuid4().hex[:8]
+        for address in client.scheduler_info(n_workers=-1).get("workers", {}):
+            # A task on each worker (in its thread pool, not on its event loop), not waited for.
+            fire_and_forget(client.submit(_import_solver, address, workers=[address],
+                                          allow_other_workers=False, pure=False,
+                                          key=f"nemo-dask-warm-{run}-{address}"))
+
+
 def _worker_has_cuda() -> bool:
     import torch
 
@@ -138,9 +177,9 @@ class RunOutcome:
 
     ``summaries`` has one dict per block solved (see
     :class:`~nemo_dask.calling.api.CallHitsResult`); ``error`` is what ended the run early
-    (a task's fault of the data, or a task that raised after its retries), None when it
-    finished. ``seconds``: from its first block's start on a worker to its end (0 when it
-    solved none).
+    (a task's fault of the data, a full or unwritable file system, a worker stopped at its
+    memory limit, or a task that raised after its retries), None when it finished.
+    ``seconds``: from its first block's start on a worker to its end (0 when it solved none).
     """
 
     plan: Plan
@@ -148,6 +187,8 @@ class RunOutcome:
     error: BaseException | None = None
     ended: bool = False
     seconds: float = 0.0
+    #: The common prefix of the run's task keys in this :func:`execute` call.
+    prefix: str = ""
     _in_flight: set[Any] = field(default_factory=set, repr=False)
 
     @property
@@ -158,7 +199,7 @@ class RunOutcome:
 
 def execute(client: Any, plans: Sequence[Plan],
             on_run_end: Callable[[RunOutcome, Callable[[str], None]], None] | None = None,
-            ) -> list[RunOutcome]:
+            embedded: bool = False) -> list[RunOutcome]:
     """Solve the blocks of every plan not yet finished, through one scheduler loop.
 
     The blocks of all runs are submitted in run order, so the workers go from one run's blocks
@@ -166,10 +207,14 @@ def execute(client: Any, plans: Sequence[Plan],
     parameters and reads its run's motifs from the run's ``OUT``
     (:func:`.task.motifs_from_out`), never from a worker's memory, so workers may retire, be
     cancelled or die at any time. A run ends when its last block is in (then
-    :func:`end_of_run`) or when one of its tasks fails (its fault of the data, or an exception
-    after its retries): its other tasks are cancelled, its manifest records the blocks it
-    finished, and the other runs go on. ``on_run_end(outcome, write)`` is called as each run
-    ends, with a function that prints a line without breaking the progress bar.
+    :func:`end_of_run`) or when it fails: one of its tasks met a fault of the data or a full,
+    unwritable or unreadable file system (one line, with the blocks it kept), a worker was
+    stopped at its memory limit while solving one of its blocks (:mod:`.deaths`), or a task
+    raised after its retries. A failed run's other tasks are cancelled, its manifest records
+    the blocks it finished, and the other runs go on. ``on_run_end(outcome, write)`` is called
+    as each run ends, with a function that prints a line without breaking the progress bar.
+    ``embedded`` says the cluster is nemo_dask's own, whose nannies' memory-kill lines are
+    then left to :mod:`.deaths`.
 
     While no worker is connected, the batch system's word on the jobs is shown
     (:class:`WorkerWait`). Each manifest is written when planning and once here when its run
@@ -187,12 +232,16 @@ def execute(client: Any, plans: Sequence[Plan],
         The batch system refused a worker job or says it can never run (the message quotes its
         reason), or ``worker_wait`` passed without a worker: every run stops (their jobs are
         cancelled, their manifests record what finished).
+    WorkerMemoryError
+        Every worker has been paused at its memory limit with no block finishing: no run can
+        go on (a worker stopped while solving a block ends that block's run only).
     """
     from distributed import as_completed
 
     from ..clusters.waiting import WorkerWait
 
-    outcomes = [RunOutcome(plan) for plan in plans]
+    call = uuid.uuid4().hex[:8]
+    outcomes = [RunOutcome(plan, prefix=_key_prefix(plan, call)) for plan in plans]
     if not outcomes:
         return outcomes
     queued = deque((o, block) for o in outcomes for block in o.plan.blocks
@@ -200,11 +249,15 @@ def execute(client: Any, plans: Sequence[Plan],
     n_regions = sum(e - s for _, (_, s, e) in queued)
     digests = {id(o): motifs_digest(o.plan.motifs) for o in outcomes}
     rank = {id(o): k for k, o in enumerate(outcomes)}
-    call = uuid.uuid4().hex[:8]
     owners: dict[str, RunOutcome] = {}
+    by_prefix = {o.prefix: o for o in outcomes}
     run_options = outcomes[0].plan.run
     with progress_bar(n_regions, run_options.progress, runs=len(outcomes)) as bar:
         wait = WorkerWait(client, worker_wait=run_options.worker_wait, status=bar.status)
+        deaths = DeathWatch(client, f"nemo-dask-{call}-", {}, None, quiet=embedded)
+        for o in outcomes:
+            deaths.watch(o.prefix, {b: e - s for b, s, e in o.plan.blocks
+                                    if b not in o.plan.finished}, _block_need(o.plan))
         n_ended = 0
 
         def end(o: RunOutcome, error: BaseException | None = None) -> None:
@@ -212,18 +265,20 @@ def execute(client: Any, plans: Sequence[Plan],
             if o.ended:
                 return
             o.ended, o.error, n_ended = True, error, n_ended + 1
+            deaths.forget(o.prefix)
             # From its first block's start on a worker (a sheet submits every run's blocks
             # at once; they start as workers reach them) to now.
             began = min((s["started_at"] for s in o.summaries), default=None)
             o.seconds = max(0.0, time.time() - began) if began is not None else 0.0
             if o._in_flight:
+                drop_cancellation_noise(client, o.prefix)  # this run's cancellations only
                 client.cancel(list(o._in_flight))
                 o._in_flight.clear()
             try:
                 if error is None:
                     end_of_run(client, o.plan)
                 else:
-                    record_progress(o.plan)
+                    record_progress(o.plan, failing=error)
             except Exception as err:  # (OUT removed under the run, say): this run's failure
                 o.error = o.error or err
             if len(outcomes) > 1:
@@ -242,8 +297,8 @@ def execute(client: Any, plans: Sequence[Plan],
                     group.append(queued.popleft()[1])
                 if o.ended:
                     continue
-                futures = _submit(client, o.plan, group, digests[id(o)],
-                                  priority=len(outcomes) - rank[id(o)], call=call)
+                futures = _submit(client, o.plan, group, digests[id(o)], o.prefix,
+                                  priority=len(outcomes) - rank[id(o)])
                 for fut in futures:
                     owners[fut.key] = o
                 o._in_flight.update(futures)
@@ -257,6 +312,11 @@ def execute(client: Any, plans: Sequence[Plan],
         ac = as_completed(submit())
         try:
             while n_ended < len(outcomes):
+                # A worker stopped at its memory limit while solving: that block's run ends.
+                for err in deaths.look():
+                    if err.run is None:  # every worker paused: no run can go on
+                        raise err
+                    end(by_prefix[err.run], err)
                 done = ac.next_batch(block=False)
                 if not done:
                     wait.check()
@@ -280,10 +340,16 @@ def execute(client: Any, plans: Sequence[Plan],
                         end(o, err)
                         continue
                     _forget(fut, o, owners)
+                    if "fault" in summary:  # a full or unwritable file system: never retried
+                        fault = summary["fault"]
+                        end(o, fault.with_written(written_so_far(o.plan),
+                                                  resume_fix(fault, o.plan.out)))
+                        continue
                     if "error" in summary:  # a fault of the data: never retried (task.py)
                         end(o, _task_error(summary))
                         continue
                     o.summaries.append(summary)
+                    deaths.progressed()
                     o.plan.finished[summary["block"]] = {
                         k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
                                                 "device", "batch_size") if k in summary}
@@ -291,36 +357,43 @@ def execute(client: Any, plans: Sequence[Plan],
                     if len(o.plan.finished) == len(o.plan.blocks):
                         end(o)
                 ac.update(submit())
-        except BaseException:
-            client.cancel([f for o in outcomes for f in o._in_flight])
+        except BaseException as err:
+            in_flight = [f for o in outcomes for f in o._in_flight]
+            if in_flight:
+                drop_cancellation_noise(client, f"nemo-dask-{call}-")  # ours only
+            client.cancel(in_flight)
             wait.cancel_jobs()
             for o in outcomes:
                 if not o.ended:
                     # The partitions are the truth; a manifest that cannot be written now
                     # must not hide why the runs stopped.
-                    with contextlib.suppress(Exception):
-                        record_progress(o.plan)
+                    record_progress(o.plan, failing=err)
             raise
+        finally:
+            deaths.close()
         if all(o.error is not None for o in outcomes):
             wait.cancel_jobs()
     return outcomes
 
 
+def _key_prefix(plan: Plan, call: str) -> str:
+    """The common prefix of a run's task keys: this :func:`execute` call (``call``; a rerun
+    on the same cluster never gets a result the scheduler still holds from an earlier call, a
+    block that failed or read a store since replaced, but solves the block again), the run
+    and its OUT (two rows of a sheet that are the same run into two OUTs stay two tasks)."""
+    from dask.base import tokenize
+
+    return f"nemo-dask-{call}-{plan.fingerprint[:12]}-{tokenize(str(plan.out))[:8]}-block-"
+
+
 def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int]], digest: str,
-            priority: int = 0, call: str = "") -> list[Any]:
-    """One task per block of ``plan``. Keys name the run, its OUT and this ``execute`` call
-    (``call``): two rows of a sheet that are the same run (same inputs and parameters) into
-    two OUTs stay two tasks, and a rerun on the same cluster never gets a result the
-    scheduler still holds from an earlier call (a block that failed, or read a store since
-    replaced), but solves the block again.
+            prefix: str, priority: int = 0) -> list[Any]:
+    """One task per block of ``plan``, keyed ``prefix`` + block (:func:`_key_prefix`).
 
     ``priority``: earlier runs higher, so that workers take one run's blocks after another's
     (dask gives submissions within ``fifo_timeout`` of each other one priority, and then runs
     them in key order: the runs' blocks interleaved, each worker switching runs at every
     block)."""
-    from dask.base import tokenize
-
-    prefix = f"nemo-dask-{plan.fingerprint[:12]}-{tokenize(str(plan.out))[:8]}-{call}-block-"
     specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
                        out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
                        run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
@@ -342,13 +415,34 @@ def end_of_run(client: Any, plan: Plan) -> None:
     record_progress(plan)
 
 
-def record_progress(plan: Plan) -> None:
+def record_progress(plan: Plan, failing: BaseException | None = None) -> None:
     """Write the run's manifest (its finished blocks; complete when all are) and the batch
-    sizes its blocks used into parameters.json: what a resume and a reader find."""
-    write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                   complete=len(plan.finished) == len(plan.blocks),
-                   block_size=plan.block_size or None)
-    record_batch_sizes(plan.out, plan.finished)
+    sizes its blocks used into parameters.json: what a resume and a reader find.
+
+    A run already failing (``failing``) keeps its own error if the manifest cannot be written
+    either (a full disk, an object store gone): the partitions, not the manifest, are what a
+    resume trusts. A run whose manifest cannot be written otherwise says so in one line
+    (:class:`~nemo_dask.storage.faults.StorageFaultError`)."""
+    try:
+        write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
+                       complete=len(plan.finished) == len(plan.blocks),
+                       block_size=plan.block_size or None)
+        record_batch_sizes(plan.out, plan.finished)
+    except Exception as err:
+        if failing is not None:
+            return
+        if isinstance(err, StorageFaultError):
+            raise
+        path = plan.out / MANIFEST_FILE
+        if is_fault(err):
+            fault = fault_error(err, path)  # type: ignore[arg-type]
+        elif is_unreachable(err):
+            fault = unreachable_error(err, path)
+        else:
+            raise
+        raise fault.with_written(
+            f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
+            "only its manifest is not up to date", resume_fix(fault, plan.out)) from None
 
 
 def _task_error(summary: dict[str, Any]) -> Exception:
@@ -361,5 +455,44 @@ def _task_error(summary: dict[str, Any]) -> Exception:
     return kind(summary["error"])
 
 
+def _block_need(plan: Plan) -> Any:
+    """``need(n)``: bytes a block of n regions needs on a worker (:func:`.deaths.block_bytes`)."""
+
+    def need(n: int) -> int:
+        from ..regions.store import open_store
+
+        width = open_store(plan.regions_url).width
+        return block_bytes(n, width, plan.motifs.n_motifs, plan.motifs.width,
+                           plan.solver.batch_size_for("cpu"))
+
+    return need
+
+
+def written_so_far(plan: Plan) -> str:
+    """What a run that stopped has kept: its complete blocks (partitions are written whole)."""
+    done = plan.finished.values()
+    n_regions = plan.blocks[-1][2] if plan.blocks else 0
+    return (f"{len(plan.finished)} of {len(plan.blocks)} blocks "
+            f"({sum(b['regions'] for b in done)} of {n_regions} regions, "
+            f"{sum(b['hits'] for b in done)} hits) are complete in {plan.out} and kept; the "
+            "blocks that failed left no partition")
+
+
+def resume_fix(fault: StorageFaultError, out: Any) -> str:
+    """What to do: free space or make OUT writable (writes), make an input readable (a worker
+    that could not read its block), or wait for the object store; then the same command
+    resumes."""
+    if fault.what is not None:
+        first = "once the object store answers again,"
+    elif fault.errno in SPACE_FAULTS:
+        first = "free space there (or move OUT elsewhere), then"
+    elif fault.path.startswith(str(out)):
+        first = "make it writable for this user, then"
+    else:
+        first = "make it readable for the user running the workers, then"
+    return f"{first} run the same command again: it resumes with the blocks not yet written"
+
+
 __all__ = ("MAX_BLOCKS_IN_FLIGHT", "RunOutcome", "cluster_has_gpus", "connected",
-           "end_of_run", "execute", "prepare_cluster", "record_progress", "workers_gpu_batch")
+           "end_of_run", "execute", "prepare_cluster", "record_progress", "resume_fix",
+           "warm_workers", "workers_gpu_batch", "written_so_far")

@@ -115,11 +115,13 @@ def call_hits_many(
         As :func:`nemo_dask.call_hits`: no run can go on. Each run's manifest records what it
         finished; rerunning the sheet resumes every run.
     """
-    from .execute import prepare_cluster
+    from .execute import prepare_cluster, warm_workers
 
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
+    else:
+        warm_workers(client)  # torch imported on your workers while the sheet is checked
     path, rows = read_sheet(runs, defaults)
     summary_path, streamed = _summary_output(summary, path)
     with tempfile.TemporaryDirectory(prefix="nemo-dask-inputs-") as fetched, \
@@ -158,7 +160,7 @@ def _run_all(client: Any, cluster: Any, rows: Sequence[SheetRow], calls: Sequenc
     from .plan import settle_out
 
     for k, (row, call) in enumerate(zip(rows, calls, strict=True)):
-        with _row_warnings(row), _contained(reports[k], locks[k]):
+        with _row_warnings(row), _contained(reports[k], locks[k], call):
             settle_out(call.checked)
     save()
     live = [k for k, r in enumerate(reports) if r.status == "pending"]
@@ -168,7 +170,7 @@ def _run_all(client: Any, cluster: Any, rows: Sequence[SheetRow], calls: Sequenc
         plans: dict[int, Any] = {}
         gpus: dict[str, bool] = {}  # asked of the workers once per device setting
         for k in live:
-            with _row_warnings(rows[k]), _contained(reports[k], locks[k]):
+            with _row_warnings(rows[k]), _contained(reports[k], locks[k], calls[k]):
                 plans[k] = plan_call(cl, calls[k], cluster, gpus)
         order = [k for k in live if k in plans]
         by_plan = {id(plans[k]): k for k in order}
@@ -181,7 +183,7 @@ def _run_all(client: Any, cluster: Any, rows: Sequence[SheetRow], calls: Sequenc
             write(f"nemo-dask: {reports[k].log_line()} [{n}/{len(reports)} runs ended]")
             save()
 
-        execute(cl, [plans[k] for k in order], on_run_end=ended)
+        execute(cl, [plans[k] for k in order], on_run_end=ended, embedded=client is None)
 
 
 def _result(reports: list[RunReport], summary: Any, t0: float) -> CallHitsManyResult:
@@ -227,7 +229,9 @@ def _check_rows(rows: Sequence[SheetRow], fetched: str, progress: bool | None,
                         f"nemo-dask: {r.where} ({r.name}): {text}", file=sys.stderr))
                 call = check_call(**keywords, progress=progress, worker_wait=worker_wait)
             except (NemoDaskError, OSError) as err:
-                problems.append(f"{row.where}: {with_fetched_urls(str(err))}")
+                said = _storage_fault(err, getattr(row.options, "out_dir", None),
+                                      getattr(row.options, "regions", None))
+                problems.append(f"{row.where}: {with_fetched_urls(str(said))}")
                 continue
         calls.append(call)
         key = _out_key(call.checked.out)
@@ -309,14 +313,25 @@ def _row_warnings(row: SheetRow) -> Iterator[None]:
         warnings.warn(f"{row.where} ({row.name}): {w.message}", w.category, stacklevel=3)
 
 
+def _storage_fault(err: BaseException, out: Any, regions: Any) -> BaseException:
+    """``err`` as call-hits says it: a full, unwritable or unreadable file system, or an object
+    store that stopped answering, in its one line (:func:`.api.driver_failure`)."""
+    from .api import driver_failure
+
+    if out is None:
+        return err
+    return driver_failure(err, out, regions) or err
+
+
 @contextlib.contextmanager
-def _contained(report: RunReport, lock: contextlib.ExitStack) -> Iterator[None]:
-    """A run's failure before its blocks are solved (OUT cannot be prepared, its plan fails):
-    that run ends, reported in its one line; the others go on."""
+def _contained(report: RunReport, lock: contextlib.ExitStack, call: Any) -> Iterator[None]:
+    """A run's failure before its blocks are solved (OUT cannot be prepared, its plan fails;
+    storage faults said as call-hits says them): that run ends, reported in its one line; the
+    others go on."""
     try:
         yield
     except (NemoDaskError, OSError) as err:
-        report.fail(err)
+        report.fail(_storage_fault(err, call.checked.out, call.checked.regions))
         lock.close()
         print(f"nemo-dask: {report.log_line()}", file=sys.stderr, flush=True)
 

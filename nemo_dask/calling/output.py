@@ -33,6 +33,7 @@ from ..dataset import (
 )
 from ..errors import InputError, OutputExistsError
 from ..manifest import write_manifest
+from ..storage.faults import StorageFaultError
 from ..storage.lock import LOCK_NAME, OutputLock, describe
 from ..storage.outputs import (
     check_removable,
@@ -290,6 +291,11 @@ def _convert(npz: Path, out: Path, chunk: int, inputs: dict[str, Any]) -> Any:
         return convert_npz(str(npz), str(tmp), peaks=inputs["peaks"],
                            chrom_order=inputs["chrom_order"], chunk_size=chunk, overwrite=True,
                            progress=False)
+    except StorageFaultError as fault:  # named as the user knows it, not by its temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        written = (fault.written or "").replace(f" and {tmp} is as it was", "")
+        raise StorageFaultError(f"{real}/regions.zarr (converting {npz})", fault.errno,
+                                fault.note, written, fault.fix) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,6 +32,7 @@ from ..errors import InputError, NemoDaskError
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
 from ..schema import MOTIFS_SCHEMA, QC_STATUS
+from ..storage.faults import StorageFaultError, reporting_faults
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -144,6 +146,40 @@ def tune_malloc() -> bool:
         return False
 
 
+class WorkerClosingError(RuntimeError):
+    """A task gave up its queued block because its worker is closing."""
+
+
+def _worker_closing(worker: Any | None) -> bool:
+    """Whether ``worker`` is closing for good (not retiring gracefully, which lets its tasks
+    finish)."""
+    if worker is None:
+        return False
+    from distributed.core import Status
+
+    return worker.status in (Status.closing, Status.closed, Status.failed)
+
+
+def release_memory() -> bool:
+    """Hand the memory freed by a finished block back to the OS; returns whether glibc did.
+
+    :func:`tune_malloc` lets glibc keep up to 256 MB of freed heap (so that the solver's
+    per-step buffers are not unmapped and faulted in again at every step). Without this, a
+    worker's resident memory climbs to the largest heap any block of the run has needed and
+    stays there: it grew with the number of regions. Trimmed once per block, it tracks the
+    current block instead; pyarrow's pool (the Parquet writer's buffers) is released too.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _current_worker() -> Any | None:
     """The dask worker running this task, or None when called outside one."""
     try:
@@ -188,10 +224,16 @@ def process_block(spec: BlockSpec) -> dict[str, Any]:
     run: any :class:`~nemo_dask.errors.NemoDaskError`) is returned, not raised, as
     ``{"block": ..., "error": message}``: dask would retry a raising task on every worker
     first, and reading the same damaged chunk again gives the same answer. The driver stops
-    the run with that message (:func:`nemo_dask.calling.execute.execute`).
+    the run with that message (:func:`nemo_dask.calling.execute.execute`). A full or
+    unwritable file system (:class:`~nemo_dask.storage.faults.StorageFaultError`) comes back as
+    ``{"block": ..., "fault": error}``; no partition of the block is left half-written.
     """
     try:
         return _process_block(spec)
+    except StorageFaultError as fault:
+        # A full or unwritable file system (:mod:`nemo_dask.storage.faults`): returned whole,
+        # so that the driver can add what the run kept; retrying only fills the disk further.
+        return {"block": spec.block, "start": spec.start, "stop": spec.stop, "fault": fault}
     except NemoDaskError as err:
         return {"block": spec.block, "start": spec.start, "stop": spec.stop,
                 "error": str(err), "error_type": type(err).__name__}
@@ -201,7 +243,9 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     t0, started_at = time.perf_counter(), time.time()
     worker = _current_worker()
     motifs = motifs_from_out(spec.out, spec.motifs_digest)
-    block = _open_store(spec.regions_url, spec.run_id).read_block(spec.start, spec.stop)
+    with reporting_faults(spec.regions_url, fix="make the regions store readable for the "
+                          "user running the workers, then run the same command again"):
+        block = _open_store(spec.regions_url, spec.run_id).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
     tune_malloc()
@@ -213,16 +257,27 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
     while not (started.wait(0.5) or solving.done()):
-        pass
+        if _worker_closing(worker):
+            # The worker is shutting down (the run ended or failed): nobody waits for this
+            # block, and holding the task would keep the process alive until its nanny kills
+            # it. Its block is recomputed elsewhere if the run still needs it.
+            raise WorkerClosingError(f"block {spec.block}: the worker closed before solving it")
     if worker is not None:
         from distributed import rejoin, secede
 
         secede()
     try:
-        result, t_solve = solving.result()
+        while True:
+            try:
+                result, t_solve = solving.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                if _worker_closing(worker):  # as above: do not hold a closing worker
+                    raise WorkerClosingError(f"block {spec.block}: the worker closed while "
+                                             "solving it") from None
         solved_at = time.time()
     finally:
-        if worker is not None:
+        if worker is not None and not _worker_closing(worker):
             rejoin()
     hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
@@ -231,6 +286,8 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     entry = write_partitions(spec.out, spec.block, hits, qc, run=spec.run_id, start=spec.start,
                              stop=spec.stop)
     statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
+    del hits, qc, peaks, result
+    release_memory()
     return {
         **entry, "block": spec.block,
         "timeouts": int(statuses[1]), "failures": int(statuses[2]),

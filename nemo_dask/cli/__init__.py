@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 
 from .. import version
+from ..clusters.quiet import quiet_resource_tracker
 from ..errors import NemoDaskError
 
 # Verb modules, in the order they appear in ``nemo-dask --help``.
@@ -87,9 +89,17 @@ def _start_worker_server_early(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-dask`` console script."""
-    import tempfile
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # dask's workers, the fork server and fetched inputs all need one; tempfile tries
+        # TMPDIR, /tmp, /var/tmp, /usr/tmp and the current directory, skipping unwritable ones.
+        tempfile.gettempdir()
+    except FileNotFoundError as err:
+        print(f"nemo-dask: error: no writable temporary directory ({err}); set TMPDIR to a "
+              "writable directory with free space", file=sys.stderr)
+        return 2
+    quiet_resource_tracker()
     _start_worker_server_early(argv)
     args = build_parser().parse_args(argv)
     try:
@@ -101,6 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"nemo-dask {args.command}: error: {with_fetched_urls(str(err))}",
               file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full, read-only or unwritable file system wherever no caller named it more
+        # precisely: still one line, with the OS's file name and the fix.
+        from ..storage.faults import fault_error, is_fault
+        from ..storage.urls import with_fetched_urls
+
+        if not is_fault(err):
+            raise
+        line = str(fault_error(err, err.filename or "a file it was writing"))
+        print(f"nemo-dask {args.command}: error: {with_fetched_urls(line)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # An object store that stopped answering, wherever no caller named the object.
+        from ..storage.faults import is_unreachable, unreachable_error
+
+        if not is_unreachable(err):
+            raise
+        line = str(unreachable_error(err, "the object store",
+                                     fix="once it answers again, run the same command again"))
+        print(f"nemo-dask {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nemo-dask {args.command}: interrupted", file=sys.stderr)

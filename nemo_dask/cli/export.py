@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write finemo 0.41's hits.tsv, hits_unique.tsv, hits.bed, peaks_qc.tsv, "
         "motif_data.tsv, motif_cwms.npy and parameters.json from the Parquet dataset of a "
         "call-hits run, sorting in bounded memory.")
-    p.add_argument("-H", "--hits-dir", required=True, help="call-hits output directory (OUT)")
+    p.add_argument("-H", "--hits-dir", required=True,
+                   help="call-hits output directory (OUT), or a finemo call-hits output "
+                   "directory (its TSVs plain or compressed)")
     p.add_argument("-o", "--out-dir", required=True, help="directory for finemo's files")
     p.add_argument("--max-rows", type=int, default=None,
                    help="hits sorted in memory at once; bounds peak memory (default "

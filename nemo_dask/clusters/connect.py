@@ -31,6 +31,7 @@ from .options import (
     cfg,
     resolve,
 )
+from .quiet import closing_quietly, quiet_memory_warnings
 from .security import NO_TLS_RISK, for_client
 
 __all__ = ["ClusterOptions", "GpuUnavailableError", "add_cluster_arguments",
@@ -133,9 +134,16 @@ def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> 
             cluster = _local.start_cuda(o)
         else:
             cluster = _jobqueue.start(o)
+        # Closing prints nothing but our lines (clusters/quiet.py): unwound last to first,
+        # the loggers are silenced, the client and the cluster closed, the levels restored.
+        quiet = contextlib.ExitStack()
+        stack.callback(quiet.close)
         stack.callback(cluster.close)
         client = Client(cluster)
         stack.callback(client.close)
+        stack.callback(quiet.enter_context, closing_quietly(client))
+        if o.cluster in ("local", "cuda"):
+            quiet_memory_warnings(client)  # dask's "unmanaged memory" lines: see quiet.py
         if announce:
             announce_cluster(o, cluster)
         yield client

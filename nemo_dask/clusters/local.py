@@ -43,7 +43,7 @@ def dashboard_address(options: ClusterOptions) -> str:
 
 #: Modules the fork server imports once, so that every worker forked from it starts with the
 #: task's whole import chain (torch above all) already loaded.
-_WORKER_MODULES = ["distributed", "nemo_dask.calling.task", "nemo_dask.solver.stream",
+WORKER_MODULES = ["distributed", "nemo_dask.calling.task", "nemo_dask.solver.stream",
                    "nemo_dask.solver.service", "nemo_dask.regions.store"]
 
 
@@ -67,16 +67,19 @@ def start_method() -> str:
 def worker_start_method(method: str) -> Iterator[None]:
     """Make dask's nannies start (and restart) workers with ``method`` while the context lasts.
 
-    With forkserver, the server is told to import :data:`_WORKER_MODULES`: dask would otherwise
+    With forkserver, the server is told to import :data:`WORKER_MODULES`: dask would otherwise
     have it import (and first import in this process) a fixed list of its own, pandas included.
     """
     import dask
 
+    from .quiet import quiet_resource_tracker
+
+    quiet_resource_tracker()  # before the fork server starts the tracker (quiet.py)
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         if method == "forkserver":
             # If the server already runs (an earlier cluster), the list no longer matters.
             claim_forkserver_preload()
-            multiprocessing.get_context("forkserver").set_forkserver_preload(_WORKER_MODULES)
+            multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_MODULES)
             # Started here, not by the first nanny, so that it runs in _pre_spawn_environ.
             with _pre_spawn_environ():
                 from multiprocessing import forkserver

@@ -61,6 +61,7 @@ from ..storage.outputs import (
 )
 from ..storage.temporary import temporary_name
 from ..storage.urls import is_url, localize, location, remote_input
+from .directory import as_dataset
 from .formats import (
     CALL_HITS_FILES,
     FINEMO_HITS_DTYPES,
@@ -107,7 +108,10 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     Parameters
     ----------
     out : path
-        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...).
+        A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...), or a finemo
+        call-hits output directory (its files plain or compressed; imported into a temporary
+        dataset first, :func:`.directory.as_dataset`), which is then rewritten in finemo's
+        order.
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced, each as
         :func:`nemo_dask.storage.outputs.open_output` says: a symlink's target is written, a
@@ -146,7 +150,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                          "directory")
     if is_url(dest_given):
         # An object store: staged locally, each file uploaded whole once all are complete.
-        with remote_input(out_given, "call-hits output directory") as local, \
+        with remote_input(out_given, "call-hits output directory") as fetched, \
+                as_dataset(fetched) as local, \
                 staged_output(dest_given, "export directory") as (stage, _):
             counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out,
                                   labels)
@@ -157,7 +162,8 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                             files=tuple(f"{dest_text}/{n}" for n in names))  # type: ignore[misc]
     dest = Path(dest_given)
     real = output_dir(dest, "export directory")
-    with remote_input(out_given, "call-hits output directory") as local:
+    with remote_input(out_given, "call-hits output directory") as fetched, \
+            as_dataset(fetched) as local:
         _check_run(Path(local), dest, allow_incomplete, out)
         names = _file_names(Path(local))
         for name in names:
@@ -412,7 +418,8 @@ def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
                if not (out / name).exists()]
     if missing:
         raise InputError(f"{shown} is not a call-hits output directory: it lacks "
-                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits`")
+                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits` "
+                         "or of `finemo call-hits`")
     if dest is not None and dest.resolve() == out.resolve():
         raise InputError(f"export destination {dest} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "

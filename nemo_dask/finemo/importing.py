@@ -11,16 +11,26 @@ coordinates (chr ``NA``) finemo's chr_id is the region index, i.e. ``peak_id``.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import polars as pl
 
 from .. import config
-from ..dataset import is_output_dir, read_json, write_manifest, write_motifs, write_partitions
+from ..dataset import is_output_dir, write_manifest, write_motifs, write_partitions
 from ..errors import InputError, OutputExistsError
-from ..storage.outputs import copy_file, make_output_dir, output_dir, remove_owned, write_json
+from ..storage.outputs import (
+    make_output_dir,
+    output_dir,
+    remove_owned,
+    write_bytes,
+    write_json,
+)
+from ..storage.urls import location
+from .directory import finemo_files, read_json_file, read_npy_file
 from .formats import (
     CWMS_FILE,
     FINEMO_HITS_DTYPES,
@@ -51,8 +61,9 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
 
     Parameters
     ----------
-    finemo_dir : path
-        Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json.
+    finemo_dir : path or URL
+        Holds finemo's hits.tsv, peaks_qc.tsv, motif_data.tsv, motif_cwms.npy, parameters.json,
+        each plain or compressed (``hits.tsv.gz``, ...; :mod:`.directory`).
     out : path
         The new output directory (must not exist or be empty unless ``overwrite``; with
         ``overwrite`` it may hold nemo_dask's own output, which is replaced, but nothing else).
@@ -70,12 +81,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     OutputExistsError
         ``out`` is not empty and ``overwrite`` is False, or it holds something else.
     """
-    src, out = Path(finemo_dir), Path(out)
-    missing = [n for n in (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)
-               if not (src / n).is_file()]
-    if missing:
-        raise InputError(f"{src} is not a finemo call-hits output directory: it lacks "
-                         f"{', '.join(missing)}")
+    src, out = location(finemo_dir), Path(out)
+    files = finemo_files(src, (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE))
     block_size = (int(config.get("import.regions-per-partition"))
                   if regions_per_partition is None else regions_per_partition)
     if block_size < 1:
@@ -91,11 +98,11 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         # Only our own output goes, also when reached through a link (the link stays).
         remove_owned(real, is_output_dir, "output directory")
 
-    params = read_json(src / PARAMS_FILE)
-    motifs = read_tsv(src / MOTIF_DATA_FILE, FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
-    qc = _qc_table(read_tsv(src / QC_FILE, FINEMO_QC_DTYPES, kind=QC_FILE), params)
-    hits = _hits_table(read_tsv(src / HITS_FILE, FINEMO_HITS_DTYPES, kind=HITS_FILE), qc,
-                       motifs, src)
+    params = read_json_file(files[PARAMS_FILE])
+    motifs = read_tsv(files[MOTIF_DATA_FILE], FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
+    qc = _qc_table(read_tsv(files[QC_FILE], FINEMO_QC_DTYPES, kind=QC_FILE), params)
+    hits = _hits_table(read_tsv(files[HITS_FILE], FINEMO_HITS_DTYPES, kind=HITS_FILE), qc,
+                       motifs, files)
 
     n_regions = int(params.get("num_regions") or 0)
     if qc.height:
@@ -113,9 +120,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
         finished[b] = write_partitions(out, b, h, q, run="imported", start=start,
                                        stop=min(start + block_size, max(n_regions, 1)))
     write_motifs(out, motifs)
-    copy_file(src / CWMS_FILE, out / CWMS_FILE)
-    write_json(params | {"nemo_dask": {"imported_from": str(src.resolve())}},
-                      out / PARAMS_FILE)
+    write_bytes(out / CWMS_FILE, _npy_bytes(read_npy_file(files[CWMS_FILE])))
+    write_json(params | {"nemo_dask": {"imported_from": str(src)}}, out / PARAMS_FILE)
     write_manifest(out, "imported", n_blocks, finished, complete=True)
     return ImportResult(out=out, n_hits=hits.height, n_regions=qc.height, n_blocks=n_blocks)
 
@@ -137,8 +143,14 @@ def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
     ).sort("peak_id")
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
 def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
-                src: Path) -> pl.DataFrame:
+                files: dict[str, Any]) -> pl.DataFrame:
     """hits.tsv -> HITS_SCHEMA rows, with motif_id, hit_start and chr_id recovered."""
     keyed = (
         hits.drop("hit_correlation")
@@ -151,7 +163,7 @@ def _hits_table(hits: pl.DataFrame, qc: pl.DataFrame, motifs: pl.DataFrame,
     for col, other in (("peak_region_start", QC_FILE), ("motif_id", MOTIF_DATA_FILE)):
         n = keyed[col].null_count()
         if n:
-            raise InputError(f"{src / HITS_FILE}: {n} hits have no match in {src / other} "
+            raise InputError(f"{files[HITS_FILE]}: {n} hits have no match in {files[other]} "
                              f"(field {col}); the files must come from the same finemo run")
     return keyed.drop("peak_region_start")
 

@@ -1,7 +1,7 @@
 """The one reader of hits in finemo's layout, whatever holds them.
 
 A nemo_dask output directory (its Parquet dataset, sorted as finemo sorts), a finemo call-hits
-output directory or one of finemo's TSVs: :func:`load_hits` takes any of them;
+output directory or one of finemo's TSVs (plain or compressed): :func:`load_hits` takes any of them;
 :func:`finemo_hits` and :func:`finemo_qc` are the dataset's rows as finemo's files hold them, and
 :func:`read_tsv` reads any finemo table after checking its header. The raw dataset scans
 (:func:`nemo_dask.dataset.scan_hits`) are what these build on.
@@ -17,7 +17,8 @@ import polars as pl
 
 from ..dataset import HITS_DIR, read_motifs, scan_hits, scan_qc
 from ..errors import InputError
-from ..storage.urls import is_url, location, open_input
+from ..storage.compressed import READ_ERRORS, compression_of, open_decompressed, read_decompressed
+from ..storage.urls import is_url, location
 from .formats import (
     FINEMO_HITS_DTYPES,
     FINEMO_QC_COLUMNS,
@@ -36,18 +37,24 @@ QC_SORT_KEYS = ("chr_id", "peak_region_start", "peak_id")
 def load_hits(source: str | os.PathLike[str], *, unique: bool = False) -> pl.LazyFrame:
     """Hits in finemo's ``hits.tsv`` layout (plus finemo's ``count`` column of 1s), lazily.
 
-    ``source`` is a finemo hits TSV, a finemo output directory, or a nemo_dask output directory
+    ``source`` is a finemo hits TSV (plain or compressed), a finemo output directory
+    (:mod:`.directory` finds its files, plain or compressed), or a nemo_dask output directory
     (hits sorted as finemo sorts them). For directories, ``unique`` picks hits_unique.tsv.
     """
+    from .directory import finemo_file
+
     path = location(source)  # a local Path, or a UPath for an fsspec URL
     if path.is_dir():
         if (path / HITS_DIR).is_dir():
             lf = finemo_hits(path, unique=unique)
             return lf.with_columns(count=pl.lit(1, pl.Int32))
-        path = path / (HITS_UNIQUE_FILE if unique else HITS_FILE)
-        if not path.is_file():
+        name = HITS_UNIQUE_FILE if unique else HITS_FILE
+        found = finemo_file(path, name)
+        if found is None:
             raise InputError(f"{source} is neither a nemo_dask output directory (no {HITS_DIR}/) "
-                             f"nor a finemo one (no {path.name}); pass one of them or a hits TSV")
+                             f"nor a finemo one (no {name}, plain or compressed); pass one of "
+                             "them or a hits TSV")
+        path = found
     elif not path.is_file():
         raise InputError(f"hits file {source} does not exist")
     return read_tsv(path, FINEMO_HITS_DTYPES, kind=HITS_FILE, lazy=True).with_columns(
@@ -91,29 +98,43 @@ def read_tsv(path: Path, dtypes: dict[str, pl.DataType], *, kind: str,
              lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
     """A finemo TSV whose header must be exactly ``dtypes``' columns, read with those types.
 
-    ``kind`` names the file finemo writes with these columns (``hits.tsv``, ...), for messages.
+    The file may be plain or compressed (gzip/bgzip, bzip2, xz: recognised by content,
+    :mod:`nemo_dask.storage.compressed`), local or at a URL. ``kind`` names the file finemo
+    writes with these columns (``hits.tsv``, ...), for messages.
 
     Raises
     ------
     InputError
-        The header differs (a file of another kind, or edited), or a value does not parse.
+        The header differs (a file of another kind, or edited), the file cannot be read or
+        decompressed, or a value does not parse.
     """
-    with open_input(path, "r") as f:
-        header = f.readline().rstrip("\n").split("\t")
+    try:
+        with open_decompressed(path) as f:
+            first = f.readline()
+        packed = compression_of(path)
+    except READ_ERRORS as err:
+        raise InputError(f"{path}: cannot read this {kind} ({err}); is the compressed file "
+                         "truncated?") from None
+    header = first.decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
     if header != list(dtypes):
         raise InputError(f"{path}: expected finemo's {kind} columns {list(dtypes)}, found "
-                         f"{header}; pass the {kind} finemo wrote, unmodified")
-    if is_url(path):  # read whole through fsspec (polars' own cloud readers ignore fsspec)
-        with open_input(path) as f:
-            path = f.read()  # type: ignore[assignment]
-        frame = pl.read_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
-        return frame.lazy() if lazy else frame
-    if lazy:
-        return pl.scan_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
+                         f"{header[:20]}; pass the {kind} finemo wrote, unmodified (plain or "
+                         "compressed)")
     try:
+        if packed is not None or is_url(path):
+            # Decompressed (and a URL's object fetched) whole: polars' own readers know
+            # neither fsspec nor bzip2 and xz.
+            frame = pl.read_csv(read_decompressed(path), separator="\t", quote_char=None,
+                                schema=dict(dtypes))
+            return frame.lazy() if lazy else frame
+        if lazy:
+            return pl.scan_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
         return pl.read_csv(path, separator="\t", quote_char=None, schema=dict(dtypes))
+    except READ_ERRORS as err:
+        raise InputError(f"{path}: cannot read this {kind} ({err}); is the compressed file "
+                         "truncated?") from None
     except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: not a readable finemo table ({err})") from err
+        raise InputError(f"{path}: not a readable finemo {kind} ({err})") from err
 
 
 def hits_with_keys(out: str | os.PathLike[str]) -> pl.LazyFrame:

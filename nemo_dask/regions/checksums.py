@@ -169,6 +169,8 @@ def _decode(regions: Any, array: Any, path: str, lo: int, hi: int) -> np.ndarray
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - codecs raise anything (RuntimeError from blosc)
+        if _not_the_data(err):
+            raise
         rows = int(array.chunks[0])
         for k in range(lo // rows, (hi - 1) // rows + 1):
             try:
@@ -176,10 +178,21 @@ def _decode(regions: Any, array: Any, path: str, lo: int, hi: int) -> np.ndarray
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as chunk_err:  # noqa: BLE001
+                if _not_the_data(chunk_err):
+                    raise
                 raise _error(regions, array, path, k, "is damaged: it does not decode "
                              f"({type(chunk_err).__name__}: {_short(chunk_err)})") from None
         raise _error(regions, array, path, lo // rows,
                      f"could not be read ({type(err).__name__}: {_short(err)})") from None
+
+
+def _not_the_data(err: BaseException) -> bool:
+    """Whether a read failed for the file system's or the network's sake (permission, a
+    server gone), not because the chunk is damaged: that is reported as what it is
+    (:mod:`nemo_dask.storage.faults`), with its own fix."""
+    from ..storage.faults import is_fault, is_unreachable
+
+    return is_fault(err) or is_unreachable(err)
 
 
 def _expected(regions: Any, path: str) -> np.ndarray:

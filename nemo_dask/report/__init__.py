@@ -6,10 +6,14 @@ frames, with ``distinct``, ``tables``, ``cwms``, ``seqlets``), ``plots`` and ``l
 tables, figures and page as files).
 """
 
-from .compute import report_tables
-from .model import ReportTables
-from .seqlets import load_seqlets
-from .write import write_report, write_tables
+from ..storage.temporary import matplotlib_config_dir
+
+matplotlib_config_dir()  # before matplotlib is first imported (a read-only HOME)
+
+from .compute import report_tables  # noqa: E402
+from .model import ReportTables  # noqa: E402
+from .seqlets import load_seqlets  # noqa: E402
+from .write import write_report, write_tables  # noqa: E402
 
 __all__ = [
     "ReportTables",

@@ -12,7 +12,7 @@ import polars as pl
 from .. import config
 from ..dataset import CWMS_FILE, MOTIFS_FILE, read_motifs, read_parameters, scan_hits
 from ..errors import InputError
-from ..finemo.formats import HITS_FILE
+from ..finemo.directory import is_finemo_dir
 from ..regions.source import RegionSource, open_regions
 from . import distinct, tables
 from .cwms import CWM_KINDS, CwmSums, accumulate_cwms, cosine
@@ -45,9 +45,6 @@ def _check_run(hits_dir: Path, regions: RegionSource) -> dict:
     return params
 
 
-def is_finemo_dir(path: Path) -> bool:
-    """Whether ``path`` is a finemo call-hits output (hits.tsv) rather than a nemo-dask one."""
-    return (path / HITS_FILE).is_file() and not (path / MOTIFS_FILE).is_file()
 
 
 def report_tables(

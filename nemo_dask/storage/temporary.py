@@ -36,3 +36,30 @@ def temporary_of(name: str) -> str | None:
 
 
 __all__ = ("MAX_STEM", "is_temporary", "temporary_name", "temporary_of")
+
+
+def matplotlib_config_dir() -> None:
+    """Give matplotlib a private cache directory when HOME's is not writable.
+
+    matplotlib keeps its font cache under ``$MPLCONFIGDIR`` or ``~/.config/matplotlib`` and,
+    when neither can be written (a read-only or foreign HOME on a cluster node), makes a
+    temporary one and prints two lines about it on every import. Done here first, quietly;
+    the directory is removed at exit. A user's own ``MPLCONFIGDIR`` is left alone.
+    """
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    wanted = os.path.join(os.path.expanduser("~"), ".config", "matplotlib")
+    probe = wanted
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        probe = parent if parent != probe else ""
+    if probe and os.access(probe, os.W_OK | os.X_OK) and os.path.isdir(probe):
+        return
+    private = tempfile.mkdtemp(prefix="nemo-dask-matplotlib-")
+    os.environ["MPLCONFIGDIR"] = private
+    atexit.register(shutil.rmtree, private, ignore_errors=True)

@@ -23,7 +23,6 @@ Where finemo's reader falls short, a real BED reader's behaviour is kept instead
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import hashlib
 import io
@@ -38,6 +37,7 @@ import polars as pl
 
 from ...errors import InputError
 from ...schema import PEAKS_DTYPES
+from ...storage.compressed import MAGIC
 
 #: ENCODE narrowPeak columns and the dtypes finemo parses them with.
 NARROWPEAK_COLUMNS: dict[str, pl.DataType] = {
@@ -50,8 +50,7 @@ _N_COLUMNS = len(NARROWPEAK_COLUMNS)
 _LAYOUT = ("10 tab-separated columns (chr, start, end, name, score, strand, signal, p, q, "
            "summit)")
 #: Compression formats recognised by their magic bytes, and how to open them.
-_MAGIC = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open),
-          (b"\xfd7zXZ\x00", "xz", lzma.open))
+_MAGIC = MAGIC
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -68,7 +67,7 @@ def open_text_lines(path: str | os.PathLike[str], role: str) -> IO[bytes]:
             head = f.read(6)
         for magic, _, opener in _MAGIC:
             if head.startswith(magic):
-                return opener(path, "rb")  # type: ignore[no-any-return]
+                return opener(path)
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise InputError(f"{path}: {role} not found") from None

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from ...errors import InputError
+from ...storage.faults import fault_error, format_size, is_fault, tree_size
 from ..store import Regions
 from ._writer import (
     StoreWriter,
@@ -168,17 +169,33 @@ def run_conversion(source: Source, out: Any, *, peaks: PeakReader | None,
                              "list the same regions in the same order, one row each")
         chunk = resolve_chunk_size(chunk_size, n, source.width, source.contrib_kind,
                                    contrib_dtype)
-        writer = StoreWriter(out, n_regions=n, width=source.width,
-                             contrib_kind=source.contrib_kind, chunk_size=chunk,
-                             contrib_dtype=contrib_dtype, has_peaks=peaks is not None,
-                             attrs=source.attrs, extra_arrays=source.extra_dtypes)
+        # A full or unwritable file system: one line naming it, what was written and the fix
+        # (storage/faults.py); the partial store is removed, the target left as it was.
+        try:
+            writer = StoreWriter(out, n_regions=n, width=source.width,
+                                 contrib_kind=source.contrib_kind, chunk_size=chunk,
+                                 contrib_dtype=contrib_dtype, has_peaks=peaks is not None,
+                                 attrs=source.attrs, extra_arrays=source.extra_dtypes)
+        except OSError as err:
+            if not is_fault(err):
+                raise
+            raise fault_error(err, out, f"nothing was written; {out} is as it was") from None
         try:
             digest = hashlib.sha256()
-            counts = _stream(source, peaks, writer, chunk, contrib_dtype, progress, desc, digest)
+            counts = _stream(source, peaks, writer, chunk, contrib_dtype, progress, desc,
+                             digest)
             regions = writer.finish({"zeroed_contributions": counts, "notes": source.notes,
                                      "content_sha256": digest.hexdigest()})
-        except BaseException:
+        except BaseException as err:
+            fault = None
+            if is_fault(err):  # measured before the partial store goes
+                size = tree_size(writer.target) if writer.local is not None else 0
+                fault = fault_error(err, out, f"{writer.n_written} of {n} regions "  # type: ignore[arg-type]
+                                    f"({format_size(size)}) were written before it; the "
+                                    f"partial store was removed and {out} is as it was")
             writer.abort()
+            if fault is not None:
+                raise fault from None
             raise
     finally:
         source.close()

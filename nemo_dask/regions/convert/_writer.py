@@ -154,9 +154,6 @@ class StoreWriter:
     def __init__(self, out: str | os.PathLike[str], *, n_regions: int, width: int,
                  contrib_kind: str, chunk_size: int, contrib_dtype: str, has_peaks: bool,
                  attrs: dict[str, Any], extra_arrays: dict[str, str] | None = None) -> None:
-        import zarr
-        from zarr.codecs import BloscCodec
-
         assert contrib_kind in CONTRIB_KINDS
         self.out = out
         self.final = store_location(out)
@@ -178,6 +175,7 @@ class StoreWriter:
             else:
                 self.target = self.final
         self.n_regions, self.width, self.chunk_size = n_regions, width, chunk_size
+        self.n_written = 0  #: regions written so far (chunks are written in order)
         self.attrs = {
             "format_version": FORMAT_VERSION, "n_regions": n_regions, "width": width,
             "contrib_kind": contrib_kind, "contrib_dtype": contrib_dtype,
@@ -188,6 +186,20 @@ class StoreWriter:
             "complete": False,
         }
         self.checksums = ChecksumRecorder()
+        try:
+            self._create(extra_arrays)
+        except BaseException:
+            self.abort()  # a store cut short by a full disk is not left behind
+            raise
+
+    def _create(self, extra_arrays: dict[str, str] | None) -> None:
+        """The store's group, attributes and empty arrays, under ``self.target``."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        n_regions, width, chunk_size = self.n_regions, self.width, self.chunk_size
+        contrib_kind, contrib_dtype = self.attrs["contrib_kind"], self.attrs["contrib_dtype"]
+        has_peaks = self.attrs["has_peaks"]
         # Every chunk is written, all-zero ones too: zarr reads an absent chunk as the fill
         # value, so an absent chunk must always mean a lost one (regions/checksums.py).
         every = {"write_empty_chunks": True}
@@ -253,6 +265,7 @@ class StoreWriter:
                 else:
                     self._put(self.peaks[name], f"peaks/{name}", start,
                               col.cast(dtype).to_numpy())
+        self.n_written = start + n
 
     def _put(self, array: Any, path: str, start: int, values: np.ndarray) -> None:
         """Write one chunk and record the CRC-32 of its values as the array holds them."""
