@@ -4,6 +4,7 @@ running ends alone, a killed driver's sheet resumes every run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -228,6 +229,132 @@ def test_a_run_whose_store_is_deleted_mid_run_fails_alone(tmp_path, tiny_npz, mo
     again = _quiet(call_hits_many, sheet, client=client, progress=False)
     assert again.ok and [r.n_blocks_skipped for r in again.runs] == [6, 6, 0, 6]
     assert scan_hits(tmp_path / "out_gone").collect().sort(SORT).equals(solo["pp"])
+
+
+def _fill(folder: Path) -> Path:
+    """Fill ``folder``'s file system to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    with contextlib.suppress(OSError), open(filler, "ab") as f:
+        while True:  # the last partial pages
+            f.write(b"\0" * 512)
+            f.flush()
+    return filler
+
+
+def test_a_run_whose_out_fills_up_fails_alone_in_one_line(tmp_path, tiny_npz, modisco_h5,
+                                                          client, solo, mounts, monkeypatch):
+    from nemo_dask.calling import execute
+
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    fs = mounts("1m")
+    rows = sheet.read_text().splitlines()
+    rows.insert(3, f"full\tr.npz\tm.h5\t{fs}/out\t4\t\t")  # the third run, on its own disk
+    sheet.write_text("\n".join(rows) + "\n")
+    original, filled = execute.end_of_run, []
+
+    def fill_after_first(cl, plan):  # planned (OUT written), but no block of it solved yet
+        original(cl, plan)
+        if plan.out.name == "out_pp":
+            filled.append(_fill(fs))
+
+    monkeypatch.setattr(execute, "end_of_run", fill_after_first)
+    result = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert [r.status for r in result.runs] == ["done", "done", "failed", "done"]
+    line = result.runs[2].error
+    # The one line call-hits says alone (storage/faults.py), with what this run kept.
+    assert line.startswith(f"{fs}/out/") and "/part-" in line and "\n" not in line
+    assert "no space left on device" in line and "free of 1.00 MiB" in line
+    assert " of 6 blocks (" in line and "run the same command again: it resumes" in line
+    for name, hits in solo.items():
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(hits), name
+    for sub in ("hits", "qc"):  # nothing half-written
+        kept = os.listdir(fs / "out" / sub) if (fs / "out" / sub).exists() else []
+        assert all(n.startswith("part-") for n in kept), kept
+    filled[0].unlink()
+    monkeypatch.undo()
+    again = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert again.ok and [r.n_blocks_skipped for r in again.runs][:2] == [6, 6]
+    assert scan_hits(fs / "out").collect().sort(SORT).equals(solo["pp"])
+
+
+class _Scheduler:
+    """A fake client whose scheduler answers with the views given, one per look."""
+
+    def __init__(self, *views: dict) -> None:
+        self.views = list(views)
+
+    def run_on_scheduler(self, fn, *args):  # noqa: ANN001, ANN201
+        return self.views.pop(0)
+
+
+def test_a_memory_death_is_blamed_on_one_run_of_a_sheet(monkeypatch):
+    from nemo_dask.calling import deaths
+    from nemo_dask.calling.deaths import DeathWatch
+
+    clock = [0.0]
+    monkeypatch.setattr(deaths.time, "monotonic", lambda: clock[0])
+    mb, a, b = 2**20, "nemo-dask-c-a-block-", "nemo-dask-c-b-block-"
+    near = {"workers": {"w1": (400 * mb, 390 * mb)}, "suspicious": {}, "paused": []}
+    # w1 died near its limit holding a block of each run; its replacement w2 is fresh.
+    both = {"workers": {"w2": (400 * mb, 60 * mb)}, "paused": [],
+            "suspicious": {f"{a}1": 1, f"{b}0": 1}}
+    again = {"workers": {"w3": (400 * mb, 60 * mb)}, "paused": [],
+             "suspicious": {f"{a}1": 2, f"{b}0": 1}}
+    watch = DeathWatch(_Scheduler(near, both, {**near, "suspicious": both["suspicious"]},
+                                  again), "nemo-dask-c-", {}, None)
+    watch.watch(a, {0: 16, 1: 16}, lambda n: n * 1000)
+    watch.watch(b, {0: 350}, lambda n: n * 100_000)
+    try:
+        assert watch.look() == []
+        clock[0] = 3.0
+        [err] = watch.look()  # the run whose block needs the most: b's, not a's too
+        assert err.run == b and "solving block 0 (350 regions)" in str(err)
+        assert "of the 400.00 MiB worker limit" in str(err) and "\n" not in str(err)
+        clock[0] = 6.0
+        assert watch.look() == []  # each death is said once
+        watch.forget(b)  # b ended; a's block dies again on its own
+        clock[0] = 9.0
+        [err] = watch.look()
+        assert err.run == a and "solving block 1 (16 regions)" in str(err)
+    finally:
+        watch.close()
+
+
+def test_a_memory_death_ends_its_run_only(tmp_path, tiny_npz, modisco_h5, client, solo,
+                                        monkeypatch):
+    from nemo_dask.calling import execute
+    from nemo_dask.calling.deaths import DeathWatch, WorkerMemoryError
+
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    look, said = DeathWatch.look, []
+
+    def hh_dies(self):  # the watch's word when a worker dies solving the second run's block
+        if said:
+            return look(self)
+        hh = list(self.runs)[1]  # watched in the sheet's order: pp, hh, l08
+        said.append(hh)
+        err = WorkerMemoryError("a worker was stopped at its memory limit while solving "
+                                "block 0 (4 regions): ...")
+        err.run = hh
+        return [err]
+
+    monkeypatch.setattr(execute.DeathWatch, "look", hh_dies)
+    result = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert [r.status for r in result.runs] == ["done", "failed", "done"]
+    assert result.runs[1].error.startswith("a worker was stopped at its memory limit")
+    for name in ("pp", "l08"):
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(solo[name])
+    monkeypatch.undo()  # (more memory:) the sheet again finishes it
+    again = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert again.ok and [r.n_blocks_skipped for r in again.runs] == [6, 0, 6]
+    assert scan_hits(tmp_path / "out_hh").collect().sort(SORT).equals(solo["hh"])
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen:
