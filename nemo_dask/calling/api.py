@@ -352,7 +352,7 @@ def driver_failure(err: BaseException, out: Any, regions: Any,
     run (its workers report theirs themselves), or None when ``err`` is no such fault: a full,
     read-only or unwritable file system, or an object store that stopped answering, with what
     OUT keeps (``plan``: the run's finished blocks) and the fix."""
-    from .execute import resume_fix, written_so_far
+    from .ending import resume_fix, written_so_far
 
     if isinstance(err, StorageFaultError):
         return None  # already said in its one line

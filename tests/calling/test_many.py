@@ -363,6 +363,47 @@ def _cli(*args: str, cwd: Path) -> subprocess.Popen:
                             start_new_session=True)  # its own process group: cluster too
 
 
+class _Killed(BaseException):
+    """The driver stopping dead, as at a SIGKILL: no manifest is written on the way out."""
+
+
+def test_a_driver_stopped_mid_sheet_rerun_resumes_every_run(tmp_path, tiny_npz, modisco_h5,
+                                                            client, solo, monkeypatch):
+    """In process (fast) what the next test does with a killed driver and its cluster."""
+    from nemo_dask.calling import execute
+
+    shutil.copy(tiny_npz, tmp_path / "r.npz")
+    shutil.copy(modisco_h5, tmp_path / "m.h5")
+    sheet = _write_sheet(tmp_path / "RUNS.tsv", [
+        {"name": name, "regions": "r.npz", "motifs": "m.h5", "out": f"out_{name}",
+         "block-size": "2", **extra} for name, extra, _ in RUNS])
+    look = execute.DeathWatch.look
+
+    def killed_in_second_run(self):
+        parts = tmp_path / "out_hh" / "qc"
+        if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 2:
+            monkeypatch.setattr(execute, "record_progress", lambda *a, **k: None)
+            raise _Killed
+        return look(self)
+
+    monkeypatch.setattr(execute.DeathWatch, "look", killed_in_second_run)
+    with pytest.raises(_Killed):
+        _quiet(call_hits_many, sheet, client=client, progress=False)
+    summary = pl.read_csv(sheet.with_suffix(".summary.tsv"), separator="\t")
+    assert summary["status"].to_list() == ["done", "stopped", "stopped"]
+    manifest = json.loads((tmp_path / "out_hh" / "manifest.json").read_text())
+    assert not manifest.get("complete")
+    monkeypatch.undo()
+    again = _quiet(call_hits_many, sheet, client=client, progress=False)
+    assert again.ok
+    skipped = [r.n_blocks_skipped for r in again.runs]
+    assert skipped[0] == 12 and skipped[1] >= 2
+    assert [r.n_blocks_skipped + r.n_blocks_solved for r in again.runs] == [12] * 3
+    for name, hits in solo.items():
+        assert scan_hits(tmp_path / f"out_{name}").collect().sort(SORT).equals(hits), name
+
+
+@pytest.mark.slow  # two drivers, each starting a cluster (~15 s); the test above is in process
 def test_a_killed_driver_rerun_resumes_every_run(tmp_path, tiny_npz, modisco_h5, solo):
     shutil.copy(tiny_npz, tmp_path / "r.npz")
     shutil.copy(modisco_h5, tmp_path / "m.h5")
