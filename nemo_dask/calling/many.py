@@ -270,7 +270,8 @@ def _claim(rows: Sequence[SheetRow], calls: Sequence[Any], held: contextlib.Exit
                 lock.enter_context(claim_out(call.checked.out))
                 check_out(call.checked)
             except (NemoDaskError, OSError) as err:
-                problems.append(f"{row.where}: {err}")
+                said = _storage_fault(err, call.checked.out, call.checked.regions)
+                problems.append(f"{row.where}: {said}")
                 lock.close()
     if problems:
         raise SheetError(problems, shown)

@@ -195,6 +195,28 @@ def test_bad_rows_stop_the_sheet_before_anything_starts(tmp_path, tiny_npz, modi
     assert not (tmp_path / "out_b").exists() and sorted(os.listdir(tmp_path / "out_c")) == before
 
 
+def test_an_unwritable_out_is_refused_up_front_as_call_hits_says_it(tmp_path, tiny_npz,
+                                                                    modisco_h5, mounts,
+                                                                    capsys, monkeypatch):
+    from nemo_dask.calling import execute
+
+    sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
+    ro = mounts("1m", read_only=True)
+    text = sheet.read_text().splitlines()
+    text[2] = text[2].replace("out_hh", f"{ro}/out")  # line 3
+    sheet.write_text("\n".join(text) + "\n")
+    with monkeypatch.context() as m:
+        m.setattr(execute, "connected", lambda *a: pytest.fail("a cluster was started"))
+        rc = main(["call-hits", "--runs", str(sheet), "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 2
+    # The storage-fault line call-hits gives alone (storage/faults.py), naming the row.
+    assert err[0].startswith(f"nemo-dask call-hits: error: {sheet}:3: {ro}/out: read-only "
+                             "file system; no block was written")
+    assert "make it writable" in err[0]
+    assert sorted(os.listdir(tmp_path)) == ["RUNS.tsv", "fs0", "m.h5", "r.npz"]
+
+
 def test_a_run_whose_store_is_deleted_mid_run_fails_alone(tmp_path, tiny_npz, modisco_h5,
                                                           client, solo, monkeypatch):
     from nemo_dask.calling import execute
