@@ -43,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "ReportTables": "report",
     "RunOptions": "params",
     "SolverParams": "params",
+    "StorageFaultError": "storage.faults",
+    "WorkerMemoryError": "calling.deaths",
+    "WorkersUnavailableError": "errors",
     "annotate": "matching.annotate",
     "call_hits": "calling.api",
     "call_hits_many": "calling.many",
@@ -52,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "convert_bigwig": "regions.convert",
     "convert_bpnet_h5": "regions.convert",
     "convert_chrombpnet_h5": "regions.convert",
+    "convert_intervals": "regions.convert",
     "convert_modisco": "regions.convert",
     "convert_npz": "regions.convert",
     "export": "finemo.export",
@@ -71,21 +75,10 @@ _EXPORTS: dict[str, str] = {
     "write_collapsed": "finemo.postprocess",
     "write_intersection": "finemo.postprocess",
     "write_report": "report",
+    "write_tracks": "tracks",
 }
 
-__all__ = [
-    "AnnotateResult", "BlockResult", "CallHitsManyResult", "CallHitsResult", "ClusterOptions",
-    "CorruptDataError", "RunReport", "SheetError",
-    "ExportResult", "GpuUnavailableError", "HitComparison", "InputError", "MatchOptions",
-    "Motifs", "MotifParams", "NemoDaskError", "NpzRegions", "OutputLockedError",
-    "OutputExistsError", "RegionBlock", "RunOptions", "Regions", "ReportTables", "SolverParams",
-    "annotate", "call_hits", "call_hits_many", "collapse_hits", "compare_hits", "connect", "convert_bigwig", "convert_bpnet_h5",
-    "convert_chrombpnet_h5", "convert_modisco", "convert_npz", "export", "finemo_hits",
-    "finemo_qc", "fit_block", "import_finemo", "intersect_hits", "load_hits", "load_motifs",
-    "open_regions", "read_motifs",
-    "read_parameters", "report_tables", "scan_hits", "scan_qc", "write_collapsed",
-    "write_intersection", "write_report", "version",
-]
+__all__ = [*sorted(_EXPORTS), "version"]  # the lazy exports above are the public API
 
 
 def version() -> str:

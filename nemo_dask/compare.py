@@ -51,7 +51,7 @@ import polars as pl
 from .dataset import HITS_DIR, MOTIFS_FILE, PARAMS_FILE, QC_DIR
 from .errors import InputError
 from .finemo.directory import finemo_file, read_json_file
-from .finemo.formats import FINEMO_QC_DTYPES, QC_FILE
+from .finemo.formats import FINEMO_NEUTRAL_PARAMETERS, FINEMO_QC_DTYPES, QC_FILE
 from .finemo.read import finemo_qc, load_hits, read_tsv
 from .params import SolverParams
 
@@ -421,11 +421,8 @@ def read_side(source: str | os.PathLike[str]) -> Side:
     return Side(path=path, kind=kind, hits=hits, qc=qc, tol=tol, params=params)
 
 
-#: parameters.json keys that change no hit (paths, batching, device) or are not finemo's.
-_NEUTRAL_PARAMS = frozenset({"regions_path", "peaks_path", "modisco_h5_path", "chrom_order_path",
-                             "motifs_include_path", "motif_names_path", "motif_lambdas_path",
-                             "out_dir", "cwm_trim_coords_path", "cwm_trim_thresholds_path",
-                             "batch_size", "device", "compile_optimizer", "nemo_dask"})
+#: parameters.json keys that change no hit, and nemo_dask's own record.
+_NEUTRAL_PARAMS = FINEMO_NEUTRAL_PARAMETERS | {"nemo_dask"}
 
 
 def _param_diffs(a: Side, b: Side) -> dict[str, tuple[Any, Any]]:

@@ -10,7 +10,7 @@ resolved values are written to ``OUT/parameters.json``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import InputError
@@ -236,11 +236,6 @@ def as_dict(params: SolverParams | MotifParams | RunOptions) -> dict[str, Any]:
     """Plain-JSON dict of a parameters object (tuples become lists)."""
     out = asdict(params)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    """Names of the fields of a parameters dataclass."""
-    return tuple(f.name for f in fields(cls))
 
 
 def _seconds(value: float | str | None) -> float | None:

@@ -99,6 +99,34 @@ def threads_client():
         yield client
 
 
+@pytest.fixture(scope="module")
+def client1():
+    """The embedded cluster users get, with 1 worker process of 1 thread."""
+    from nemo_dask.clusters.connect import ClusterOptions, connect
+
+    with connect(ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=None),
+                 announce=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client2():
+    """The embedded cluster users get, with 2 worker processes (workers forked from a server
+    on Linux)."""
+    from nemo_dask.clusters.connect import ClusterOptions, connect
+
+    with connect(ClusterOptions(n_workers=2, dashboard_address=None), announce=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def small_npz(tmp_path_factory, regions_npz) -> Path:
+    """The first 120 regions of the fixture, as finemo's regions.npz."""
+    path = tmp_path_factory.mktemp("npz") / "regions120.npz"
+    np.savez(path, **{k: v[:120] for k, v in regions_npz.items()})
+    return path
+
+
 # --- small file systems of their own (full, read-only), for the storage-fault tests ---------
 
 @pytest.fixture
@@ -124,7 +152,7 @@ def mounts(tmp_path: Path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
-# --- special files, for the output-path tests (tests/storage, tests/test_outputs.py) ------
+# --- special files, for the output-path tests (tests/storage) -------------------------------
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 needs_root = pytest.mark.skipif(not ROOT, reason="mknod of a character device needs root")

@@ -88,3 +88,13 @@ def test_the_resolver_sees_a_wrong_lazy_import():
     found = _imports_in(source, "nemo_dask.calling.output", False, "output.py")
     assert found == [("output.py", 2, "nemo_dask.calling.convert._writer", "_is_store_dir")]
     assert not _exists("nemo_dask.calling.convert._writer")
+
+
+def test_every_public_name_resolves_and_the_api_is_complete() -> None:
+    """``nemo_dask.__all__`` is the lazy export table (one list, not two to keep in step), and
+    each name in it imports; the public entry points of each kind of work are in it."""
+    for name in nemo_dask.__all__:
+        assert getattr(nemo_dask, name) is not None, name
+    for name in ("call_hits", "convert_intervals", "write_tracks", "WorkersUnavailableError",
+                 "export"):
+        assert name in nemo_dask.__all__, name

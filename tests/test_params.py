@@ -4,6 +4,7 @@ read from them."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 
 import dask
@@ -18,7 +19,6 @@ from nemo_dask.params import (
     MotifParams,
     RunOptions,
     SolverParams,
-    field_names,
 )
 
 
@@ -59,11 +59,11 @@ def test_call_hits_keywords_are_the_parameter_objects():
     dataclass's default (or None: from the configuration)."""
     sig = inspect.signature(call_hits).parameters
     for cls in (SolverParams, MotifParams):
-        for name in field_names(cls):
+        for name in (f.name for f in dataclasses.fields(cls)):
             assert name in sig, name
             default = getattr(cls(), name)
             assert sig[name].default == (None if isinstance(default, (dict, tuple)) else default)
-    for name in field_names(RunOptions):
+    for name in (f.name for f in dataclasses.fields(RunOptions)):
         assert sig[name].default == getattr(RunOptions(), name)
     assert not any(p.kind is p.VAR_KEYWORD for p in sig.values())
     doc = call_hits.__doc__ or ""

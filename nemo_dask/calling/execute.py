@@ -20,6 +20,7 @@ import dask
 
 from .. import config
 from ..clusters.quiet import drop_cancellation_noise
+from ..clusters.systems import SYSTEMS
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
 from .deaths import DeathWatch, block_bytes
@@ -135,7 +136,7 @@ def cluster_has_gpus(client: Any, device: str, cluster_opts: Any = None) -> bool
     if answers:
         return any(answers.values())
     kind = getattr(cluster_opts, "cluster", None)
-    return kind == "cuda" or (kind in ("slurm", "pbs", "lsf", "sge")
+    return kind == "cuda" or (kind in SYSTEMS
                               and bool(getattr(cluster_opts, "gpus_per_job", 1)))
 
 

@@ -307,7 +307,8 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
 
 
 def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
-    """finemo's parameters.json keys, in its order and with its meanings."""
+    """finemo's parameters.json keys (:data:`~nemo_dask.finemo.formats.FINEMO_PARAMETER_KEYS`,
+    in its order and with its meanings), then nemo_dask's ``global_scale`` and ``tiling``."""
     mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
     # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
     # their URLs, not the temporary copies (storage.urls.recorded_path).

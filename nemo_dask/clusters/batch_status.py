@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 #: SLURM pending reasons that no amount of waiting resolves (the request exceeds what the
 #: partition, its nodes, the account or the QOS can ever give). Transient ones (Resources,
@@ -57,28 +58,16 @@ class JobState:
     never: bool = False
 
 
-def query(system: str, job_ids: list[str]) -> dict[str, JobState] | None:
-    """States of ``job_ids``; jobs the system no longer lists are absent from the result.
+def query(system: Any, job_ids: list[str]) -> dict[str, JobState] | None:
+    """States of ``job_ids`` as ``system`` (a :class:`~nemo_dask.clusters.systems.BatchSystem`)
+    reports them; jobs the system no longer lists are absent from the result.
 
     Returns None when the status command is missing or fails (then nothing can be said).
     """
     ids = [j for j in job_ids if j]
     if not ids:
         return {}
-    if system == "slurm":
-        cmd = ["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r"]
-        parse = parse_squeue
-    elif system == "pbs":
-        cmd = ["qstat", "-f", *ids]
-        parse = parse_qstat_pbs
-    elif system == "lsf":
-        cmd = ["bjobs", "-noheader", "-o", "jobid stat pend_reason delimiter='|'", *ids]
-        parse = parse_bjobs
-    elif system == "sge":
-        cmd = ["qstat"]
-        parse = parse_qstat_sge
-    else:
-        return None
+    cmd = system.status_command(ids)
     if shutil.which(cmd[0]) is None:
         return None
     try:
@@ -92,7 +81,7 @@ def query(system: str, job_ids: list[str]) -> dict[str, JobState] | None:
                      proc.stderr + proc.stdout, re.IGNORECASE):
             return {}
         return None
-    states = parse(proc.stdout)
+    states = system.parse_status(proc.stdout)
     return {j: s for j, s in states.items() if j in set(ids)}
 
 

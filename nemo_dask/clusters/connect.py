@@ -55,7 +55,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads-per-worker", type=int, metavar="N", help="threads per local worker (default 1)")
     g.add_argument("--dashboard-address", metavar="HOST:PORT",
                    help="dashboard of a started cluster (default 127.0.0.1:0, loopback only)")
-    j = parser.add_argument_group("batch jobs (--cluster slurm|pbs|lsf|sge)")
+    j = parser.add_argument_group(f"batch jobs (--cluster {'|'.join(JOBQUEUE_KINDS)})")
     j.add_argument("--jobs", type=int, metavar="N", help="submit exactly N jobs (default: adaptive)")
     j.add_argument("--min-jobs", type=int, metavar="N", help="adaptive: fewest jobs kept (default 1)")
     j.add_argument("--max-jobs", type=int, metavar="N", help="adaptive: most jobs at once (default 4)")

@@ -7,61 +7,21 @@ the driver process (usually on the login node), with TLS unless the user opts ou
 
 from __future__ import annotations
 
-import math
-import re
 import sys
 import warnings
 from typing import Any
 
 from dask.utils import parse_bytes, parse_timedelta
 
-from ..errors import InputError
 from .local import dashboard_address
-from .options import ClusterOptions, cfg, import_dask_jobqueue, jq_cfg
+from .options import ClusterOptions, cfg, jq_cfg
 from .security import NO_TLS_RISK, Security, for_new_cluster, from_files, shared_temp_directory
-
-_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster",
-            "sge": "SGECluster"}
+from .systems import JobRequest, system, walltime_seconds
 
 
-def _dask_jobqueue() -> Any:
-    try:
-        dask_jobqueue = import_dask_jobqueue()
-    except ImportError as err:
-        raise InputError("--cluster slurm|pbs|lsf|sge needs dask-jobqueue: "
-                         "`pip install dask-jobqueue cryptography` (or nemo_dask[hpc])") from err
-    return dask_jobqueue
-
-
-def cluster_class(system: str) -> Any:
-    """The dask-jobqueue cluster class of ``system``."""
-    return getattr(_dask_jobqueue(), _CLASSES[system])
-
-
-def walltime_seconds(walltime: str, system: str) -> float:
-    """Seconds in a walltime written the way ``system`` reads it.
-
-    SLURM: ``M``, ``M:S``, ``H:M:S``, ``D-H[:M[:S]]``; LSF: ``M`` or ``H:M``;
-    PBS and SGE: ``S``, ``M:S``, ``H:M:S``.
-    """
-    text = str(walltime).strip()
-    days = 0
-    if system == "slurm" and "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in text.split(":")] + [0] * (3 - len(text.split(":")))
-        return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
-    if not re.fullmatch(r"\d+(:\d+){0,2}", text):
-        raise InputError(f"--walltime {walltime!r}: expected H:M:S (or your batch system's "
-                         "format, e.g. SLURM D-HH:MM:SS, LSF HH:MM)")
-    parts = [int(p) for p in text.split(":")]
-    if system == "lsf":
-        weights = [60] if len(parts) == 1 else [3600, 60, 1][: len(parts)]
-    elif system == "slurm":
-        weights = {1: [60], 2: [60, 1], 3: [3600, 60, 1]}[len(parts)]
-    else:
-        weights = [3600, 60, 1][3 - len(parts):]
-    return float(sum(p * w for p, w in zip(parts, weights, strict=True)))
+def cluster_class(name: str) -> Any:
+    """The dask-jobqueue cluster class of batch system ``name``."""
+    return system(name).cluster_cls()
 
 
 def lifetime(options: ClusterOptions) -> tuple[str, str] | None:
@@ -82,16 +42,16 @@ def job_kwargs(options: ClusterOptions) -> dict[str, Any]:
 
     List-valued settings extend (never replace) the user's ``jobqueue.<system>`` config.
     """
-    o, system = options, options.cluster or ""
+    o, system_ = options, options.cluster or ""
     gpus = o.gpus_per_job or 0
     processes = gpus if (o.cuda_worker and gpus > 1) else 1
-    directives = list(jq_cfg(system, "job-extra-directives") or [])
+    directives = list(jq_cfg(system_, "job-extra-directives") or [])
     # `python -m` puts the job's directory (where it was submitted) first on sys.path: a
     # directory named nemo_dask there (a clone, seen from its parent) would be imported instead
     # of the installed package. PYTHONSAFEPATH (Python >= 3.11) keeps it off.
-    prologue = (["export PYTHONSAFEPATH=1"] + list(jq_cfg(system, "job-script-prologue") or [])
+    prologue = (["export PYTHONSAFEPATH=1"] + list(jq_cfg(system_, "job-script-prologue") or [])
                 + list(o.job_prologue))
-    worker_args = list(jq_cfg(system, "worker-extra-args") or [])
+    worker_args = list(jq_cfg(system_, "worker-extra-args") or [])
     if o.jobs is None:  # adaptive: retire before the walltime so a new job takes over
         life = lifetime(o)
         if life and o.cuda_worker:  # `dask cuda worker` has no --lifetime flag
@@ -104,46 +64,19 @@ def job_kwargs(options: ClusterOptions) -> dict[str, Any]:
         python=o.python or sys.executable, job_script_prologue=prologue,
         worker_extra_args=worker_args, queue=o.queue, walltime=o.walltime,
     )
-    if jq_cfg(system, "name") in (None, "dask-worker"):  # recognisable in squeue/qstat/bjobs
+    if jq_cfg(system_, "name") in (None, "dask-worker"):  # recognisable in squeue/qstat/bjobs
         kw["job_name"] = "nemo-dask"
     if o.cuda_worker:
         kw["worker_command"] = "dask_cuda.cli"
-    job_cpu = int(o.job_cpu or 1)
-    mem = parse_bytes(str(o.memory))
-    if system == "slurm":
-        kw.update(account=o.account, job_cpu=job_cpu)
-        if gpus:
-            directives.append(f"--gres=gpu:{gpus}")
-    elif system == "pbs":
-        kw["account"] = o.account
-        spec = jq_cfg(system, "resource-spec")
-        if spec is None:
-            spec = f"select=1:ncpus={job_cpu}" + (f":ngpus={gpus}" if gpus else "")
-            spec += f":mem={_pbs_bytes(mem)}"
-        kw["resource_spec"] = spec
-    elif system == "lsf":
-        kw.update(project=o.account, ncpus=job_cpu)
-        if gpus:
-            directives.append(f'-gpu "num={gpus}"')
-    elif system == "sge":
-        kw["project"] = o.account
-        spec = jq_cfg(system, "resource-spec")
-        if spec is None:
-            # h_vmem is per slot in Grid Engine: the job's memory divided by its slots.
-            parts = [f"gpu={gpus}"] if gpus else []
-            spec = ",".join(parts + [f"h_vmem={math.ceil(mem / job_cpu / 2**20)}M"])
-        kw["resource_spec"] = spec
-        if job_cpu > 1:
-            directives.append(f"-pe {cfg('jobqueue.sge-parallel-environment', 'smp')} {job_cpu}")
+    request = JobRequest(
+        gpus=gpus, job_cpu=int(o.job_cpu or 1), memory=parse_bytes(str(o.memory)),
+        account=o.account, resource_spec=jq_cfg(system_, "resource-spec"),
+        parallel_environment=cfg("jobqueue.sge-parallel-environment", "smp"))
+    extra, more = system(system_).request(request)
+    kw.update(extra)
+    directives += more
     kw["job_extra_directives"] = directives
     return kw
-
-
-def _pbs_bytes(n: int) -> str:
-    # PBS reads KB/MB/GB as powers of 1024; round up so the job never gets less than asked.
-    if n >= 10 * 2**30:
-        return f"{math.ceil(n / 2**30)}gb"
-    return f"{math.ceil(n / 2**20)}mb"
 
 
 def dry_run_script(options: ClusterOptions) -> str:

@@ -16,9 +16,10 @@ import dask.config
 
 from .. import config
 from ..errors import InputError
+from .systems import SYSTEMS, import_dask_jobqueue
 
 LOCAL_KINDS = ("local", "cuda")
-JOBQUEUE_KINDS = ("slurm", "pbs", "lsf", "sge")
+JOBQUEUE_KINDS = tuple(SYSTEMS)
 KINDS = LOCAL_KINDS + JOBQUEUE_KINDS
 
 class GpuUnavailableError(InputError):
@@ -89,29 +90,6 @@ def cfg(key: str, default: Any = None) -> Any:
     return config.get(f"cluster.{key}", default)
 
 
-def import_dask_jobqueue() -> Any:
-    """``import dask_jobqueue``, keeping Ctrl-C a KeyboardInterrupt.
-
-    dask-jobqueue's ``runner`` module, imported with the package, replaces the SIGINT handler
-    by ``sys.exit()``: Ctrl-C would then end call-hits with status 0 and no message. The
-    handler that was there before the import is put back (main thread only, where Python
-    allows it).
-    """
-    import signal
-    import sys
-    import threading
-
-    if "dask_jobqueue" in sys.modules:
-        return sys.modules["dask_jobqueue"]
-    previous = signal.getsignal(signal.SIGINT)
-    import dask_jobqueue
-
-    if (threading.current_thread() is threading.main_thread() and previous is not None
-            and signal.getsignal(signal.SIGINT) is not previous):
-        signal.signal(signal.SIGINT, previous)
-    return dask_jobqueue
-
-
 def jq_cfg(system: str, key: str) -> Any:
     """``jobqueue.<system>.<key>`` from dask config (dask-jobqueue's own settings)."""
     try:  # importing dask_jobqueue registers its defaults (jobqueue.yaml) in dask config
@@ -170,10 +148,11 @@ def _resolve_jobqueue(o: ClusterOptions) -> None:
     pick("gpus_per_job", "gpus-per-job")
     pick("cores", "cores")
     # Not jobqueue.<system>.cores: for GPU jobs that is the worker-thread count (1).
-    pick("job_cpu", "job-cpu", {"slurm": "job-cpu", "lsf": "ncpus"}.get(sys_), "default-job-cpu")
+    record = SYSTEMS[sys_]
+    pick("job_cpu", "job-cpu", record.job_cpu_key, "default-job-cpu")
     pick("memory", "memory", "memory", "default-memory")
     pick("queue", "queue", "queue")
-    pick("account", "account", "account" if sys_ in ("slurm", "pbs") else "project")
+    pick("account", "account", record.account_key)
     pick("walltime", "walltime", "walltime")
     pick("python", "python", "python")
     pick("cuda_worker", "cuda-worker")

@@ -17,18 +17,7 @@ from typing import Any
 
 from ..errors import WorkersUnavailableError
 from . import batch_status
-
-_SYSTEMS = {"SLURMCluster": "slurm", "PBSCluster": "pbs", "LSFCluster": "lsf",
-            "SGECluster": "sge"}
-_CANCEL = {"slurm": "scancel", "pbs": "qdel", "lsf": "bkill", "sge": "qdel"}
-
-
-def batch_system(cluster: Any) -> str | None:
-    """``slurm``, ``pbs``, ``lsf`` or ``sge`` for a dask-jobqueue cluster, else None."""
-    for klass in type(cluster).__mro__:
-        if klass.__name__ in _SYSTEMS:
-            return _SYSTEMS[klass.__name__]
-    return None
+from .systems import system_of
 
 
 class WorkerWait:
@@ -51,7 +40,7 @@ class WorkerWait:
                  status: Callable[[str], None] | None = None, poll_s: float = 5.0) -> None:
         self.client = client
         self.cluster = getattr(client, "cluster", None)
-        self.system = batch_system(self.cluster) if self.cluster is not None else None
+        self.system = system_of(self.cluster) if self.cluster is not None else None
         self.job_cls = getattr(self.cluster, "job_cls", None)
         self.worker_wait = worker_wait
         self.status = status or (lambda text: None)
@@ -103,7 +92,7 @@ class WorkerWait:
         if not ids or self.system is None:
             return
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run([_CANCEL[self.system], *ids], capture_output=True, timeout=30,
+            subprocess.run([self.system.cancel_command, *ids], capture_output=True, timeout=30,
                            check=False)
 
     # -- internals ----------------------------------------------------------------------

@@ -59,6 +59,12 @@ FINEMO_PARAMETER_KEYS: tuple[str, ...] = (
     "num_regions", "untrimmed_motif_width", "num_motifs",
 )
 
+#: finemo's ``parameters.json`` keys that change no hit: where the inputs and outputs were,
+#: batching, device and compilation (finemo's results do not depend on them beyond rounding).
+FINEMO_NEUTRAL_PARAMETERS: frozenset[str] = frozenset(
+    [k for k in FINEMO_PARAMETER_KEYS if k.endswith("_path") or k == "out_dir"]
+    + ["batch_size", "device", "compile_optimizer"])
+
 #: Columns whose first occurrence ``hits_unique.tsv`` keeps (finemo's subset, in its order).
 UNIQUE_KEY: tuple[str, ...] = ("chr", "start", "motif_name", "strand")
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import polars as pl
 
 from ..errors import InputError
 from ..schema import PEAKS_DTYPES
+from ..storage.urls import is_url, localize
 
 #: Key of the store's attributes in the group's ``zarr.json``.
 ATTRS_KEY = "nemo_dask_regions"
@@ -76,13 +76,9 @@ def default_chunk_size(width: int, contrib_kind: str, itemsize: int = 2) -> int:
 
 def local_path(path_or_url: str | os.PathLike[str]) -> Path | None:
     """The local filesystem path of a path or ``file://`` URL; None for other URLs."""
-    text = os.fspath(path_or_url)
-    if "://" not in text:
-        return Path(text).expanduser().absolute()
-    parsed = urlparse(text)
-    if parsed.scheme in ("file", "local"):
-        return Path(unquote(parsed.netloc + parsed.path)).absolute()
-    return None
+    if is_url(path_or_url):
+        return None
+    return Path(os.path.expanduser(os.fspath(localize(path_or_url)))).absolute()
 
 
 def store_location(path_or_url: str | os.PathLike[str]) -> str:

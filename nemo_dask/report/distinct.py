@@ -130,14 +130,38 @@ def hit_counts(
     parts : int, optional
         Number of parts to aggregate separately (default: by :data:`HITS_PER_PART`).
     """
-    n_motifs = len(motif_names)
     parts = parts or n_parts(hits)
+    keyed = _keyed_hits(hits, motif_names, region_width, modisco_region_width)
+    seq = None if seqlets is None else _seqlet_keys(seqlets, motif_names)
+    tally = _Tally(len(motif_names), seq, compute_recall and seq is not None, motif_width,
+                   peaks.select("peak_id", prs=pl.col("peak_region_start").cast(pl.Int64)),
+                   _WindowSpill(spill_dir))
+    for p in range(parts):
+        part = keyed if parts == 1 else keyed.filter(pl.col("start_untrimmed") % parts == p)
+        # One row per distinct hit. Its representative window is in the lowest peak_id seeing it
+        # (for restricted hits, the lowest seeing it inside the central window). Only simple
+        # aggregations, so that polars' streaming engine runs the group-by.
+        tally.add(
+            part.group_by(_KEYS)
+            .agg(
+                peak_id=pl.col("peak_id").min(),
+                r_peak_id=pl.when("restricted").then(pl.col("peak_id")).min(),
+            )
+            .collect(engine=_STREAMING)
+        )
+    return tally.result(motif_names)
+
+
+def _keyed_hits(hits: pl.LazyFrame, motif_names: list[str], region_width: int,
+                modisco_region_width: int) -> pl.LazyFrame:
+    """Each hit's key columns, peak and whether it lies in the central window tfmodisco ran on
+    (finemo's "restricted" hits)."""
     center = region_width / 2
     half = modisco_region_width // 2
     in_window = (pl.col("hit_start") >= center - half) & (
         pl.col("hit_start") + (pl.col("end_untrimmed") - pl.col("start_untrimmed")) <= center + half
     )
-    keyed = with_motif_index(
+    return with_motif_index(
         hits.select(
             "chr_id",
             "start_untrimmed",
@@ -149,74 +173,71 @@ def hit_counts(
         ),
         motif_names,
     ).select(*_KEYS, "peak_id", restricted=in_window)
-    seq = None if seqlets is None else _seqlet_keys(seqlets, motif_names)
-    recall = compute_recall and seq is not None
-    starts = peaks.select("peak_id", prs=pl.col("peak_region_start").cast(pl.Int64))
 
-    total = np.zeros(n_motifs, np.int64)
-    restricted_n = np.zeros(n_motifs, np.int64)
-    overlaps_n = np.zeros(n_motifs, np.int64)
-    extra_n = np.zeros(n_motifs, np.int64)
-    bins = np.zeros((n_motifs, n_motifs), np.int64)
-    windows = _WindowSpill(spill_dir)
-    found: list[pl.DataFrame] = []  # seqlet keys found among hits, for the missed seqlets
-    for p in range(parts):
-        part = keyed if parts == 1 else keyed.filter(pl.col("start_untrimmed") % parts == p)
-        # One row per distinct hit. Its representative window is in the lowest peak_id seeing it
-        # (for restricted hits, the lowest seeing it inside the central window). Only simple
-        # aggregations, so that polars' streaming engine runs the group-by.
-        distinct = (
-            part.group_by(_KEYS)
-            .agg(
-                peak_id=pl.col("peak_id").min(),
-                r_peak_id=pl.when("restricted").then(pl.col("peak_id")).min(),
-            )
-            .collect(engine=_STREAMING)
-        )
+
+class _Tally:
+    """Per-motif counts summed over the parts of the distinct hits, and the windows to draw."""
+
+    def __init__(self, n_motifs: int, seq: pl.DataFrame | None, recall: bool, motif_width: int,
+                 starts: pl.DataFrame, windows: _WindowSpill) -> None:
+        self.n, self.seq, self.recall, self.motif_width = n_motifs, seq, recall, motif_width
+        self.starts, self.windows = starts, windows
+        self.total = np.zeros(n_motifs, np.int64)
+        self.restricted = np.zeros(n_motifs, np.int64)
+        self.overlaps = np.zeros(n_motifs, np.int64)
+        self.extra = np.zeros(n_motifs, np.int64)
+        self.bins = np.zeros((n_motifs, n_motifs), np.int64)
+        self.found: list[pl.DataFrame] = []  # seqlet keys found among hits (for the missed)
+
+    def add(self, distinct: pl.DataFrame) -> None:
+        """Count one part's distinct hits (one row each, with ``peak_id`` and ``r_peak_id``)."""
         is_r = distinct["r_peak_id"].is_not_null().to_numpy()
         idx = distinct["motif_idx"].to_numpy().astype(np.int64)
-        total += np.bincount(idx, minlength=n_motifs)
-        restricted_n += np.bincount(idx[is_r], minlength=n_motifs)
-        windows.add(_windows(distinct, starts, "peak_id", 0))
+        self.total += np.bincount(idx, minlength=self.n)
+        self.restricted += np.bincount(idx[is_r], minlength=self.n)
+        self.windows.add(_windows(distinct, self.starts, "peak_id", 0))
+        seq = self.seq
         if seq is None:
-            continue
-        bins += _bin_overlaps(distinct, seq, motif_width, n_motifs)
-        if recall:
+            return
+        self.bins += _bin_overlaps(distinct, seq, self.motif_width, self.n)
+        if self.recall:
             restricted = distinct.filter(pl.col("r_peak_id").is_not_null())
-            overlaps_n += _per_motif(restricted.join(seq, on=_KEYS, how="semi"), n_motifs)
+            self.overlaps += _per_motif(restricted.join(seq, on=_KEYS, how="semi"), self.n)
             extra = restricted.join(seq, on=_KEYS, how="anti")
-            extra_n += _per_motif(extra, n_motifs)
-            windows.add(_windows(extra, starts, "r_peak_id", 2))
-            found.append(seq.join(distinct, on=_KEYS, how="semi").select(_KEYS))
-        del distinct
+            self.extra += _per_motif(extra, self.n)
+            self.windows.add(_windows(extra, self.starts, "r_peak_id", 2))
+            self.found.append(seq.join(distinct, on=_KEYS, how="semi").select(_KEYS))
 
-    counts: dict[str, object] = {
-        "motif_name": motif_names,
-        "num_hits_total": total,
-        "num_hits_restricted": restricted_n,
-    }
-    if seq is not None:
-        counts["num_seqlets"] = _per_motif(seq, n_motifs)
-    if recall:
-        missed = seq.join(pl.concat(found), on=_KEYS, how="anti")
-        counts |= {
-            "num_overlaps": overlaps_n,
-            "num_seqlets_only": _per_motif(missed, n_motifs),
-            "num_hits_restricted_only": extra_n,
+    def result(self, motif_names: list[str]) -> HitCounts:
+        """finemo's motif_report counts per motif, the windows, and the hit-seqlet bins."""
+        seq = self.seq
+        counts: dict[str, object] = {
+            "motif_name": motif_names,
+            "num_hits_total": self.total,
+            "num_hits_restricted": self.restricted,
         }
-        windows.add(
-            missed.select(
-                "peak_id", "hit_start", "is_revcomp", "motif_idx", kind=pl.lit(1, pl.UInt8)
+        if seq is not None:
+            counts["num_seqlets"] = _per_motif(seq, self.n)
+        if seq is not None and self.recall:
+            missed = seq.join(pl.concat(self.found), on=_KEYS, how="anti")
+            counts |= {
+                "num_overlaps": self.overlaps,
+                "num_seqlets_only": _per_motif(missed, self.n),
+                "num_hits_restricted_only": self.extra,
+            }
+            self.windows.add(
+                missed.select(
+                    "peak_id", "hit_start", "is_revcomp", "motif_idx", kind=pl.lit(1, pl.UInt8)
+                )
             )
-        )
-    table = pl.DataFrame(counts)
-    if recall:
-        table = table.with_columns(
-            seqlet_recall=pl.when(pl.col("num_seqlets") > 0)
-            .then(pl.col("num_overlaps") / pl.col("num_seqlets"))
-            .otherwise(0.0)
-        )
-    return HitCounts(table, windows.scan(), bins if seq is not None else None)
+        table = pl.DataFrame(counts)
+        if self.recall:
+            table = table.with_columns(
+                seqlet_recall=pl.when(pl.col("num_seqlets") > 0)
+                .then(pl.col("num_overlaps") / pl.col("num_seqlets"))
+                .otherwise(0.0)
+            )
+        return HitCounts(table, self.windows.scan(), self.bins if seq is not None else None)
 
 
 def _seqlet_keys(seqlets: pl.DataFrame, motif_names: list[str]) -> pl.DataFrame:

@@ -140,28 +140,10 @@ def join(base: str | os.PathLike[str], *parts: str) -> Any:
     return Path(localize(base)).joinpath(*parts)
 
 
-def url_exists(url: str) -> bool:
-    """Whether anything (an object or a non-empty prefix) is at ``url``."""
-    fs, root = filesystem(url)
-    return bool(fs.exists(root))
-
-
 def url_isfile(url: str) -> bool:
     """Whether ``url`` is one object (not a prefix)."""
     fs, root = filesystem(url)
     return bool(fs.isfile(root))
-
-
-def url_put_bytes(url: str, data: bytes) -> None:
-    """Write the whole object ``url`` in one request (atomic on object stores)."""
-    fs, root = filesystem(url)
-    fs.pipe_file(root, data)
-
-
-def url_read_bytes(url: str) -> bytes:
-    """The whole object at ``url``."""
-    fs, root = filesystem(url)
-    return bytes(fs.cat_file(root))
 
 
 @contextlib.contextmanager
@@ -333,6 +315,6 @@ def with_fetched_urls(text: str) -> str:
 
 __all__ = (
     "as_text", "fetch_input_file", "filesystem", "is_url", "join", "localize",
-    "location", "open_input", "recorded_path", "remote_input", "url_exists", "url_isfile",
-    "url_output", "url_put_bytes", "url_read_bytes", "url_scheme", "with_fetched_urls",
+    "location", "open_input", "recorded_path", "remote_input", "url_isfile",
+    "url_output", "url_scheme", "with_fetched_urls",
 )

@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow.dataset as pads
 import pytest
@@ -27,63 +26,46 @@ distributed = pytest.importorskip("distributed")
 SORT = ["peak_id", "motif_id", "hit_start"]
 
 
-@pytest.fixture(scope="module")
-def client():
-    """The embedded cluster users get (workers forked from a server on Linux)."""
-    from nemo_dask.clusters.connect import ClusterOptions, connect
-
-    with connect(ClusterOptions(n_workers=2, dashboard_address=None), announce=False) as c:
-        yield c
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is the Linux default")
-def test_embedded_workers_start_with_the_solver_imported(client):
-    loaded = client.run(lambda: all(m in sys.modules for m in ("torch", "nemo_dask.solver.stream")))
+def test_embedded_workers_start_with_the_solver_imported(client2):
+    loaded = client2.run(lambda: all(m in sys.modules for m in ("torch", "nemo_dask.solver.stream")))
     assert list(loaded.values()) == [True, True]
-
-
-@pytest.fixture(scope="module")
-def small_npz(tmp_path_factory, regions_npz) -> Path:
-    """The first 120 regions of the fixture, as finemo's regions.npz."""
-    path = tmp_path_factory.mktemp("npz") / "regions120.npz"
-    np.savez(path, **{k: v[:120] for k, v in regions_npz.items()})
-    return path
 
 
 def _hits(out: Path) -> pl.DataFrame:
     return scan_hits(out).collect().sort(SORT)
 
 
-def test_resume_refuse_and_overwrite(client, tmp_path, small_npz, modisco_h5):
+def test_resume_refuse_and_overwrite(client2, tmp_path, small_npz, modisco_h5):
     out = tmp_path / "out"
-    first = call_hits(small_npz, modisco_h5, out, client=client, block_size=30, progress=False)
+    first = call_hits(small_npz, modisco_h5, out, client=client2, block_size=30, progress=False)
     assert first.n_blocks == 4 and first.n_skipped == 0
     before = _hits(out)
     (out / "hits" / "part-000002.parquet").unlink()
     (out / "qc" / "part-000001.parquet").write_bytes(b"truncated")
     (out / "manifest.json").unlink()
-    again = call_hits(small_npz, modisco_h5, out, client=client, block_size=30, progress=False)
+    again = call_hits(small_npz, modisco_h5, out, client=client2, block_size=30, progress=False)
     assert again.n_skipped == 2
     assert _hits(out).equals(before)
-    done = call_hits(small_npz, modisco_h5, out, client=client, block_size=30, progress=False)
+    done = call_hits(small_npz, modisco_h5, out, client=client2, block_size=30, progress=False)
     assert done.n_skipped == 4 and done.summaries == []
 
     with pytest.raises(OutputExistsError, match="different run"):
-        call_hits(small_npz, modisco_h5, out, client=client, block_size=30, lambda_default=0.8)
+        call_hits(small_npz, modisco_h5, out, client=client2, block_size=30, lambda_default=0.8)
     assert _hits(out).equals(before)
-    changed = call_hits(small_npz, modisco_h5, out, client=client, block_size=30,
+    changed = call_hits(small_npz, modisco_h5, out, client=client2, block_size=30,
                         lambda_default=0.8, overwrite=True, progress=False)
     assert changed.n_skipped == 0 and changed.n_hits != before.height
 
 
-def test_parameters_record_absolute_input_paths(client, tmp_path, small_npz, modisco_h5,
+def test_parameters_record_absolute_input_paths(client2, tmp_path, small_npz, modisco_h5,
                                                 monkeypatch):
     """Inputs given relative to the current directory are recorded absolute, as OUT is: the
     run is read later from anywhere."""
     import json
 
     monkeypatch.chdir(small_npz.parent)
-    call_hits(small_npz.name, os.path.relpath(modisco_h5), tmp_path / "out", client=client,
+    call_hits(small_npz.name, os.path.relpath(modisco_h5), tmp_path / "out", client=client2,
               progress=False)
     params = json.loads((tmp_path / "out" / "parameters.json").read_text())
     assert params["regions_path"] == str(small_npz)
@@ -91,13 +73,13 @@ def test_parameters_record_absolute_input_paths(client, tmp_path, small_npz, mod
     assert params["out_dir"] == str(tmp_path / "out")
 
 
-def test_worker_killed_mid_run(client, tmp_path, data_dir, modisco_h5):
+def test_worker_killed_mid_run(client2, tmp_path, data_dir, modisco_h5):
     out = tmp_path / "out"
-    pids = list(client.run(os.getpid).values())
+    pids = list(client2.run(os.getpid).values())
     result: dict = {}
 
     def run() -> None:
-        result["res"] = call_hits(data_dir / "regions.npz", modisco_h5, out, client=client,
+        result["res"] = call_hits(data_dir / "regions.npz", modisco_h5, out, client=client2,
                                   block_size=10, progress=False)
 
     t = threading.Thread(target=run)
@@ -113,7 +95,7 @@ def test_worker_killed_mid_run(client, tmp_path, data_dir, modisco_h5):
     hits = _hits(out)
     assert hits.height == 1721
     assert hits.select(SORT).is_duplicated().sum() == 0
-    client.wait_for_workers(2, timeout=60)
+    client2.wait_for_workers(2, timeout=60)
 
 
 def test_driver_killed_mid_run_then_rerun(tmp_path, data_dir, modisco_h5):
@@ -145,8 +127,8 @@ def test_driver_killed_mid_run_then_rerun(tmp_path, data_dir, modisco_h5):
     assert _hits(out).equals(_hits(clean))
 
 
-def test_dataset_reads_back_with_polars_pyarrow_and_dask(client, tmp_path, small_npz, modisco_h5):
-    out = call_hits(small_npz, modisco_h5, tmp_path / "out", client=client, block_size=30,
+def test_dataset_reads_back_with_polars_pyarrow_and_dask(client2, tmp_path, small_npz, modisco_h5):
+    out = call_hits(small_npz, modisco_h5, tmp_path / "out", client=client2, block_size=30,
                     progress=False).out
     n = pl.scan_parquet(str(out / "hits" / "*.parquet")).select(pl.len()).collect().item()
     assert n == pl.scan_parquet(out / "hits").select(pl.len()).collect().item()

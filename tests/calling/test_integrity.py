@@ -29,25 +29,19 @@ SORT = ["peak_id", "motif_id", "hit_start"]
 BLOCK = 4  # 24 regions: 6 blocks
 
 
-@pytest.fixture(scope="module")
-def client(threads_client):
-    """Workers in this process, so that a test can count what they do."""
-    return threads_client
-
-
-def _run(regions, modisco_h5, out, client, **kw):
+def _run(regions, modisco_h5, out, threads_client, **kw):
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        result = call_hits(regions, modisco_h5, out, client=client, progress=False,
+        result = call_hits(regions, modisco_h5, out, client=threads_client, progress=False,
                            **({"block_size": BLOCK} | kw))
     lines = [str(w.message) for w in record if "No peak region data" not in str(w.message)]
     return result, lines
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_npz, modisco_h5, client) -> tuple[Path, pl.DataFrame]:
+def reference(tmp_path_factory, tiny_npz, modisco_h5, threads_client) -> tuple[Path, pl.DataFrame]:
     out = tmp_path_factory.mktemp("ref") / "out"
-    _run(tiny_npz, modisco_h5, out, client)
+    _run(tiny_npz, modisco_h5, out, threads_client)
     return out, scan_hits(out).collect().sort(SORT)
 
 
@@ -71,7 +65,7 @@ def _flip_page(path: Path) -> None:
 
 
 def test_a_missing_chunk_stops_the_run_at_its_first_read(tmp_path, tiny_npz, modisco_h5,
-                                                         client, monkeypatch):
+                                                         threads_client, monkeypatch):
     from nemo_dask.regions.store import Regions
 
     store = tmp_path / "r.zarr"
@@ -86,7 +80,7 @@ def test_a_missing_chunk_stops_the_run_at_its_first_read(tmp_path, tiny_npz, mod
 
     monkeypatch.setattr(Regions, "read_block", counting)
     with pytest.raises(CorruptDataError) as err:
-        _run(store, modisco_h5, tmp_path / "out", client, retries=2)
+        _run(store, modisco_h5, tmp_path / "out", threads_client, retries=2)
     assert str(err.value).startswith(f"{store}: array 'contributions' chunk 1 "
                                      "(contributions/c/1/0/0, regions 8-15) is missing")
     # Found by the first task that read it: no block is read twice (dask retries a task that
@@ -100,7 +94,7 @@ def test_a_missing_chunk_stops_the_run_at_its_first_read(tmp_path, tiny_npz, mod
 
 def test_corrupt_page_and_swapped_partition_are_refused_then_recomputed(run, reference,
                                                                        tiny_npz, modisco_h5,
-                                                                       client, tmp_path):
+                                                                       threads_client, tmp_path):
     _flip_page(run / "hits" / "part-000002.parquet")
     for table in ("hits", "qc"):  # another block's valid partitions copied over block 4
         shutil.copy(run / table / "part-000001.parquet", run / table / "part-000004.parquet")
@@ -113,7 +107,7 @@ def test_corrupt_page_and_swapped_partition_are_refused_then_recomputed(run, ref
         export(run, tmp_path / "exp")
     assert not (tmp_path / "exp").exists() or not os.listdir(tmp_path / "exp")
     # A resume trusts neither: one line each, and the hits are the reference's again.
-    result, lines = _run(tiny_npz, modisco_h5, run, client)
+    result, lines = _run(tiny_npz, modisco_h5, run, threads_client)
     assert result.n_skipped == 4
     assert lines == [
         "block 2 (regions 8-11) is computed again: its hits partition was changed after it was "
@@ -126,14 +120,14 @@ def test_corrupt_page_and_swapped_partition_are_refused_then_recomputed(run, ref
 
 def test_blocks_finished_after_the_last_manifest_are_checked_page_by_page(run, reference,
                                                                          tiny_npz, modisco_h5,
-                                                                         client):
+                                                                         threads_client):
     """A driver killed after its tasks wrote partitions but before it recorded them."""
     manifest = json.loads((run / "manifest.json").read_text())
     manifest.update(complete=False, blocks={k: v for k, v in manifest["blocks"].items()
                                             if k in ("0", "1")})
     (run / "manifest.json").write_text(json.dumps(manifest))
     _flip_page(run / "qc" / "part-000003.parquet")
-    result, lines = _run(tiny_npz, modisco_h5, run, client)
+    result, lines = _run(tiny_npz, modisco_h5, run, threads_client)
     assert result.n_skipped == 5
     assert len(lines) == 1 and lines[0].startswith(
         "block 3 (regions 12-15) is computed again: its qc partition a data page is damaged"), lines
@@ -141,11 +135,11 @@ def test_blocks_finished_after_the_last_manifest_are_checked_page_by_page(run, r
 
 
 def test_an_edited_block_size_keeps_the_recorded_layout(run, reference, tiny_npz, modisco_h5,
-                                                        client, tmp_path):
+                                                        threads_client, tmp_path):
     params = json.loads((run / "parameters.json").read_text())
     params["nemo_dask"]["block_size"] = 10
     (run / "parameters.json").write_text(json.dumps(params))
-    result, lines = _run(tiny_npz, modisco_h5, run, client, block_size=None)
+    result, lines = _run(tiny_npz, modisco_h5, run, threads_client, block_size=None)
     assert (result.n_blocks, result.n_skipped) == (6, 6)
     assert lines == [f"{run}/parameters.json records blocks of 10 regions (6 blocks), but the "
                      "run is laid out in blocks of 4 (6 blocks); parameters.json is rewritten "
@@ -159,17 +153,17 @@ def test_an_edited_block_size_keeps_the_recorded_layout(run, reference, tiny_npz
     (run / "parameters.json").write_text(json.dumps(params))
     with pytest.raises(CorruptDataError, match="manifest.json is missing"):
         scan_hits(run)
-    result, _ = _run(tiny_npz, modisco_h5, run, client, block_size=None)
+    result, _ = _run(tiny_npz, modisco_h5, run, threads_client, block_size=None)
     assert (result.n_blocks, result.n_skipped) == (6, 6)
     assert scan_hits(run).collect().sort(SORT).equals(reference[1])
 
 
-def test_partitions_of_another_layout_are_removed(run, reference, tiny_npz, modisco_h5, client):
+def test_partitions_of_another_layout_are_removed(run, reference, tiny_npz, modisco_h5, threads_client):
     for table in ("hits", "qc"):
         shutil.copy(run / table / "part-000001.parquet", run / table / "part-000017.parquet")
     with pytest.raises(CorruptDataError, match="part-000017.parquet is not in the manifest"):
         scan_hits(run)
-    result, lines = _run(tiny_npz, modisco_h5, run, client)
+    result, lines = _run(tiny_npz, modisco_h5, run, threads_client)
     assert result.n_skipped == 6
     assert lines == [f"{run}: removed 2 partitions of blocks outside this run's layout of 6 "
                      "blocks (hits/part-000017.parquet, qc/part-000017.parquet)"]
@@ -178,23 +172,23 @@ def test_partitions_of_another_layout_are_removed(run, reference, tiny_npz, modi
 
 @pytest.mark.parametrize("same_options", [True, False])
 def test_a_second_driver_never_writes_into_a_held_out(run, reference, tiny_npz, modisco_h5,
-                                                      client, same_options):
+                                                      threads_client, same_options):
     before = {p.name: p.stat().st_mtime_ns for p in (run / "hits").iterdir()}
     extra = {} if same_options else {"max_steps": 50}
     with OutputLock(run, "call-hits"):  # another driver's run in progress
         for overwrite in (False, True):
             with pytest.raises(OutputLockedError, match=rf"{run} is being written by another "
                                r"run \(call-hits of .*, pid \d+, started "):
-                _run(tiny_npz, modisco_h5, run, client, overwrite=overwrite, **extra)
+                _run(tiny_npz, modisco_h5, run, threads_client, overwrite=overwrite, **extra)
     assert {p.name: p.stat().st_mtime_ns for p in (run / "hits").iterdir()} == before
     # Solver-only options are part of the run: once the lock is free, a resume is refused.
     if not same_options:
         with pytest.raises(OutputExistsError, match="parameters differ: max_steps 10000 -> 50"):
-            _run(tiny_npz, modisco_h5, run, client, **extra)
+            _run(tiny_npz, modisco_h5, run, threads_client, **extra)
 
 
 def test_leftovers_of_a_killed_conversion_and_start_are_cleaned(tmp_path, reference, tiny_npz,
-                                                                modisco_h5, client,
+                                                                modisco_h5, threads_client,
                                                                 monkeypatch):
     from nemo_dask.calling import execute
 
@@ -207,26 +201,26 @@ def test_leftovers_of_a_killed_conversion_and_start_are_cleaned(tmp_path, refere
         m.setattr(execute, "cluster_has_gpus", lambda *a: (_ for _ in ()).throw(
             KeyboardInterrupt()))
         with pytest.raises(KeyboardInterrupt):
-            _run(tiny_npz, modisco_h5, out, client)
+            _run(tiny_npz, modisco_h5, out, threads_client)
     assert not leftover.exists()
     assert sorted(os.listdir(out)) == ["manifest.json", "regions.zarr"]
     # The rerun recognises OUT as its own, reuses the store and finishes.
     store_made = (out / "regions.zarr" / "zarr.json").stat().st_mtime_ns
-    result, _ = _run(tiny_npz, modisco_h5, out, client)
+    result, _ = _run(tiny_npz, modisco_h5, out, threads_client)
     assert result.n_skipped == 0 and sorted(os.listdir(tmp_path)) == ["out"]
     assert (out / "regions.zarr" / "zarr.json").stat().st_mtime_ns == store_made
     assert scan_hits(out).collect().sort(SORT).equals(reference[1])
 
 
 def test_an_older_start_up_leftover_is_refused_then_overwritten(tmp_path, reference, tiny_npz,
-                                                                modisco_h5, client):
+                                                                modisco_h5, threads_client):
     """OUT holding only regions.zarr (an older version killed while starting): refused with
     advice that works -- --overwrite once crashed with ModuleNotFoundError here."""
     out = tmp_path / "out"
     shutil.copytree(reference[0] / "regions.zarr", out / "regions.zarr")
     with pytest.raises(OutputExistsError, match="pass --overwrite"):
-        _run(tiny_npz, modisco_h5, out, client)
-    _run(tiny_npz, modisco_h5, out, client, overwrite=True)
+        _run(tiny_npz, modisco_h5, out, threads_client)
+    _run(tiny_npz, modisco_h5, out, threads_client, overwrite=True)
     assert scan_hits(out).collect().sort(SORT).equals(reference[1])
     # A directory whose hits/ is a user's: --overwrite would refuse, so it is not suggested.
     foreign = tmp_path / "foreign"
@@ -234,7 +228,7 @@ def test_an_older_start_up_leftover_is_refused_then_overwritten(tmp_path, refere
     (foreign / "hits" / "notes.txt").write_text("keep")
     with pytest.raises(OutputExistsError, match=r"--overwrite would not help: .*hits is not "
                        "nemo_dask's own output") as err:
-        _run(tiny_npz, modisco_h5, foreign, client)
+        _run(tiny_npz, modisco_h5, foreign, threads_client)
     assert "pass --overwrite" not in str(err.value)
 
 

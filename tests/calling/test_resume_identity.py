@@ -25,14 +25,6 @@ distributed = pytest.importorskip("distributed")
 N = 24
 
 
-@pytest.fixture(scope="module")
-def client():
-    from nemo_dask.clusters.connect import ClusterOptions, connect
-
-    with connect(ClusterOptions(n_workers=1, dashboard_address=None), announce=False) as c:
-        yield c
-
-
 @pytest.fixture()
 def inputs(tmp_path, regions_npz):
     """regions.npz with and without coordinates, and a narrowPeak file giving the same ones."""
@@ -51,17 +43,17 @@ def inputs(tmp_path, regions_npz):
     return d
 
 
-def _run(regions, modisco_h5, out, client, **kw):
+def _run(regions, modisco_h5, out, client1, **kw):
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        result = call_hits(regions, modisco_h5, out, client=client, progress=False, **kw)
+        result = call_hits(regions, modisco_h5, out, client=client1, progress=False, **kw)
     return result, [str(w.message) for w in record]
 
 
-def test_same_run_resumes_however_spelled_copied_or_touched(client, tmp_path, inputs, modisco_h5,
+def test_same_run_resumes_however_spelled_copied_or_touched(client1, tmp_path, inputs, modisco_h5,
                                                              monkeypatch):
     out = tmp_path / "out"
-    first, _ = _run(inputs / "bare.npz", modisco_h5, out, client)
+    first, _ = _run(inputs / "bare.npz", modisco_h5, out, client1)
     assert first.n_skipped == 0 and first.n_blocks > 1
     hits = scan_hits(out).collect()
     (inputs / "copy").mkdir()
@@ -73,73 +65,73 @@ def test_same_run_resumes_however_spelled_copied_or_touched(client, tmp_path, in
                  os.path.relpath(inputs / "bare.npz")]
     for spelling in spellings:
         os.utime(inputs / "bare.npz", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touch
-        again, _ = _run(spelling, modisco_h5, out, client)
+        again, _ = _run(spelling, modisco_h5, out, client1)
         assert again.n_skipped == again.n_blocks == first.n_blocks, spelling
     # a node whose default block size differs (a GPU node) resumes with OUT's layout
     monkeypatch.setattr(run_module, "default_block_size", lambda *a: 5)
     (out / "hits" / "part-000001.parquet").unlink()
-    gpu, _ = _run(inputs / "bare.npz", modisco_h5, out, client)
+    gpu, _ = _run(inputs / "bare.npz", modisco_h5, out, client1)
     assert gpu.n_blocks == first.n_blocks and gpu.n_skipped == first.n_blocks - 1
     assert scan_hits(out).collect().sort(pl.all()).equals(hits.sort(pl.all()))
     # an explicit other block size is not mixed with OUT's partitions: OUT's layout is kept
-    other, messages = _run(inputs / "bare.npz", modisco_h5, out, client, block_size=7)
+    other, messages = _run(inputs / "bare.npz", modisco_h5, out, client1, block_size=7)
     assert other.n_blocks == first.n_blocks and other.n_skipped == first.n_blocks
     assert any("resuming it with that layout" in m for m in messages)
 
 
-def test_store_resumes_by_content(client, tmp_path, inputs, modisco_h5):
+def test_store_resumes_by_content(client1, tmp_path, inputs, modisco_h5):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         convert_npz(inputs / "coords.npz", tmp_path / "s.zarr", chunk_size=8)
     out = tmp_path / "out"
-    first, _ = _run(tmp_path / "s.zarr", modisco_h5, out, client)
+    first, _ = _run(tmp_path / "s.zarr", modisco_h5, out, client1)
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "copy.zarr")
     os.symlink(tmp_path / "s.zarr", tmp_path / "link.zarr")
     (tmp_path / "x").mkdir()
     for spelling in (f"{tmp_path / 's.zarr'}/", f"file://{tmp_path / 's.zarr'}",
                      tmp_path / "copy.zarr", tmp_path / "link.zarr",
                      tmp_path / "x" / ".." / "s.zarr"):
-        again, _ = _run(spelling, modisco_h5, out, client)
+        again, _ = _run(spelling, modisco_h5, out, client1)
         assert again.n_skipped == first.n_blocks, spelling
     # the same regions converted again (another time, another path) are the same input
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         convert_npz(inputs / "coords.npz", tmp_path / "again.zarr", chunk_size=8)
-    assert _run(tmp_path / "again.zarr", modisco_h5, out, client)[0].n_skipped == first.n_blocks
+    assert _run(tmp_path / "again.zarr", modisco_h5, out, client1)[0].n_skipped == first.n_blocks
 
 
-def test_real_changes_are_refused_naming_what_changed(client, tmp_path, inputs, modisco_h5):
+def test_real_changes_are_refused_naming_what_changed(client1, tmp_path, inputs, modisco_h5):
     out = tmp_path / "out"
-    _run(inputs / "bare.npz", modisco_h5, out, client)
+    _run(inputs / "bare.npz", modisco_h5, out, client1)
     with pytest.raises(OutputExistsError,
                        match=r"parameters differ: lambda_default 0\.7 -> 0\.8"):
-        call_hits(inputs / "bare.npz", modisco_h5, out, client=client, lambda_default=0.8)
+        call_hits(inputs / "bare.npz", modisco_h5, out, client=client1, lambda_default=0.8)
     with pytest.raises(OutputExistsError, match=r"parameters differ: convergence_tol"):
-        call_hits(inputs / "bare.npz", modisco_h5, out, client=client, convergence_tol=0.01)
+        call_hits(inputs / "bare.npz", modisco_h5, out, client=client1, convergence_tol=0.01)
     with np.load(inputs / "bare.npz") as d:
         contribs = d["contributions"].copy()
         seqs = d["sequences"]
     contribs[3] *= 2
     np.savez(inputs / "changed.npz", sequences=seqs, contributions=contribs)
     with pytest.raises(OutputExistsError, match=r"regions differ: content checksum \w+ -> \w+"):
-        call_hits(inputs / "changed.npz", modisco_h5, out, client=client)
+        call_hits(inputs / "changed.npz", modisco_h5, out, client=client1)
     with pytest.raises(OutputExistsError, match=r"peaks \(-p/-C\) differ"):
-        call_hits(inputs / "bare.npz", modisco_h5, out, client=client,
+        call_hits(inputs / "bare.npz", modisco_h5, out, client=client1,
                   peaks=inputs / "peaks.narrowPeak")
 
 
-def test_call_hits_peaks_give_coordinates_as_finemo(client, tmp_path, inputs, modisco_h5):
+def test_call_hits_peaks_give_coordinates_as_finemo(client1, tmp_path, inputs, modisco_h5):
     from finemo.data_io import load_peaks
 
     (inputs / "order.txt").write_text("chr2\nchr9\n")
     gz = inputs / "peaks.gz"
     gz.write_bytes(gzip.compress(b"track name=x\n" + (inputs / "peaks.narrowPeak").read_bytes()))
-    _run(inputs / "coords.npz", modisco_h5, tmp_path / "ref", client)
-    _, messages = _run(inputs / "bare.npz", modisco_h5, tmp_path / "bare", client)
+    _run(inputs / "coords.npz", modisco_h5, tmp_path / "ref", client1)
+    _, messages = _run(inputs / "bare.npz", modisco_h5, tmp_path / "bare", client1)
     assert sum("No peak region data" in m for m in messages) == 1
     assert scan_hits(tmp_path / "bare").collect()["chr"].is_null().all() or \
         (scan_hits(tmp_path / "bare").collect()["chr"] == "NA").all()
-    _, messages = _run(inputs / "bare.npz", modisco_h5, tmp_path / "p", client,
+    _, messages = _run(inputs / "bare.npz", modisco_h5, tmp_path / "p", client1,
                          peaks=gz, chrom_order=inputs / "order.txt")
     assert not any("No peak region data" in m for m in messages)
     cols = ["peak_id", "chr", "start", "end", "motif_name", "strand"]
@@ -151,11 +143,11 @@ def test_call_hits_peaks_give_coordinates_as_finemo(client, tmp_path, inputs, mo
     assert all(chr_ids[p] == c for p, c in zip(have["peak_id"], have["chr_id"], strict=True))
     # -p is for a regions.npz, as in finemo; a store gets coordinates when it is made
     with pytest.raises(InputError, match="convert"):
-        call_hits(tmp_path / "p" / "regions.zarr", modisco_h5, tmp_path / "q", client=client,
+        call_hits(tmp_path / "p" / "regions.zarr", modisco_h5, tmp_path / "q", client=client1,
                   peaks=gz)
     with pytest.raises(InputError, match=r"peak rows but"):
         (inputs / "short.narrowPeak").write_text(
             "".join((inputs / "peaks.narrowPeak").read_text().splitlines(True)[:5]))
-        call_hits(inputs / "bare.npz", modisco_h5, tmp_path / "r", client=client,
+        call_hits(inputs / "bare.npz", modisco_h5, tmp_path / "r", client=client1,
                   peaks=inputs / "short.narrowPeak")
     assert not (tmp_path / "r").exists()

@@ -358,3 +358,22 @@ def test_call_hits_from_the_parent_of_a_clone(tmp_path, data_dir, modisco_h5):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1721 hits" in proc.stdout
+
+
+def test_each_batch_system_is_one_record():
+    """--cluster's choices, the job class, the cancel command and the status query all come
+    from clusters/systems.py's records (issue 27, item 3)."""
+    from nemo_dask.clusters.options import JOBQUEUE_KINDS
+    from nemo_dask.clusters.systems import SYSTEMS, system
+
+    assert JOBQUEUE_KINDS == tuple(SYSTEMS) == ("slurm", "pbs", "lsf", "sge")
+    for name, record in SYSTEMS.items():
+        cls = record.cluster_cls()
+        assert cls.job_cls.config_name == name  # dask-jobqueue's own section name
+        assert record.cancel_command == cls.job_cls.cancel_command
+        assert record.status_command(["7"])[0] in ("squeue", "qstat", "bjobs")
+    assert system("slurm").parse_status("7|RUNNING|None\n")["7"].state == "running"
+    with pytest.raises(InputError, match="lsf reads M or H:M"):
+        jq.walltime_seconds("1:00:00", "lsf")
+    with pytest.raises(InputError, match="--cluster kubernetes: not a batch system"):
+        system("kubernetes")

@@ -233,3 +233,13 @@ def test_no_coordinates_like_finemo(tmp_path: Path) -> None:
     bed = pl.read_csv(tmp_path / "ours" / "hits.bed", separator="\t", has_header=False)
     assert bed.height == got.height and bed["column_2"].to_list() == got["end"].to_list()
     assert rd.finemo_hits(out, unique=True).collect().sort(pl.all()).equals(got.sort(pl.all()))
+
+
+def test_call_hits_records_finemos_parameter_keys_in_its_order(tmp_path, tiny_npz, modisco_h5):
+    """OUT/parameters.json holds finemo's keys first, in finemo's order (formats.py's list is
+    the one statement of them), then nemo_dask's own."""
+    out = tmp_path / "out"
+    assert main(["call-hits", "-r", str(tiny_npz), "-m", str(modisco_h5), "-o", str(out),
+                 "--workers", "1", "--no-progress"]) == 0
+    keys = list(json.loads((out / "parameters.json").read_text()))
+    assert keys[:len(fmt.FINEMO_PARAMETER_KEYS)] == list(fmt.FINEMO_PARAMETER_KEYS)

@@ -15,15 +15,6 @@ pytest.importorskip("distributed")
 L, OVERLAP, CHROM_LEN = 200, 60, 250
 
 
-@pytest.fixture(scope="module")
-def client():
-    from nemo_dask.clusters.connect import ClusterOptions, connect
-
-    with connect(ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=None),
-                 announce=False) as c:
-        yield c
-
-
 def test_owned_spans_partition_the_interval():
     for n in (1, 49, 139, 140, 141, 200, 999, 5000, 12345):
         for overlap in (50, 60, 101):
@@ -38,7 +29,7 @@ def test_owned_spans_partition_the_interval():
             assert (w["own_end"] - 1 - half + overlap <= w["begin"] + L).all()
 
 
-def test_planted_across_the_seam_found_once(client, tmp_path, modisco_h5):
+def test_planted_across_the_seam_found_once(client1, tmp_path, modisco_h5):
     cwm = pattern_cwm(modisco_h5)
     width = len(cwm)
     tiles = plan_intervals(["c"], [0], [CHROM_LEN], [None], L, OVERLAP)
@@ -57,7 +48,7 @@ def test_planted_across_the_seam_found_once(client, tmp_path, modisco_h5):
     # Without the rule, the instances lying whole in both windows would be called twice.
     both = [p for p in offsets if p >= seam_lo and p + width <= seam_hi]
     assert both
-    res = call_hits(store.url, modisco_h5, tmp_path / "out", client=client, progress=False)
+    res = call_hits(store.url, modisco_h5, tmp_path / "out", client=client1, progress=False)
     hits = res.hits.collect()
     planted = hits.filter((pl.col("motif_name") == "pos_patterns.pattern_0")
                           & (pl.col("strand") == "+"))
@@ -74,17 +65,17 @@ def test_planted_across_the_seam_found_once(client, tmp_path, modisco_h5):
     assert hits["start"].min() >= 0 and hits["end"].max() <= CHROM_LEN
 
 
-def test_overlap_narrower_than_motifs_refused(client, tmp_path, modisco_h5):
+def test_overlap_narrower_than_motifs_refused(client1, tmp_path, modisco_h5):
     cwm = pattern_cwm(modisco_h5)
     fasta, bw = write_genome(tmp_path, {"c": 600}, {"c": [100]}, cwm)
     store = convert_intervals(fasta, bw, tmp_path / "narrow.zarr", whole_genome=True,
                               region_width=L, overlap=len(cwm) - 2, progress=False)
     with pytest.raises(InputError, match="overlap 48, narrower than the motifs' untrimmed"):
-        call_hits(store.url, modisco_h5, tmp_path / "out", client=client, progress=False)
+        call_hits(store.url, modisco_h5, tmp_path / "out", client=client1, progress=False)
     assert not (tmp_path / "out").exists()
 
 
-def test_hits_outside_a_short_interval_are_dropped(client, tmp_path, modisco_h5):
+def test_hits_outside_a_short_interval_are_dropped(client1, tmp_path, modisco_h5):
     """A short interval's one window also sees its flanks; only hits anchored inside count."""
     cwm = pattern_cwm(modisco_h5)
     fasta, bw = write_genome(tmp_path, {"c": 1200}, {"c": [150, 600, 950]}, cwm)
@@ -94,7 +85,7 @@ def test_hits_outside_a_short_interval_are_dropped(client, tmp_path, modisco_h5)
     wide = convert_intervals(fasta, bw, tmp_path / "wide.zarr", intervals=bed,
                              region_width=1000, overlap=OVERLAP, progress=False)
     assert wide.n_regions == 1 and wide.peaks["peak_region_start"][0] == 130
-    res = call_hits(wide.url, modisco_h5, tmp_path / "out", client=client, progress=False)
+    res = call_hits(wide.url, modisco_h5, tmp_path / "out", client=client1, progress=False)
     hits = res.hits.collect()
     assert hits["start_untrimmed"].to_list() == [600]
     assert hits["peak_name"].to_list() == ["short"]

@@ -20,15 +20,6 @@ WEAK = [700, 2950]                 # on chrQ, 100x weaker, in equally weak noise
 
 
 @pytest.fixture(scope="module")
-def client():
-    from nemo_dask.clusters.connect import ClusterOptions, connect
-
-    with connect(ClusterOptions(n_workers=1, threads_per_worker=1, dashboard_address=None),
-                 announce=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def genome(tmp_path_factory, modisco_h5):
     where = tmp_path_factory.mktemp("tiled")
     cwm = pattern_cwm(modisco_h5)
@@ -44,14 +35,14 @@ def _planted(hits: pl.DataFrame) -> pl.DataFrame:
                        & (pl.col("strand") == "+"))
 
 
-def test_tiled_run_resume_and_exports(client, tmp_path, genome, modisco_h5):
+def test_tiled_run_resume_and_exports(client1, tmp_path, genome, modisco_h5):
     where, cwm, (fasta, bw), _ = genome
     bed = tmp_path / "iv.bed"
     bed.write_text("chrP\t200\t2000\tfirst\nchrP\t2500\t5200\tsecond\n")
     store = convert_intervals(fasta, bw, tmp_path / "iv.zarr", intervals=bed, region_width=400,
                               overlap=100, chunk_size=2, progress=False)
     out = tmp_path / "out"
-    first = call_hits(store.url, modisco_h5, out, client=client, block_size=2, progress=False)
+    first = call_hits(store.url, modisco_h5, out, client=client1, block_size=2, progress=False)
     hits = first.hits.collect()
     planted = _planted(hits).sort("start_untrimmed")
     # Genomic coordinates and the interval's name on every hit.
@@ -60,11 +51,11 @@ def test_tiled_run_resume_and_exports(client, tmp_path, genome, modisco_h5):
     assert (hits["chr"] == "chrP").all()
     assert hits.select("chr", "start", "motif_name", "strand").is_duplicated().sum() == 0
     # Resume: a finished run is skipped; a lost partition is recomputed alone.
-    again = call_hits(store.url, modisco_h5, out, client=client, block_size=2, progress=False)
+    again = call_hits(store.url, modisco_h5, out, client=client1, block_size=2, progress=False)
     assert again.n_skipped == again.n_blocks
     part = sorted((out / "hits").glob("*.parquet"))[1]
     part.unlink()
-    third = call_hits(store.url, modisco_h5, out, client=client, block_size=2, progress=False)
+    third = call_hits(store.url, modisco_h5, out, client=client1, block_size=2, progress=False)
     assert third.n_skipped == third.n_blocks - 1
     assert third.hits.collect().sort("start", "motif_name").equals(hits.sort("start", "motif_name"))
 
@@ -91,7 +82,7 @@ def test_tiled_run_resume_and_exports(client, tmp_path, genome, modisco_h5):
     assert (tmp_path / "report" / "report.html").is_file()
 
 
-def test_fixed_global_scale_silences_quiet_windows(client, tmp_path, genome, modisco_h5):
+def test_fixed_global_scale_silences_quiet_windows(client1, tmp_path, genome, modisco_h5):
     where, cwm, (fasta, bw), (fasta_q, bw_q) = genome
     peaks = convert_intervals(fasta, bw, tmp_path / "p.zarr", whole_genome=True,
                               region_width=400, overlap=100, progress=False)
@@ -101,14 +92,14 @@ def test_fixed_global_scale_silences_quiet_windows(client, tmp_path, genome, mod
     scale = peak_scale(peaks.url, 50)
     assert scale == pytest.approx(float(np.median(scales[scales > 0])))
     # finemo's per-window scale: the 100x weaker instances are found as well as the strong.
-    per_window = call_hits(quiet.url, modisco_h5, tmp_path / "a", client=client, progress=False)
+    per_window = call_hits(quiet.url, modisco_h5, tmp_path / "a", client=client1, progress=False)
     assert sorted(_planted(per_window.hits.collect())["start_untrimmed"]) == WEAK
     # The peaks' median scale: nothing in the quiet chromosome, the strong ones still there.
-    fixed = call_hits(quiet.url, modisco_h5, tmp_path / "b", client=client, progress=False,
+    fixed = call_hits(quiet.url, modisco_h5, tmp_path / "b", client=client1, progress=False,
                       global_scale=scale)
     assert fixed.hits.collect().height == 0
     assert np.allclose(fixed.qc.collect()["global_scale"].to_numpy(), scale, rtol=1e-6)
-    strong = call_hits(peaks.url, modisco_h5, tmp_path / "c", client=client, progress=False,
+    strong = call_hits(peaks.url, modisco_h5, tmp_path / "c", client=client1, progress=False,
                        global_scale=scale)
     # (Windows louder than the median are magnified: shifted echoes of an instance may be added.)
     assert set(STRONG) <= set(_planted(strong.hits.collect())["start_untrimmed"])

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -57,26 +57,6 @@ def finemo_live(tmp_path_factory) -> Callable[[str], Path]:
         return done[mode]
 
     return get
-
-
-@pytest.fixture(scope="package")
-def client2() -> Iterator[object]:
-    """The embedded cluster users get, with 2 workers."""
-    from nemo_dask.clusters.connect import ClusterOptions, connect
-
-    with connect(ClusterOptions(n_workers=2, dashboard_address=None), announce=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="package")
-def client1() -> Iterator[object]:
-    """A cluster of 1 worker process with 1 thread."""
-    import distributed
-
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
 
 
 def edit_finemo_dir(src: Path, dst: Path, *,
@@ -144,12 +124,14 @@ def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Pat
 
 
 @pytest.fixture(scope="package")
-def distributed_pp(tmp_path_factory, client2, modisco_h5) -> Path:
-    """call-hits (pp, defaults) on all 350 regions on the 2-worker embedded cluster."""
+def distributed_pp(tmp_path_factory, modisco_h5) -> Path:
+    """call-hits (pp, defaults) on all 350 regions on a 2-worker embedded cluster of its own
+    (made once for the package; the clients of tests/conftest.py are per module)."""
     from nemo_dask.calling.api import call_hits
+    from nemo_dask.clusters.connect import ClusterOptions
 
     out = tmp_path_factory.mktemp("distributed") / "out"
-    res = call_hits(DATA / "regions.npz", modisco_h5, out, client=client2, block_size=50,
-                    progress=False)
+    res = call_hits(DATA / "regions.npz", modisco_h5, out, block_size=50, progress=False,
+                    cluster=ClusterOptions(n_workers=2, dashboard_address=None))
     assert res.n_blocks == 7
     return res.out

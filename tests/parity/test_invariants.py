@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-import pytest
 
 from nemo_dask.calling.api import call_hits
 from nemo_dask.dataset import scan_hits, scan_qc
@@ -42,14 +40,6 @@ def test_results_do_not_depend_on_batch_size_or_offset(regions_npz, modisco_h5):
     assert a.hits.equals(b.hits) and a.qc.equals(b.qc)
     tail = fit_block(seqs[20:], contribs[20:], motifs, region_offset=20)
     assert tail.hits.equals(a.hits.filter(pl.col("region") >= 20))
-
-
-@pytest.fixture(scope="module")
-def small_npz(tmp_path_factory, regions_npz) -> Path:
-    """The first 120 regions of the fixture, as finemo's regions.npz."""
-    path = tmp_path_factory.mktemp("npz") / "regions120.npz"
-    np.savez(path, **{k: v[:120] for k, v in regions_npz.items()})
-    return path
 
 
 def test_results_do_not_depend_on_block_size(client2, tmp_path, small_npz, modisco_h5):

@@ -2,7 +2,7 @@
 device, FIFO, socket, -, directory) and how each is written; temporaries that no dataset glob
 matches.
 
-The verbs' own behaviour on such paths is tested through the CLI in tests/test_outputs.py; URLs
+The verbs' own behaviour on such paths is tested through the CLI in tests/storage/test_verb_outputs.py; URLs
 on a real S3 server in tests/test_object_storage.py.
 """
 
@@ -269,7 +269,7 @@ def test_killed_writer_leftovers_do_not_break_the_documented_reads(tmp_path: Pat
     assert pads.dataset(out / "hits", format="parquet").to_table().num_rows == 1
     assert scan_hits(out).collect().height == 1
     # One left by an older version, with the name the issue reported (the glob matched it):
-    # the next run's clean-up removes both (test_outputs checks that call-hits does it).
+    # the next run's clean-up removes both (test_verb_outputs checks that call-hits does it).
     old = out / "hits" / ".tmp-0123456789abcdef0123456789abcdef-part-000002.parquet"
     old.write_bytes(b"PAR1 truncated")
     assert remove_stale_temporaries(out) == 2 and temporaries(out / "hits") == []

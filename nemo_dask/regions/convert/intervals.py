@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -289,50 +290,16 @@ def convert_intervals(
     """
     bw_paths = [Path(p) for p in ([bigwigs] if isinstance(bigwigs, (str, os.PathLike))
                                   else bigwigs)]
-    if not bw_paths:
-        raise InputError("intervals: give at least one bigWig file with -b")
-    crop_bounds(region_width, region_width, "intervals")  # only validates -w
-    if sum((intervals is not None, chrom_sizes is not None, bool(whole_genome))) != 1:
-        raise InputError("intervals: give exactly one of -i BED, -g CHROM_SIZES or "
-                         "--whole-genome")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
-            or not 0 <= overlap < region_width:
-        raise InputError(f"--overlap must be an integer in [0, {region_width}) (below the "
-                         f"window width -w), got {overlap!r}")
+    _check_options(bw_paths, intervals, chrom_sizes, whole_genome, region_width, overlap)
     fasta = Path(fasta)
-    if intervals is not None:
-        role = f"the intervals BED {intervals}"
-        chroms, starts, ends, names = _read_bed(Path(intervals))
-    else:
-        if chrom_sizes is not None:
-            role = f"the chrom sizes file {chrom_sizes}"
-            sizes = _read_chrom_sizes(Path(chrom_sizes))
-        else:
-            role = "the FASTA"
-            genome = _open_fasta(fasta, [])
-            sizes = [(c, len(genome[c])) for c in genome.keys()]
-            genome.close()
-        chroms = [c for c, _ in sizes]
-        starts = [0] * len(sizes)
-        ends = [n for _, n in sizes]
-        names = list(chroms)
+    role, (chroms, starts, ends, names) = _read_intervals(fasta, intervals, chrom_sizes)
     tiles = plan_intervals(chroms, starts, ends, names, region_width, int(overlap))
-    genome = _open_fasta(fasta, tiles.chromosomes(), role)
-    try:
-        for c, e in zip(tiles.chrom, tiles.end.tolist(), strict=True):
-            if e > len(genome[c]):
-                raise InputError(f"{role}: interval on {c} ends at {e}, past the chromosome's "
-                                 f"end ({len(genome[c])} in {fasta}); use the same genome")
-        bws = _open_bigwigs(bw_paths, tiles.chromosomes(), role)
-    except BaseException:
-        genome.close()
-        raise
+    genome, bws = _open_inputs(fasta, bw_paths, tiles, role)
     if tiles.n_merged:
         warnings.warn(f"{role}: {tiles.n_merged} interval(s) overlapped or touched another on "
                       "the same chromosome and were merged with it (no base is called twice)",
                       stacklevel=2)
-    width = region_width
-    read, notes = window_reader(genome, bws, width, contrib_dtype, "window")
+    read, notes = window_reader(genome, bws, region_width, contrib_dtype, "window")
 
     def extra(start: int, stop: int) -> dict[str, np.ndarray]:
         w = tiles.windows(start, stop)
@@ -345,30 +312,87 @@ def convert_intervals(
         for bw in bws:
             bw.close()
 
-    tiling = {"width": width, "overlap": int(overlap), "step": tiles.step,
-              "n_intervals": len(tiles.chrom), "merged_intervals": tiles.n_merged,
-              "anchor": "start_untrimmed + W // 2",
-              "bases": int((tiles.end - tiles.start).sum())}
+    attrs = _store_attrs(tiles, genome, fasta, bw_paths, intervals, chrom_sizes, whole_genome,
+                         region_width, int(overlap), contrib_dtype, chunk_size)
     source = Source(
-        n_regions=tiles.n_windows, width=width, contrib_kind="projected", read=read,
+        n_regions=tiles.n_windows, width=region_width, contrib_kind="projected", read=read,
         seq_label=f"{fasta} (sequences)", contrib_labels=[f"bigWig(s) {[str(p) for p in bw_paths]}"],
-        attrs={"source": {"format": "intervals",
-                          "intervals": recorded_path(intervals),
-                          "chrom_sizes": recorded_path(chrom_sizes),
-                          "whole_genome": bool(whole_genome),
-                          "fasta": recorded_path(fasta),
-                          "bigwigs": [recorded_path(p) for p in bw_paths]},
-               # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
-               "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
-               "parameters": {"region_width": region_width, "overlap": int(overlap),
-                              "contrib_dtype": contrib_dtype, "chunk_size": chunk_size},
-               TILING_KEY: tiling},
-        combine=lambda arrays, dtype: arrays[0].astype(dtype, copy=False),
+        attrs=attrs, combine=lambda arrays, dtype: arrays[0].astype(dtype, copy=False),
         close=close, notes=notes, extra_dtypes=dict(TILING_ARRAYS), extra=extra,
     )
     return run_conversion(source, out, peaks=_WindowPeaks(tiles), chunk_size=chunk_size,
                           contrib_dtype=contrib_dtype, overwrite=overwrite,
                           progress=progress, desc="convert intervals")
+
+
+def _check_options(bw_paths: list[Path], intervals: PathLike | None,
+                   chrom_sizes: PathLike | None, whole_genome: bool, region_width: int,
+                   overlap: int) -> None:
+    if not bw_paths:
+        raise InputError("intervals: give at least one bigWig file with -b")
+    crop_bounds(region_width, region_width, "intervals")  # only validates -w
+    if sum((intervals is not None, chrom_sizes is not None, bool(whole_genome))) != 1:
+        raise InputError("intervals: give exactly one of -i BED, -g CHROM_SIZES or "
+                         "--whole-genome")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
+            or not 0 <= overlap < region_width:
+        raise InputError(f"--overlap must be an integer in [0, {region_width}) (below the "
+                         f"window width -w), got {overlap!r}")
+
+
+def _read_intervals(fasta: Path, intervals: PathLike | None, chrom_sizes: PathLike | None
+                    ) -> tuple[str, tuple[list[str], list[int], list[int], list[str]]]:
+    """Where the intervals come from (for messages) and their chrom, start, end and name: the
+    BED's rows, or each chromosome of the sizes file or of the FASTA whole."""
+    if intervals is not None:
+        return f"the intervals BED {intervals}", _read_bed(Path(intervals))
+    if chrom_sizes is not None:
+        role = f"the chrom sizes file {chrom_sizes}"
+        sizes = _read_chrom_sizes(Path(chrom_sizes))
+    else:
+        role = "the FASTA"
+        genome = _open_fasta(fasta, [])
+        sizes = [(c, len(genome[c])) for c in genome.keys()]
+        genome.close()
+    chroms = [c for c, _ in sizes]
+    return role, (chroms, [0] * len(sizes), [n for _, n in sizes], list(chroms))
+
+
+def _open_inputs(fasta: Path, bw_paths: list[Path], tiles: Intervals, role: str
+                 ) -> tuple[Any, list[Any]]:
+    """The FASTA and bigWigs, open, every tile checked to lie within its chromosome."""
+    genome = _open_fasta(fasta, tiles.chromosomes(), role)
+    try:
+        for c, e in zip(tiles.chrom, tiles.end.tolist(), strict=True):
+            if e > len(genome[c]):
+                raise InputError(f"{role}: interval on {c} ends at {e}, past the chromosome's "
+                                 f"end ({len(genome[c])} in {fasta}); use the same genome")
+        return genome, _open_bigwigs(bw_paths, tiles.chromosomes(), role)
+    except BaseException:
+        genome.close()
+        raise
+
+
+def _store_attrs(tiles: Intervals, genome: Any, fasta: Path, bw_paths: list[Path],
+                 intervals: PathLike | None, chrom_sizes: PathLike | None, whole_genome: bool,
+                 width: int, overlap: int, contrib_dtype: str, chunk_size: int | None
+                 ) -> dict[str, Any]:
+    """The tiled store's attributes: its sources, the genome's sizes and the tiling."""
+    tiling = {"width": width, "overlap": overlap, "step": tiles.step,
+              "n_intervals": len(tiles.chrom), "merged_intervals": tiles.n_merged,
+              "anchor": "start_untrimmed + W // 2",
+              "bases": int((tiles.end - tiles.start).sum())}
+    return {"source": {"format": "intervals",
+                       "intervals": recorded_path(intervals),
+                       "chrom_sizes": recorded_path(chrom_sizes),
+                       "whole_genome": bool(whole_genome),
+                       "fasta": recorded_path(fasta),
+                       "bigwigs": [recorded_path(p) for p in bw_paths]},
+            # The genome's sizes, for browser tracks of the hits (nemo-dask tracks).
+            "chrom_sizes": {str(k): len(genome[k]) for k in genome.keys()},
+            "parameters": {"region_width": width, "overlap": overlap,
+                           "contrib_dtype": contrib_dtype, "chunk_size": chunk_size},
+            TILING_KEY: tiling}
 
 
 __all__ = ("DEFAULT_OVERLAP", "TILING_ARRAYS", "TILING_KEY", "convert_intervals",
