@@ -31,8 +31,12 @@ tests:
   more means the runs differ in kind, not in rounding.
 - Everywhere else: the same hits (Jaccard of the hits outside knife-edge regions at least
   ``min_jaccard``, default 1), the same ``num_steps``, coefficients within ``coef_rtol``
-  (at most ``max_coef_outlier_share`` of those shared hits beyond it, default none),
-  similarity and importance within ``sim_rtol`` and ``imp_rtol``.
+  (at most ``max_coef_outlier_share`` of those shared hits beyond it, default 0.2 %, and
+  those within ``coef_outlier_rtol``, default 1e-2), similarity and importance within
+  ``sim_rtol`` and ``imp_rtol``. The outliers are finemo's own: an ill-conditioned coefficient (two overlapping, similar motifs sharing a
+  site) moves by more than 1e-3 under any change of rounding, e.g. finemo 0.41 at batch 1
+  against batch 16 on the test fixture (1 of 1714 hits outside knife-edge regions, 1.7e-3),
+  or at batch 16 against 32 on a held-out-like set (up to 5.3e-3).
 
 Relative differences are ``|a - b| / max(|a|, |b|)`` (0 where both are 0), symmetric in A and B.
 """
@@ -207,7 +211,8 @@ def compare_hits(
     sim_rtol: float = 1e-5,
     imp_rtol: float = 1e-5,
     min_jaccard: float = 1.0,
-    max_coef_outlier_share: float = 0.0,
+    max_coef_outlier_share: float = 0.002,
+    coef_outlier_rtol: float = 1e-2,
     knife_edge_frac: float = 1e-3,
     max_knife_edge_share: float = 0.01,
     tol: float | None = None,
@@ -231,7 +236,10 @@ def compare_hits(
     min_jaccard : float
         Smallest Jaccard index (shared / union) of the hits outside knife-edge regions.
     max_coef_outlier_share : float
-        Share (0-1) of the shared hits outside knife-edge regions that may exceed ``coef_rtol``.
+        Share (0-1) of the shared hits outside knife-edge regions that may exceed ``coef_rtol``
+        (finemo's own batch sizes move ~0.1 % of coefficients by a little more than 1e-3).
+    coef_outlier_rtol : float
+        Largest relative difference of those outliers.
     knife_edge_frac : float
         A region is knife-edge when its steps differ and the side that stopped first has
         ``|dual_gap - tol| <= knife_edge_frac * tol``.
@@ -253,6 +261,7 @@ def compare_hits(
     """
     options = dict(coef_rtol=coef_rtol, sim_rtol=sim_rtol, imp_rtol=imp_rtol,
                    min_jaccard=min_jaccard, max_coef_outlier_share=max_coef_outlier_share,
+                   coef_outlier_rtol=coef_outlier_rtol,
                    knife_edge_frac=knife_edge_frac, max_knife_edge_share=max_knife_edge_share,
                    tol=tol)
     for name, value in options.items():
@@ -350,6 +359,10 @@ def compare_hits(
             what = "outside knife-edge regions " if group == "coef" else ""
             reasons.append(f"{col}: {beyond} of {strict.size} shared hits {what}differ by more "
                            f"than {rtol:g} relative (max {_max(strict):.3g})")
+        elif group == "coef" and beyond and not _max(strict) <= max(rtol, coef_outlier_rtol):
+            reasons.append(f"{col}: {beyond} of {strict.size} shared hits outside knife-edge "
+                           f"regions differ by more than {rtol:g} relative, up to "
+                           f"{_max(strict):.3g} (outliers may reach {coef_outlier_rtol:g})")
 
     return HitComparison(
         a=str(a), b=str(b), kind_a=sa.kind, kind_b=sb.kind, n_a=ha.height, n_b=hb.height,

@@ -9,6 +9,10 @@ Layout of an output directory ``OUT``::
     OUT/parameters.json            every parameter of the run
     OUT/manifest.json              the run, its layout, finished blocks, each file's rows, bytes
                                    and SHA-256 (nemo_dask.manifest)
+    OUT/qvalues/part-000000.parquet  every hit's q-value, in its hits partition's row order
+                                   (written once every block is finished; nemo_dask.calibration)
+    OUT/null/part-000000.parquet   a decoy or shuffle null's hits of the block
+    OUT/null_background/part-000000.parquet  a background null's hits of a background block
 
 A partition is written to a hidden temporary name beside its final name and renamed into place
 (:mod:`nemo_dask.storage.outputs`), so a reader (and a resumed run) only ever sees complete
@@ -30,21 +34,29 @@ import pyarrow.parquet as pq
 from .finemo.formats import CWMS_FILE as CWMS_FILE
 from .finemo.formats import PARAMS_FILE as PARAMS_FILE
 from .manifest import (
+    BACKGROUND_DIR,
     HITS_DIR,
     MANIFEST_FILE,
+    NULL_DIR,
     QC_DIR,
+    QVALUES_DIR,
     check_dataset,
     encode_partition,
     file_record,
     part_name,
     partition_stamp,
+    read_manifest,
+    table_records,
     write_manifest,
 )
 from .schema import (
     ANNOTATED_MOTIFS_SCHEMA,
     HITS_SCHEMA,
     MOTIFS_SCHEMA,
+    NULL_HITS_SCHEMA,
     QC_SCHEMA,
+    QVALUE,
+    QVALUES_SCHEMA,
     conform,
     polars_schema,
 )
@@ -52,11 +64,12 @@ from .storage.faults import reporting_faults
 from .storage.outputs import open_output, remove_temporaries
 from .storage.urls import filesystem, is_url, location, open_input
 
-__all__ = ("CWMS_FILE", "HITS_DIR", "MANIFEST_FILE", "MOTIFS_FILE", "PARAMS_FILE", "QC_DIR",
+__all__ = ("BACKGROUND_DIR", "CWMS_FILE", "HITS_DIR", "MANIFEST_FILE", "MOTIFS_FILE", "NULL_DIR",
+           "PARAMS_FILE", "QC_DIR", "QVALUES_DIR", "has_qvalues",
            "is_output_dir", "part_name", "partition_rows", "read_cwms", "read_json",
-           "read_motifs", "read_parameters", "remove_stale_temporaries", "scan_hits", "scan_qc",
-           "write_block", "write_manifest", "write_motifs", "write_partitions",
-           "write_table_atomic")
+           "read_motifs", "read_parameters", "remove_stale_temporaries", "scan_hits",
+           "scan_null", "scan_qc", "write_block", "write_manifest", "write_motifs",
+           "write_partitions", "write_stamped", "write_table_atomic")
 
 MOTIFS_FILE = "motifs.parquet"
 
@@ -83,14 +96,16 @@ def write_block(
 
 
 def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | pl.DataFrame,
-                     qc: pa.Table | pl.DataFrame, *, run: str | None = None,
-                     start: int | None = None, stop: int | None = None) -> dict[str, Any]:
-    """Write one block's hits and QC partitions; returns the block's manifest entry.
+                     qc: pa.Table | pl.DataFrame, *, null: pa.Table | pl.DataFrame | None = None,
+                     run: str | None = None, start: int | None = None,
+                     stop: int | None = None) -> dict[str, Any]:
+    """Write one block's hits and QC partitions (and its null hits: a run whose q-values have
+    a decoy or shuffle null); returns the block's manifest entry.
 
     Each file is stamped (``run``, ``block``, rows ``start:stop``; see
     :func:`nemo_dask.manifest.partition_stamp`) when ``run`` is given, carries page CRC-32s,
     and is recorded by its rows, bytes and SHA-256. QC is written last: a block counts as
-    finished only when both files are valid.
+    finished only when every file is valid.
 
     Raises
     ------
@@ -99,22 +114,36 @@ def write_partitions(out: str | os.PathLike[str], block: int, hits: pa.Table | p
     """
     out = location(out)
     files: dict[str, dict[str, Any]] = {}
-    for name, table, schema in ((HITS_DIR, hits, HITS_SCHEMA), (QC_DIR, qc, QC_SCHEMA)):
-        arrow = conform(table, schema)
-        stamp = None if run is None else partition_stamp(run, block, start or 0,
-                                                         stop if stop is not None else 0, name)
-        data = encode_partition(arrow, stamp)
-        path = out / name / part_name(block)
-        # A full or unwritable file system: StorageFaultError naming the file, its temporary
-        # removed (storage/faults.py); the block then has no complete pair of partitions.
-        with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
-            f.write(data)
-        files[name] = file_record(data, arrow.num_rows)
+    tables = [(HITS_DIR, hits, HITS_SCHEMA)]
+    if null is not None:
+        tables.append((NULL_DIR, null, NULL_HITS_SCHEMA))
+    for name, table, schema in (*tables, (QC_DIR, qc, QC_SCHEMA)):
+        files[name] = write_stamped(out / name / part_name(block), conform(table, schema),
+                                    None if run is None else partition_stamp(
+                                        run, block, start or 0,
+                                        stop if stop is not None else 0, name))
     entry: dict[str, Any] = {"hits": files[HITS_DIR]["rows"], "regions": files[QC_DIR]["rows"],
                              "files": files}
     if start is not None and stop is not None:
         entry = {"start": int(start), "stop": int(stop), **entry}
     return entry
+
+
+def write_stamped(path: Any, table: pa.Table, stamp: dict[str, Any] | None) -> dict[str, Any]:
+    """Write ``table`` to ``path`` as a stamped partition (whole, atomically); returns the
+    manifest's record of it (rows, bytes, SHA-256).
+
+    Raises
+    ------
+    StorageFaultError
+        The file system is full, read-only or not writable: one line naming the file, its
+        temporary removed (:mod:`nemo_dask.storage.faults`); the block then has no complete
+        set of partitions.
+    """
+    data = encode_partition(table, stamp)
+    with reporting_faults(path), open_output(path, "wb", what="Parquet file") as f:
+        f.write(data)
+    return file_record(data, table.num_rows)
 
 
 def partition_rows(path: str | os.PathLike[str]) -> int | None:
@@ -133,7 +162,7 @@ def partition_rows(path: str | os.PathLike[str]) -> int | None:
 
 
 def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
-    """Delete temporaries left by an interrupted writer in ``hits/``, ``qc/`` and ``out`` itself.
+    """Delete temporaries left by an interrupted writer in the partition directories and ``out``.
 
     Returns how many were removed (names as :func:`nemo_dask.storage.temporary.is_temporary`
     says; in ``out`` only those of the run's own files, since ``out`` may also hold a user's
@@ -141,23 +170,35 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> int:
     """
     from .storage.lock import LOCK_NAME
 
-    return (remove_temporaries(location(out) / HITS_DIR)
-            + remove_temporaries(location(out) / QC_DIR)
+    return (sum(remove_temporaries(location(out) / d)
+                for d in (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR))
             + remove_temporaries(out, (MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE,
                                        "regions.zarr", LOCK_NAME)))
 
 
 def scan_hits(out: str | os.PathLike[str], *, labels: bool = False) -> pl.LazyFrame:
-    """Lazy polars frame over every hits partition of ``out`` (schema.HITS_SCHEMA); with
-    ``labels``, plus ``motif_label`` last (:mod:`nemo_dask.matching.labels`: the motif's name
-    and best TOMTOM match of an annotated run, else its name).
+    """Lazy polars frame over every hits partition of ``out``: schema.HITS_SCHEMA's columns,
+    then ``hit_qvalue`` (the run's q-values: null where the run has none, or has not finished
+    computing them); with ``labels``, plus ``motif_label`` last
+    (:mod:`nemo_dask.matching.labels`: the motif's name and best TOMTOM match of an annotated
+    run, else its name).
 
     The partitions are first checked against ``OUT/manifest.json``
     (:func:`nemo_dask.manifest.check_dataset`): a dataset that does not match is refused with
-    :class:`~nemo_dask.errors.CorruptDataError`, one line naming the file.
+    :class:`~nemo_dask.errors.CorruptDataError`, one line naming the file. q-values are joined
+    by position: each block's q-values partition holds its hits partition's rows in order, and
+    the manifest records which hits file each belongs to (checked here).
     """
-    check_dataset(out, tables=(HITS_DIR,))
-    hits = _scan(out, HITS_DIR, HITS_SCHEMA)
+    manifest = check_dataset(out, tables=(HITS_DIR, QVALUES_DIR))
+    blocks = sorted(table_records(manifest, QVALUES_DIR) or {}) if manifest else []
+    if blocks and manifest is not None and manifest.get("complete"):
+        d = location(out)
+        hits = _scan_files(out, [d / HITS_DIR / part_name(b) for b in blocks], HITS_SCHEMA)
+        q = _scan_files(out, [d / QVALUES_DIR / part_name(b) for b in blocks], QVALUES_SCHEMA)
+        hits = pl.concat([hits, q], how="horizontal")
+    else:
+        hits = _scan(out, HITS_DIR, HITS_SCHEMA).with_columns(
+            pl.lit(None, pl.Float32).alias(QVALUE))
     if not labels:
         return hits
     from .matching.labels import with_labels
@@ -165,11 +206,35 @@ def scan_hits(out: str | os.PathLike[str], *, labels: bool = False) -> pl.LazyFr
     return with_labels(hits, read_motifs(out))
 
 
+def has_qvalues(out: str | os.PathLike[str]) -> bool:
+    """Whether the run in ``out`` is complete with a q-value for every hit (its manifest
+    records the q-values partitions)."""
+    manifest = read_manifest(out)
+    return bool(manifest and manifest.get("complete") and table_records(manifest, QVALUES_DIR)
+                is not None)
+
+
+def scan_null(out: str | os.PathLike[str], table: str = NULL_DIR) -> pl.LazyFrame:
+    """Lazy polars frame over a run's null hits (schema.NULL_HITS_SCHEMA): ``null/`` (decoy or
+    shuffle null) or ``null_background/`` (background null), checked against the manifest."""
+    check_dataset(out, tables=(table,))
+    return _scan(out, table, NULL_HITS_SCHEMA)
+
+
 def scan_qc(out: str | os.PathLike[str]) -> pl.LazyFrame:
     """Lazy polars frame over every QC partition of ``out`` (schema.QC_SCHEMA), checked
     against the manifest as :func:`scan_hits`."""
     check_dataset(out, tables=(QC_DIR,))
     return _scan(out, QC_DIR, QC_SCHEMA)
+
+
+def _scan_files(out: Any, files: list[Any], schema: pa.Schema) -> pl.LazyFrame:
+    """The given partition files, in this order, as one lazy frame."""
+    if not files:
+        return pl.LazyFrame(schema=polars_schema(schema))
+    if is_url(location(out)):
+        return _scan_url([str(f) for f in files], schema)
+    return pl.scan_parquet([str(f) for f in files], schema=polars_schema(schema))
 
 
 def _scan(out: str | os.PathLike[str], sub: str, schema: pa.Schema) -> pl.LazyFrame:
@@ -182,13 +247,17 @@ def _scan(out: str | os.PathLike[str], sub: str, schema: pa.Schema) -> pl.LazyFr
     return pl.scan_parquet(str(d / "part-*.parquet"), schema=polars_schema(schema))
 
 
-def _scan_url(url: str, schema: pa.Schema) -> pl.LazyFrame:
-    """The partitions under a URL as a lazy frame, read through fsspec by pyarrow."""
+def _scan_url(url: str | list[str], schema: pa.Schema) -> pl.LazyFrame:
+    """The partitions under a URL (or these partition URLs, in order) as a lazy frame, read
+    through fsspec by pyarrow."""
     import pyarrow.dataset as ds
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, root = filesystem(url)
-    files = sorted(f for f in fs.glob(f"{root.rstrip('/')}/part-*.parquet"))
+    fs, root = filesystem(url if isinstance(url, str) else url[0])
+    if isinstance(url, str):
+        files = sorted(f for f in fs.glob(f"{root.rstrip('/')}/part-*.parquet"))
+    else:
+        files = [filesystem(u)[1] for u in url]
     if not files:
         return pl.LazyFrame(schema=polars_schema(schema))
     dataset = ds.dataset(files, schema=schema, format="parquet",

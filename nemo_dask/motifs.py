@@ -45,6 +45,25 @@ class Motifs:
     lambdas: np.ndarray
     table: pl.DataFrame
 
+    def __post_init__(self) -> None:
+        # A motif trimmed to width 0 is all zero once finemo multiplies it by its mask: it can
+        # never be called, and when every motif is, finemo returns no hits at all. Neither
+        # is what a user asks for, so such a set is refused here, wherever it was made.
+        empty = np.flatnonzero(~np.asarray(self.trim_masks).astype(bool).any(axis=1))
+        if empty.size:
+            names = self.table.get_column("motif_name").to_list() \
+                if "motif_name" in self.table.columns else [str(i) for i in range(len(self.cwms))]
+            strands = self.table.get_column("strand").to_list() \
+                if "strand" in self.table.columns else [""] * len(names)
+            listed = ", ".join(f"{names[i]}{strands[i]}" for i in empty[:8])
+            more = f" and {empty.size - 8} more" if empty.size > 8 else ""
+            which = "every motif is" if empty.size == len(self.trim_masks) else \
+                f"{empty.size} of {len(self.trim_masks)} motifs are"
+            raise InputError(f"{which} trimmed to width 0 ({listed}{more}): nothing of them can "
+                             "be fitted; widen their trim windows (-t/--cwm-trim-threshold, "
+                             "-T/--cwm-trim-thresholds, -R/--cwm-trim-coords) or leave them "
+                             "out (-I/--motifs-include)")
+
     @property
     def n_motifs(self) -> int:
         """M, the number of motifs (both strands counted)."""

@@ -41,6 +41,27 @@ HITS_SCHEMA = pa.schema(
     ]
 )
 
+#: The per-hit q-value (nemo_dask.calibration): the lazy hits views add it after the stored
+#: columns (null where a run has none); export writes it after finemo's columns.
+QVALUE = "hit_qvalue"
+
+#: ``OUT/qvalues/part-*.parquet``: each hit's q-value, row for row in the order of its block's
+#: hits partition (a separate table, so that finished hits partitions are never rewritten).
+QVALUES_SCHEMA = pa.schema([(QVALUE, pa.float32())])
+
+#: The lazy hits views (``nemo_dask.scan_hits``, ``CallHitsResult.hits``): the stored columns,
+#: then each hit's q-value.
+HITS_VIEW_SCHEMA = pa.schema([*HITS_SCHEMA, *QVALUES_SCHEMA])
+
+#: Null hits of a run whose q-values need a second fit (``OUT/null/`` and
+#: ``OUT/null_background/``): what the null fit found, in the stored hits' units, each under the
+#: ``motif_id`` and ``motif_name`` of the target motif whose false hits it stands for.
+NULL_HITS_SCHEMA = pa.schema(
+    [HITS_SCHEMA.field(name) for name in (
+        "peak_id", "motif_id", "hit_start", "motif_name", "strand", "hit_coefficient",
+        "hit_coefficient_global", "hit_similarity", "hit_importance", "hit_importance_sq")]
+)
+
 #: Per-region QC as stored in ``OUT/qc/part-*.parquet``: finemo's ``peaks_qc.tsv`` columns plus
 #: ``chr_id`` (for finemo's sort order) and ``status`` (``converged``, ``timeout`` or ``failed``).
 QC_SCHEMA = pa.schema(
@@ -59,8 +80,10 @@ QC_SCHEMA = pa.schema(
     ]
 )
 
-#: QC status values, in the order the solver codes them.
+#: QC status values, in the order the solver codes them: the solver writes ``status`` as the
+#: index (:data:`CONVERGED`, :data:`TIMEOUT`, :data:`FAILED`), the stored QC as the word.
 QC_STATUS = ("converged", "timeout", "failed")
+CONVERGED, TIMEOUT, FAILED = (QC_STATUS.index(s) for s in ("converged", "timeout", "failed"))
 
 #: The motif table (``OUT/motifs.parquet`` and finemo's ``motif_data.tsv``).
 MOTIFS_SCHEMA = pa.schema(

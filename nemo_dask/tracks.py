@@ -22,7 +22,10 @@ Scores (the BED ``score`` column, 0-1000, what browsers shade by):
   similarity of the hit's contributions with the motif's CWM, comparable across runs;
 * ``coefficient``: ``round(1000 * clip(hit_coefficient_global / max, 0, 1))`` where ``max`` is
   the largest ``hit_coefficient_global`` of the run's written hits -- relative strength within
-  this run.
+  this run;
+* ``qvalue`` (the default for a run with q-values, README "Calibrated hits"):
+  ``min(1000, round(-100 * log10(hit_qvalue)))``, JASPAR's track convention (q = 0.01 -> 200,
+  q = 0.05 -> 130).
 
 Chromosome sizes (bigBed and bigWig files need them) come from, in order: ``chrom_sizes`` (a
 UCSC ``chrom.sizes`` file: name TAB size), ``fasta`` (its ``.fai`` index, made by pyfaidx when
@@ -51,7 +54,7 @@ from .storage.urls import remote_input
 #: File name of the hits bigBed inside the tracks directory.
 BIGBED_FILE = "hits.bb"
 #: Score formulas (the ``--score`` choices).
-SCORES = ("similarity", "coefficient")
+SCORES = ("similarity", "coefficient", "qvalue")
 #: What the bigBed's name field and the bigWig file names show (the ``--label-by`` choices).
 LABEL_BY = ("match", "pattern")
 
@@ -63,7 +66,7 @@ string chrom;          "Chromosome"
 uint chromStart;       "Start of the trimmed hit (0-based)"
 uint chromEnd;         "End of the trimmed hit (exclusive)"
 string name;           "Motif name"
-uint score;            "0-1000, from hit similarity or the scaled global coefficient"
+uint score;            "0-1000: from the q-value, hit similarity or the scaled global coefficient"
 char[1] strand;        "Strand of the motif match"
 string motif_name;     "Motif name"
 float hit_coefficient; "hit_coefficient_global: finemo's coefficient times the region's scale"
@@ -104,6 +107,9 @@ def scores(hits: pl.DataFrame, score: str) -> np.ndarray:
     """The BED score (int, 0-1000) of each hit, by the formula named ``score`` (module doc)."""
     if score == "similarity":
         x = hits["hit_similarity"].to_numpy().astype(np.float64)
+    elif score == "qvalue":
+        q = hits["hit_qvalue"].to_numpy().astype(np.float64)
+        return np.minimum(1000, np.rint(-100 * np.log10(np.maximum(q, 1e-300)))).astype(np.int64)
     elif score == "coefficient":
         c = hits["hit_coefficient_global"].to_numpy().astype(np.float64)
         top = float(c.max()) if c.size else 0.0
@@ -163,9 +169,9 @@ def store_chrom_sizes(out: str | os.PathLike[str]) -> dict[str, int] | None:
 
 
 def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
-                 score: str = "similarity", chrom_sizes: str | os.PathLike[str] | None = None,
+                 score: str | None = None, chrom_sizes: str | os.PathLike[str] | None = None,
                  fasta: str | os.PathLike[str] | None = None,
-                 label_by: str = "match") -> TracksResult:
+                 label_by: str = "match", max_qvalue: float | None = None) -> TracksResult:
     """Write ``hits.bb`` and one bigWig per motif for the run in ``out`` into ``dest_dir``.
 
     Parameters
@@ -175,14 +181,17 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
     dest_dir : path or URL
         Where the tracks go (created; files of the same names are replaced, each atomically;
         on an object store each file is one PUT).
-    score : {"similarity", "coefficient"}
-        The BED score formula (module docstring).
+    score : {"similarity", "coefficient", "qvalue"}, optional
+        The BED score formula (module docstring); default ``qvalue`` for a run with q-values,
+        else ``similarity``.
     chrom_sizes, fasta : path, optional
         Where chromosome sizes come from (module docstring); default: the regions store.
     label_by : {"match", "pattern"}
         The bigBed ``name`` and the bigWig file names: the motif's label (its best TOMTOM
         match, see ``nemo-dask annotate``; the name when none) or finemo's motif name. The
         ``motif_name`` field is finemo's either way.
+    max_qvalue : float, optional
+        Only hits whose ``hit_qvalue`` is at most this (a run with q-values).
 
     Raises
     ------
@@ -190,18 +199,25 @@ def write_tracks(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], 
         ``out`` is not a run, its hits have no genomic coordinates, no chromosome sizes are
         known, or a hit lies outside its chromosome's size.
     """
-    if score not in SCORES:
+    if score is not None and score not in SCORES:
         raise InputError(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
     if label_by not in LABEL_BY:
         raise InputError(f"unknown --label-by {label_by!r}: choose one of {', '.join(LABEL_BY)}")
     with remote_input(out, "call-hits output directory") as local_out:
-        from .dataset import HITS_DIR, PARAMS_FILE
-        from .finemo.read import finemo_hits
+        from .dataset import HITS_DIR, PARAMS_FILE, has_qvalues
+        from .finemo.read import filter_qvalue, finemo_hits
+        from .schema import QVALUE
 
         if not (Path(local_out) / HITS_DIR).is_dir() or not (Path(local_out) / PARAMS_FILE).is_file():
             raise InputError(f"{out} is not a call-hits output directory (no {HITS_DIR}/ or "
                              f"{PARAMS_FILE}); pass the -o directory of `nemo-dask call-hits`")
-        hits = finemo_hits(local_out, unique=True).select(_COLUMNS).collect()
+        calibrated = has_qvalues(local_out)
+        score = score or ("qvalue" if calibrated else "similarity")
+        if score == "qvalue" and not calibrated:
+            raise InputError(f"{out}: --score qvalue needs a run with q-values (call-hits "
+                             "without --null none, finished)")
+        lf = filter_qvalue(finemo_hits(local_out, unique=True), max_qvalue, out)
+        hits = lf.select(*_COLUMNS, *([QVALUE] if calibrated else [])).collect()
         labels = _labels(local_out, label_by)
         if hits.height and (hits["chr"] == "NA").any():
             raise InputError(f"{out}: the run has no genomic coordinates (chr NA): browser tracks "

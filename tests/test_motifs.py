@@ -107,3 +107,23 @@ def test_bad_inputs(tmp_path, modisco_h5):
                 dict(motif_lambdas={"a": -1.0})):
         with pytest.raises(InputError):
             MotifParams(**bad)
+
+
+def test_motifs_trimmed_to_width_zero_are_refused_in_one_line(modisco_h5):
+    """A motif whose trim mask is empty is all zero once trimmed: it can never be called, and
+    with every motif so the solver crashed (IndexError) where finemo returns no hits. Such a
+    set is refused where it is made, naming the motifs and the options that trim them."""
+    from nemo_dask.motifs import Motifs
+
+    motifs = load_motifs(modisco_h5)
+    masks = motifs.trim_masks.copy()
+    masks[[2, 3]] = 0
+    with pytest.raises(InputError) as err:
+        Motifs(motifs.cwms, masks, motifs.lambdas, motifs.table)
+    text = str(err.value)
+    assert len(text.splitlines()) == 1
+    assert text.startswith("2 of 12 motifs are trimmed to width 0")
+    assert "pos_patterns.pattern_1+" in text and "pos_patterns.pattern_1-" in text
+    assert "-t/--cwm-trim-threshold" in text and "-R/--cwm-trim-coords" in text
+    with pytest.raises(InputError, match="^every motif is trimmed to width 0"):
+        Motifs(motifs.cwms, np.zeros_like(masks), motifs.lambdas, motifs.table)

@@ -310,7 +310,7 @@ def test_npz_into_an_s3_out_a_lost_object_and_a_held_lock(s3, tmp_path, monkeypa
     fs.invalidate_cache()
     assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(out)) == [
         "hits", "manifest.json", "motif_cwms.npy", "motifs.parquet", "parameters.json", "qc",
-        "regions.zarr"]
+        "qvalues", "regions.zarr"]
     capsys.readouterr()
     assert main(["call-hits", "-r", str(tmp_path / "r24.npz"), "-o", out, *args]) == 0
     assert "(3 already done)" in capsys.readouterr().out

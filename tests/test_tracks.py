@@ -77,7 +77,9 @@ def test_bigbed_equals_hits_bed_and_dataset(run) -> None:
                                   joined["hit_coefficient_global"])
     np.testing.assert_array_equal(joined["f_sim"].cast(pl.Float32), joined["hit_similarity"])
     np.testing.assert_array_equal(joined["f_imp"].cast(pl.Float32), joined["hit_importance"])
-    expected = np.rint(1000 * np.clip(joined["hit_similarity"].to_numpy().astype(float), 0, 1))
+    # The default score of a run with q-values: JASPAR's min(1000, round(-100 log10 q)).
+    q = joined["hit_qvalue"].to_numpy().astype(float)
+    expected = np.minimum(1000, np.rint(-100 * np.log10(q)))
     np.testing.assert_array_equal(joined["score"].to_numpy(), expected)
     assert 0 <= got["score"].min() and got["score"].max() <= 1000 and got["score"].n_unique() > 1
     with pybigtools.open(str(run["tracks"] / BIGBED_FILE)) as r:
@@ -151,6 +153,11 @@ def test_coefficient_score_and_chrom_sizes_option(run, tmp_path) -> None:
     np.testing.assert_array_equal(got["score"].to_numpy(),
                                   np.rint(1000 * np.clip(c / c.max(), 0, 1)))
     assert got["score"].max() == 1000
+    assert main(["tracks", "-H", str(run["out"]), "-o", str(tmp_path / "s"), "--score",
+                 "similarity"]) == 0
+    got = _bigbed_rows(tmp_path / "s" / BIGBED_FILE)
+    np.testing.assert_array_equal(got["score"].to_numpy(), np.rint(1000 * np.clip(
+        got["f_sim"].to_numpy(), 0, 1)))
     assert main(["tracks", "-H", str(run["out"]), "-o", str(tmp_path / "f"), "--fasta",
                  str(D / "convert" / "genome.fa")]) == 0
     assert (tmp_path / "f" / BIGBED_FILE).read_bytes() == (run["tracks"] / BIGBED_FILE).read_bytes()

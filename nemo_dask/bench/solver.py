@@ -6,8 +6,6 @@ not in tests.
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +16,6 @@ import torch
 from ..errors import InputError
 from ..motifs import Motifs, load_motifs
 from ..params import MotifParams, SolverParams
-from ..solver.stream import fit_block
 
 
 @dataclass(frozen=True)
@@ -113,64 +110,54 @@ def _hit_keys(df: pl.DataFrame, region: str) -> set[tuple[int, int, int]]:
 def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 1,
               batch_sizes: Sequence[int] | None = None, finemo_batch_sizes: Sequence[int] = (16, 64, 256),
               device: str = "cpu", threads: int | None = None, exact: bool = False,
-              n_motifs: int | None = None) -> list[BenchRow]:
-    """Time nemo_dask's solver and finemo's ``fit_contribs`` on the same arrays.
+              n_motifs: int | None = None, lam: float = 0.7) -> list[BenchRow]:
+    """Time nemo_dask's solver and finemo's ``fit_contribs`` on the same arrays (one cell of
+    :mod:`.matrix`), a row per tool and batch size.
 
     ``batch_sizes`` None means the solver's default for the device and torch threads (on a
     GPU, from its free memory). ``exact``: nemo_dask's exact step (``--exact``).
     ``n_motifs``: a motif set of that size (:func:`resize_motifs`). Each nemo_dask row gives
-    the Jaccard index of its hit set against the last finemo run's.
+    the Jaccard index of its hit set against finemo's.
     """
+    from .matrix import Cell, run_cell
+
     dev = check_device(device)
     try:
-        from finemo.hitcaller import fit_contribs
+        import finemo.hitcaller  # noqa: F401
     except ImportError:
         raise InputError("the benchmark compares with finemo: pip install finemo==0.41") from None
     if threads:
         torch.set_num_threads(threads)
-    mp = MotifParams(mode=mode)
-    motifs = load_motifs(modisco_h5, mp)
+    seqs, contribs = load_arrays(regions, repeat)
+    res = run_cell(Cell(mode, n_motifs, lam), modisco_h5, seqs, contribs,
+                   finemo_batches=finemo_batch_sizes,
+                   batch_sizes=list(batch_sizes) if batch_sizes else [None], device=device,
+                   exact=exact)
+    n = res.regions
+    rows = [BenchRow("finemo", b, n / rate, n, res.finemo_hits) for b, rate in res.finemo.items()]
+    hits = round(res.hits * n)
+    motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
     if n_motifs is not None:
         motifs = resize_motifs(motifs, n_motifs)
-    seqs, contribs = load_arrays(regions, repeat)
-    n = seqs.shape[0]
-    rows: list[BenchRow] = []
-    if batch_sizes is None:
-        batch_sizes = [None]
-    ref: set | None = None
-    for bs in finemo_batch_sizes:
-        t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hits, _ = fit_contribs(motifs.cwms, contribs, seqs, motifs.trim_masks,
-                                   mp.use_hypothetical, motifs.lambdas, 3.0, 0.08, False, 0.0005,
-                                   10000, bs, 0.7, True, dev, False)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        rows.append(BenchRow("finemo", bs, time.perf_counter() - t, n, hits.height))
-        ref = _hit_keys(hits, "peak_id")
-    for bs in batch_sizes:
-        params = SolverParams(batch_size=bs, mode=mode, exact=exact)
-        t = time.perf_counter()
-        res = fit_block(seqs, contribs, motifs, params=params, device=dev)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - t
-        jac = None
-        if ref is not None:
-            ours = _hit_keys(res.hits, "region")
-            jac = len(ours & ref) / max(1, len(ours | ref))
-        used = bs if bs is not None else _default_batch(params, dev, motifs, seqs.shape[-1])
-        rows.append(BenchRow("nemo_dask", used, seconds, n, res.hits.height, jac))
+    for b, rate in res.ours.items():
+        used = b or default_batch(SolverParams(mode=mode, exact=exact), dev, motifs,
+                                  seqs.shape[-1])
+        rows.append(BenchRow("nemo_dask", used, n / rate, n, hits, res.jaccard))
     return rows
 
 
-def _default_batch(params: SolverParams, dev: torch.device, motifs: Motifs, length: int) -> int:
-    if dev.type == "cuda":
-        from ..solver.stream import cuda_batch_size
+def default_batch(params: SolverParams, dev: torch.device, motifs: Motifs, length: int) -> int:
+    """The batch nemo_dask's solver takes by default for these motifs and regions of width
+    ``length`` on ``dev`` (the calling thread's torch threads; the machine's memory)."""
+    from ..solver.cpu import default_chunk
+    from ..solver.stream import cuda_batch_size, uses_compiled_cpu
 
+    n_pos = length - motifs.width + 1
+    if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
-        return cuda_batch_size(free, motifs.n_motifs, length - motifs.width + 1, length)
+        return cuda_batch_size(free, motifs.n_motifs, n_pos, length)
+    if uses_compiled_cpu(params, dev):
+        return default_chunk(motifs.n_motifs, n_pos, length, torch.get_num_threads())
     return params.batch_size_for(dev.type, torch.get_num_threads())
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ..calibration.params import CalibrationParams
 from ..dataset import read_motifs, scan_hits, scan_qc, write_motifs
 from ..params import MotifParams, RunOptions, SolverParams
 from ..storage.faults import (
@@ -34,7 +35,7 @@ from ..storage.urls import is_url
 if TYPE_CHECKING:
     from .plan import Checked, Plan
 
-_SP, _MP = SolverParams, MotifParams
+_SP, _MP, _CP = SolverParams, MotifParams, CalibrationParams
 
 
 @dataclass
@@ -98,6 +99,9 @@ def call_hits(
     cluster: Any = None,
     annotate: str | os.PathLike[str] | None = None,
     match_options: Any = None,
+    null: str | None = None,
+    background: str | os.PathLike[str] | None = None,
+    qvalue_score: str = _CP.score,
 ) -> CallHitsResult:
     """Call Fi-NeMo motif hits for every region, block by block, on a Dask cluster.
 
@@ -171,13 +175,28 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
     match_options : MatchOptions, optional
         k, q-value threshold, PPM conversion, window and background of the annotation
         (:class:`nemo_dask.MatchOptions`; dask config ``nemo_dask.annotate``).
+    null : str, optional
+        The null of the per-hit q-values (``hit_qvalue``; README "Calibrated hits"), computed
+        beside finemo's fit, which they leave unchanged: ``flank`` (the default: the run's own
+        hits in the outer part of the summit-centred windows; nothing is fitted), ``decoy``
+        (decoy motifs fitted with the real ones), ``shuffle`` (the motifs on block-shuffled
+        contributions), ``background`` (the motifs on ``background`` regions), the flank null
+        joined with one of these by ``+`` (the larger FDR estimate of the two), or ``none``.
+        Default: ``background`` when ``background`` is given, else ``flank``; on a tiled store
+        (no summits) no q-values, with a warning.
+    background : path, optional
+        A regions store of background regions (e.g. GC-matched non-peak regions, converted
+        with ``nemo-dask convert``, as wide as the regions): the background null's regions.
+    qvalue_score : str
+        What the q-value ranks: ``importance_sq`` (default), ``coefficient_global``,
+        ``coefficient``, ``similarity`` or ``importance`` (the stored hit columns).
 
     Returns
     -------
     CallHitsResult
-        The output directory, lazy scans of its hits (with ``motif_label`` last) and QC, the
-        motif table, block counts, the number of hits and one summary per block solved by this
-        call.
+        The output directory, lazy scans of its hits (with ``hit_qvalue`` and ``motif_label``
+        last) and QC, the motif table, block counts, the number of hits and one summary per
+        block solved by this call.
 
     Raises
     ------
@@ -230,7 +249,8 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
             compile_optimizer=compile_optimizer, global_scale=global_scale, exact=exact,
             check_every=check_every, block_size=block_size, device=device, retries=retries,
             overwrite=overwrite, progress=progress, worker_wait=worker_wait,
-            annotate=annotate, match_options=match_options)
+            annotate=annotate, match_options=match_options, null=null, background=background,
+            qvalue_score=qvalue_score)
         # OUT is this run's (its lock held) from here to the end: no other run writes into it.
         with prepared_out(call.checked), connected(client, cluster) as cl:
             plan = plan_call(cl, call, cluster)
@@ -274,7 +294,8 @@ def check_call(
     check_every: int | None = _SP.check_every, block_size: int | None = None,
     device: str | None = None, retries: int | None = None, overwrite: bool = False,
     progress: bool | None = None, worker_wait: float | str | None = None,
-    annotate: Any = None, match_options: Any = None,
+    annotate: Any = None, match_options: Any = None, null: str | None = None,
+    background: Any = None, qvalue_score: str = _CP.score,
 ) -> CheckedCall:
     """Everything :func:`call_hits` checks before it writes anything or starts a cluster: the
     parameters, the motif database (``annotate``, read and matched), the inputs
@@ -310,7 +331,8 @@ def check_call(
                        lambda_default=lambda_default, trim_threshold=trim_threshold,
                        motifs_include=motifs_include, motif_names=motif_names,
                        motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                       trim_coords=trim_coords, include_rc=include_rc)
+                       trim_coords=trim_coords, include_rc=include_rc, null=null,
+                       background=background, qvalue_score=qvalue_score)
     annotation = None
     if database is not None:
         from ..matching.annotate import annotated_table
@@ -355,6 +377,9 @@ def driver_failure(err: BaseException, out: Any, regions: Any,
     from .ending import resume_fix, written_so_far
 
     if isinstance(err, StorageFaultError):
+        if err.written is None and plan is not None:
+            # Met by the driver's own writes (the q-value pass): what the run keeps.
+            return err.with_written(written_so_far(plan), resume_fix(err, plan.out))
         return None  # already said in its one line
     if is_fault(err):
         return driver_fault(err, out)  # type: ignore[arg-type]

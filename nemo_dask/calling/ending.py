@@ -1,12 +1,13 @@
 """How a run of :func:`.execute.execute` ends: :func:`end_of_run`, the one place a run that
-solved its last block ends (alone or in a sheet), and what a run that stopped early records and
-says (its manifest, the blocks it kept, the fix)."""
+solved its last block ends (alone or in a sheet: its q-value pass, :func:`.qvalues.finish`),
+and what a run that stopped early records and says (its manifest, the blocks it kept, the
+fix)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..dataset import MANIFEST_FILE, write_manifest
+from ..dataset import MANIFEST_FILE
 from ..storage.faults import (
     SPACE_FAULTS,
     StorageFaultError,
@@ -17,14 +18,31 @@ from ..storage.faults import (
 )
 from .output import record_batch_sizes
 from .plan import Plan
+from .qvalues import finish, save_manifest
 
 
-def end_of_run(client: Any, plan: Plan) -> None:
+def end_of_run(client: Any, plan: Plan, computed: bool = True) -> None:
     """The one place a run that solved its last block ends (alone or in a sheet), before its
-    OUT's lock is given back: its manifest is written complete and the batch sizes its
-    workers used recorded. A pass over the whole finished run (e.g. q-values across its
-    partitions) belongs here, after the manifest; ``client`` is its cluster's."""
+    OUT's lock is given back: its manifest and the batch sizes its workers used are recorded,
+    then the q-value pass over the whole finished run (:func:`.qvalues.finish`: the q-values
+    unless current ones are recorded and this call ``computed`` no block; without a null, any
+    earlier ones removed) writes the manifest complete. ``client`` is its cluster's.
+
+    Raises
+    ------
+    StorageFaultError
+        OUT met full or unwritable by the q-value pass: one line with the blocks it keeps
+        (an ``OSError`` of the manifest's own writes is the caller's to say,
+        :func:`.api.driver_failure`).
+    """
     record_progress(plan)
+    try:
+        finish(plan, computed=computed)
+    except StorageFaultError as err:
+        if err.written is not None:
+            raise
+        # Met by the driver's own writes (the q-value pass): what the run keeps.
+        raise err.with_written(written_so_far(plan), resume_fix(err, plan.out)) from None
 
 
 def record_progress(plan: Plan, failing: BaseException | None = None) -> None:
@@ -36,9 +54,7 @@ def record_progress(plan: Plan, failing: BaseException | None = None) -> None:
     resume trusts. A run whose manifest cannot be written otherwise says so in one line
     (:class:`~nemo_dask.storage.faults.StorageFaultError`)."""
     try:
-        write_manifest(plan.out, plan.fingerprint, len(plan.blocks), plan.finished,
-                       complete=len(plan.finished) == len(plan.blocks),
-                       block_size=plan.block_size or None)
+        save_manifest(plan)  # (with the q-value sections: calling/qvalues.py)
         record_batch_sizes(plan.out, plan.finished)
     except Exception as err:
         if failing is not None:

@@ -198,8 +198,8 @@ def execute(client: Any, plans: Sequence[Plan],
     to the next one's without waiting for the driver. Each task carries its run's solver
     parameters and reads its run's motifs from the run's ``OUT``
     (:func:`.task.motifs_from_out`), never from a worker's memory, so workers may retire, be
-    cancelled or die at any time. A run ends when its last block is in (then
-    :func:`end_of_run`) or when it fails: one of its tasks met a fault of the data or a full,
+    cancelled or die at any time. A run ends when its last block (and a background
+    null's) is in (then :func:`end_of_run`: its q-value pass and complete manifest) or when it fails: one of its tasks met a fault of the data or a full,
     unwritable or unreadable file system (one line, with the blocks it kept), a worker was
     stopped at its memory limit while solving one of its blocks (:mod:`.deaths`), or a task
     raised after its retries. A failed run's other tasks are cancelled, its manifest records
@@ -236,9 +236,10 @@ def execute(client: Any, plans: Sequence[Plan],
     outcomes = [RunOutcome(plan, prefix=_key_prefix(plan, call)) for plan in plans]
     if not outcomes:
         return outcomes
-    queued = deque((o, block) for o in outcomes for block in o.plan.blocks
-                   if block[0] not in o.plan.finished)
-    n_regions = sum(e - s for _, (_, s, e) in queued)
+    # (block, start, stop, background): a background null's blocks are solved for null hits
+    # only (nemo_dask.calibration), after the run's own.
+    queued = deque((o, block) for o in outcomes for block in _todo(o.plan))
+    n_regions = sum(e - s for _, (_, s, e, _) in queued)
     digests = {id(o): motifs_digest(o.plan.motifs) for o in outcomes}
     rank = {id(o): k for k, o in enumerate(outcomes)}
     owners: dict[str, RunOutcome] = {}
@@ -248,8 +249,8 @@ def execute(client: Any, plans: Sequence[Plan],
         wait = WorkerWait(client, worker_wait=run_options.worker_wait, status=bar.status)
         deaths = DeathWatch(client, f"nemo-dask-{call}-", {}, None, quiet=embedded)
         for o in outcomes:
-            deaths.watch(o.prefix, {b: e - s for b, s, e in o.plan.blocks
-                                    if b not in o.plan.finished}, _block_need(o.plan))
+            deaths.watch(o.prefix, {b: e - s for b, s, e, _ in _todo(o.plan)},
+                         _block_need(o.plan))
         n_ended = 0
 
         def end(o: RunOutcome, error: BaseException | None = None) -> None:
@@ -268,7 +269,7 @@ def execute(client: Any, plans: Sequence[Plan],
                 o._in_flight.clear()
             try:
                 if error is None:
-                    end_of_run(client, o.plan)
+                    end_of_run(client, o.plan, computed=bool(o.summaries))
                 else:
                     record_progress(o.plan, failing=error)
             except Exception as err:  # (OUT removed under the run, say): this run's failure
@@ -299,7 +300,7 @@ def execute(client: Any, plans: Sequence[Plan],
             return new
 
         for o in outcomes:  # a resume with nothing left to solve ends at once
-            if not any(b[0] not in o.plan.finished for b in o.plan.blocks):
+            if not _todo(o.plan):
                 end(o)
         ac = as_completed(submit())
         try:
@@ -342,11 +343,16 @@ def execute(client: Any, plans: Sequence[Plan],
                         continue
                     o.summaries.append(summary)
                     deaths.progressed()
-                    o.plan.finished[summary["block"]] = {
-                        k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
-                                                "device", "batch_size") if k in summary}
+                    # q-values computed before this block are no longer the run's
+                    o.plan.qvalues = None
+                    entry = {k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
+                                                     "device", "batch_size") if k in summary}
+                    if summary.get("background"):
+                        o.plan.background_finished[summary["block"]] = entry
+                    else:
+                        o.plan.finished[summary["block"]] = entry
                     bar.update(summary["regions"])
-                    if len(o.plan.finished) == len(o.plan.blocks):
+                    if not _todo(o.plan):
                         end(o)
                 ac.update(submit())
         except BaseException as err:
@@ -378,7 +384,15 @@ def _key_prefix(plan: Plan, call: str) -> str:
     return f"nemo-dask-{call}-{plan.fingerprint[:12]}-{tokenize(str(plan.out))[:8]}-block-"
 
 
-def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int]], digest: str,
+def _todo(plan: Plan) -> list[tuple[int, int, int, bool]]:
+    """The blocks of ``plan`` not yet finished, as (block, start, stop, background): the run's
+    own, then a background null's (:mod:`.qvalues`)."""
+    return ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
+            + [(b, s, e, True) for b, s, e in plan.background_blocks
+               if b not in plan.background_finished])
+
+
+def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int, bool]], digest: str,
             prefix: str, priority: int = 0) -> list[Any]:
     """One task per block of ``plan``, keyed ``prefix`` + block (:func:`_key_prefix`).
 
@@ -386,11 +400,19 @@ def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int]], digest:
     (dask gives submissions within ``fifo_timeout`` of each other one priority, and then runs
     them in key order: the runs' blocks interleaved, each worker switching runs at every
     block)."""
-    specs = [BlockSpec(block=b, start=s, stop=e, regions_url=plan.regions_url,
+    calib = plan.calibration
+    # Only a decoy or shuffle null is fitted beside each block (a background null: beside
+    # nothing, on its own blocks; the flank null: never).
+    per_block = calib if calib is not None and calib.fitted in ("decoy", "shuffle") else None
+    specs = [BlockSpec(block=b, start=s, stop=e,
+                       regions_url=(plan.background_url or "") if bg else plan.regions_url,
                        out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                       run_id=plan.fingerprint, motifs_digest=digest) for b, s, e in blocks]
+                       run_id=plan.fingerprint, motifs_digest=digest,
+                       calibration=calib if bg else per_block, background=bg)
+             for b, s, e, bg in blocks]
     return client.map(process_block, specs, retries=plan.run.retries, priority=priority,
-                      key=[f"{prefix}{b}" for b, _, _ in blocks])
+                      key=[f"{prefix}{'background-' if bg else ''}{b}"
+                           for b, _, _, bg in blocks])
 
 
 def _forget(fut: Any, o: RunOutcome, owners: dict[str, RunOutcome]) -> None:

@@ -32,8 +32,11 @@ from typing import Any
 from ..dataset import PARAMS_FILE, read_json
 from ..errors import InputError
 from ..manifest import (
+    BACKGROUND_DIR,
     HITS_DIR,
+    NULL_DIR,
     QC_DIR,
+    QVALUES_DIR,
     check_pages,
     file_record,
     footer,
@@ -217,30 +220,38 @@ class Resume:
 
 
 def finished_blocks(out: Any, blocks: list[tuple[int, int, int]], run: str,
-                    manifest: dict[str, Any] | None) -> Resume:
+                    manifest: dict[str, Any] | None,
+                    tables: tuple[str, ...] = (HITS_DIR, QC_DIR)) -> Resume:
     """The blocks of ``blocks`` whose partitions check out, and a line for every other block
     that has (or, by the manifest, had) a partition.
 
-    A block is trusted when its hits and QC files both carry this run's stamp for this block
-    and row range, its QC holds one row per region, and each file is the one the manifest
-    records (SHA-256), or, for a block finished after the manifest was last written, every
-    data page's CRC-32 holds. Files written by versions without stamps are not trusted.
+    A block is trusted when its files in every one of ``tables`` (hits and QC; and ``null``
+    for a decoy or shuffle null; ``null_background`` alone for the blocks of a background
+    store) carry this run's stamp for this block and row range, its QC holds one row per
+    region, and each file is the one the manifest records (SHA-256), or, for a block finished
+    after the manifest was last written, every data page's CRC-32 holds. Files written by
+    versions without stamps are not trusted.
     """
-    recorded = {int(k): v for k, v in ((manifest or {}).get("blocks") or {}).items()}
-    present = {t: list_partitions(out, t) for t in (HITS_DIR, QC_DIR)}
-    candidates = [(b, s, e) for b, s, e in blocks if b in recorded or b in present[HITS_DIR]
-                  or b in present[QC_DIR]]  # (the others never finished)
+    background = tables == (BACKGROUND_DIR,)
+    section = ((manifest or {}).get("background") or {}) if background else (manifest or {})
+    recorded = {int(k): v for k, v in (section.get("blocks") or {}).items()}
+    present = {t: list_partitions(out, t) for t in tables}
+    candidates = [(b, s, e) for b, s, e in blocks
+                  if b in recorded or any(b in present[t] for t in tables)]
 
     def check(block: int, start: int, stop: int) -> tuple[dict[str, Any] | None, str | None]:
         listed = recorded.get(block)
         files: dict[str, dict[str, Any]] = {}
-        for table in (HITS_DIR, QC_DIR):
+        for table in tables:
             expected = ((listed or {}).get("files") or {}).get(table)
             why = _check_partition(out, table, block, start, stop, run, expected, files)
             if why is not None:
                 return None, f"its {table} partition {why}"
-        entry = {"start": start, "stop": stop, "hits": files[HITS_DIR]["rows"],
-                 "regions": files[QC_DIR]["rows"], "files": files}
+        entry: dict[str, Any] = {"start": start, "stop": stop}
+        if HITS_DIR in files:
+            entry["hits"] = files[HITS_DIR]["rows"]
+        entry["regions"] = files[QC_DIR]["rows"] if QC_DIR in files else stop - start
+        entry["files"] = files
         for key in ("device", "batch_size"):
             if listed and key in listed:
                 entry[key] = listed[key]
@@ -248,6 +259,7 @@ def finished_blocks(out: Any, blocks: list[tuple[int, int, int]], run: str,
 
     finished: dict[int, dict[str, Any]] = {}
     redone: list[str] = []
+    what = "background block" if background else "block"
     # Files are read and hashed on a few threads (the reads, zlib and SHA-256 release the GIL):
     # an object store answers each request after a round trip.
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -256,7 +268,7 @@ def finished_blocks(out: Any, blocks: list[tuple[int, int, int]], run: str,
             if entry is not None:
                 finished[block] = entry
             else:
-                redone.append(f"block {block} (regions {start}-{stop - 1}) is computed again: "
+                redone.append(f"{what} {block} (regions {start}-{stop - 1}) is computed again: "
                               f"{why}")
     return Resume(finished=finished, redone=redone)
 
@@ -314,10 +326,13 @@ def stamped_block_size(out: Any, run: str) -> int | None:
     return size if size >= 1 else None
 
 
-def stray_partitions(out: Any, n_blocks: int) -> list[str]:
-    """Partition files of blocks outside a layout of ``n_blocks`` blocks (another layout's)."""
-    return [f"{table}/{name}" for table in (HITS_DIR, QC_DIR)
-            for b, name in sorted(list_partitions(out, table).items()) if b >= n_blocks]
+def stray_partitions(out: Any, n_blocks: int, n_background: int = 0) -> list[str]:
+    """Partition files of blocks outside a layout of ``n_blocks`` blocks (another layout's),
+    and of background blocks beyond ``n_background``."""
+    limits = {HITS_DIR: n_blocks, QC_DIR: n_blocks, NULL_DIR: n_blocks, QVALUES_DIR: n_blocks,
+              BACKGROUND_DIR: n_background}
+    return [f"{table}/{name}" for table, limit in limits.items()
+            for b, name in sorted(list_partitions(out, table).items()) if b >= limit]
 
 
 __all__ = ("Recorded", "Resume", "describe_differences", "finished_blocks", "fingerprint",

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..dataset import (
+    BACKGROUND_DIR,
     CWMS_FILE,
     HITS_DIR,
     MANIFEST_FILE,
     MOTIFS_FILE,
+    NULL_DIR,
     PARAMS_FILE,
     QC_DIR,
+    QVALUES_DIR,
     read_json,
     remove_stale_temporaries,
 )
@@ -45,15 +48,16 @@ from ..storage.outputs import (
     write_json,
 )
 from ..storage.temporary import is_temporary, temporary_name
-from ..storage.urls import is_url, location
+from ..storage.urls import is_url, location, recorded_path
 from .identity import describe_differences, recorded_run, stray_partitions
 
 if TYPE_CHECKING:
     from .plan import Checked
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
-OWNED = (HITS_DIR, QC_DIR, MOTIFS_FILE, CWMS_FILE, PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
-_PARTITION_DIRS = (HITS_DIR, QC_DIR)
+OWNED = (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR, MOTIFS_FILE, CWMS_FILE,
+         PARAMS_FILE, MANIFEST_FILE, "regions.zarr")
+_PARTITION_DIRS = (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR)
 
 
 @contextlib.contextmanager
@@ -201,9 +205,9 @@ def _overwrite_blocker(out: Path, owned: Any, keep: Path | None) -> str | None:
 def _looks_owned(path: Path) -> bool:
     """Whether an entry of a directory without a run's record is a run's by content.
 
-    hits/ and qc/ hold only partitions and temporaries; regions.zarr is a regions store; the
-    single files (motifs.parquet, motif_cwms.npy, manifest.json, parameters.json) would be
-    replaced by this run's own anyway.
+    The partition directories (hits/, qc/, null/, ...) hold only partitions and temporaries;
+    regions.zarr is a regions store; the single files (motifs.parquet, motif_cwms.npy,
+    manifest.json, parameters.json) would be replaced by this run's own anyway.
     """
     if path.name in _PARTITION_DIRS:
         return path.is_dir() and all(
@@ -340,9 +344,9 @@ def record_batch_sizes(out: Any, finished: dict[int, dict[str, Any]]) -> None:
         write_json(params, path)
 
 
-def remove_strays(out: Any, n_blocks: int) -> None:
+def remove_strays(out: Any, n_blocks: int, n_background: int = 0) -> None:
     """Partitions of blocks beyond this layout's (another layout's) are removed, in one line."""
-    strays = stray_partitions(out, n_blocks)
+    strays = stray_partitions(out, n_blocks, n_background)
     if strays:
         shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
                                          else "")
@@ -359,11 +363,43 @@ def remove_strays(out: Any, n_blocks: int) -> None:
             os.unlink(target)
 
 
+def finemo_parameters(c: Any, store: Any) -> dict[str, Any]:
+    """finemo's parameters.json keys (:data:`~nemo_dask.finemo.formats.FINEMO_PARAMETER_KEYS`,
+    in its order and with its meanings), then nemo_dask's ``global_scale`` and ``tiling``, for
+    the validated run ``c`` (:class:`.plan.Checked`) on ``store``."""
+    mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
+    # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
+    # their URLs, not the temporary copies (storage.urls.recorded_path).
+    peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
+    return {
+        "regions_path": recorded_path(c.regions),
+        "peaks_path": recorded_path(peaks),
+        "modisco_h5_path": recorded_path(c.motifs_path),
+        "chrom_order_path": recorded_path(order),
+        "motifs_include_path": recorded_path(files["motifs_include"]),
+        "motif_names_path": recorded_path(files["motif_names"]),
+        "motif_lambdas_path": recorded_path(files["motif_lambdas"]), "out_dir": str(c.out),
+        "cwm_trim_coords_path": recorded_path(files["trim_coords"]),
+        "cwm_trim_thresholds_path": recorded_path(files["trim_thresholds"]),
+        "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
+        "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
+        "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,
+        "max_steps": solver.max_steps, "batch_size": solver.batch_size,
+        "step_adjust": solver.step_adjust,
+        "device": None if c.run.device == "auto" else c.run.device,
+        "mode": mp.mode, "no_post_filter": not solver.post_filter,
+        "compile_optimizer": solver.compile_optimizer, "region_width": store.width,
+        "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
+        "num_motifs": motifs.n_motifs, "global_scale": solver.global_scale,
+        "tiling": store.attrs.get("tiling") if isinstance(store.attrs, dict) else None,
+    }
+
+
 def ensure_dir(out: Any) -> Path:
     """Create OUT (a prefix of an object store needs nothing)."""
     return make_output_dir(out, "call-hits output directory")
 
 
-__all__ = ("OWNED", "check_out", "claim_out", "ensure_dir", "inside", "place_regions",
-           "prepare_out", "prepared_out", "record_batch_sizes", "record_claim", "remove_strays",
-           "settle_out")
+__all__ = ("OWNED", "check_out", "claim_out", "ensure_dir", "finemo_parameters", "inside",
+           "place_regions", "prepare_out", "prepared_out", "record_batch_sizes", "record_claim",
+           "remove_strays", "settle_out")

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import version
+from ..calibration.params import CalibrationParams
 from ..dataset import (
     CWMS_FILE,
     PARAMS_FILE,
-    write_manifest,
     write_motifs,
 )
 from ..errors import InputError
@@ -47,7 +47,7 @@ from ..storage.outputs import (
     output_dir,
     write_json,
 )
-from ..storage.urls import location, recorded_path
+from ..storage.urls import location
 from .identity import (
     fingerprint,
     finished_blocks,
@@ -61,6 +61,7 @@ from .identity import (
 )
 from .output import (  # noqa: F401  (prepared_out: where callers have always found it)
     check_out,
+    finemo_parameters,
     prepared_out,
     remove_strays,
     settle_out,
@@ -92,6 +93,8 @@ class Checked:
     store: Regions | None = None
     resuming: bool = False
     regions_url: str = ""
+    calibration: CalibrationParams | None = None  # the q-values (None: none)
+    background: Regions | None = None  # the background null's regions store
 
 
 @dataclass
@@ -108,16 +111,30 @@ class Plan:
     finished: dict[int, dict[str, Any]]
     n_skipped: int
     block_size: int = 0
+    identity: dict[str, Any] = field(default_factory=dict)
+    width: int = 0  # region width L
+    # q-values (calling/qvalues.py): the calibration, each block's tables, a background null's
+    # store, blocks and finished ones, and the manifest's q-values section while it holds.
+    calibration: CalibrationParams | None = None
+    tables: tuple[str, ...] = ("hits", "qc")
+    background_url: str | None = None
+    background_blocks: list[tuple[int, int, int]] = field(default_factory=list)
+    background_finished: dict[int, dict[str, Any]] = field(default_factory=dict)
+    n_background: int = 0
+    qvalues: dict[str, Any] | None = None
 
 
 def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
              run: RunOptions, peaks: Any = None, chrom_order: Any = None,
-             **motif_options: Any) -> Checked:
+             null: str | None = None, background: Any = None,
+             qvalue_score: str = CalibrationParams.score, **motif_options: Any) -> Checked:
     """Check every input and parameter, load the motifs, open the regions and compute the
     run's identity. Nothing is written anywhere.
 
     ``peaks`` and ``chrom_order`` (finemo's call-hits ``-p``/``-C``) give a regions.npz
-    without coordinates its genomic coordinates, as finemo does.
+    without coordinates its genomic coordinates, as finemo does. ``null``, ``background`` and
+    ``qvalue_score`` say how hits get q-values
+    (:func:`nemo_dask.calibration.params.resolve_calibration`).
 
     Raises
     ------
@@ -157,11 +174,18 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                       "so hits have chr NA and region-relative positions; pass -p "
                       "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=4)
     identity = run_identity(regions_id, peaks_id, motif_params, motifs, solver)
+    from .qvalues import checked_calibration
+
+    calibration, bg_store, fitted = checked_calibration(source, motifs, motif_params, null,
+                                                        background, qvalue_score)
+    if fitted is not None:  # what the blocks' null partitions depend on
+        identity["calibration"] = fitted
     return Checked(regions=regions, motifs_path=motifs_path, out=out, motifs=motifs,
                    motif_params=motif_params, solver=solver, run=run, files=files,
                    source=source, inputs=inputs, identity=identity,
                    fingerprint=fingerprint(identity),
-                   store=None if is_npz else source)  # type: ignore[arg-type]
+                   store=None if is_npz else source,  # type: ignore[arg-type]
+                   calibration=calibration, background=bg_store)
 
 
 def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
@@ -191,7 +215,7 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         block_size = default_block_size(n_regions, int(store.chunk_size), gpus, gpu_batch)
     blocks = [(b, s, min(s + block_size, n_regions))
               for b, s in enumerate(range(0, n_regions, block_size))]
-    finemo_params = _finemo_parameters(c, store)
+    finemo_params = finemo_parameters(c, store)
     finemo_params["nemo_dask"] = {
         "fingerprint": run_fp, "identity": c.identity, "regions_url": source,
         "block_size": block_size, "n_blocks": len(blocks), "eps": c.solver.eps,
@@ -214,20 +238,26 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         write_json(finemo_params, out / PARAMS_FILE)
     else:
         _ensure_motifs_in_out(out, c.motifs)
+    from .qvalues import block_tables, plan_calibration, save_manifest
+
     finished: dict[int, dict[str, Any]] = {}
+    manifest = recorded.manifest if recorded else None
     if resuming:
-        remove_strays(out, len(blocks))
-        resume = finished_blocks(out, blocks, run_fp, recorded.manifest if recorded else None)
+        n_bg = -(-c.background.n_regions // block_size) if c.background is not None else 0
+        remove_strays(out, len(blocks), n_bg)
+        resume = finished_blocks(out, blocks, run_fp, manifest, block_tables(c.calibration))
         finished = resume.finished
-        _say_redone(resume.redone)
-    write_manifest(out, run_fp, len(blocks), finished, complete=len(finished) == len(blocks),
-                   block_size=block_size, identity=c.identity)
-    return Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
+        say_redone(resume.redone)
+    plan = Plan(out=out, regions_url=source, motifs=c.motifs, solver=c.solver, run=run,
                 blocks=blocks, fingerprint=run_fp, finished=finished,
-                n_skipped=len(finished), block_size=block_size)
+                n_skipped=len(finished), block_size=block_size, identity=c.identity,
+                width=store.width, **plan_calibration(c, block_size, manifest, resuming))
+    save_manifest(plan)
+    return plan
 
 
-def _say_redone(lines: list[str]) -> None:
+def say_redone(lines: list[str]) -> None:
+    """Warn, one line each, about blocks a resume computes again (at most a few lines)."""
     for line in lines[:MAX_REDONE_LINES]:
         warnings.warn(line, stacklevel=5)
     if len(lines) > MAX_REDONE_LINES:
@@ -304,37 +334,6 @@ def _check_compatible(store: Any, motifs: Motifs, mp: MotifParams, source: str) 
         raise InputError(f"{source} holds projected contributions only, but mode {mp.mode!r} "
                          "fits hypothetical ones; use mode pp or hp, or convert hypothetical "
                          "contributions")
-
-
-def _finemo_parameters(c: Checked, store: Regions) -> dict[str, Any]:
-    """finemo's parameters.json keys (:data:`~nemo_dask.finemo.formats.FINEMO_PARAMETER_KEYS`,
-    in its order and with its meanings), then nemo_dask's ``global_scale`` and ``tiling``."""
-    mp, solver, files, motifs = c.motif_params, c.solver, c.files, c.motifs
-    # Absolute paths (the run may be read from elsewhere); inputs the CLI fetched from URLs by
-    # their URLs, not the temporary copies (storage.urls.recorded_path).
-    peaks, order = c.inputs["peaks"], c.inputs["chrom_order"]
-    return {
-        "regions_path": recorded_path(c.regions),
-        "peaks_path": recorded_path(peaks),
-        "modisco_h5_path": recorded_path(c.motifs_path),
-        "chrom_order_path": recorded_path(order),
-        "motifs_include_path": recorded_path(files["motifs_include"]),
-        "motif_names_path": recorded_path(files["motif_names"]),
-        "motif_lambdas_path": recorded_path(files["motif_lambdas"]), "out_dir": str(c.out),
-        "cwm_trim_coords_path": recorded_path(files["trim_coords"]),
-        "cwm_trim_thresholds_path": recorded_path(files["trim_thresholds"]),
-        "cwm_trim_threshold_default": mp.trim_threshold, "lambda_default": mp.lambda_default,
-        "step_size_max": solver.step_size_max, "step_size_min": solver.step_size_min,
-        "sqrt_transform": solver.sqrt_transform, "convergence_tol": solver.convergence_tol,
-        "max_steps": solver.max_steps, "batch_size": solver.batch_size,
-        "step_adjust": solver.step_adjust,
-        "device": None if c.run.device == "auto" else c.run.device,
-        "mode": mp.mode, "no_post_filter": not solver.post_filter,
-        "compile_optimizer": solver.compile_optimizer, "region_width": store.width,
-        "num_regions": store.n_regions, "untrimmed_motif_width": motifs.width,
-        "num_motifs": motifs.n_motifs, "global_scale": solver.global_scale,
-        "tiling": store.attrs.get("tiling") if isinstance(store.attrs, dict) else None,
-    }
 
 
 def _ensure_motifs_in_out(out: Path, motifs: Motifs) -> None:

@@ -72,7 +72,7 @@ def keep_owned(hits: pl.DataFrame, regions: Any, start: int, stop: int,
     Parameters
     ----------
     hits : polars.DataFrame
-        Annotated hits (:func:`nemo_dask.calling.task.annotate`): ``region`` (store row) and
+        Annotated hits (:func:`nemo_dask.calling.columns.stored_tables`): ``region`` (store row) and
         ``start_untrimmed`` (genomic) columns.
     regions : Regions
         The store the windows come from.

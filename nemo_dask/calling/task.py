@@ -1,9 +1,11 @@
-"""What one Dask task does: read a block of regions, solve it, write its two partitions.
+"""What one Dask task does: read a block of regions, solve it, write its partitions.
 
 This runs on workers. It opens the regions store itself (arrays never pass through the
 scheduler), runs the solver on the worker's device and writes ``hits/part-<block>`` and
-``qc/part-<block>`` atomically, so a task that is run twice (after a worker is lost) rewrites
-the same complete files and can never duplicate a hit.
+``qc/part-<block>`` atomically (with a decoy or shuffle null, its null fit's
+``null/part-<block>`` too, before the QC; a block of a background null's store writes only
+``null_background/part-<block>``), so a task that is run twice (after a worker is lost)
+rewrites the same complete files and can never duplicate a hit.
 
 Nothing a task needs lives only in some worker's memory: the motifs are read from the run's
 output directory (``motif_cwms.npy`` and ``motifs.parquet``, written by the driver before any
@@ -25,14 +27,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import polars as pl
 
-from ..dataset import CWMS_FILE, read_cwms, read_motifs, write_partitions
+from ..calibration.params import CalibrationParams
+from ..dataset import (
+    BACKGROUND_DIR,
+    CWMS_FILE,
+    part_name,
+    read_cwms,
+    read_motifs,
+    write_partitions,
+    write_stamped,
+)
 from ..errors import InputError, NemoDaskError
+from ..manifest import partition_stamp
 from ..motifs import Motifs, motifs_digest
 from ..params import SolverParams
-from ..schema import MOTIFS_SCHEMA, QC_STATUS
+from ..schema import MOTIFS_SCHEMA, NULL_HITS_SCHEMA, conform
 from ..storage.faults import StorageFaultError, reporting_faults
+from ..storage.urls import location
+from .columns import status_counts, stored_tables
 from .seams import keep_owned
 
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
@@ -62,6 +75,11 @@ class BlockSpec:
     device: str  # "auto", "cpu", "cuda", "cuda:1", ...: resolved on the worker
     run_id: str
     motifs_digest: str = ""  # motifs_digest() of the run's motifs, checked when loading them
+    # A run whose q-values need a null fit (nemo_dask.calibration: decoy, shuffle or
+    # background) fits it beside the real one; a block of the background store
+    # (``background``) is fitted for its null hits only.
+    calibration: CalibrationParams | None = None
+    background: bool = False
 
 
 def motifs_from_out(out: str, digest: str = "") -> Motifs:
@@ -112,17 +130,21 @@ class Placement(NamedTuple):
 
     device: torch.device
     threads: int  # torch threads for a CPU solve: the worker's task threads
+    memory_limit: int | None = None  # the worker's memory limit (bytes), for the CPU batch
 
 
 def resolve_placement(device: str, worker: Any | None) -> Placement:
     """``auto`` means the GPU this worker was given, if any, else the CPU; threads are the
-    worker's (outside a worker: torch's current setting)."""
+    worker's (outside a worker: torch's current setting); the memory limit is the worker's
+    (None outside a worker or without a limit)."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     threads = (int(worker.state.nthreads) if worker is not None else torch.get_num_threads())
-    return Placement(torch.device(device), max(1, threads))
+    manager = getattr(worker, "memory_manager", None)
+    limit = getattr(manager, "memory_limit", None) or None
+    return Placement(torch.device(device), max(1, threads), int(limit) if limit else None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -239,10 +261,23 @@ def process_block(spec: BlockSpec) -> dict[str, Any]:
                 "error": str(err), "error_type": type(err).__name__}
 
 
+def _result(future: Any, worker: Any | None, block: int) -> Any:
+    """The solver service's result of ``future``, polled so that a closing worker is not held
+    (:class:`WorkerClosingError`: nobody waits for the block, and the nanny would kill it)."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FutureTimeout:
+            if _worker_closing(worker):
+                raise WorkerClosingError(f"block {block}: the worker closed while solving "
+                                         "it") from None
+
+
 def _process_block(spec: BlockSpec) -> dict[str, Any]:
     t0, started_at = time.perf_counter(), time.time()
     worker = _current_worker()
     motifs = motifs_from_out(spec.out, spec.motifs_digest)
+    calib = spec.calibration
     with reporting_faults(spec.regions_url, fix="make the regions store readable for the "
                           "user running the workers, then run the same command again"):
         block = _open_store(spec.regions_url, spec.run_id).read_block(spec.start, spec.stop)
@@ -251,12 +286,19 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     tune_malloc()
     from ..solver.service import solver_service
 
-    solving, started = solver_service().submit(
-        spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
-        device=place.device, params=spec.solver, threads=place.threads)
+    service = solver_service()
+    solving = nulling = None
+    if not spec.background:
+        solving = service.submit(
+            spec.run_id, block.sequences, block.contributions, spec.start, motifs=motifs,
+            device=place.device, params=spec.solver, threads=place.threads,
+            memory_limit=place.memory_limit)
+    if calib is not None:  # a decoy or shuffle null of this block, or a background block
+        nulling = _submit_null(service, spec, block, motifs, place)
+    first, started = solving or nulling  # type: ignore[misc]
     peaks = block.peaks
     del block  # the solver holds the arrays until it is done with them
-    while not (started.wait(0.5) or solving.done()):
+    while not (started.wait(0.5) or first.done()):
         if _worker_closing(worker):
             # The worker is shutting down (the run ended or failed): nobody waits for this
             # block, and holding the task would keep the process alive until its nanny kills
@@ -267,34 +309,46 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
 
         secede()
     try:
-        while True:
-            try:
-                result, t_solve = solving.result(timeout=0.5)
-                break
-            except FutureTimeout:
-                if _worker_closing(worker):  # as above: do not hold a closing worker
-                    raise WorkerClosingError(f"block {spec.block}: the worker closed while "
-                                             "solving it") from None
+        result, t_solve = _result(first, worker, spec.block)
+        null_result = (_result(nulling[0], worker, spec.block)[0] if nulling is not None
+                       else None)
         solved_at = time.time()
     finally:
         if worker is not None and not _worker_closing(worker):
             rejoin()
-    hits, qc = annotate(result.hits, result.qc, peaks, motifs, spec.start)
+    store = _open_store(spec.regions_url, spec.run_id)
+    null = None
+    if null_result is not None:
+        from ..calibration.nulls import null_hits
+
+        raw = null_hits(null_result.hits, motifs.n_motifs, calib)  # type: ignore[arg-type]
+        null, _ = stored_tables(raw, null_result.qc, peaks, motifs, spec.start)
+        null = keep_owned(null, store, spec.start, spec.stop, motifs.width)
+    timing = {"device": str(place.device), "read_s": round(t_read, 3),
+              "solve_s": round(t_solve, 3), "total_s": round(time.perf_counter() - t0, 3),
+              "started_at": started_at, "solved_at": solved_at,
+              "worker": str(worker.address) if worker is not None else "in-process"}
+    if spec.background:
+        # (a full or unwritable file system: one line, storage/faults.py)
+        rec = write_stamped(location(spec.out) / BACKGROUND_DIR / part_name(spec.block),
+                            conform(null, NULL_HITS_SCHEMA),  # type: ignore[arg-type]
+                            partition_stamp(spec.run_id, spec.block, spec.start, spec.stop,
+                                            BACKGROUND_DIR))
+        return {"block": spec.block, "background": True, "start": spec.start,
+                "stop": spec.stop, "regions": spec.stop - spec.start,
+                "files": {BACKGROUND_DIR: rec}, "timeouts": 0, "failures": 0, **timing}
+    hits, qc = stored_tables(result.hits, result.qc, peaks, motifs, spec.start)
     # Tiled stores: each instance is kept by the one window that owns it (calling/seams.py).
-    hits = keep_owned(hits, _open_store(spec.regions_url, spec.run_id), spec.start, spec.stop,
-                      motifs.width)
-    entry = write_partitions(spec.out, spec.block, hits, qc, run=spec.run_id, start=spec.start,
-                             stop=spec.stop)
-    statuses = np.bincount(result.qc["status"].to_numpy(), minlength=len(QC_STATUS))
-    del hits, qc, peaks, result
+    hits = keep_owned(hits, store, spec.start, spec.stop, motifs.width)
+    entry = write_partitions(spec.out, spec.block, hits, qc, null=null, run=spec.run_id,
+                             start=spec.start, stop=spec.stop)
+    timeouts, failures = status_counts(result.qc["status"].to_numpy())
+    del hits, qc, peaks, result, null, null_result
     release_memory()
     return {
         **entry, "block": spec.block,
-        "timeouts": int(statuses[1]), "failures": int(statuses[2]),
-        "device": str(place.device), "batch_size": solving_batch(solving),
-        "read_s": round(t_read, 3), "solve_s": round(t_solve, 3),
-        "total_s": round(time.perf_counter() - t0, 3), "started_at": started_at,
-        "solved_at": solved_at, "worker": str(worker.address) if worker is not None else "in-process",
+        "timeouts": timeouts, "failures": failures,
+        "batch_size": solving_batch(first), **timing,
     }
 
 
@@ -303,42 +357,19 @@ def solving_batch(solving: Any) -> int | None:
     return getattr(solving, "batch_size", None)
 
 
-def annotate(hits: pl.DataFrame, qc: pl.DataFrame, peaks: pl.DataFrame, motifs: Motifs,
-             start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Turn raw solver columns into the stored hits and QC tables (schema.py).
+def _submit_null(service: Any, spec: BlockSpec, block: Any, motifs: Motifs,
+                 place: Placement) -> tuple[Any, threading.Event]:
+    """Queue the block's null fit (:mod:`nemo_dask.calibration.nulls`) behind its real fit:
+    decoys with the motifs, the motifs on shuffled regions, or (a background block) the
+    motifs on the background regions."""
+    from ..calibration.nulls import null_motifs, shuffle_regions
 
-    Genomic coordinates and global-scale factors are applied as finemo's writer applies them,
-    so the stored values are those of finemo's hits.tsv and peaks_qc.tsv. ``peaks`` holds the
-    peak-table rows of regions ``start, start + 1, ...``.
-    """
-    width = motifs.width
-    # Region i is row i of the peak table; its peak_id is whatever that row says (finemo joins on
-    # peak_id = row number, which is the same thing for every file its extractors write).
-    peak_cols = peaks.select("peak_id", "chr", "chr_id", "peak_region_start", "peak_name")
-    peak_cols = peak_cols.with_columns(
-        region=pl.Series(np.arange(start, start + len(peaks), dtype=np.int64)))
-    qc_full = (
-        qc.with_columns(pl.col("region").cast(pl.Int64),
-                        status=pl.col("status").replace_strict(
-                            list(range(len(QC_STATUS))), list(QC_STATUS), return_dtype=pl.String))
-        .join(peak_cols, on="region", how="left")
-    )
-    motif_cols = motifs.table.select("motif_id", "motif_name", "strand", "motif_start", "motif_end")
-    start_untrimmed = pl.col("peak_region_start").cast(pl.Int64) + pl.col("hit_start")
-    gs = pl.col("global_scale")
-    hits_full = (
-        hits.with_columns(pl.col("region").cast(pl.Int64))
-        .join(qc_full.select("region", "peak_id", "global_scale", "chr", "chr_id",
-                             "peak_region_start", "peak_name"), on="region", how="left")
-        .join(motif_cols, on="motif_id", how="left")
-        .with_columns(
-            start=start_untrimmed + pl.col("motif_start"),
-            end=start_untrimmed + pl.col("motif_end"),
-            start_untrimmed=start_untrimmed,
-            end_untrimmed=start_untrimmed + width,
-            hit_coefficient_global=pl.col("hit_coefficient") * gs**2,
-            hit_importance=pl.col("hit_importance") * gs,
-            hit_importance_sq=pl.col("hit_importance_sq") * gs**2,
-        )
-    )
-    return hits_full, qc_full
+    calib = spec.calibration
+    assert calib is not None
+    sequences, contributions = block.sequences, block.contributions
+    if calib.fitted == "shuffle":
+        sequences, contributions = shuffle_regions(sequences, contributions, spec.start, calib)
+    fitted = null_motifs(motifs, calib)
+    return service.submit((spec.run_id, "null"), sequences, contributions, spec.start,
+                          motifs=fitted, device=place.device, params=spec.solver,
+                          threads=place.threads, memory_limit=place.memory_limit)

@@ -14,8 +14,11 @@ DATABASE_HELP = ("a MEME motif file, or jaspar[:RELEASE[:COLLECTION[:TAX_GROUP]]
                  f"{config.defaults('annotate')['jaspar-tax-group']})")
 
 
-def add_match_arguments(group: argparse._ArgumentGroup) -> None:
-    """The options of the motif match (defaults: dask config ``nemo_dask.annotate``)."""
+def add_match_arguments(group: argparse._ArgumentGroup, *, verb: bool = False) -> None:
+    """The options of the motif match (defaults: dask config ``nemo_dask.annotate``).
+
+    ``--match-background`` is also ``--background`` for the ``annotate`` verb (``verb``); in
+    call-hits ``--background`` names the background regions of the q-values' null."""
     d = config.defaults("annotate")
     group.add_argument("--top-k", type=int, default=None, metavar="K",
                        help=f"matches kept per motif (default {d['top-k']})")
@@ -29,7 +32,8 @@ def add_match_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--match-trim", type=float, default=None, metavar="T",
                        help="query window: positions whose total |CWM| >= T x the maximum "
                        f"(default {d['trim-threshold']})")
-    group.add_argument("--background", default=None, metavar="A,C,G,T",
+    names = ("--match-background", "--background") if verb else ("--match-background",)
+    group.add_argument(*names, dest="match_background", default=None, metavar="A,C,G,T",
                        help="base frequencies for the softmax and empty columns (default "
                        "uniform)")
 
@@ -40,12 +44,12 @@ def match_options_from_args(args: argparse.Namespace):  # noqa: ANN201
     from ..matching.annotate import MatchOptions
 
     background = None
-    if args.background is not None:
+    if args.match_background is not None:
         try:
-            background = tuple(float(x) for x in args.background.split(","))
+            background = tuple(float(x) for x in args.match_background.split(","))
         except ValueError:
-            raise InputError(f"--background {args.background!r}: expected 4 comma-separated "
-                             "frequencies A,C,G,T") from None
+            raise InputError(f"--match-background {args.match_background!r}: expected 4 "
+                             "comma-separated frequencies A,C,G,T") from None
     return MatchOptions(top_k=args.top_k, qvalue=args.label_qvalue, ppm=args.match_ppm,
                         trim_threshold=args.match_trim, background=background)
 
@@ -64,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--modisco-h5", default=None,
                    help="the run's tfmodisco-lite H5 (default: the one its parameters.json "
                    "records)")
-    add_match_arguments(p.add_argument_group("matching"))
+    add_match_arguments(p.add_argument_group("matching"), verb=True)
     p.set_defaults(func=_run)
 
 

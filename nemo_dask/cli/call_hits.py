@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 from .. import config
+from ..calibration.params import SCORES, CalibrationParams
 from ..errors import InputError
 from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
 from .annotate import DATABASE_HELP, add_match_arguments
@@ -20,7 +21,7 @@ SHEET_WIDE: tuple[str, ...] = ("help", "runs", "summary", "no_progress", "worker
 #: Options (by ``dest``) whose values are paths, besides the input files the CLI fetches from
 #: URLs (``nemo_dask.cli._INPUT_FILE_OPTIONS``) and motif databases (``_DATABASE_OPTIONS``): a
 #: sheet's relative path there is taken from the sheet's folder.
-PATH_OPTIONS: tuple[str, ...] = ("out_dir", "global_scale_from")
+PATH_OPTIONS: tuple[str, ...] = ("out_dir", "global_scale_from", "background")
 
 _DESCRIPTION = (
     "Call Fi-NeMo motif hits for every region, one Dask task per block of regions; each block "
@@ -131,6 +132,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or "
                     f"cuda:N (default {run_defaults['device']})")
 
+    ca = p.add_argument_group("q-values (README \"Calibrated hits\"); finemo's hits are "
+                              "unchanged")
+    ca.add_argument("--null", default=None, metavar="NULL",
+                    help="the null of each hit's q-value (hit_qvalue): flank (default: the "
+                    "run's own hits in the outer 30%% of each summit-centred half-window; "
+                    "nothing is fitted), decoy (decoy motifs fitted with the real ones: a "
+                    "second fit), shuffle (the motifs on contributions shuffled in 3 bp "
+                    "blocks), background (needs --background), flank+decoy (or +shuffle, "
+                    "+background: the larger FDR estimate), or none. Default: background with "
+                    "--background, else flank; tiled stores: none")
+    ca.add_argument("--background", metavar="STORE", default=None,
+                    help="background regions (a regions store as wide as the regions, e.g. "
+                    "GC-matched non-peak regions) for the background null")
+    ca.add_argument("--qvalue-score", default=CalibrationParams.score, choices=list(SCORES),
+                    help="the hit column the q-value ranks (default %(default)s)")
+
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
                     help="regions per Dask task (default: computed: about 16 blocks of "
@@ -229,6 +246,7 @@ def call_hits_keywords(args: argparse.Namespace, say: Any = print) -> dict[str, 
         device=args.device, block_size=args.block_size, retries=args.retries,
         overwrite=args.overwrite, annotate=args.annotate,
         match_options=match_options_from_args(args) if args.annotate is not None else None,
+        null=args.null, background=args.background, qvalue_score=args.qvalue_score,
     )
 
 

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--max-coef-outlier-share", type=float, default=defaults["max_coef_outlier_share"],
         help="share (0-1) of shared hits outside knife-edge regions allowed beyond --coef-rtol "
         "(default %(default)g)")
+    opt("--coef-outlier-rtol", type=float, default=defaults["coef_outlier_rtol"],
+        help="max relative difference of those outliers (default %(default)g)")
     opt("--knife-edge-frac", type=float, default=defaults["knife_edge_frac"],
         help="a region is knife-edge when the final dual_gap of the side that stopped first is "
         "within this fraction of tol from tol (default %(default)g)")
@@ -58,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         args.a, args.b, coef_rtol=args.coef_rtol, sim_rtol=args.sim_rtol,
         imp_rtol=args.imp_rtol, min_jaccard=args.min_jaccard,
         max_coef_outlier_share=args.max_coef_outlier_share,
+        coef_outlier_rtol=args.coef_outlier_rtol,
         knife_edge_frac=args.knife_edge_frac, max_knife_edge_share=args.max_knife_edge_share,
         tol=args.tol)
     print(res.format())

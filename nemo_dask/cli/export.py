@@ -35,10 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose manifest lists unfinished blocks")
     p.add_argument("--labels", action="store_true",
-                   help="add motif_label (see `nemo-dask annotate`) after finemo's columns of "
-                   "hits.tsv and hits_unique.tsv and as hits.bed's name; finemo's own tools "
-                   "then refuse those files (an annotated run's matches go to "
-                   "motif_matches.tsv either way)")
+                   help="hits.bed's name is the motif's label (see `nemo-dask annotate`) "
+                   "instead of its name; hits.tsv and hits_unique.tsv keep finemo's columns "
+                   "either way (an annotated run's labels are in hits_extra.tsv, its matches "
+                   "in motif_matches.tsv)")
+    add_max_qvalue(p)
     p.set_defaults(func=_run_export)
 
     unique_help = ("for directory inputs, read hits_unique (default: all hits, as finemo's "
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="minimum overlap as a fraction of the two hits' mean length "
                    "(default %(default)s)")
     p.add_argument("-u", "--unique", action="store_true", help=unique_help)
+    add_max_qvalue(p)
     p.set_defaults(func=_run_collapse)
 
     p = sub.add_parser(
@@ -69,14 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--relaxed", action="store_true",
                    help="join on chr, untrimmed coordinates, motif name and strand only")
     p.add_argument("-u", "--unique", action="store_true", help=unique_help)
+    add_max_qvalue(p)
     p.set_defaults(func=_run_intersect)
+
+
+def add_max_qvalue(p: argparse.ArgumentParser) -> None:
+    """``--max-qvalue Q``: only hits whose q-value (``hit_qvalue``) is at most Q."""
+    p.add_argument("--max-qvalue", type=float, default=None, metavar="Q",
+                   help="keep only hits whose hit_qvalue is at most Q (a run with q-values, "
+                   "or an export's hits_extra.tsv / hits_unique_extra.tsv)")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from ..finemo.export import export
 
     res = export(args.hits_dir, args.out_dir, max_rows=args.max_rows,
-                 allow_incomplete=args.allow_incomplete, labels=args.labels)
+                 allow_incomplete=args.allow_incomplete, labels=args.labels,
+                 max_qvalue=args.max_qvalue)
     print(f"exported {res.n_hits} hits ({res.n_unique} unique) and {res.n_regions} regions "
           f"to {res.dest}")
     return 0
@@ -85,7 +96,8 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_collapse(args: argparse.Namespace) -> int:
     from ..finemo.postprocess import write_collapsed
 
-    path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique)
+    path = write_collapsed(args.hits, args.out_path, args.overlap_frac, unique=args.unique,
+                           max_qvalue=args.max_qvalue)
     _report_written(path)
     return 0
 
@@ -93,7 +105,8 @@ def _run_collapse(args: argparse.Namespace) -> int:
 def _run_intersect(args: argparse.Namespace) -> int:
     from ..finemo.postprocess import write_intersection
 
-    path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique)
+    path = write_intersection(args.hits, args.out_path, args.relaxed, unique=args.unique,
+                              max_qvalue=args.max_qvalue)
     _report_written(path)
     return 0
 

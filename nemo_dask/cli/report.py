@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="regions read at a time for hit-averaged CWMs; bounds memory (default "
         f"{defaults['regions-per-read']})",
     )
+    p.add_argument("--max-qvalue", type=float, default=None, metavar="Q",
+                   help="report only hits whose hit_qvalue is at most Q (a run with q-values, "
+                   "or an export directory with hits_extra.tsv)")
     p.set_defaults(func=run)
 
 
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         compute_recall=not args.no_recall,
         embed_images=args.embed_images,
         regions_per_read=args.regions_per_read,
+        max_qvalue=args.max_qvalue,
     )
     print(f"report of {len(result.motif_names)} motifs written to {args.out_dir}/report.html")
     return 0

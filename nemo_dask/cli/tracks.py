@@ -18,14 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(stores converted from a FASTA record them). OUT and DIR may be paths or fsspec URLs.")
     p.add_argument("-H", "--hits-dir", required=True, help="call-hits output directory (OUT)")
     p.add_argument("-o", "--out-dir", required=True, help="directory for the tracks")
-    p.add_argument("--score", choices=SCORES, default="similarity",
+    p.add_argument("--score", choices=SCORES, default=None,
                    help="BED score: similarity = round(1000 * hit_similarity); coefficient = "
-                   "round(1000 * hit_coefficient_global / the run's largest); clipped to 0-1000 "
-                   "(default %(default)s)")
+                   "round(1000 * hit_coefficient_global / the run's largest); clipped to 0-1000; "
+                   "qvalue = min(1000, round(-100 log10 hit_qvalue)) (default: qvalue for a "
+                   "run with q-values, else similarity)")
     p.add_argument("--label-by", choices=LABEL_BY, default="match",
                    help="bigBed name and bigWig file names: match = the motif's label, its "
                    "name and best TOMTOM match (see `nemo-dask annotate`; the name when none); "
                    "pattern = finemo's motif name (default %(default)s)")
+    p.add_argument("--max-qvalue", type=float, default=None, metavar="Q",
+                   help="only hits whose hit_qvalue is at most Q (runs with q-values)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--chrom-sizes", default=None,
                    help="UCSC chrom.sizes file (name TAB length) of the genome")
@@ -38,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..tracks import write_tracks
 
     res = write_tracks(args.hits_dir, args.out_dir, score=args.score,
-                       chrom_sizes=args.chrom_sizes, fasta=args.fasta, label_by=args.label_by)
+                       chrom_sizes=args.chrom_sizes, fasta=args.fasta, label_by=args.label_by,
+                       max_qvalue=args.max_qvalue)
     print(f"wrote {res.bigbed} ({res.n_hits} hits) and {len(res.bigwigs)} bigWig file(s) to "
           f"{res.dest}")
     return 0

@@ -42,9 +42,10 @@ def dashboard_address(options: ClusterOptions) -> str:
 
 
 #: Modules the fork server imports once, so that every worker forked from it starts with the
-#: task's whole import chain (torch above all) already loaded.
+#: task's whole import chain (torch above all) already loaded, and the compiled CPU solver's
+#: kernels too (``solver.warm``: about 0.7 s a worker would spend on its first block).
 WORKER_MODULES = ["distributed", "nemo_dask.calling.task", "nemo_dask.solver.stream",
-                   "nemo_dask.solver.service", "nemo_dask.regions.store"]
+                  "nemo_dask.solver.service", "nemo_dask.regions.store", "nemo_dask.solver.warm"]
 
 
 def start_method() -> str:

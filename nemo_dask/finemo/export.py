@@ -8,11 +8,14 @@ already carry finemo's values (coordinates, global-scale factors), so exporting 
 a global sort and a text writer.
 
 The global sort (finemo's chr_id, start) is the only step that needs more than one row at a
-time; it is an external sort. A streaming pass counts hits per (chr_id, 1 Mb bin) and packs
-consecutive bins into buckets of at most ``max_rows`` hits; one pass over the partitions appends
-each batch's rows to its bucket's temporary Arrow file; each bucket is then read, sorted in
-memory and appended to the text files. Peak memory is set by ``max_rows``, not by the number of
-hits. Duplicates that ``hits_unique.tsv`` drops share chromosome and start, hence a bucket.
+time; it is an external sort (:mod:`.sort`), whose sorted buckets are appended to the text
+files: peak memory is set by ``max_rows``, not by the number of hits.
+
+finemo 0.41 reads hits TSVs with a fixed schema and refuses any other column, so hits.tsv,
+hits_unique.tsv, hits.bed and motif_data.tsv are exactly finemo's. A run with extra hits
+columns (``motif_label`` when annotated, ``hit_qvalue`` with q-values) also gets
+``hits_extra.tsv`` and ``hits_unique_extra.tsv``: the same rows, finemo's columns, then every
+extra column in that fixed order.
 
 Regions without coordinates (finemo's placeholder chromosome "NA") are keyed by region:
 finemo 0.41 treats "NA" as one chromosome and drops distinct hits of different regions that sit
@@ -22,35 +25,33 @@ region is its peak_id, so the sort keys already keep regions apart).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import config
 from ..dataset import (
     CWMS_FILE,
     HITS_DIR,
-    MANIFEST_FILE,
     PARAMS_FILE,
     QC_DIR,
-    read_json,
+    QVALUES_DIR,
+    part_name,
     read_motifs,
     read_parameters,
     scan_qc,
+    table_records,
 )
-from ..errors import CorruptDataError, InputError
-from ..manifest import check_dataset, read_manifest
-from ..matching.labels import LABEL, motif_labels
-from ..storage.lock import describe, lock_holder
+from ..errors import InputError
+from ..manifest import read_manifest
+from ..matching.labels import LABEL, motif_labels, with_labels
+from ..schema import QVALUE
 from ..storage.outputs import (
     install,
     make_output_dir,
@@ -64,12 +65,15 @@ from ..storage.urls import is_url, localize, location, remote_input
 from .directory import as_dataset
 from .formats import (
     CALL_HITS_FILES,
+    EXTRA_HITS_DTYPES,
     FINEMO_HITS_DTYPES,
     FINEMO_MOTIFS_DTYPES,
     FINEMO_PARAMETER_KEYS,
     FINEMO_QC_COLUMNS,
     HITS_BED_FILE,
+    HITS_EXTRA_FILE,
     HITS_FILE,
+    HITS_UNIQUE_EXTRA_FILE,
     HITS_UNIQUE_FILE,
     MOTIF_DATA_FILE,
     MOTIF_MATCHES_FILE,
@@ -78,15 +82,17 @@ from .formats import (
 from .read import (
     QC_SORT_KEYS,
     SORT_KEYS,
+    check_max_qvalue,
+    extra_columns,
     finemo_hits_columns,
     finemo_qc_columns,
     motif_keys,
 )
+from .runcheck import changed, check_run, still_same
+from .sort import Source, external_sort, partitions
 
-_BIN_BITS = 20  # 1 Mb bins: fine enough to split a chromosome, coarse enough to be few
-_BIN_OFFSET = 1 << (31 - _BIN_BITS)  # shifts the bins of negative starts to >= 0
-_READ_BATCH = 65_536
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+#: The extended hits files, written when a run has extra hits columns.
+EXTRA_FILES = (HITS_EXTRA_FILE, HITS_UNIQUE_EXTRA_FILE)
 
 
 class ExportResult(NamedTuple):
@@ -102,16 +108,16 @@ class ExportResult(NamedTuple):
 
 def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
            max_rows: int | None = None, allow_incomplete: bool = False,
-           labels: bool = False) -> ExportResult:
+           labels: bool = False, max_qvalue: float | None = None) -> ExportResult:
     """Write finemo 0.41's output files for the run in ``out`` into ``dest_dir``.
 
     Parameters
     ----------
     out : path
         A call-hits output directory (``hits/``, ``qc/``, ``motifs.parquet``, ...), or a finemo
-        call-hits output directory (its files plain or compressed; imported into a temporary
-        dataset first, :func:`.directory.as_dataset`), which is then rewritten in finemo's
-        order.
+        call-hits or export directory (its files plain or compressed; imported into a temporary
+        dataset first, :func:`.directory.as_dataset`: an export's extended files keep their
+        labels and q-values), which is then rewritten in finemo's order.
     dest_dir : path
         Where the finemo files go (created; files of the same names are replaced, each as
         :func:`nemo_dask.storage.outputs.open_output` says: a symlink's target is written, a
@@ -123,10 +129,17 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     allow_incomplete : bool
         Export a run whose manifest says blocks are missing (their regions are then absent).
     labels : bool
-        Add ``motif_label`` after finemo's columns of hits.tsv and hits_unique.tsv, and use it
-        as hits.bed's name. Off by default: finemo 0.41's readers (``finemo report``,
-        ``collapse-hits``, ``intersect-hits``) refuse a hits file with a column they do not
-        know. An annotated run's matches are written to ``motif_matches.tsv`` either way.
+        hits.bed's name is the motif's label (``motif_label``, :mod:`nemo_dask.matching`)
+        instead of its name. hits.tsv and hits_unique.tsv keep finemo's columns either way
+        (finemo 0.41's readers refuse any other); an annotated run's labels are in
+        ``hits_extra.tsv`` and its matches in ``motif_matches.tsv``.
+    max_qvalue : float, optional
+        Write only hits whose ``hit_qvalue`` is at most this (every hits file); the run must
+        have q-values.
+
+    A run with extra hits columns also gets ``hits_extra.tsv`` and ``hits_unique_extra.tsv``
+    (module docstring); extended files of an earlier export into ``dest_dir`` that this one
+    does not write are removed, so that a reader never takes them for this run's.
 
     Every file is written into a hidden temporary directory inside ``dest_dir`` and moved into
     place only when all are complete.
@@ -148,14 +161,18 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         raise InputError(f"export destination {dest_dir} is the run directory itself; its "
                          "parameters.json would lose the nemo_dask settings: choose another "
                          "directory")
+    if max_qvalue is not None:  # the range, before any work (the run's q-values: below)
+        check_max_qvalue(max_qvalue, True, out)
+    options = (labels, max_qvalue)
     if is_url(dest_given):
         # An object store: staged locally, each file uploaded whole once all are complete.
         with remote_input(out_given, "call-hits output directory") as fetched, \
                 as_dataset(fetched) as local, \
                 staged_output(dest_given, "export directory") as (stage, _):
             counts = _export_into(Path(local), Path(stage), max_rows, allow_incomplete, out,
-                                  labels)
+                                  options)
             names = _file_names(Path(local))
+        _remove_stale(dest_given, names)
         dest_text = str(dest_given).rstrip("/")
         return ExportResult(dest=dest_text, n_hits=counts[0], n_unique=counts[1],  # type: ignore[arg-type]
                             n_regions=counts[2], n_buckets=counts[3],
@@ -164,7 +181,7 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
     real = output_dir(dest, "export directory")
     with remote_input(out_given, "call-hits output directory") as fetched, \
             as_dataset(fetched) as local:
-        _check_run(Path(local), dest, allow_incomplete, out)
+        check_run(Path(local), dest, allow_incomplete, out)
         names = _file_names(Path(local))
         for name in names:
             output_file(real / name, "export file")
@@ -174,9 +191,10 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
         tmp.mkdir()
         try:
             n_hits, n_unique, n_regions, n_buckets = _export_into(Path(local), tmp, max_rows,
-                                                                  allow_incomplete, out, labels)
+                                                                  allow_incomplete, out, options)
             for name in names:
                 install(tmp / name, real / name, "export file")
+            _remove_stale(real, names)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(dest=dest, n_hits=n_hits, n_unique=n_unique, n_regions=n_regions,
@@ -184,25 +202,48 @@ def export(out: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
 
 
 def _file_names(out: Path) -> tuple[str, ...]:
-    """The files an export of the (local) run ``out`` writes: finemo's, and the matches of an
-    annotated run."""
+    """The files an export of the (local) run ``out`` writes: finemo's, the extended hits
+    files of a run with extra columns, and the matches of an annotated run."""
     annotated = LABEL in read_motifs(out).columns
-    return CALL_HITS_FILES + ((MOTIF_MATCHES_FILE,) if annotated else ())
+    return (CALL_HITS_FILES + (EXTRA_FILES if extra_columns(out) else ())
+            + ((MOTIF_MATCHES_FILE,) if annotated else ()))
+
+
+def _remove_stale(dest: Any, names: tuple[str, ...]) -> None:
+    """Remove an earlier export's extended files that this export did not write."""
+    for name in (*EXTRA_FILES, MOTIF_MATCHES_FILE):
+        if name in names:
+            continue
+        target = location(dest) / name
+        if is_url(target):
+            from ..storage.urls import filesystem
+
+            fs, root = filesystem(str(target))
+            if fs.exists(root):
+                fs.rm(root)
+        elif target.is_file() and not target.is_symlink():
+            target.unlink()
 
 
 def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
-                 shown: Any, labels: bool = False) -> tuple[int, int, int, int]:
+                 shown: Any, options: tuple[bool, float | None] = (False, None)
+                 ) -> tuple[int, int, int, int]:
     """Write every finemo file of the (local) run ``out`` into the directory ``tmp``.
 
     The run is checked against its manifest first, and its manifest is read again at the end:
     a run rewritten meanwhile (``call-hits --overwrite`` into it) is refused in one line, and
     nothing is installed.
     """
-    before = _check_run(out, None, allow_incomplete, shown)
+    before = check_run(out, None, allow_incomplete, shown)
+    labels, max_qvalue = options
+    extras = extra_columns(out)
+    if max_qvalue is not None:
+        check_max_qvalue(max_qvalue, QVALUE in extras, shown)
     try:
         motifs = read_motifs(out)
-        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows,
-                                                  motif_labels(motifs) if labels else None)
+        n_hits, n_unique, n_buckets = _write_hits(out, tmp, max_rows, extras,
+                                                  motif_labels(motifs) if labels else None,
+                                                  max_qvalue)
         n_regions = _write_qc(out, tmp, max_rows)
         # finemo's columns only (finemo's report reads this file with exactly these).
         motifs.select(list(FINEMO_MOTIFS_DTYPES)).write_csv(tmp / MOTIF_DATA_FILE,
@@ -212,28 +253,12 @@ def _export_into(out: Path, tmp: Path, max_rows: int, allow_incomplete: bool,
         shutil.copyfile(out / CWMS_FILE, tmp / CWMS_FILE)
         _write_finemo_parameters(read_parameters(out), tmp / PARAMS_FILE)
     except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException) as err:
-        if _still_same(out, before):
+        if still_same(out, before):
             raise  # not a change of the run under us: a fault of its own kind
-        raise InputError(_changed(shown, f"{type(err).__name__}: {err}")) from None
+        raise InputError(changed(shown, f"{type(err).__name__}: {err}")) from None
     if read_manifest(out) != before:
-        raise InputError(_changed(shown, "its manifest.json changed"))
+        raise InputError(changed(shown, "its manifest.json changed"))
     return n_hits, n_unique, n_regions, n_buckets
-
-
-def _still_same(out: Path, before: dict[str, Any] | None) -> bool:
-    """Whether the run still has the manifest ``before`` and matches it."""
-    try:
-        check_dataset(out)
-    except (OSError, ValueError):
-        return False
-    return read_manifest(out) == before
-
-
-def _changed(shown: Any, what: str) -> str:
-    text = " ".join(what.split())
-    return (f"{shown} changed while export read it ({text[:120]}): another call-hits wrote "
-            "into it (--overwrite, or a resume); nothing was exported: export again once that "
-            "run has finished")
 
 
 def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
@@ -242,88 +267,33 @@ def finemo_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def sorted_hit_buckets(out: str | os.PathLike[str], max_rows: int,
-                       tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[pl.DataFrame]:
+                       tmp_dir: str | os.PathLike[str] | None = None,
+                       extras: list[str] | None = None) -> Iterator[pl.DataFrame]:
     """The run's hits in finemo's order, as consecutive in-memory frames of bounded size.
 
-    Frames carry the finemo columns plus the sort keys ``chr_id``, ``_mk`` (a dense id of
-    motif_name and strand) and ``motif_id``. A frame holds at most
-    ``max_rows`` hits unless one (chromosome, 1 Mb bin) alone holds more. Buckets are spilled
-    to temporary Arrow files in ``tmp_dir`` (a new temporary directory by default).
+    Frames carry the finemo columns, the run's extra columns (``extras``, default
+    :func:`~.read.extra_columns`: ``motif_label``, ``hit_qvalue``), then the sort keys
+    ``chr_id``, ``_mk`` (a dense id of motif_name and strand) and ``motif_id``. A frame holds
+    at most ``max_rows`` hits unless one (chromosome, 1 Mb bin) alone holds more. Buckets are
+    spilled to temporary Arrow files in ``tmp_dir`` (a new temporary directory by default).
     """
-    files = _partitions(Path(out) / HITS_DIR)
-    prepare = partial(finemo_hits_columns, motif_keys=motif_keys(out))
-    yield from _external_sort(files, prepare, "start", SORT_KEYS, max_rows, tmp_dir)
+    out = Path(out)
+    extras = extra_columns(out) if extras is None else extras
+    sources: list[Source] = list(partitions(out / HITS_DIR))
+    if QVALUE in extras:
+        # Each block's q-values beside its hits, row for row (the manifest's blocks).
+        blocks = sorted(table_records(read_manifest(out) or {}, QVALUES_DIR) or {})
+        sources = [(out / HITS_DIR / part_name(b), out / QVALUES_DIR / part_name(b))
+                   for b in blocks]
+    keys = motif_keys(out)
+    motifs = read_motifs(out) if LABEL in extras else None
 
+    def prepare(lf: pl.LazyFrame) -> pl.LazyFrame:
+        if motifs is not None:
+            lf = with_labels(lf, motifs)
+        return finemo_hits_columns(lf, keys, extras)
 
-def _external_sort(files: list[Path], prepare: Callable[[pl.LazyFrame], pl.LazyFrame],
-                   pos: str, sort_keys: Sequence[str], max_rows: int,
-                   tmp_dir: str | os.PathLike[str] | None) -> Iterator[pl.DataFrame]:
-    """Sort the rows of Parquet ``files`` by ``sort_keys`` (chr_id first) in bounded memory.
-
-    Pass 1 counts rows per (chr_id, 1 Mb bin of column ``pos``) and packs consecutive bins into
-    buckets of at most ``max_rows`` rows. Pass 2 reads each file once, in batches, and appends
-    every batch's rows to its bucket's Arrow file. Each bucket is then read, sorted and yielded.
-    """
-    if not files:
-        return
-    key = _bucket_key(pos)
-    counts = (
-        prepare(pl.scan_parquet(files)).group_by(key.alias("_key")).agg(pl.len().alias("n"))
-        .collect(engine="streaming").sort("_key")
-    )
-    if counts.height == 0:
-        return
-    keys = counts["_key"].to_numpy()
-    # Greedy packing of consecutive keys: a bucket closes where it would pass max_rows.
-    firsts, total = [], 0
-    for i, n in enumerate(counts["n"].to_list()):
-        if not firsts or total + n > max_rows:
-            firsts.append(i)
-            total = 0
-        total += n
-    lo_keys = keys[firsts]
-    with tempfile.TemporaryDirectory(prefix=".tmp-sort-", dir=tmp_dir) as tmp:
-        paths = [Path(tmp) / f"bucket-{b:06d}.arrow" for b in range(len(lo_keys))]
-        writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * len(paths)
-        try:
-            for f in files:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=_READ_BATCH):
-                    frame = prepare(pl.from_arrow(pa.Table.from_batches([batch])).lazy())
-                    frame = frame.with_columns(key.alias("_key")).collect()
-                    bucket = np.searchsorted(lo_keys, frame["_key"].to_numpy(), side="right") - 1
-                    frame = frame.drop("_key").with_columns(_b=pl.Series(bucket, dtype=pl.Int64))
-                    for (b,), part in frame.partition_by("_b", as_dict=True,
-                                                         include_key=False).items():
-                        table = part.to_arrow()
-                        if writers[b] is None:
-                            writers[b] = pa.ipc.new_file(paths[b], table.schema,
-                                                         options=_IPC_OPTIONS)
-                        writers[b].write_table(table)  # type: ignore[union-attr]
-        finally:
-            for w in writers:
-                if w is not None:
-                    w.close()
-            # Arrow's pool keeps freed blocks; hand them back before the buckets are sorted.
-            pa.default_memory_pool().release_unused()
-        for b, path in enumerate(paths):
-            if writers[b] is None:
-                continue
-            # Read by polars itself: no intermediate Arrow copy of the bucket.
-            frame = pl.read_ipc(path).sort(sort_keys)
-            path.unlink()
-            yield frame
-            del frame
-
-
-def _partitions(d: Path) -> list[Path]:
-    # The glob, as dataset.scan_* use it: hidden temporaries of a running writer are skipped.
-    return sorted(d.glob("part-*.parquet"))
-
-
-def _bucket_key(pos: str) -> pl.Expr:
-    """chr_id and the 1 Mb bin of column ``pos`` as one Int64, ordered as (chr_id, pos)."""
-    bin_ = (pl.col(pos).cast(pl.Int64) // (1 << _BIN_BITS)).clip(-_BIN_OFFSET, _BIN_OFFSET - 1)
-    return pl.col("chr_id").cast(pl.Int64) * (2 * _BIN_OFFSET) + bin_ + _BIN_OFFSET
+    yield from external_sort(sources, prepare, "start", SORT_KEYS, max_rows, tmp_dir)
 
 
 def _unique_mask(bucket: pl.DataFrame) -> pl.Series:
@@ -338,7 +308,8 @@ def _unique_mask(bucket: pl.DataFrame) -> pl.Series:
 
 
 def _bed(frame: pl.DataFrame, labelled: bool = False) -> pl.DataFrame:
-    return frame.select("chr", "start", "end", LABEL if labelled else "motif_name",
+    return frame.select("chr", "start", "end",
+                        pl.col("_label").alias(LABEL) if labelled else "motif_name",
                         score=pl.lit(0, pl.Int32), strand="strand")
 
 
@@ -355,29 +326,42 @@ def match_table(motifs: pl.DataFrame) -> pl.DataFrame:
             .select("motif_name", LABEL, "rank", *lists))
 
 
-def _write_hits(out: Path, tmp: Path, max_rows: int,
-                labels: dict[int, str] | None = None) -> tuple[int, int, int]:
-    """Append each sorted bucket to the three hits files; returns (hits, unique, buckets).
+def _write_hits(out: Path, tmp: Path, max_rows: int, extras: list[str],
+                labels: dict[int, str] | None = None,
+                max_qvalue: float | None = None) -> tuple[int, int, int]:
+    """Append each sorted bucket to the hits files; returns (hits, unique, buckets).
 
-    With ``labels`` (motif_id -> label), hits.tsv and hits_unique.tsv end with ``motif_label``
-    and hits.bed's name is the label."""
+    hits.tsv, hits_unique.tsv and hits.bed are finemo's; with ``extras`` (the run's extra
+    columns) the same rows go to hits_extra.tsv and hits_unique_extra.tsv with them after
+    finemo's columns. With ``labels`` (motif_id -> label), hits.bed's name is the label.
+    ``max_qvalue`` drops the hits above it before duplicates are removed."""
     n_hits = n_unique = n_buckets = 0
-    columns = list(FINEMO_HITS_DTYPES) + ([LABEL] if labels is not None else [])
-    with open(tmp / HITS_FILE, "wb") as f_all, open(tmp / HITS_UNIQUE_FILE, "wb") as f_unique, \
-            open(tmp / HITS_BED_FILE, "wb") as f_bed:
+    columns = list(FINEMO_HITS_DTYPES)
+    with contextlib.ExitStack() as stack:
+        f_all, f_unique, f_bed = (stack.enter_context(open(tmp / n, "wb"))
+                                  for n in (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE))
+        extended = [stack.enter_context(open(tmp / n, "wb")) for n in EXTRA_FILES] \
+            if extras else []
         # The header alone, so that a run without hits still gives finemo's header-only files.
-        header = pl.DataFrame(schema=FINEMO_HITS_DTYPES | (
-            {LABEL: pl.String} if labels is not None else {}))
+        header = pl.DataFrame(schema=FINEMO_HITS_DTYPES)
         for f in (f_all, f_unique):
             _append(header, f, header=True)
-        for bucket in sorted_hit_buckets(out, max_rows, tmp):
+        for f in extended:
+            _append(pl.DataFrame(schema=FINEMO_HITS_DTYPES | {c: EXTRA_HITS_DTYPES[c]
+                                                              for c in extras}), f, header=True)
+        for bucket in sorted_hit_buckets(out, max_rows, tmp, extras):
+            if max_qvalue is not None:
+                bucket = bucket.filter(pl.col(QVALUE) <= max_qvalue)
             if labels is not None:
                 bucket = bucket.with_columns(pl.col("motif_id").replace_strict(
-                    labels, return_dtype=pl.String).alias(LABEL))
+                    labels, return_dtype=pl.String).alias("_label"))
             mask = _unique_mask(bucket)
             _append(bucket.select(columns), f_all)
             _append(bucket.select(columns).filter(mask), f_unique)
             _append(_bed(bucket, labels is not None).filter(mask), f_bed)
+            if extended:
+                _append(bucket.select(*columns, *extras), extended[0])
+                _append(bucket.select(*columns, *extras).filter(mask), extended[1])
             n_hits += bucket.height
             n_unique += int(mask.sum())
             del bucket
@@ -391,7 +375,7 @@ def _write_qc(out: Path, tmp: Path, max_rows: int) -> int:
     with open(tmp / QC_FILE, "wb") as f:
         _append(pl.DataFrame(schema=finemo_qc_columns(scan_qc(out)).select(FINEMO_QC_COLUMNS)
                              .collect_schema()), f, header=True)
-        for bucket in _external_sort(_partitions(Path(out) / QC_DIR), finemo_qc_columns,
+        for bucket in external_sort(partitions(Path(out) / QC_DIR), finemo_qc_columns,
                                      "peak_region_start", QC_SORT_KEYS, max_rows, tmp):
             _append(bucket.select(FINEMO_QC_COLUMNS), f)
             n += bucket.height
@@ -409,38 +393,6 @@ def _write_finemo_parameters(params: dict[str, Any], path: Path) -> None:
     # finemo's json.dump(indent=4), without a final newline, so equal values give equal bytes.
     with open(path, "w") as f:
         json.dump(finemo_parameters(params), f, indent=4)
-
-
-def _check_run(out: Path, dest: Path | None, allow_incomplete: bool,
-               shown: Any = None) -> dict[str, Any] | None:
-    shown = out if shown is None else shown
-    missing = [name for name in (HITS_DIR, QC_DIR, "motifs.parquet", CWMS_FILE, PARAMS_FILE)
-               if not (out / name).exists()]
-    if missing:
-        raise InputError(f"{shown} is not a call-hits output directory: it lacks "
-                         f"{', '.join(missing)}; pass the -o directory of `nemo-dask call-hits` "
-                         "or of `finemo call-hits`")
-    if dest is not None and dest.resolve() == out.resolve():
-        raise InputError(f"export destination {dest} is the run directory itself; its "
-                         "parameters.json would lose the nemo_dask settings: choose another "
-                         "directory")
-    manifest = out / MANIFEST_FILE
-    if manifest.exists() and not allow_incomplete:
-        info = read_json(manifest)
-        if not info.get("complete", True):
-            done = len(info.get("blocks", {}))
-            holder = lock_holder(shown)
-            advice = (f"it is being written now ({describe(holder)}): export it when that run "
-                      "has finished" if holder else "resume it with call-hits, or export what "
-                      "exists with --allow-incomplete")
-            raise InputError(f"{location(shown) / MANIFEST_FILE}: the run is incomplete ({done} of "
-                             f"{info.get('n_blocks', '?')} blocks finished); {advice}")
-    try:
-        # Every partition must be the one the manifest records (one line naming any other).
-        check_dataset(out)
-    except CorruptDataError as err:
-        raise CorruptDataError(str(err).replace(str(out), str(shown))) from None
-    return read_manifest(out)
 
 
 __all__ = ("ExportResult", "export", "finemo_parameters", "sorted_hit_buckets")

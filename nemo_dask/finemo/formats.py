@@ -22,6 +22,19 @@ PARAMS_FILE = "parameters.json"
 #: Not finemo's: an annotated run's TOMTOM matches, one row per motif and rank (``export``).
 MOTIF_MATCHES_FILE = "motif_matches.tsv"
 
+#: Not finemo's: hits.tsv's and hits_unique.tsv's rows with every column nemo_dask adds after
+#: finemo's (:data:`EXTRA_HITS_DTYPES`). Separate files, because finemo 0.41 reads hits TSVs
+#: with a fixed schema and refuses any other column (polars 1 and 2 alike), so hits.tsv and
+#: hits_unique.tsv keep exactly finemo's.
+HITS_EXTRA_FILE = "hits_extra.tsv"
+HITS_UNIQUE_EXTRA_FILE = "hits_unique_extra.tsv"
+
+#: The columns the extended hits files add, in this order, each where the run has it:
+#: ``motif_label`` (an annotated run: nemo_dask.matching), ``hit_qvalue`` (a run with q-values:
+#: nemo_dask.calibration).
+EXTRA_HITS_DTYPES: dict[str, pl.DataType] = {"motif_label": pl.String(),
+                                             "hit_qvalue": pl.Float32()}
+
 #: Every file of a finemo call-hits output directory, in the order ``export`` lists them.
 CALL_HITS_FILES: tuple[str, ...] = (HITS_FILE, HITS_UNIQUE_FILE, HITS_BED_FILE, QC_FILE,
                                     MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE)

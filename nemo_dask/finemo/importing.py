@@ -1,4 +1,4 @@
-"""finemo 0.41 output directory -> nemo_dask's Parquet dataset.
+"""finemo 0.41 output directory (or a nemo_dask export of one) -> nemo_dask's Parquet dataset.
 
 Lets results of a finemo run be exported, collapsed, intersected or reported like our own, and
 gives the export a round-trip test (TSV -> dataset -> TSV). The raw keys finemo drops are
@@ -7,6 +7,11 @@ recovered from its other files: ``motif_id`` from ``motif_data.tsv`` (motif name
 ``chr_id`` from the chromosome order of ``peaks_qc.tsv`` (finemo sorts that file by chr_id, so
 first appearance there is chr_id order, with or without a chromosome-order file). Without
 coordinates (chr ``NA``) finemo's chr_id is the region index, i.e. ``peak_id``.
+
+An export directory is read from its ``hits_extra.tsv`` when it has one: its ``hit_qvalue``
+goes to the dataset's ``qvalues/`` partitions (recorded in the manifest, so the imported run
+has q-values), its ``motif_label`` to the motif table (with the matches of
+``motif_matches.tsv`` when that is there).
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from .. import config
-from ..dataset import is_output_dir, write_manifest, write_motifs, write_partitions
+from ..dataset import (
+    HITS_DIR,
+    QVALUES_DIR,
+    is_output_dir,
+    part_name,
+    write_manifest,
+    write_motifs,
+    write_partitions,
+    write_stamped,
+)
 from ..errors import InputError, OutputExistsError
+from ..manifest import partition_stamp
+from ..matching.labels import LABEL
+from ..schema import CONVERGED, QC_STATUS, QVALUE, QVALUES_SCHEMA, TIMEOUT
+from ..storage.compressed import read_decompressed
 from ..storage.outputs import (
     make_output_dir,
     output_dir,
@@ -30,19 +49,21 @@ from ..storage.outputs import (
     write_json,
 )
 from ..storage.urls import location
-from .directory import finemo_files, read_json_file, read_npy_file
+from .directory import finemo_file, finemo_files, read_json_file, read_npy_file
 from .formats import (
     CWMS_FILE,
+    EXTRA_HITS_DTYPES,
     FINEMO_HITS_DTYPES,
     FINEMO_MOTIFS_DTYPES,
     FINEMO_QC_DTYPES,
     HITS_FILE,
     MOTIF_DATA_FILE,
+    MOTIF_MATCHES_FILE,
     NA,
     PARAMS_FILE,
     QC_FILE,
 )
-from .read import read_tsv
+from .read import hits_file, read_tsv
 
 
 class ImportResult(NamedTuple):
@@ -83,6 +104,8 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     """
     src, out = location(finemo_dir), Path(out)
     files = finemo_files(src, (HITS_FILE, QC_FILE, MOTIF_DATA_FILE, CWMS_FILE, PARAMS_FILE))
+    # An export directory's hits with its extra columns (hits_extra.tsv) when it has them.
+    files[HITS_FILE] = hits_file(src) or files[HITS_FILE]
     block_size = (int(config.get("import.regions-per-partition"))
                   if regions_per_partition is None else regions_per_partition)
     if block_size < 1:
@@ -101,8 +124,11 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     params = read_json_file(files[PARAMS_FILE])
     motifs = read_tsv(files[MOTIF_DATA_FILE], FINEMO_MOTIFS_DTYPES, kind=MOTIF_DATA_FILE)
     qc = _qc_table(read_tsv(files[QC_FILE], FINEMO_QC_DTYPES, kind=QC_FILE), params)
-    hits = _hits_table(read_tsv(files[HITS_FILE], FINEMO_HITS_DTYPES, kind=HITS_FILE), qc,
-                       motifs, files)
+    raw = read_tsv(files[HITS_FILE], FINEMO_HITS_DTYPES, kind=HITS_FILE)
+    extras = [c for c in EXTRA_HITS_DTYPES if c in raw.columns]
+    if LABEL in extras:
+        motifs = _labelled(motifs, raw, src)
+    hits = _hits_table(raw.drop(LABEL, strict=False), qc, motifs, files)
 
     n_regions = int(params.get("num_regions") or 0)
     if qc.height:
@@ -113,17 +139,55 @@ def import_finemo(finemo_dir: str | os.PathLike[str], out: str | os.PathLike[str
     hits_by = hits.with_columns(_b=block_of).partition_by("_b", as_dict=True, include_key=False)
     qc_by = qc.with_columns(_b=block_of).partition_by("_b", as_dict=True, include_key=False)
     n_blocks = max(1, -(-n_regions // block_size))
+    qvalues: dict[str, dict] = {}
     for b in range(n_blocks):
         h = hits_by.get((b,), hits.clear())
         q = qc_by.get((b,), qc.clear())
         start = b * block_size
-        finished[b] = write_partitions(out, b, h, q, run="imported", start=start,
-                                       stop=min(start + block_size, max(n_regions, 1)))
+        stop = min(start + block_size, max(n_regions, 1))
+        # (the q-values, in the hits partition's row order: conform keeps the rows' order)
+        finished[b] = write_partitions(out, b, h, q, run="imported", start=start, stop=stop)
+        if QVALUE in extras:
+            sha = finished[b]["files"][HITS_DIR]["sha256"]
+            rec = write_stamped(out / QVALUES_DIR / part_name(b),
+                                pa.table({QVALUE: h[QVALUE].to_arrow()}, schema=QVALUES_SCHEMA),
+                                partition_stamp("imported", b, start, stop, QVALUES_DIR,
+                                                hits_sha256=sha))
+            qvalues[str(b)] = {**rec, "hits_sha256": sha}
     write_motifs(out, motifs)
     write_bytes(out / CWMS_FILE, _npy_bytes(read_npy_file(files[CWMS_FILE])))
     write_json(params | {"nemo_dask": {"imported_from": str(src)}}, out / PARAMS_FILE)
-    write_manifest(out, "imported", n_blocks, finished, complete=True)
+    sections = ({"qvalues": {"calibration": {"imported_from": str(src)},
+                             "files": qvalues, "result": {}}} if QVALUE in extras else {})
+    write_manifest(out, "imported", n_blocks, finished, complete=True, sections=sections)
     return ImportResult(out=out, n_hits=hits.height, n_regions=qc.height, n_blocks=n_blocks)
+
+
+def _labelled(motifs: pl.DataFrame, hits: pl.DataFrame, src: Any) -> pl.DataFrame:
+    """The motif table with an export's labels (a motif without hits: its name) and, from
+    ``motif_matches.tsv`` when it is there, its TOMTOM matches (best first; a reverse-strand
+    row's orientations flipped, as :mod:`nemo_dask.matching.annotate` writes them)."""
+    labels = dict(hits.select("motif_name", LABEL).unique("motif_name").iter_rows())
+    lists = ("match_id", "match_name", "match_pvalue", "match_qvalue", "match_orientation")
+    table = motifs.with_columns(pl.col("motif_name").replace_strict(
+        labels, default=pl.col("motif_name"), return_dtype=pl.String).alias(LABEL))
+    path = finemo_file(src, MOTIF_MATCHES_FILE)
+    if path is not None:
+        matches = (pl.read_csv(read_decompressed(path), separator="\t", quote_char=None,
+                               schema_overrides={"match_id": pl.String, "match_name": pl.String,
+                                                 "match_orientation": pl.String})
+                   .sort("motif_name", "rank")
+                   .group_by("motif_name", maintain_order=True)
+                   .agg(*(pl.col(c) for c in lists)))
+        table = table.join(matches, on="motif_name", how="left", maintain_order="left")
+        flip = pl.col("match_orientation").list.eval(
+            pl.element().replace_strict({"+": "-", "-": "+"}, default=pl.element()))
+        table = table.with_columns(pl.when(pl.col("strand") == "-").then(flip)
+                                   .otherwise(pl.col("match_orientation"))
+                                   .alias("match_orientation"))
+    else:
+        table = table.with_columns(pl.lit([], pl.List(pl.String)).alias(c) for c in lists)
+    return table.with_columns(pl.col(c).fill_null([]) for c in lists)
 
 
 def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
@@ -139,7 +203,8 @@ def _qc_table(qc: pl.DataFrame, params: dict) -> pl.DataFrame:
     timeout = (pl.col("num_steps") >= max_steps) if max_steps is not None else pl.lit(False)
     return qc.with_columns(
         chr_id=chr_id.cast(pl.UInt32),
-        status=pl.when(timeout).then(pl.lit("timeout")).otherwise(pl.lit("converged")),
+        status=pl.when(timeout).then(pl.lit(QC_STATUS[TIMEOUT]))
+        .otherwise(pl.lit(QC_STATUS[CONVERGED])),
     ).sort("peak_id")
 
 

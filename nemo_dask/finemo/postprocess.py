@@ -35,7 +35,7 @@ import polars as pl
 from ..errors import InputError
 from ..storage.outputs import open_output, output_file
 from ..storage.urls import is_url, localize
-from .formats import COLLAPSED_DTYPES, NA, RELAXED_KEYS, STRICT_KEYS
+from .formats import COLLAPSED_DTYPES, EXTRA_HITS_DTYPES, NA, RELAXED_KEYS, STRICT_KEYS
 from .read import load_hits
 
 HitsSource = str | os.PathLike | pl.LazyFrame | pl.DataFrame
@@ -126,19 +126,33 @@ def _no_coordinates() -> pl.Expr:
 
 
 def write_collapsed(source: str | os.PathLike[str], out_path: str | os.PathLike[str],
-                    overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False) -> Path:
-    """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV."""
+                    overlap_frac: float = DEFAULT_OVERLAP_FRAC, *, unique: bool = False,
+                    max_qvalue: float | None = None) -> Path:
+    """``nemo-dask collapse-hits``: collapse one hits input and write finemo's TSV.
+
+    An input with extra columns (a run's ``motif_label`` and ``hit_qvalue``, or an export's
+    extended files) keeps them after finemo's columns, before ``is_primary``, as finemo keeps
+    every input column; ``max_qvalue`` collapses only the hits at most at that q-value.
+    """
     output_file(out_path, "hits table")  # an unusable -o is refused before any work
-    lf = collapse_hits(load_hits(source, unique=unique), overlap_frac)
-    return write_tsv(lf.select(list(COLLAPSED_DTYPES)), out_path)
+    lf = collapse_hits(load_hits(source, unique=unique, max_qvalue=max_qvalue), overlap_frac)
+    names = lf.collect_schema().names()
+    extra = [c for c in EXTRA_HITS_DTYPES if c in names]
+    columns = [c for c in COLLAPSED_DTYPES if c != "is_primary"] + extra + ["is_primary"]
+    return write_tsv(lf.select(columns), out_path)
 
 
 def write_intersection(sources: Sequence[str | os.PathLike[str]],
                        out_path: str | os.PathLike[str], relaxed: bool = False, *,
-                       unique: bool = False) -> Path:
-    """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV."""
+                       unique: bool = False, max_qvalue: float | None = None) -> Path:
+    """``nemo-dask intersect-hits``: intersect hits inputs and write every column as TSV.
+
+    ``max_qvalue`` keeps, in every input, only the hits at most at that q-value (each input
+    must have q-values: a run with them, or an export's extended files).
+    """
     output_file(out_path, "hits table")  # an unusable -o is refused before any work
-    lf = intersect_hits([load_hits(s, unique=unique) for s in sources], relaxed)
+    lf = intersect_hits([load_hits(s, unique=unique, max_qvalue=max_qvalue)
+                         for s in sources], relaxed)
     return write_tsv(lf, out_path)
 
 

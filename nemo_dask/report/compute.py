@@ -10,13 +10,15 @@ import numpy as np
 import polars as pl
 
 from .. import config
-from ..dataset import CWMS_FILE, MOTIFS_FILE, read_motifs, read_parameters, scan_hits
+from ..dataset import CWMS_FILE, MOTIFS_FILE, has_qvalues, read_motifs, read_parameters, scan_hits
 from ..errors import InputError
 from ..finemo.directory import is_finemo_dir
+from ..finemo.read import check_max_qvalue, filter_qvalue
 from ..regions.source import RegionSource, open_regions
 from . import distinct, tables
 from .cwms import CWM_KINDS, CwmSums, accumulate_cwms, cosine
 from .model import ReportTables
+from .qvalues import qvalue_levels
 from .seqlets import check_seqlets_line_up, load_seqlets, resolve_window
 
 
@@ -54,6 +56,7 @@ def report_tables(
     modisco_region_width: int | None = None,
     compute_recall: bool = True,
     regions_per_read: int | None = None,
+    max_qvalue: float | None = None,
 ) -> ReportTables:
     """Compute the report's tables from a call-hits output and its regions.
 
@@ -77,6 +80,9 @@ def report_tables(
     regions_per_read : int, optional
         Regions read at a time when averaging contributions under hits (bounds memory);
         default ``nemo_dask.report.regions-per-read`` (1024).
+    max_qvalue : float, optional
+        Report only the hits whose ``hit_qvalue`` is at most this (a calibrated run's). A
+        calibrated run's report also counts each motif's hits at q <= 0.01, 0.05 and 0.1.
 
     Raises
     ------
@@ -103,6 +109,11 @@ def report_tables(
     reverse = motifs.filter(pl.col("strand") == "-")
     width = int(motif_cwms.shape[2])
     hits = scan_hits(hits_dir)
+    calibrated = has_qvalues(hits_dir)
+    levels = qvalue_levels(hits, names) if calibrated else None
+    if max_qvalue is not None:
+        check_max_qvalue(max_qvalue, calibrated, hits_dir)
+        hits = filter_qvalue(hits, max_qvalue, hits_dir)
 
     seqlets = None
     if modisco_h5 is None:
@@ -141,6 +152,7 @@ def report_tables(
         n_regions=source.n_regions,
         hits=hits,
         **_matches(hits_dir, motifs),
+        qvalue_levels=levels,
     )
 
 

@@ -20,6 +20,7 @@ from ..storage.outputs import make_output_dir, write_bytes, write_text
 from . import plots
 from .distinct import confusion_matrix
 from .model import ReportTables
+from .qvalues import qvalue_figure
 
 _CSS = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #222; background: #fff;
@@ -220,6 +221,14 @@ def render_page(
                 "Regions holding both motifs divided by the geometric mean of the regions "
                 "holding each (1 on the diagonal)." + _ABBREV),
     ]
+    qvalue_figures = []
+    if result.qvalue_levels is not None:
+        qvalue_figures.append(_Figure(
+            figs.src(qvalue_figure(result.qvalue_levels), "qvalue_levels.png"),
+            "Hits kept at q <= 0.01, 0.05 and 0.1",
+            "Per motif, all of its hits and those whose per-motif q-value (hit_qvalue, "
+            "README \"Calibrated hits\") is at most each level (table: motif_qvalues.tsv)."
+            + _ABBREV))
     return _template().render(
         css=_CSS, title_hint=title_hint, n_regions=result.n_regions,
         n_hits=int((total["num_hits"] * total["num_regions"]).sum()),
@@ -227,7 +236,10 @@ def render_page(
         has_seqlets=result.seqlets is not None, compute_recall=result.compute_recall,
         columns=columns, motifs=_motifs(result, figs, columns), seqlet_figures=seqlet_figures,
         match_database=result.match_database if result.matches is not None else "",
-        region_figures=region_figures,
+        region_figures=region_figures, qvalue_figures=qvalue_figures,
+        qvalue_table=(result.qvalue_levels.rows() if result.qvalue_levels is not None else []),
+        qvalue_columns=(result.qvalue_levels.columns if result.qvalue_levels is not None
+                        else []),
     )
 
 

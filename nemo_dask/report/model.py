@@ -45,6 +45,9 @@ class ReportTables:
         ``match_orientation``); None when the run was never annotated.
     match_database : str
         The database the matches come from ("" when none).
+    qvalue_levels : polars.DataFrame or None
+        Calibrated runs: per motif, its hits and those at q <= 0.01, 0.05 and 0.1
+        (``motif_qvalues.tsv``); None otherwise.
     """
 
     motif_report: pl.DataFrame
@@ -60,6 +63,8 @@ class ReportTables:
     hits: pl.LazyFrame
     matches: pl.DataFrame | None = None
     match_database: str = ""
+    #: Calibrated runs: hits per motif at q <= 0.01 / 0.05 / 0.1 (report.qvalues).
+    qvalue_levels: pl.DataFrame | None = None
 
     @property
     def motif_names(self) -> list[str]:

@@ -37,6 +37,9 @@ def check_report_dir(out_dir: str | os.PathLike[str], figures: bool = True) -> P
     return real
 
 
+from .qvalues import QVALUE_TABLE  # noqa: E402  (beside its use)
+
+
 def write_tables(result: ReportTables, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write finemo's four report tables into ``out_dir``; returns the paths written.
 
@@ -49,6 +52,7 @@ def write_tables(result: ReportTables, out_dir: str | os.PathLike[str]) -> list[
         "motif_report.tsv": result.motif_report,
         "seqlets.tsv": None if result.seqlets is None else result.seqlets.select(SEQLET_COLUMNS),
         "seqlet_confusion.tsv": result.seqlet_confusion,
+        QVALUE_TABLE: result.qvalue_levels,
     }
     written = []
     for name, frame in frames.items():
@@ -72,6 +76,7 @@ def write_report(
     compute_recall: bool = True,
     embed_images: bool = False,
     regions_per_read: int | None = None,
+    max_qvalue: float | None = None,
 ) -> ReportTables:
     """Compute the report, write its tables, figures and ``report.html`` into ``out_dir``.
 
@@ -85,7 +90,8 @@ def write_report(
     local temporary directory first (its regions store left out), a remote ``out_dir`` is
     written locally and each file uploaded whole once the report is complete.
     """
-    args = (modisco_h5, modisco_region_width, compute_recall, embed_images, regions_per_read)
+    args = (modisco_h5, modisco_region_width, compute_recall, embed_images, regions_per_read,
+            max_qvalue)
     if is_url(localize(out_dir)):
         with staged_output(out_dir, "report directory") as (stage, _):
             return write_report(regions, hits_dir, stage, *args)
@@ -104,7 +110,8 @@ def write_report(
         import_finemo(hits_dir, imported, overwrite=True)
         hits_dir = imported
     result = report_tables(
-        regions, hits_dir, modisco_h5, modisco_region_width, compute_recall, regions_per_read
+        regions, hits_dir, modisco_h5, modisco_region_width, compute_recall, regions_per_read,
+        max_qvalue,
     )
     write_tables(result, out_dir)
     write_page(result, Path(out_dir), embed_images=embed_images, title_hint=str(hits_dir))

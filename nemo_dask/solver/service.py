@@ -48,6 +48,7 @@ class _Request:
     device: torch.device
     params: SolverParams
     threads: int
+    memory_limit: int | None = None
     future: Future = field(default_factory=Future)
     started: threading.Event = field(default_factory=threading.Event)
     t_start: float = 0.0
@@ -67,18 +68,21 @@ class SolverService:
 
     def submit(self, key: Hashable, sequences: np.ndarray, contributions: np.ndarray,
                region_offset: int, *, motifs: Motifs, device: torch.device,
-               params: SolverParams, threads: int) -> tuple[Future, threading.Event]:
+               params: SolverParams, threads: int,
+               memory_limit: int | None = None) -> tuple[Future, threading.Event]:
         """Queue a block; returns a future of ``(BlockResult, seconds in the solver)`` and an
         event set when the solver takes the block.
 
         ``device`` and ``threads`` are what the calling worker resolved for itself (its GPU or
         CPU, its thread count); torch's thread count is set from ``threads`` before a CPU
-        stream, and the batch size follows them. Blocks share a stream only when ``key`` (the
-        run: motifs, parameters), device and thread count are equal.
+        stream, and the batch size follows them (on CPU also ``memory_limit``, the worker's).
+        Blocks share a stream only when ``key`` (the run: motifs, parameters), device and
+        thread count are equal.
         """
         from .stream import Job
 
-        request = _Request((key, device, params, threads), None, motifs, device, params, threads)
+        request = _Request((key, device, params, threads), None, motifs, device, params, threads,
+                           memory_limit)
         request.job = Job(sequences, contributions, region_offset,
                           lambda result, r=request: self._finish(r, result))
         with self._cv:
@@ -155,20 +159,30 @@ class SolverService:
         # The batch fit_stream would pick, fixed here so that the blocks' futures can say what
         # the solver used (parameters.json records it; results never depend on it).
         batch = stream_batch(first.params, first.device, first.threads, prepared,
-                             job.sequences.shape[-1])
+                             job.sequences.shape[-1], first.memory_limit)
         params = dataclasses.replace(first.params, batch_size=batch)
         first.future.batch_size = max(2, batch)  # type: ignore[attr-defined]
         fit_stream(job, more, prepared, params=params, device=first.device,
-                   threads=first.threads)
+                   threads=first.threads, memory_limit=first.memory_limit)
 
 
 def stream_batch(params: SolverParams, device: torch.device, threads: int,
-                 prepared: PreparedMotifs, length: int) -> int:
+                 prepared: PreparedMotifs, length: int, memory_limit: int | None = None) -> int:
     """The batch size a stream uses, as :func:`~nemo_dask.solver.stream.fit_stream` picks it:
-    the one given, else per torch thread on a CPU, else what half the GPU's free memory holds
-    (:func:`~nemo_dask.solver.stream.cuda_batch_size`) for regions of ``length``."""
+    the one given, else what half the GPU's free memory holds
+    (:func:`~nemo_dask.solver.stream.cuda_batch_size`) for regions of ``length``, else the
+    compiled CPU solver's chunk for the worker's ``memory_limit``
+    (:func:`~nemo_dask.solver.cpu.default_chunk`), else (``--exact`` or a compiled torch step)
+    per torch thread."""
     if params.batch_size is not None:
         return int(params.batch_size)
+    from .stream import uses_compiled_cpu
+
+    if device.type == "cpu" and uses_compiled_cpu(params, device):
+        from .cpu import default_chunk
+
+        return default_chunk(prepared.cwms.shape[0], length - prepared.width + 1, length,
+                             threads, memory_limit)
     if device.type == "cuda":
         import torch
 

@@ -11,13 +11,14 @@ without changing any region's iterates: finemo keeps ``batch_size`` slots busy t
 padding included; here finished slots are refilled while regions remain and dropped once none
 do, so no step computes empty slots.
 
-On CPU the default step (:class:`.kernels.SparseStep`) computes the transposed convolution
-from the extrapolated point's few non-zeros and the hit statistics at the hits only, and the
-per-region bookkeeping runs in numpy (:meth:`_Fit._run_on_cpu`); ``SolverParams(exact=True)``
-keeps finemo's dense step and scoring. On a GPU, convergence is checked every ``check_every`` steps instead of every step, so the
-host does not wait for the device at each step; a region that finishes between two checks is
-frozen (its iterate, counters and gap stop changing), so its result is the one it has when
-checked at every step.
+On CPU the default solver (:mod:`.cpu`, :mod:`.compiled`) preprocesses regions in chunks
+with torch and then solves each region on its own, to its end, in a compiled kernel whose cost
+follows the region's non-zeros (see :mod:`.compiled`): no batch slots at all.
+``SolverParams(exact=True)`` keeps finemo's dense step and scoring in batch slots, as finemo
+runs them. On a GPU, convergence is checked every ``check_every`` steps instead of every step,
+so the host does not wait for the device at each step; a region that finishes between two
+checks is frozen (its iterate, counters and gap stop changing), so its result is the one it
+has when checked at every step.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 
 from ..motifs import Motifs
 from ..params import SolverParams
-from ..schema import SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES
+from ..schema import CONVERGED, FAILED, SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES, TIMEOUT
+from .cpu import CpuSolver, default_chunk
+from .gpu import capacity, sparse_prediction
 from .kernels import (
     PreparedMotifs,
     Preprocessed,
-    SparseStep,
     channels_last,
     compiled_step,
     prepare_motifs,
@@ -47,9 +50,6 @@ from .kernels import (
     prox_step,
     score,
 )
-
-#: QC ``status`` codes, in the order of schema.QC_STATUS.
-CONVERGED, TIMEOUT, FAILED = 0, 1, 2
 
 
 class BlockResult(NamedTuple):
@@ -113,6 +113,7 @@ def fit_block(
     threads: int | None = None,
     region_offset: int = 0,
     progress: Callable[[int], None] | None = None,
+    memory_limit: int | None = None,
 ) -> BlockResult:
     """Call motif hits in one block of regions.
 
@@ -137,10 +138,14 @@ def fit_block(
         Added to row numbers in the output and in warnings (the block's first region).
     progress
         Called with the number of regions that just finished.
+    memory_limit
+        Bytes this solve may use (a dask worker's memory limit), for the CPU's default batch
+        (:func:`~nemo_dask.solver.cpu.default_chunk`); None: the machine's available memory.
     """
     results: list[BlockResult] = []
     fit_stream(Job(sequences, contributions, region_offset, results.append), lambda: None,
-               motifs, params=params, device=device, threads=threads, progress=progress)
+               motifs, params=params, device=device, threads=threads, progress=progress,
+               memory_limit=memory_limit)
     return results[0]
 
 
@@ -153,6 +158,7 @@ def fit_stream(
     device: torch.device | str = "cpu",
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    memory_limit: int | None = None,
 ) -> None:
     """Solve ``first`` and every block ``more()`` hands over, in one stream of batches.
 
@@ -169,17 +175,37 @@ def fit_stream(
     if threads is None:
         threads = torch.get_num_threads()
     max_slots = params.batch_size_for(device.type, threads)
-    if device.type == "cuda" and params.batch_size is None:
+    length = first.sequences.shape[-1]
+    n_pos = length - motifs.width + 1
+    if params.batch_size is None and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        p = first.sequences.shape[-1] - motifs.width + 1
-        max_slots = cuda_batch_size(free, motifs.cwms.shape[0], p, first.sequences.shape[-1])
+        max_slots = cuda_batch_size(free, motifs.cwms.shape[0], n_pos, length)
+    elif params.batch_size is None and uses_compiled_cpu(params, device):
+        max_slots = default_chunk(motifs.cwms.shape[0], n_pos, length, threads, memory_limit)
     with torch.inference_mode():
-        _Fit(first, more, motifs, params, device, max_slots, progress).run()
+        _Fit(first, more, motifs, params, device, max_slots, threads, progress).run()
+
+
+def uses_compiled_cpu(params: SolverParams, device: torch.device) -> bool:
+    """Whether regions are solved by the compiled per-region CPU solver (:mod:`.cpu`): on the
+    CPU unless ``exact`` or ``compile_optimizer`` ask for finemo's batched torch step."""
+    return device.type == "cpu" and not params.exact and not params.compile_optimizer
 
 
 #: Share of a GPU's free memory the solver's slots may fill, and the most slots taken.
 CUDA_MEMORY_SHARE = 0.5
 CUDA_MAX_BATCH = 16384
+
+
+def cuda_slot_bytes(n_motifs: int, n_pos: int, length: int) -> int:
+    """Device memory one slot of the batched step takes at its peak: float32 x and the
+    one-hot under the windows (8 L values), importance, iterate and extrapolated point
+    (3 M P), a step's temporaries (gradient, candidates, masks, residual, scoring of
+    retiring rows) and, in windows that form the prediction from the non-zeros
+    (:mod:`.gpu`), the window's starting state and the scatter's room. Measured on CPU
+    tensors with the same code (``tests/solver/test_speed.py``): 19 M P float32 values per
+    slot at M = 60 with dense windows, 27 M P with sparse ones; budgeted at 28 M P + 24 L."""
+    return 4 * (28 * n_motifs * n_pos + 24 * length)
 
 
 def cuda_batch_size(free_bytes: int, n_motifs: int, n_pos: int, length: int,
@@ -199,12 +225,9 @@ def cuda_batch_size(free_bytes: int, n_motifs: int, n_pos: int, length: int,
     Returns
     -------
     int
-        Between 2 and ``cap``. A slot holds float32 x and the one-hot under the windows
-        (8 L values), importance, iterate and extrapolated point (3 M P), and a step's
-        temporaries (about 13 M P and 12 L more: gradient, candidates, masks, residual,
-        scoring of retiring rows).
+        Between 2 and ``cap``. A slot takes :func:`cuda_slot_bytes`.
     """
-    per_slot = 4 * (16 * n_motifs * n_pos + 20 * length)
+    per_slot = cuda_slot_bytes(n_motifs, n_pos, length)
     return int(max(2, min(cap, share * free_bytes // per_slot)))
 
 
@@ -245,9 +268,13 @@ class _Block:
 class _Fit:
     """State of one :func:`fit_stream` call."""
 
-    def __init__(self, first, more, motifs, params, device, batch_size, progress):
+    #: Devices whose batched step may form the prediction from the non-zeros (tests add "cpu").
+    SPARSE_DEVICES: tuple[str, ...] = ("cuda",)
+
+    def __init__(self, first, more, motifs, params, device, batch_size, threads, progress):
         self.more = more
-        self.mo = motifs
+        # exact: finemo's whole-width motifs (the crop would change the convolutions' bits).
+        self.mo = motifs.uncropped() if params.exact else motifs
         self.hyp = params.use_hypothetical
         self.p = params
         self.device = device
@@ -257,28 +284,59 @@ class _Fit:
         self.n_blocks = 1
         self.length = self.blocks[0].length
         self.npos = self.length - motifs.width + 1
-        self.lw = self.npos + motifs.cwms.shape[2] - 1
-        self.sparse = None
+        self.lw = self.npos + self.mo.cwms.shape[2] - 1
+        self.cpu: CpuSolver | None = None
         if params.compile_optimizer:
             self.step_fn = compiled_step()
-        elif params.exact or device.type != "cpu":
-            # Elsewhere the sparse step's nonzero() would synchronise the host at every step.
+        elif not uses_compiled_cpu(params, device):
             self.step_fn = prox_step
         else:
-            self.sparse = SparseStep(motifs, self.npos)
+            self.cpu = CpuSolver(motifs, self.npos, params, threads)
         self.check_every = params.check_every_for(device.type)
-        # At least two slots: oneDNN's transposed convolution rounds differently for a batch of
-        # one, and a region's result must not depend on how many others share its batch.
-        self.max_slots = max(2, batch_size)
+        # The batched step's sparse prediction (:mod:`.gpu`): on GPUs, never for exact.
+        self.sparse_ok = (device.type in self.SPARSE_DEVICES and not params.exact
+                          and not params.compile_optimizer)
+        # oneDNN picks its convolution kernels by batch size, and their rounding differs (a
+        # knife-edge region can take another step count at batch 1, 2-16 or 24 on one CPU).
+        # exact keeps finemo's batch of B slots throughout, padding included, as finemo -b B
+        # does; otherwise at least two slots, so that no region ever runs at batch one.
+        self.fixed_slots = params.exact
+        self.max_slots = batch_size if params.exact else max(2, batch_size)
 
     def run(self) -> None:
-        s = self._fill(self._new_slots(max(2, min(self.max_slots, self.blocks[0].n))))
-        if self.sparse is not None and self.check_every == 1:
-            self._run_on_cpu(s)
-        elif self.check_every == 1:
+        if self.cpu is not None:
+            try:
+                self._run_compiled()
+            finally:
+                self.cpu.close()
+            return
+        first = self.max_slots if self.fixed_slots else max(2, min(self.max_slots,
+                                                                   self.blocks[0].n))
+        s = self._fill(self._new_slots(first))
+        if self.check_every == 1:
             self._run_checking_each_step(s)
         else:
             self._run_checking_every(s, self.check_every)
+
+    def _run_compiled(self) -> None:
+        """The CPU's default: each pending block's regions, ``max_slots`` at a time,
+        preprocessed together and solved one by one to their end (:class:`.cpu.CpuSolver`).
+        Regions do not share steps, so a block's slow regions hold nothing up."""
+        while (block := self._pending()) is not None:
+            start = block.loaded
+            stop = min(block.n, start + self.max_slots)
+            contribs = block.contribs[start:stop].to(self.device, torch.float32)
+            seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
+            block.loaded = stop
+            out = self.cpu.solve(self.cpu.prepare(contribs, seqs))
+            regions = np.arange(start, stop, dtype=np.int64)
+            hits = dict(out.hits)
+            hits["region"] = regions[hits.pop("row")]
+            qc = dict(out.qc)
+            qc["region"] = regions[qc.pop("row")]
+            self._record(block, hits, qc)
+            if self.progress is not None:
+                self.progress(stop - start)
 
     def _run_checking_each_step(self, s: _Slots) -> None:
         """Step and check every slot's convergence each step (finemo's loop)."""
@@ -299,54 +357,39 @@ class _Fit:
             if not done.any():
                 continue
             rows = torch.nonzero(done).view(-1)
-            status = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
+            status = _status(converged, timeout)
             self._retire(s, rows, gap, nll, status)
-            s.region[rows] = -1
-            s = self._fill(s)
-
-    def _run_on_cpu(self, s: _Slots) -> None:
-        """:meth:`_run_checking_each_step` for the CPU's sparse step: the per-region
-        bookkeeping (a few values per slot) runs in numpy on views of the slot tensors, which
-        costs a fraction of torch's per-operation dispatch, and the step reuses the old
-        iterates' buffers. The same decisions in the same float32 arithmetic."""
-        p = self.p
-        while (active := s.region.numpy() >= 0).any():
-            s.y, s.c, gap, nll = self.sparse(s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
-                                             consume=True)
-            i, step, g = s.i.view(-1).numpy(), s.step.view(-1).numpy(), gap.numpy()
-            i += 1
-            diverged = ~np.isfinite(g) & active
-            if diverged.any():
-                rows = torch.from_numpy(np.flatnonzero(diverged))
-                s.y[rows] = 0
-                s.c[rows] = 0
-                i[diverged] = 0
-                step[diverged] *= np.float32(p.step_adjust)
-            timeout = i > p.max_steps
-            failed = step < np.float32(p.step_size_min)
-            converged = g <= np.float32(p.convergence_tol)
-            done = (converged | timeout | failed) & active
-            if not done.any():
-                continue
-            rows = torch.from_numpy(np.flatnonzero(done))
-            status = np.where(converged, CONVERGED, np.where(timeout, TIMEOUT, FAILED))
-            self._retire(s, rows, gap, nll, torch.from_numpy(status))
             s.region[rows] = -1
             s = self._fill(s)
 
     def _run_checking_every(self, s: _Slots, k: int) -> None:
         """Take ``k`` steps between two reads of the device's state; each slot whose region
         finishes within them is frozen at the step it finished (the iterate, counters and
-        gap it had then), so results equal :meth:`_run_checking_each_step`'s."""
+        gap it had then), so results equal :meth:`_run_checking_each_step`'s.
+
+        On a GPU each window also forms the prediction the way :mod:`.gpu` chose at the last
+        check, from the batch's non-zeros read with the convergence flags (one transfer per
+        window); a sparse window whose non-zeros outgrew their room is undone and taken
+        again densely."""
         p = self.p
+        room: int | None = None
         while (active := s.region >= 0).any():
             n = active.numel()
+            kept = (s.y, s.c, s.i, s.step) if room is not None else None
             finished = torch.zeros(n, dtype=torch.bool, device=self.device)
             gap_at = torch.zeros(n, dtype=torch.float32, device=self.device)
             nll_at = torch.zeros(n, dtype=torch.float32, device=self.device)
             status = torch.zeros(n, dtype=torch.int64, device=self.device)
+            overflow = torch.zeros((), dtype=torch.bool, device=self.device)
             for _ in range(k):
-                y, c, gap, nll = self._step(s)
+                if room is None:
+                    y, c, gap, nll = self._step(s)
+                else:
+                    pred, over = sparse_prediction(s.y, s.imp, self.mo.cwms, room)
+                    overflow |= over
+                    mo = self.mo
+                    y, c, gap, nll = prox_step(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step,
+                                               mo.lambdas, mo.offset, pred)
                 live = active & ~finished
                 diverged = ~torch.isfinite(gap) & live
                 lv, dv = live.view(-1, 1, 1), diverged.view(-1, 1, 1)
@@ -360,10 +403,20 @@ class _Fit:
                 now = (converged | timeout | failed) & live
                 gap_at = torch.where(now, gap, gap_at)
                 nll_at = torch.where(now, nll, nll_at)
-                code = torch.where(converged, CONVERGED, torch.where(timeout, TIMEOUT, FAILED))
+                code = _status(converged, timeout)
                 status = torch.where(now, code, status)
                 finished |= now
-            if not finished.any():
+            any_done, over, nnz = torch.stack([
+                finished.any().long(), overflow.long(),
+                torch.count_nonzero(s.y) if self.sparse_ok else torch.zeros((), dtype=torch.long,
+                                                                          device=self.device),
+            ]).tolist()
+            if over:  # a sparse window lacked room: take it again densely
+                s.y, s.c, s.i, s.step = kept
+                room = None
+                continue
+            room = capacity(nnz, s.y.numel(), self.mo.cwms.shape[2]) if self.sparse_ok else None
+            if not any_done:
                 continue
             rows = torch.nonzero(finished).view(-1)
             self._retire(s, rows, gap_at, nll_at, status)
@@ -371,8 +424,6 @@ class _Fit:
             s = self._fill(s)
 
     def _step(self, s: _Slots) -> tuple[torch.Tensor, ...]:
-        if self.sparse is not None:
-            return self.sparse(s.x, s.seq, s.imp, s.y, s.c, s.i, s.step)
         mo = self.mo
         return self.step_fn(mo.cwms, s.x, s.seq, s.imp, s.y, s.c, s.i, s.step, mo.lambdas,
                             mo.offset)
@@ -404,13 +455,13 @@ class _Fit:
         while free.numel():
             block = self._pending()
             if block is None:
-                return self._shrink(s)
+                return s if self.fixed_slots else self._shrink(s)
             wanted = min(self.max_slots, int((s.region >= 0).sum()) + block.n - block.loaded)
             if s.region.numel() < wanted:
                 s = self._grow(s, wanted)
                 free = torch.nonzero(s.region < 0).view(-1)
             k = min(free.numel(), block.n - block.loaded)
-            self._load(s, free[:k], block, block.loaded)
+            self._load(s, free[:k], block, block.loaded, free.numel())
             block.loaded += k
             free = free[k:]
         return s
@@ -441,8 +492,24 @@ class _Fit:
     #: tested, and the convolution gives the same bits for a batch of one as for 16).
     PREPROCESS_AHEAD = 16
 
-    def _prepared(self, block: _Block, start: int, stop: int) -> Preprocessed:
-        """Regions ``start:stop`` of ``block`` preprocessed, from those prepared ahead."""
+    def _prepared(self, block: _Block, start: int, stop: int, n_free: int) -> Preprocessed:
+        """Regions ``start:stop`` of ``block`` preprocessed, from those prepared ahead.
+
+        ``exact`` preprocesses them as finemo does instead: all the freed slots' regions in
+        one batch of ``n_free`` rows, padded with zero regions where none are left (oneDNN's
+        convolution rounds differently for a batch of one).
+        """
+        if self.p.exact:
+            n = stop - start
+            contribs = block.contribs[start:stop].to(self.device, torch.float32)
+            seqs = None if self.hyp else block.seqs[start:stop].to(self.device, torch.float32)
+            if n_free > n:
+                pad = (0, 0) * (contribs.ndim - 1) + (0, n_free - n)
+                contribs = F.pad(contribs, pad)
+                seqs = None if seqs is None else F.pad(seqs, (0, 0, 0, 0, 0, n_free - n))
+            pre = preprocess(contribs, seqs, self.mo, self.p, self.lw)
+            return Preprocessed(pre.x[:n], None if pre.seq is None else pre.seq[:n],
+                                pre.imp[:n], pre.gscale[:n])
         ahead = block.ahead
         if ahead is None or not ahead[0] <= start or stop > ahead[0] + ahead[1].x.shape[0]:
             end = min(block.n, max(stop, start + self.PREPROCESS_AHEAD))
@@ -454,10 +521,12 @@ class _Fit:
         return Preprocessed(pre.x[sl], None if pre.seq is None else pre.seq[sl], pre.imp[sl],
                             pre.gscale[sl])
 
-    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int) -> None:
-        """Preprocess regions ``start ..`` of ``block`` into slots ``rows``; reset their state."""
+    def _load(self, s: _Slots, rows: torch.Tensor, block: _Block, start: int,
+              n_free: int) -> None:
+        """Preprocess regions ``start ..`` of ``block`` into slots ``rows`` (of ``n_free``
+        free slots); reset their state."""
         stop = start + rows.numel()
-        pre = self._prepared(block, start, stop)
+        pre = self._prepared(block, start, stop, n_free)
         if stop == block.n:
             block.ahead = None
         if pre.seq is not None:
@@ -475,22 +544,16 @@ class _Fit:
     def _retire(self, s: _Slots, rows, gap, nll, status) -> None:
         """Score finished slots ``rows``, record their hits and QC with their blocks, and hand
         over every block whose last region this was."""
-        if self.sparse is not None:
-            hits = self.sparse.score(s.x[rows], s.imp[rows], s.c[rows], self.p)
-            b = hits.pop("row")
-            hits = {"region": s.region[rows].numpy()[b], **hits}
-            hit_block = s.block[rows].numpy()[b]
-        else:
-            sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
-            b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
-            hits = _numpy({
-                "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
-                "hit_coefficient": sc.coef[b, m, pos],
-                "hit_similarity": sc.similarity[b, m, pos],
-                "hit_importance": sc.importance[b, m, pos],
-                "hit_importance_sq": sc.importance_sq[b, m, pos],
-            })
-            hit_block = s.block[rows][b].numpy(force=True)
+        sc = score(s.x[rows], s.imp[rows], s.c[rows], self.mo, self.p, self.lw)
+        b, m, pos = torch.nonzero(sc.coef, as_tuple=True)
+        hits = _numpy({
+            "region": s.region[rows][b], "motif_id": m, "hit_start": pos,
+            "hit_coefficient": sc.coef[b, m, pos],
+            "hit_similarity": sc.similarity[b, m, pos],
+            "hit_importance": sc.importance[b, m, pos],
+            "hit_importance_sq": sc.importance_sq[b, m, pos],
+        })
+        hit_block = s.block[rows][b].numpy(force=True)
         qc = _numpy({
             "region": s.region[rows], "nll": nll[rows], "dual_gap": gap[rows],
             "num_steps": s.i[rows].view(-1), "step_size": s.step[rows].view(-1),
@@ -500,17 +563,24 @@ class _Fit:
         for index in np.unique(qc_block):
             block = self.blocks[int(index)]
             in_hits, in_qc = hit_block == index, qc_block == index
-            block.hits.append({k: v[in_hits] for k, v in hits.items()})
-            block.qc.append({k: v[in_qc] for k, v in qc.items()})
-            for part in (block.hits[-1], block.qc[-1]):
-                part["region"] = part["region"] + block.offset
-            self._warn(block.qc[-1])
-            block.retired += int(in_qc.sum())
-            if block.retired == block.n:
-                del self.blocks[int(index)]
-                block.finish()
+            self._record(block, {k: v[in_hits] for k, v in hits.items()},
+                         {k: v[in_qc] for k, v in qc.items()})
         if self.progress is not None:
             self.progress(rows.numel())
+
+    def _record(self, block: _Block, hits: dict[str, np.ndarray],
+                qc: dict[str, np.ndarray]) -> None:
+        """Keep retired regions' hits and QC (``region``: row in ``block``) with their block,
+        warn about timeouts and failures, and hand the block over once it is complete."""
+        hits["region"] = hits["region"] + block.offset
+        qc["region"] = qc["region"] + block.offset
+        block.hits.append(hits)
+        block.qc.append(qc)
+        self._warn(qc)
+        block.retired += len(qc["region"])
+        if block.retired == block.n:
+            del self.blocks[block.index]
+            block.finish()
 
     def _warn(self, qc: dict[str, np.ndarray]) -> None:
         for code, text in ((TIMEOUT, "has not converged within max_steps={} iterations"),
@@ -519,6 +589,13 @@ class _Fit:
                 limit = self.p.max_steps if code == TIMEOUT else self.p.step_size_min
                 warnings.warn(f"Region {int(r)} {text.format(limit)}.", RuntimeWarning,
                               stacklevel=_stacklevel_outside_package())
+
+
+def _status(converged: torch.Tensor, timeout: torch.Tensor) -> torch.Tensor:
+    """QC status of retiring regions: TIMEOUT once the step counter passes max_steps, even when
+    the gap converged on that very step (finemo retires such a region with its "has not
+    converged within max_steps" warning), else CONVERGED, else FAILED."""
+    return torch.where(timeout, TIMEOUT, torch.where(converged, CONVERGED, FAILED))
 
 
 def _numpy(columns: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -30,8 +30,10 @@ distributed = pytest.importorskip("distributed")
 
 SORT = ["peak_id", "motif_id", "hit_start"]
 #: Three runs of one sheet: (name, extra columns, call_hits keywords of the same run alone).
+#: The first two get the default q-values (the flank null), the third a decoy null.
 RUNS = [("pp", {}, {}), ("hh", {"mode": "hh"}, {"mode": "hh"}),
-        ("l08", {"global-lambda": "0.8"}, {"lambda_default": 0.8})]
+        ("l08", {"global-lambda": "0.8", "null": "decoy"},
+         {"lambda_default": 0.8, "null": "decoy"})]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,9 @@ def _sheet_of_runs(folder: Path, tiny_npz: Path, modisco_h5: Path) -> Path:
 
 
 def _files(out: Path) -> dict[str, bytes]:
-    return {f"{d}/{p.name}": p.read_bytes() for d in ("hits", "qc")
-            for p in sorted((out / d).iterdir())}
+    """Every partition of OUT: hits, QC, and a run's null hits and q-values."""
+    return {f"{d}/{p.name}": p.read_bytes() for d in ("hits", "qc", "null", "qvalues")
+            if (out / d).is_dir() for p in sorted((out / d).iterdir())}
 
 
 def _quiet(func, *args, **kwargs):
@@ -111,6 +114,11 @@ def test_each_run_of_a_sheet_is_exactly_its_solo_run(tmp_path, tiny_npz, modisco
         _quiet(call_hits, tmp_path / "r.npz", tmp_path / "m.h5", out, client=client,
                block_size=4, progress=False, **keywords)
         assert _files(kept) == _files(out), name  # bit for bit, partition by partition
+        assert any(k.startswith("qvalues/") for k in _files(out))  # each got its q-value pass
+        assert (name == "l08") == any(k.startswith("null/") for k in _files(out))
+        assert scan_hits(kept).collect().equals(scan_hits(out).collect())  # hit_qvalue too
+        manifests = [json.loads((o / "manifest.json").read_text()) for o in (kept, out)]
+        assert manifests[0]["qvalues"] == manifests[1]["qvalues"]
         assert json.loads((kept / "parameters.json").read_text()) == \
             json.loads((out / "parameters.json").read_text())
         assert (kept / "motifs.parquet").read_bytes() == (out / "motifs.parquet").read_bytes()
@@ -165,7 +173,7 @@ def test_bad_rows_stop_the_sheet_before_anything_starts(tmp_path, tiny_npz, modi
     sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
     text = sheet.read_text().splitlines()
     text[2] = text[2].replace("m.h5", "missing.h5")  # line 3: its motifs do not exist
-    text.append("bad\tr.npz\tm.h5\tout_bad\t4\tpp\tx")  # line 5: global-lambda 'x'
+    text.append("bad\tr.npz\tm.h5\tout_bad\t4\tpp\tx\t")  # line 5: global-lambda 'x'
     sheet.write_text("\n".join(text) + "\n")
     with monkeypatch.context() as m:
         m.setattr(execute, "connected", lambda *a: pytest.fail("a cluster was started"))
@@ -224,12 +232,12 @@ def test_a_run_whose_store_is_deleted_mid_run_fails_alone(tmp_path, tiny_npz, mo
     sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
     convert_npz(tiny_npz, tmp_path / "r3.zarr", chunk_size=8, progress=False)
     rows = sheet.read_text().splitlines()
-    rows.insert(3, "gone\tr3.zarr\tm.h5\tout_gone\t4\t\t")  # the third run
+    rows.insert(3, "gone\tr3.zarr\tm.h5\tout_gone\t4\t\t\t")  # the third run
     sheet.write_text("\n".join(rows) + "\n")
     original = execute.end_of_run
 
-    def delete_after_first(cl, plan):  # the first run is done; the third has not started
-        original(cl, plan)
+    def delete_after_first(cl, plan, **kw):  # the first run is done; the third has not started
+        original(cl, plan, **kw)
         if plan.out.name == "out_pp":
             shutil.rmtree(tmp_path / "r3.zarr")
 
@@ -277,12 +285,12 @@ def test_a_run_whose_out_fills_up_fails_alone_in_one_line(tmp_path, tiny_npz, mo
     sheet = _sheet_of_runs(tmp_path, tiny_npz, modisco_h5)
     fs = mounts("1m")
     rows = sheet.read_text().splitlines()
-    rows.insert(3, f"full\tr.npz\tm.h5\t{fs}/out\t4\t\t")  # the third run, on its own disk
+    rows.insert(3, f"full\tr.npz\tm.h5\t{fs}/out\t4\t\t\t")  # the third run, on its own disk
     sheet.write_text("\n".join(rows) + "\n")
     original, filled = execute.end_of_run, []
 
-    def fill_after_first(cl, plan):  # planned (OUT written), but no block of it solved yet
-        original(cl, plan)
+    def fill_after_first(cl, plan, **kw):  # planned (OUT written), no block of it solved yet
+        original(cl, plan, **kw)
         if plan.out.name == "out_pp":
             filled.append(_fill(fs))
 

@@ -98,8 +98,10 @@ def test_export_independent_of_bucket_size(run_dir: Path, exported: Path, tmp_pa
     one = ex.export(run_dir, tmp_path / "one", max_rows=10**7)
     assert one.n_buckets == 1 and (one.n_hits, one.n_unique, one.n_regions) == (1721, 1667, 350)
     # 4 kb bins instead of 1 Mb ones, so that the fixture's 3 chromosomes give many buckets.
-    monkeypatch.setattr(ex, "_BIN_BITS", 12)
-    monkeypatch.setattr(ex, "_BIN_OFFSET", 1 << 19)
+    from nemo_dask.finemo import sort
+
+    monkeypatch.setattr(sort, "_BIN_BITS", 12)
+    monkeypatch.setattr(sort, "_BIN_OFFSET", 1 << 19)
     sizes = [b.height for b in ex.sorted_hit_buckets(run_dir, 100)]
     assert len(sizes) > 10 and sum(sizes) == 1721 and max(sizes) <= 100 + 40
     many = ex.export(run_dir, tmp_path / "many", max_rows=100)

@@ -11,6 +11,7 @@ import pytest
 from intervals_synth import pattern_cwm, write_genome
 
 from nemo_dask.calling.api import call_hits
+from nemo_dask.errors import InputError
 from nemo_dask.regions.convert import convert_intervals
 from nemo_dask.regions.scale import peak_scale, window_scales
 
@@ -42,8 +43,16 @@ def test_tiled_run_resume_and_exports(client1, tmp_path, genome, modisco_h5):
     store = convert_intervals(fasta, bw, tmp_path / "iv.zarr", intervals=bed, region_width=400,
                               overlap=100, chunk_size=2, progress=False)
     out = tmp_path / "out"
-    first = call_hits(store.url, modisco_h5, out, client=client1, block_size=2, progress=False)
+    # Tiled windows have no summit: by default no q-values (one warning); the flank null,
+    # which needs summits, is refused before anything is written.
+    with pytest.raises(InputError, match="no summit"):
+        call_hits(store.url, modisco_h5, out, client=client1, null="flank", progress=False)
+    assert not out.exists()
+    with pytest.warns(UserWarning, match="no summit"):
+        first = call_hits(store.url, modisco_h5, out, client=client1, block_size=2,
+                          progress=False)
     hits = first.hits.collect()
+    assert hits["hit_qvalue"].null_count() == hits.height and not (out / "qvalues").exists()
     planted = _planted(hits).sort("start_untrimmed")
     # Genomic coordinates and the interval's name on every hit.
     assert planted["start_untrimmed"].to_list() == STRONG

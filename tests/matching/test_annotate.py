@@ -155,17 +155,24 @@ def test_export_keeps_finemo_files_and_adds_matches(run, tmp_path) -> None:
     assert matches.columns == ["motif_name", "motif_label", "rank", "match_id", "match_name",
                                "match_pvalue", "match_qvalue", "match_orientation"]
     assert matches.height == 6 * 2 and matches["rank"].to_list()[:2] == [1, 2]
-    # --labels: motif_label after finemo's columns, the BED name is the label.
-    header = (labelled / "hits.tsv").read_text().split("\n", 1)[0].split("\t")
-    assert header == [*FINEMO_HITS_DTYPES, "motif_label"]
-    unique = pl.read_csv(labelled / "hits_unique.tsv", separator="\t")
-    assert unique.columns[-1] == "motif_label"
+    # hits.tsv stays finemo's with or without --labels (finemo's readers refuse any other
+    # column); the labels go to hits_extra.tsv (before the q-values), and with --labels they
+    # are hits.bed's name.
+    for d in (plain, labelled):
+        assert (d / "hits.tsv").read_text().split("\n", 1)[0].split("\t") == list(
+            FINEMO_HITS_DTYPES)
+    assert (labelled / "hits.tsv").read_bytes() == (plain / "hits.tsv").read_bytes()
+    header = (plain / "hits_extra.tsv").read_text().split("\n", 1)[0].split("\t")
+    assert header == [*FINEMO_HITS_DTYPES, "motif_label", "hit_qvalue"]
+    extra = pl.read_csv(plain / "hits_unique_extra.tsv", separator="\t")
     bed = pl.read_csv(labelled / "hits.bed", separator="\t", has_header=False)
-    assert set(bed["column_3"]) <= set(unique["motif_label"])
+    assert bed["column_3"].to_list() == extra["motif_label"].to_list()
     assert "pos_patterns.pattern_0 (CTCF)" in set(bed["column_3"])
+    plain_bed = pl.read_csv(plain / "hits.bed", separator="\t", has_header=False)
+    assert plain_bed["column_3"].to_list() == extra["motif_name"].to_list()
     assert (plain / "hits.tsv").read_text() == "\n".join(
-        "\t".join(line.split("\t")[:-1]) if k else "\t".join(FINEMO_HITS_DTYPES)
-        for k, line in enumerate((labelled / "hits.tsv").read_text().split("\n")) if line
+        "\t".join(line.split("\t")[:-2]) if k else "\t".join(FINEMO_HITS_DTYPES)
+        for k, line in enumerate((plain / "hits_extra.tsv").read_text().split("\n")) if line
     ) + "\n"
 
 

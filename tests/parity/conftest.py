@@ -79,12 +79,12 @@ def edit_finemo_dir(src: Path, dst: Path, *,
 def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Path:
     """Write an in-process ``fit_block`` result over all of ``regions`` as a run directory.
 
-    Stored exactly as call-hits stores a block (blocks.annotate, one partition), so that
-    compare_hits and the readers see it like any run.
+    Stored exactly as call-hits stores a block (calling.columns.stored_tables, one partition),
+    so that compare_hits and the readers see it like any run.
     """
     import numpy as np
 
-    from nemo_dask.calling.task import annotate
+    from nemo_dask.calling.columns import stored_tables
     from nemo_dask.dataset import PARAMS_FILE, write_block, write_motifs
     from nemo_dask.params import SolverParams
     from nemo_dask.storage.outputs import write_json
@@ -93,7 +93,7 @@ def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Pat
                           "chr_id": regions["chr_id"].astype(np.uint32),
                           "peak_region_start": regions["start"],
                           "peak_name": regions["peak_name"]})
-    hits, qc = annotate(result.hits, result.qc, peaks, motifs, 0)
+    hits, qc = stored_tables(result.hits, result.qc, peaks, motifs, 0)
     write_block(out, 0, hits, qc)
     write_motifs(out, motifs.table)
     write_json({"mode": mode, "convergence_tol": SolverParams().convergence_tol},

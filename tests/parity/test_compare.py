@@ -250,9 +250,9 @@ def test_simulated_intel_run_is_accepted_and_other_regressions_are_not(tmp_path,
     """What the Intel Xeon of issue 13 computed for region 162, against the AMD recording.
 
     Region 162's gap at step 56 is 5.0003e-4 on the recording CPU and was 4.9998e-4 on the
-    Intel one, which stopped there. Solving it here with a tolerance just above its step-56 gap
-    gives that step's iterate (the Intel coefficients, 9 % off); the copy takes them with the
-    Intel machine's gap. The same edit of a region whose gap is not at the edge must fail.
+    Intel one, which stopped there. Solving it here (exact: finemo's arithmetic) with a tolerance
+    just above its step-56 gap gives that step's iterate (the Intel coefficients, 9 % off); the
+    copy takes them with the Intel machine's gap. The same edit of a region whose gap is not at the edge must fail.
     """
     from nemo_dask.motifs import load_motifs
     from nemo_dask.params import SolverParams
@@ -263,7 +263,7 @@ def test_simulated_intel_run_is_accepted_and_other_regressions_are_not(tmp_path,
     def early_stop(region: int) -> tuple[int, dict[tuple[str, str, int], float]]:
         sl = slice(region, region + 1)
         res = fit_block(regions_npz["sequences"][sl], regions_npz["contributions"][sl], motifs,
-                        params=SolverParams(convergence_tol=5.001e-4))
+                        params=SolverParams(convergence_tol=5.001e-4, exact=True))
         hits = res.hits.join(motifs.table.select("motif_id", "motif_name", "strand"),
                              on="motif_id")
         start = int(regions_npz["start"][region])

@@ -11,6 +11,7 @@ from nemo_dask.calling.api import call_hits
 from nemo_dask.dataset import scan_hits, scan_qc
 from nemo_dask.motifs import load_motifs
 from nemo_dask.params import SolverParams
+from nemo_dask.schema import QVALUE
 from nemo_dask.solver.stream import fit_block
 
 SORT = ["peak_id", "motif_id", "hit_start"]
@@ -28,7 +29,10 @@ def test_distributed_path_is_bit_identical_to_in_process_solver(distributed_pp, 
     direct = in_process("pp")
     ours, ref = _hits(distributed_pp), _hits(direct)
     assert ours.height == ref.height > 1000
-    assert ours.equals(ref)  # every column, every bit
+    # Every solver column, every bit; the q-values are call-hits' own pass over the hits
+    # (calling/qvalues.py), which the bare solver does not run.
+    assert ours[QVALUE].is_not_null().all() and ref[QVALUE].is_null().all()
+    assert ours.drop(QVALUE).equals(ref.drop(QVALUE))
     assert _qc(distributed_pp).equals(_qc(direct))
 
 

@@ -1,12 +1,14 @@
 """Live oracle: finemo 0.41 run in this session on this CPU, against nemo_dask on a cluster.
 
 With ``exact=True`` nemo_dask runs finemo's arithmetic, so on the same machine both take the
-same number of steps in every region: compared with no knife-edge allowance (on one CPU and one
-arithmetic there is no coin toss). The default CPU step orders a few sums differently, so a
-region whose duality gap lands within rounding of the tolerance may stop a step apart even on
-this CPU: compared by the knife-edge rule of compare_hits (on the fixture no region does today).
-Either way the same hits, coefficients within 1e-3 relative (finemo's own result depends on its
-batch size at ~2e-5).
+same number of steps in every region: compared with no knife-edge allowance and no
+coefficient outlier. The default (compiled) solver sums the prediction and the gradient in
+another order, so its iterates differ from finemo's in the last bits, as finemo's own do from
+one batch size to another: a region whose duality gap lands within rounding of the tolerance
+may stop a step apart (region 22 here: finemo stops it at 63 steps at batch 16, 64 at batch 1),
+and an ill-conditioned coefficient or two may move by a little more than 1e-3 (finemo at batch 1
+against batch 16 on this fixture: 2 of 1721 beyond 1e-3, at most 2.3e-3). Compared by the
+knife-edge rule of compare_hits with 0.2 % of coefficients allowed beyond 1e-3.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ def test_nemo_dask_equals_live_finemo(request, tmp_path, finemo_live, mode, work
     res = call_hits(DATA / "regions.npz", DATA / "modisco.h5", tmp_path / "out", client=client,
                     mode=mode, block_size=block_size, exact=exact, progress=False)
     assert len({s["worker"] for s in res.summaries}) == workers
-    cmp = compare_hits(res.out, reference, max_knife_edge_share=0.0 if exact else 0.01)
+    cmp = compare_hits(res.out, reference, max_knife_edge_share=0.0 if exact else 0.01,
+                       max_coef_outlier_share=0.0 if exact else 0.002)
     assert cmp.agrees, cmp.format()
     assert cmp.n_regions == 350
     assert all(r.knife_edge for r in cmp.steps_differ), cmp.format()
     assert cmp.n_shared > 1000 and cmp.jaccard >= 0.999
+    assert cmp.value("hit_coefficient").max_all < (1e-3 if exact else 5e-3)
     if exact or not cmp.steps_differ:
         assert cmp.steps_differ == []
         assert cmp.n_a == cmp.n_b == cmp.n_shared
-        assert cmp.value("hit_coefficient").max_all < 1e-3

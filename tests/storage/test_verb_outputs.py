@@ -27,7 +27,7 @@ from nemo_dask.cli import main
 from nemo_dask.finemo.importing import import_finemo
 from nemo_dask.storage import temporary
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
