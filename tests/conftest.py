@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -124,6 +125,31 @@ def small_npz(tmp_path_factory, regions_npz) -> Path:
     path = tmp_path_factory.mktemp("npz") / "regions120.npz"
     np.savez(path, **{k: v[:120] for k, v in regions_npz.items()})
     return path
+
+
+# --- small file systems of their own (full, read-only), for the storage-fault tests ---------
+
+@pytest.fixture
+def mounts(tmp_path: Path):
+    """``mount(size, read_only=False)`` -> a fresh tmpfs directory; all unmounted after."""
+    made: list[Path] = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        d = tmp_path / f"fs{len(made)}"
+        d.mkdir()
+        opts = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)],
+                              capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        made.append(d)
+        return d
+
+    yield mount
+    for d in reversed(made):
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 # --- special files, for the output-path tests (tests/storage) -------------------------------

@@ -377,3 +377,31 @@ def test_tracks_values_from_s3_match_dataset(s3, local_run, tmp_path) -> None:
         want = float((mine["hit_coefficient_global"].cast(pl.Float64)
                       * (mine["end"] - mine["start"])).sum())
         assert abs(total - want) <= 1e-4 * max(1.0, abs(want))
+
+
+def test_a_sheet_of_runs_on_s3(s3, tmp_path, monkeypatch, threads_client) -> None:
+    """A sheet at a URL: its relative paths are taken from the URL's folder, its input files
+    fetched, its OUTs and summary written to the bucket; the same hits as a local run."""
+    from nemo_dask.calling.api import call_hits
+    from nemo_dask.calling.many import call_hits_many
+
+    monkeypatch.chdir(tmp_path)
+    fs, base = s3["fs"], f"s3://{s3['bucket']}/sheet"
+    with np.load(D / "regions.npz") as d:
+        np.savez(tmp_path / "r24.npz", **{k: d[k][:24] for k in d.files})
+    fs.put_file(str(tmp_path / "r24.npz"), f"{base}/data/r24.npz")
+    fs.put_file(str(D / "modisco.h5"), f"{base}/modisco.h5")
+    fs.pipe_file(f"{base}/RUNS.tsv", b"name\tregions\tmotifs\tout\tmode\n"
+                 b"pp\tdata/r24.npz\tmodisco.h5\tout_pp\t\nhh\tdata/r24.npz\tmodisco.h5\tout_hh\thh\n")
+    result = call_hits_many(f"{base}/RUNS.tsv", client=threads_client, progress=False)
+    assert result.ok and result.summary == f"{base}/RUNS.summary.tsv"
+    fs.invalidate_cache()
+    summary = fs.cat_file(f"{base}/RUNS.summary.tsv").decode().splitlines()
+    assert [line.split("\t")[1] for line in summary[1:]] == ["done", "done"]
+    for mode in ("pp", "hh"):
+        call_hits(tmp_path / "r24.npz", D / "modisco.h5", tmp_path / mode, mode=mode,
+                  client=threads_client, progress=False)
+        assert _frame(f"{base}/out_{mode}").equals(_frame(str(tmp_path / mode))), mode
+        params = json.loads(fs.cat_file(f"{base}/out_{mode}/parameters.json"))
+        assert params["regions_path"] == f"{base}/data/r24.npz"
+    _no_stray(tmp_path)

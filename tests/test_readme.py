@@ -35,3 +35,35 @@ def test_from_python_example_runs(tmp_path, regions_npz, modisco_h5):
     for noise in ("Traceback", "Error", "still alive", "killing"):
         assert noise not in proc.stderr, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "out" / "hits").glob("*.parquet"))
+
+
+def _bash_example(heading: str) -> str:
+    section = README.read_text().split(heading, 1)[1]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match, f"README.md has no bash block under {heading!r}"
+    return match.group(1)
+
+
+def test_many_runs_example_runs_as_written(tmp_path):
+    """The sheet of the bundled fixture at modes pp and hh and two lambdas, then intersect-hits
+    across the four runs, from a directory laid out as the repository is."""
+    import os
+
+    import polars as pl
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "data").symlink_to(README.parent / "tests" / "data")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c",
+                           _bash_example("## Many runs on one cluster")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 runs: 4 done" in proc.stdout
+    summary = pl.read_csv(tmp_path / "runs.summary.tsv", separator="\t")
+    assert summary["status"].to_list() == ["done"] * 4
+    assert summary["regions"].to_list() == [350] * 4
+    hits = {name: pl.scan_parquet(tmp_path / "runs" / name / "hits" / "*.parquet").collect()
+            for name in summary["name"]}
+    assert len({h.height for h in hits.values()}) == 4  # four different runs
+    shared = pl.read_csv(tmp_path / "runs" / "hits_intersect.tsv", separator="\t")
+    assert 0 < shared.height < min(h.height for h in hits.values())

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -31,6 +31,9 @@ from ..storage.faults import (
     unreachable_error,
 )
 from ..storage.urls import is_url
+
+if TYPE_CHECKING:
+    from .plan import Checked, Plan
 
 _SP, _MP, _CP = SolverParams, MotifParams, CalibrationParams
 
@@ -222,24 +225,91 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
         naming the file, its file system's free space, the blocks kept and the fix. Partitions
         are written whole, so the same call after the fault is fixed resumes.
     """
-    from .execute import (
-        cluster_has_gpus,
-        connected,
-        execute,
-        prepare_cluster,
-        resume_fix,
-        warm_workers,
-        workers_gpu_batch,
-        written_so_far,
-    )
-    from .plan import plan_run, prepared_out, validate
-    from .qvalues import finish
+    from .execute import connected, execute, prepare_cluster, warm_workers
+    from .plan import prepared_out
 
     t0 = time.perf_counter()
     if client is None:
         cluster = prepare_cluster(cluster)
     else:
         warm_workers(client)  # torch imported on your workers while the input is checked
+    # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
+    # line naming the file, what OUT keeps and the fix (storage/faults.py).
+    plan = None
+    try:
+        call = check_call(
+            regions, motifs, out, peaks=peaks, chrom_order=chrom_order, mode=mode,
+            lambda_default=lambda_default, trim_threshold=trim_threshold,
+            motifs_include=motifs_include, motif_names=motif_names,
+            motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+            trim_coords=trim_coords, include_rc=include_rc, step_size_max=step_size_max,
+            step_size_min=step_size_min, sqrt_transform=sqrt_transform,
+            convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
+            step_adjust=step_adjust, post_filter=post_filter, eps=eps,
+            compile_optimizer=compile_optimizer, global_scale=global_scale, exact=exact,
+            check_every=check_every, block_size=block_size, device=device, retries=retries,
+            overwrite=overwrite, progress=progress, worker_wait=worker_wait,
+            annotate=annotate, match_options=match_options, null=null, background=background,
+            qvalue_score=qvalue_score)
+        # OUT is this run's (its lock held) from here to the end: no other run writes into it.
+        with prepared_out(call.checked), connected(client, cluster) as cl:
+            plan = plan_call(cl, call, cluster)
+            [outcome] = execute(cl, [plan], embedded=client is None)
+            if outcome.error is not None:
+                raise outcome.error
+            # checked against the manifest
+            hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
+    except Exception as err:
+        fault = driver_failure(err, out, regions, plan)
+        if fault is None:
+            raise
+        raise fault from None
+    return CallHitsResult(out=plan.out, hits=hits, qc=qc,
+                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
+                          n_skipped=plan.n_skipped, n_hits=outcome.n_hits,
+                          elapsed_s=time.perf_counter() - t0, summaries=outcome.summaries)
+
+
+@dataclass
+class CheckedCall:
+    """A run checked before anything is written or started (:func:`check_call`)."""
+
+    checked: Checked
+    #: The motif table with its TOMTOM matches (``annotate``), written into OUT once planned.
+    annotation: Any = None
+
+
+def check_call(
+    regions: Any, motifs: Any, out: Any, *, peaks: Any = None, chrom_order: Any = None,
+    mode: str = _MP.mode, lambda_default: float = _MP.lambda_default,
+    trim_threshold: float = _MP.trim_threshold, motifs_include: Any = None,
+    motif_names: Any = None, motif_lambdas: Any = None, trim_thresholds: Any = None,
+    trim_coords: Any = None, include_rc: bool = _MP.include_rc,
+    step_size_max: float = _SP.step_size_max, step_size_min: float = _SP.step_size_min,
+    sqrt_transform: bool = _SP.sqrt_transform, convergence_tol: float = _SP.convergence_tol,
+    max_steps: int = _SP.max_steps, batch_size: int | None = _SP.batch_size,
+    step_adjust: float = _SP.step_adjust, post_filter: bool = _SP.post_filter,
+    eps: float = _SP.eps, compile_optimizer: bool = _SP.compile_optimizer,
+    global_scale: float | None = _SP.global_scale, exact: bool = _SP.exact,
+    check_every: int | None = _SP.check_every, block_size: int | None = None,
+    device: str | None = None, retries: int | None = None, overwrite: bool = False,
+    progress: bool | None = None, worker_wait: float | str | None = None,
+    annotate: Any = None, match_options: Any = None, null: str | None = None,
+    background: Any = None, qvalue_score: str = _CP.score,
+) -> CheckedCall:
+    """Everything :func:`call_hits` checks before it writes anything or starts a cluster: the
+    parameters, the motif database (``annotate``, read and matched), the inputs
+    (:func:`~nemo_dask.calling.plan.validate`). The keywords are :func:`call_hits`'s.
+
+    Raises
+    ------
+    InputError
+        A file, array or parameter is unusable (one line naming it and the fix).
+    OutputExistsError
+        ``out`` is a file, device or FIFO.
+    """
+    from .plan import validate
+
     solver = SolverParams(
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
@@ -256,59 +326,71 @@ step_adjust, post_filter, eps, compile_optimizer, exact, check_every
 
         match_options = (match_options or MatchOptions()).resolved()
         database = open_database(annotate)  # unreadable or empty: stop before writing anything
-    # A full or unwritable OUT met by the driver (the workers report theirs themselves): one
-    # line naming the file, what OUT keeps and the fix (storage/faults.py).
-    plan = None
-    try:
-        checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
-                           chrom_order=chrom_order, mode=mode,
-                           lambda_default=lambda_default, trim_threshold=trim_threshold,
-                           motifs_include=motifs_include, motif_names=motif_names,
-                           motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
-                           trim_coords=trim_coords, include_rc=include_rc, null=null,
-                           background=background, qvalue_score=qvalue_score)
-        annotation = None
-        if database is not None:
-            from ..matching.annotate import annotated_table
+    checked = validate(regions, motifs, out, solver=solver, run=run, peaks=peaks,
+                       chrom_order=chrom_order, mode=mode,
+                       lambda_default=lambda_default, trim_threshold=trim_threshold,
+                       motifs_include=motifs_include, motif_names=motif_names,
+                       motif_lambdas=motif_lambdas, trim_thresholds=trim_thresholds,
+                       trim_coords=trim_coords, include_rc=include_rc, null=null,
+                       background=background, qvalue_score=qvalue_score)
+    annotation = None
+    if database is not None:
+        from ..matching.annotate import annotated_table
 
-            annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
-                                         checked.motifs_path, database, match_options)
-        # OUT is this run's (its lock held) from here to the end: no other run writes into it.
-        with prepared_out(checked), connected(client, cluster) as cl:
-            gpus = cluster_has_gpus(cl, run.device, cluster)
-            gpu_batch = (workers_gpu_batch(cl, checked.motifs.n_motifs, checked.source.width,
-                                           checked.motifs.width)
-                         if gpus and run.block_size is None and solver.batch_size is None
-                         else None)
-            plan = plan_run(checked, gpus=gpus,
-                            gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
-            if annotation is not None:
-                # After plan_run wrote the plain table; tasks read finemo's columns of it only.
-                write_motifs(plan.out, *annotation)
-            summaries = execute(cl, plan, embedded=client is None)
-            # Every block is finished here (execute raises otherwise): the whole run's q-values.
-            finish(plan, computed=bool(summaries))
-            n_hits = sum(s["hits"] for s in plan.finished.values())
-            # checked against the manifest
-            hits, qc = scan_hits(plan.out, labels=True), scan_qc(plan.out)
-    except Exception as err:
-        if is_fault(err):
-            raise driver_fault(err, out) from None  # type: ignore[arg-type]
-        if isinstance(err, StorageFaultError) and err.written is None and plan is not None:
+        annotation = annotated_table(checked.motifs.table, checked.motifs.cwms,
+                                     checked.motifs_path, database, match_options)
+    return CheckedCall(checked=checked, annotation=annotation)
+
+
+def plan_call(client: Any, call: CheckedCall, cluster: Any = None,
+              gpus: dict[str, bool] | None = None) -> Plan:
+    """Plan a checked run whose OUT is prepared (:func:`~nemo_dask.calling.plan.prepared_out`)
+    on ``client``'s cluster: asks the workers whether they have GPUs (once per device setting
+    when ``gpus`` caches the answers) and what batch their GPUs hold, lays out the blocks and
+    writes the motif files (annotated, with ``annotate``) and ``parameters.json``."""
+    from .execute import cluster_has_gpus, workers_gpu_batch
+    from .plan import plan_run
+
+    checked, solver, run = call.checked, call.checked.solver, call.checked.run
+    cache = {} if gpus is None else gpus
+    device = str(run.device)
+    if device not in cache:
+        cache[device] = cluster_has_gpus(client, run.device, cluster)
+    has_gpus = cache[device]
+    gpu_batch = (workers_gpu_batch(client, checked.motifs.n_motifs, checked.source.width,
+                                   checked.motifs.width)
+                 if has_gpus and run.block_size is None and solver.batch_size is None else None)
+    plan = plan_run(checked, gpus=has_gpus,
+                    gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+    if call.annotation is not None:
+        # After plan_run wrote the plain table; tasks read finemo's columns of it only.
+        write_motifs(plan.out, *call.annotation)
+    return plan
+
+
+def driver_failure(err: BaseException, out: Any, regions: Any,
+                   plan: Plan | None = None) -> StorageFaultError | None:
+    """The one line for a storage fault the driver met while checking, preparing or ending a
+    run (its workers report theirs themselves), or None when ``err`` is no such fault: a full,
+    read-only or unwritable file system, or an object store that stopped answering, with what
+    OUT keeps (``plan``: the run's finished blocks) and the fix."""
+    from .ending import resume_fix, written_so_far
+
+    if isinstance(err, StorageFaultError):
+        if err.written is None and plan is not None:
             # Met by the driver's own writes (the q-value pass): what the run keeps.
-            raise err.with_written(written_so_far(plan), resume_fix(err, plan.out)) from None
-        if is_unreachable(err) and (is_url(out) or is_url(regions)):
-            # The lock's heartbeat or the manifest may meet it first: what the run kept is
-            # then still the blocks its tasks finished.
-            fault = unreachable_error(err, out if is_url(out) else regions)
-            if plan is None:
-                raise fault.with_written(kept_in(out)) from None
-            raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out)) from None
-        raise
-    return CallHitsResult(out=plan.out, hits=hits, qc=qc,
-                          motifs=read_motifs(plan.out), n_blocks=len(plan.blocks),
-                          n_skipped=plan.n_skipped, n_hits=n_hits,
-                          elapsed_s=time.perf_counter() - t0, summaries=summaries)
+            return err.with_written(written_so_far(plan), resume_fix(err, plan.out))
+        return None  # already said in its one line
+    if is_fault(err):
+        return driver_fault(err, out)  # type: ignore[arg-type]
+    if is_unreachable(err) and (is_url(out) or is_url(regions)):
+        # The lock's heartbeat or the manifest may meet it first: what the run kept is
+        # then still the blocks its tasks finished.
+        fault = unreachable_error(err, out if is_url(out) else regions)
+        if plan is None:
+            return fault.with_written(kept_in(out))
+        return fault.with_written(written_so_far(plan), resume_fix(fault, plan.out))
+    return None
 
 
 def driver_fault(err: OSError, out: str | os.PathLike[str]) -> StorageFaultError:
@@ -336,4 +418,5 @@ def kept_in(out: str | os.PathLike[str]) -> str:
             "no block was written")
 
 
-__all__: Sequence[str] = ("CallHitsResult", "call_hits")
+__all__: Sequence[str] = ("CallHitsResult", "CheckedCall", "call_hits", "check_call",
+                          "driver_failure", "plan_call")

@@ -41,7 +41,11 @@ _STORED_BYTES_PER_BASE = 3  # int8 one-hot + float16 contributions, 4 x L each
 
 class WorkerMemoryError(NemoDaskError):
     """A worker was stopped at its memory limit while solving a block; the message says the
-    block's size, what it needs, the limit and which option to change."""
+    block's size, what it needs, the limit and which option to change. ``run``: the key prefix
+    of the run whose block it was (:meth:`DeathWatch.look`), None when every worker is paused
+    (no run can go on)."""
+
+    run: str | None = None
 
 
 def block_bytes(n_regions: int, width: int, n_motifs: int, motif_width: int,
@@ -100,9 +104,10 @@ class DeathWatch:
     ----------
     client : distributed.Client
     prefix : str
-        The common prefix of the run's task keys.
+        The common prefix of the task keys watched (one run's, or every run's of a sheet).
     sizes : dict
-        Block id -> number of regions.
+        Block id -> number of regions, of the run keyed ``prefix`` (empty: runs are added
+        with :meth:`watch`).
     need : callable
         ``need(n_regions)`` -> bytes a block of that size needs (:func:`block_bytes`).
     block_size_flag : str
@@ -115,6 +120,8 @@ class DeathWatch:
     def __init__(self, client: Any, prefix: str, sizes: dict[int, int], need: Any,
                  block_size_flag: str = "--block-size", quiet: bool = False) -> None:
         self.client, self.prefix, self.sizes, self.need = client, prefix, sizes, need
+        #: Each run's key prefix -> (its block sizes, its ``need``).
+        self.runs: dict[str, tuple[dict[int, int], Any]] = {prefix: (sizes, need)} if sizes else {}
         self.flag = block_size_flag
         self.last: dict[str, tuple[int, int]] = {}
         self.seen: dict[str, int] = {}
@@ -131,18 +138,37 @@ class DeathWatch:
         for name in _NANNY_LOGGERS:
             logging.getLogger(name).removeFilter(self.nanny)
 
+    def watch(self, prefix: str, sizes: dict[int, int], need: Any) -> None:
+        """Watch one more run: its task keys start with ``prefix`` (below the watch's own)."""
+        self.runs[prefix] = (sizes, need)
+
+    def forget(self, prefix: str) -> None:
+        """A run ended: deaths of its tasks (cancelled now) are no longer reported."""
+        self.runs.pop(prefix, None)
+
     def check(self) -> None:
         """Look at the scheduler (at most every :data:`INTERVAL_S`); raise
         :class:`WorkerMemoryError` at the first death of memory."""
+        for err in self.look():
+            raise err
+
+    def look(self) -> list[WorkerMemoryError]:
+        """Look at the scheduler (at most every :data:`INTERVAL_S`): one
+        :class:`WorkerMemoryError` per run with a block that a worker died of memory solving
+        (its ``run``), or one for all (``run`` None) when every worker has stayed paused.
+
+        A worker's death marks every task it held, of whichever run; the run blamed is the one
+        whose block needs the most memory (the others are left to dask's retries, and blamed
+        if they die again)."""
         now = time.monotonic()
         if not self.enabled or now < self.next_look:
-            return
+            return []
         self.next_look = now + INTERVAL_S
         try:
             view = self.client.run_on_scheduler(_scheduler_view, self.prefix)
         except Exception:  # a scheduler without nemo_dask, or gone: dask's own limits apply
             self.enabled = False
-            return
+            return []
         workers: dict[str, tuple[int, int]] = view["workers"]
         paused = bool(workers) and set(view.get("paused", ())) >= set(workers)
         if not paused:
@@ -152,42 +178,64 @@ class DeathWatch:
         elif now - self.paused_since >= STUCK_PAUSED_S:
             limit = max(lim for lim, _ in workers.values())
             used = max(m for _, m in workers.values())
-            raise WorkerMemoryError(self.paused_message(limit, used))
+            return [WorkerMemoryError(self.paused_message(limit, used))]
         for used in (m for _, m in workers.values() if m):
             self.baseline = used if self.baseline is None else min(self.baseline, used)
         gone = set(self.last) - set(workers)
         new_deaths = {k: n for k, n in view["suspicious"].items() if n > self.seen.get(k, 0)}
         self.seen.update(view["suspicious"])
-        if new_deaths:
-            limit, used = max((self.last[a] for a in gone), default=(0, 0), key=lambda x: x[1])
-            if not limit and workers:
-                limit = max(lim for lim, _ in workers.values())
-            by_memory = self.nanny.kills > 0 or (limit > 0 and used >= NEAR_LIMIT * limit)
-            if by_memory:
-                raise WorkerMemoryError(self.message(new_deaths, limit))
-        self.last = workers
+        last, self.last = self.last, workers
+        if not new_deaths:
+            return []
+        limit, used = max((last[a] for a in gone), default=(0, 0), key=lambda x: x[1])
+        if not limit and workers:
+            limit = max(lim for lim, _ in workers.values())
+        by_memory = self.nanny.kills > 0 or (limit > 0 and used >= NEAR_LIMIT * limit)
+        if not by_memory:
+            return []
+        blamed: tuple[int, str, dict[str, int]] | None = None
+        for prefix, (sizes, need) in self.runs.items():
+            mine = {k: n for k, n in new_deaths.items() if k.startswith(prefix)}
+            if mine:
+                most = max(need(sizes.get(_block_of(k), 0)) for k in mine)
+                if blamed is None or most > blamed[0]:
+                    blamed = (most, prefix, mine)
+        if blamed is None:
+            return []
+        _, prefix, mine = blamed
+        sizes, need = self.runs[prefix]
+        err = WorkerMemoryError(self.message(mine, limit, sizes, need))
+        err.run = prefix
+        return [err]
 
     def progressed(self) -> None:
         """A block finished: paused workers are still getting work done."""
         self.progress_at = time.monotonic()
 
     def paused_message(self, limit: int, used: int) -> str:
-        n = max(self.sizes.values(), default=0)
+        n, need = max(((max(sizes.values(), default=0), need)
+                       for sizes, need in self.runs.values()),
+                      default=(0, self.need), key=lambda x: x[0])
         return (f"every worker has been paused by dask for {STUCK_PAUSED_S:.0f} s with no "
                 f"block finished: a worker uses {format_size(used)} of its "
                 f"{format_size(limit)} memory limit (dask pauses at 80 %) before a block of "
-                f"{n} regions, which needs about {format_size(self.need(n))} more, can run; "
+                f"{n} regions, which needs about {format_size(need(n))} more, can run; "
                 "give the workers more memory (LocalCluster(memory_limit=...), --memory for "
                 f"batch jobs, dask config nemo_dask.cluster.local.memory-limit) or use smaller "
                 f"blocks ({self.flag}); the blocks finished so far are kept and a rerun resumes")
 
-    def message(self, deaths: dict[str, int], limit: int) -> str:
+    def message(self, deaths: dict[str, int], limit: int, sizes: dict[int, int] | None = None,
+                need_of: Any = None) -> str:
+        """The line for the deaths of a run's tasks (``sizes`` and ``need_of``: the run's;
+        default the watch's own)."""
+        sizes = self.sizes if sizes is None else sizes
+        need_of = self.need if need_of is None else need_of
         key = sorted(deaths)[0]
-        block = int(key.rsplit("-", 1)[-1])
-        n = self.sizes.get(block, 0)
+        block = _block_of(key)
+        n = sizes.get(block, 0)
         base = self.baseline or 0
-        need = base + self.need(n)
-        fit = max(1, n * max(0, int(0.6 * limit) - base) // max(1, self.need(n))) if limit else 0
+        need = base + need_of(n)
+        fit = max(1, n * max(0, int(0.6 * limit) - base) // max(1, need_of(n))) if limit else 0
         fit = max(16, fit - fit % 16) if fit else 16
         shown_limit = format_size(limit) if limit else "its"
         return (f"a worker was stopped at its memory limit while solving block {block} ({n} "
@@ -198,6 +246,11 @@ class DeathWatch:
                 "nemo_dask.cluster.local.memory-limit or LocalCluster(memory_limit=...) "
                 "for local workers) or a smaller solver batch (-b/--batch-size); the blocks "
                 "finished so far are kept and a rerun resumes")
+
+
+def _block_of(key: str) -> int:
+    """The block id at the end of a task key (``...-block-17``)."""
+    return int(key.rsplit("-", 1)[-1])
 
 
 __all__ = ("DeathWatch", "WorkerMemoryError", "block_bytes")

@@ -1,4 +1,5 @@
-"""Run a planned call-hits on a Dask client: one task per block, progress, the manifest.
+"""Run planned call-hits runs on a Dask client: one task per block, one scheduler loop for
+every run (a sheet's too), progress; each run ends in :mod:`.ending`.
 
 Also where the driver meets the cluster: :func:`connected` (the caller's client, or an
 embedded cluster's) and :func:`cluster_has_gpus` (asked of the workers themselves).
@@ -7,11 +8,12 @@ embedded cluster's) and :func:`cluster_has_gpus` (asked of the workers themselve
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -19,21 +21,12 @@ import dask
 from .. import config
 from ..clusters.quiet import drop_cancellation_noise
 from ..clusters.systems import SYSTEMS
-from ..dataset import MANIFEST_FILE
 from ..errors import NemoDaskError
 from ..motifs import motifs_digest
-from ..storage.faults import (
-    SPACE_FAULTS,
-    StorageFaultError,
-    fault_error,
-    is_fault,
-    is_unreachable,
-    unreachable_error,
-)
 from .deaths import DeathWatch, block_bytes
-from .output import record_batch_sizes
+from .ending import end_of_run, record_progress, resume_fix, written_so_far
 from .plan import Plan
-from .qvalues import save_manifest
+from .progress import progress_bar
 from .task import BlockSpec, process_block
 
 
@@ -166,85 +159,168 @@ def workers_gpu_batch(client: Any, n_motifs: int, width: int, motif_width: int) 
 
 #: Most blocks submitted to the scheduler at once. More are submitted as blocks finish, so the
 #: driver (which hosts the scheduler) holds task state for at most this many blocks however
-#: many the run has; enough to keep thousands of worker threads busy.
+#: many the runs have; enough to keep thousands of worker threads busy.
 MAX_BLOCKS_IN_FLIGHT = 4096
 
 
-def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, Any]]:
-    """Submit the blocks not yet finished; returns their summaries as they complete.
+@dataclass(eq=False)
+class RunOutcome:
+    """How one planned run of :func:`execute` went.
 
-    Tasks read the motifs from ``OUT`` (:func:`.task.motifs_from_out`), never from a worker's
-    memory, so workers may retire, be cancelled or die at any time. While no worker is
-    connected, the batch system's word on the run's jobs is shown (:class:`WorkerWait`); a job
-    it refuses or can never run ends the run with :class:`~nemo_dask.errors.WorkersUnavailableError`.
-    The manifest is written when planning and once here at the end, never per block: the
-    partition files are the truth (a resume reads them), so a crash loses nothing. A
-    background null's blocks (:mod:`.qvalues`) are submitted after the run's own.
+    ``summaries`` has one dict per block solved (see
+    :class:`~nemo_dask.calling.api.CallHitsResult`); ``error`` is what ended the run early
+    (a task's fault of the data, a full or unwritable file system, a worker stopped at its
+    memory limit, or a task that raised after its retries), None when it finished.
+    ``seconds``: from its first block's start on a worker to its end (0 when it solved none).
+    """
+
+    plan: Plan
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    ended: bool = False
+    seconds: float = 0.0
+    #: The common prefix of the run's task keys in this :func:`execute` call.
+    prefix: str = ""
+    _in_flight: set[Any] = field(default_factory=set, repr=False)
+
+    @property
+    def n_hits(self) -> int:
+        """Hits of the run's finished blocks (all of them once it finished)."""
+        return sum(int(s.get("hits", 0)) for s in self.plan.finished.values())
+
+
+def execute(client: Any, plans: Sequence[Plan],
+            on_run_end: Callable[[RunOutcome, Callable[[str], None]], None] | None = None,
+            embedded: bool = False) -> list[RunOutcome]:
+    """Solve the blocks of every plan not yet finished, through one scheduler loop.
+
+    The blocks of all runs are submitted in run order, so the workers go from one run's blocks
+    to the next one's without waiting for the driver. Each task carries its run's solver
+    parameters and reads its run's motifs from the run's ``OUT``
+    (:func:`.task.motifs_from_out`), never from a worker's memory, so workers may retire, be
+    cancelled or die at any time. A run ends when its last block (and a background
+    null's) is in (then :func:`end_of_run`: its q-value pass and complete manifest) or when it fails: one of its tasks met a fault of the data or a full,
+    unwritable or unreadable file system (one line, with the blocks it kept), a worker was
+    stopped at its memory limit while solving one of its blocks (:mod:`.deaths`), or a task
+    raised after its retries. A failed run's other tasks are cancelled, its manifest records
+    the blocks it finished, and the other runs go on. ``on_run_end(outcome, write)`` is called
+    as each run ends, with a function that prints a line without breaking the progress bar.
+    ``embedded`` says the cluster is nemo_dask's own, whose nannies' memory-kill lines are
+    then left to :mod:`.deaths`.
+
+    While no worker is connected, the batch system's word on the jobs is shown
+    (:class:`WorkerWait`). Each manifest is written when planning and once here when its run
+    ends, never per block: the partition files are the truth (a resume reads them), so a crash
+    loses nothing.
+
+    Returns
+    -------
+    list of RunOutcome
+        One per plan, in order.
 
     Raises
     ------
     WorkersUnavailableError
         The batch system refused a worker job or says it can never run (the message quotes its
-        reason), or ``worker_wait`` passed without a worker. The run's jobs are cancelled.
+        reason), or ``worker_wait`` passed without a worker: every run stops (their jobs are
+        cancelled, their manifests record what finished).
     WorkerMemoryError
-        A worker was stopped at its memory limit while solving a block (:mod:`.deaths`): raised
-        at the first such death, naming the block size and the options to change.
-    StorageFaultError
-        A worker found OUT full or unwritable, or the store unreadable (one line; the blocks
-        finished so far are kept). ``embedded`` says the cluster is nemo_dask's own, whose
-        nannies' memory-kill lines are then left to :mod:`.deaths`.
+        Every worker has been paused at its memory limit with no block finishing: no run can
+        go on (a worker stopped while solving a block ends that block's run only).
     """
     from distributed import as_completed
 
     from ..clusters.waiting import WorkerWait
 
+    call = uuid.uuid4().hex[:8]
+    outcomes = [RunOutcome(plan, prefix=_key_prefix(plan, call)) for plan in plans]
+    if not outcomes:
+        return outcomes
     # (block, start, stop, background): a background null's blocks are solved for null hits
     # only (nemo_dask.calibration), after the run's own.
-    todo = ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
-            + [(b, s, e, True) for b, s, e in plan.background_blocks
-               if b not in plan.background_finished])
-    if not todo:
-        return []
-    digest = motifs_digest(plan.motifs)
-    prefix = f"nemo-dask-{plan.fingerprint[:12]}-block-"
+    queued = deque((o, block) for o in outcomes for block in _todo(o.plan))
+    n_regions = sum(e - s for _, (_, s, e, _) in queued)
+    digests = {id(o): motifs_digest(o.plan.motifs) for o in outcomes}
+    rank = {id(o): k for k, o in enumerate(outcomes)}
+    owners: dict[str, RunOutcome] = {}
+    by_prefix = {o.prefix: o for o in outcomes}
+    run_options = outcomes[0].plan.run
+    with progress_bar(n_regions, run_options.progress, runs=len(outcomes)) as bar:
+        wait = WorkerWait(client, worker_wait=run_options.worker_wait, status=bar.status)
+        deaths = DeathWatch(client, f"nemo-dask-{call}-", {}, None, quiet=embedded)
+        for o in outcomes:
+            deaths.watch(o.prefix, {b: e - s for b, s, e, _ in _todo(o.plan)},
+                         _block_need(o.plan))
+        n_ended = 0
 
-    calib = plan.calibration
-    # Only a decoy or shuffle null is fitted beside each block (a background null: beside
-    # nothing, on its own blocks; the flank null: never).
-    per_block = calib if calib is not None and calib.fitted in ("decoy", "shuffle") else None
+        def end(o: RunOutcome, error: BaseException | None = None) -> None:
+            nonlocal n_ended
+            if o.ended:
+                return
+            o.ended, o.error, n_ended = True, error, n_ended + 1
+            deaths.forget(o.prefix)
+            # From its first block's start on a worker (a sheet submits every run's blocks
+            # at once; they start as workers reach them) to now.
+            began = min((s["started_at"] for s in o.summaries), default=None)
+            o.seconds = max(0.0, time.time() - began) if began is not None else 0.0
+            if o._in_flight:
+                drop_cancellation_noise(client, o.prefix)  # this run's cancellations only
+                client.cancel(list(o._in_flight))
+                o._in_flight.clear()
+            try:
+                if error is None:
+                    end_of_run(client, o.plan, computed=bool(o.summaries))
+                else:
+                    record_progress(o.plan, failing=error)
+            except Exception as err:  # (OUT removed under the run, say): this run's failure
+                o.error = o.error or err
+            if len(outcomes) > 1:
+                bar.runs_done(n_ended, len(outcomes))
+            if on_run_end is not None:
+                on_run_end(o, bar.write)
 
-    def submit(blocks: list[tuple[int, int, int, bool]]) -> list[Any]:
-        specs = [BlockSpec(block=b, start=s, stop=e,
-                           regions_url=(plan.background_url or "") if bg else plan.regions_url,
-                           out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
-                           run_id=plan.fingerprint, motifs_digest=digest,
-                           calibration=calib if bg else per_block, background=bg)
-                 for b, s, e, bg in blocks]
-        return client.map(process_block, specs, retries=plan.run.retries,
-                          key=[f"{prefix}{'background-' if bg else ''}{b}"
-                               for b, _, _, bg in blocks])
+        def submit() -> list[Any]:
+            """Submit queued blocks (of runs still going) up to the in-flight bound."""
+            n = sum(len(o._in_flight) for o in outcomes)
+            new: list[Any] = []
+            while queued and n < MAX_BLOCKS_IN_FLIGHT:
+                o = queued[0][0]
+                group = []
+                while queued and queued[0][0] is o and n + len(group) < MAX_BLOCKS_IN_FLIGHT:
+                    group.append(queued.popleft()[1])
+                if o.ended:
+                    continue
+                futures = _submit(client, o.plan, group, digests[id(o)], o.prefix,
+                                  priority=len(outcomes) - rank[id(o)])
+                for fut in futures:
+                    owners[fut.key] = o
+                o._in_flight.update(futures)
+                new += futures
+                n += len(futures)
+            return new
 
-    summaries: list[dict[str, Any]] = []
-    n_regions = sum(e - s for _, s, e, _ in todo)
-    queued = iter(todo)
-    in_flight: set[Any] = set()
-    fault: StorageFaultError | None = None
-    with _progress_bar(n_regions, plan.run.progress) as bar:
-        wait = WorkerWait(client, worker_wait=plan.run.worker_wait, status=bar.status)
-        deaths = DeathWatch(client, prefix, {b: e - s for b, s, e, _ in todo},
-                            _block_need(plan), quiet=embedded)
-        first = submit(list(itertools.islice(queued, MAX_BLOCKS_IN_FLIGHT)))
-        in_flight.update(first)
-        ac = as_completed(first)
+        for o in outcomes:  # a resume with nothing left to solve ends at once
+            if not _todo(o.plan):
+                end(o)
+        ac = as_completed(submit())
         try:
-            while not ac.is_empty() and fault is None:
+            while n_ended < len(outcomes):
+                # A worker stopped at its memory limit while solving: that block's run ends.
+                for err in deaths.look():
+                    if err.run is None:  # every worker paused: no run can go on
+                        raise err
+                    end(by_prefix[err.run], err)
                 done = ac.next_batch(block=False)
-                deaths.check()  # a worker killed at its memory limit: stop at the first
                 if not done:
                     wait.check()
                     time.sleep(0.05)
                     continue
                 for fut in done:
+                    o = owners.get(fut.key)
+                    if o is None or o.ended:  # cancelled with its failed run
+                        owners.pop(fut.key, None)
+                        fut.release()
+                        continue
                     try:
                         # A result whose worker died before it was gathered is recomputed;
                         # never block on it here, where lost jobs are noticed and replaced.
@@ -252,42 +328,97 @@ def execute(client: Any, plan: Plan, embedded: bool = False) -> list[dict[str, A
                     except TimeoutError:
                         ac.add(fut)
                         continue
-                    fut.release()
-                    in_flight.discard(fut)
-                    if "fault" in summary:  # a full or unwritable file system: stop at once
-                        fault = fault or summary["fault"]
+                    except Exception as err:  # the task raised after its retries
+                        _forget(fut, o, owners)
+                        end(o, err)
+                        continue
+                    _forget(fut, o, owners)
+                    if "fault" in summary:  # a full or unwritable file system: never retried
+                        fault = summary["fault"]
+                        end(o, fault.with_written(written_so_far(o.plan),
+                                                  resume_fix(fault, o.plan.out)))
                         continue
                     if "error" in summary:  # a fault of the data: never retried (task.py)
-                        raise _task_error(summary)
-                    summaries.append(summary)
+                        end(o, _task_error(summary))
+                        continue
+                    o.summaries.append(summary)
                     deaths.progressed()
                     # q-values computed before this block are no longer the run's
-                    plan.qvalues = None
+                    o.plan.qvalues = None
                     entry = {k: summary[k] for k in ("start", "stop", "hits", "regions", "files",
                                                      "device", "batch_size") if k in summary}
                     if summary.get("background"):
-                        plan.background_finished[summary["block"]] = entry
+                        o.plan.background_finished[summary["block"]] = entry
                     else:
-                        plan.finished[summary["block"]] = entry
+                        o.plan.finished[summary["block"]] = entry
                     bar.update(summary["regions"])
-                more = [] if fault else list(itertools.islice(queued, len(done)))
-                if more:
-                    new = submit(more)
-                    in_flight.update(new)
-                    ac.update(new)
-            if fault is not None:
-                raise fault.with_written(written_so_far(plan), resume_fix(fault, plan.out))
+                    if not _todo(o.plan):
+                        end(o)
+                ac.update(submit())
         except BaseException as err:
+            in_flight = [f for o in outcomes for f in o._in_flight]
             if in_flight:
-                drop_cancellation_noise(client, prefix)  # our tasks' cancellations only
-            client.cancel(list(in_flight))
+                drop_cancellation_noise(client, f"nemo-dask-{call}-")  # ours only
+            client.cancel(in_flight)
             wait.cancel_jobs()
-            _final_manifest(plan, failing=err)
+            for o in outcomes:
+                if not o.ended:
+                    # The partitions are the truth; a manifest that cannot be written now
+                    # must not hide why the runs stopped.
+                    record_progress(o.plan, failing=err)
             raise
         finally:
             deaths.close()
-        _final_manifest(plan, failing=None)
-    return summaries
+        if all(o.error is not None for o in outcomes):
+            wait.cancel_jobs()
+    return outcomes
+
+
+def _key_prefix(plan: Plan, call: str) -> str:
+    """The common prefix of a run's task keys: this :func:`execute` call (``call``; a rerun
+    on the same cluster never gets a result the scheduler still holds from an earlier call, a
+    block that failed or read a store since replaced, but solves the block again), the run
+    and its OUT (two rows of a sheet that are the same run into two OUTs stay two tasks)."""
+    from dask.base import tokenize
+
+    return f"nemo-dask-{call}-{plan.fingerprint[:12]}-{tokenize(str(plan.out))[:8]}-block-"
+
+
+def _todo(plan: Plan) -> list[tuple[int, int, int, bool]]:
+    """The blocks of ``plan`` not yet finished, as (block, start, stop, background): the run's
+    own, then a background null's (:mod:`.qvalues`)."""
+    return ([(b, s, e, False) for b, s, e in plan.blocks if b not in plan.finished]
+            + [(b, s, e, True) for b, s, e in plan.background_blocks
+               if b not in plan.background_finished])
+
+
+def _submit(client: Any, plan: Plan, blocks: list[tuple[int, int, int, bool]], digest: str,
+            prefix: str, priority: int = 0) -> list[Any]:
+    """One task per block of ``plan``, keyed ``prefix`` + block (:func:`_key_prefix`).
+
+    ``priority``: earlier runs higher, so that workers take one run's blocks after another's
+    (dask gives submissions within ``fifo_timeout`` of each other one priority, and then runs
+    them in key order: the runs' blocks interleaved, each worker switching runs at every
+    block)."""
+    calib = plan.calibration
+    # Only a decoy or shuffle null is fitted beside each block (a background null: beside
+    # nothing, on its own blocks; the flank null: never).
+    per_block = calib if calib is not None and calib.fitted in ("decoy", "shuffle") else None
+    specs = [BlockSpec(block=b, start=s, stop=e,
+                       regions_url=(plan.background_url or "") if bg else plan.regions_url,
+                       out=str(plan.out), solver=plan.solver, device=str(plan.run.device),
+                       run_id=plan.fingerprint, motifs_digest=digest,
+                       calibration=calib if bg else per_block, background=bg)
+             for b, s, e, bg in blocks]
+    return client.map(process_block, specs, retries=plan.run.retries, priority=priority,
+                      key=[f"{prefix}{'background-' if bg else ''}{b}"
+                           for b, _, _, bg in blocks])
+
+
+def _forget(fut: Any, o: RunOutcome, owners: dict[str, RunOutcome]) -> None:
+    fut.release()
+    o._in_flight.discard(fut)
+    owners.pop(fut.key, None)
 
 
 def _task_error(summary: dict[str, Any]) -> Exception:
@@ -313,95 +444,6 @@ def _block_need(plan: Plan) -> Any:
     return need
 
 
-def written_so_far(plan: Plan) -> str:
-    """What a run that stopped has kept: its complete blocks (partitions are written whole)."""
-    done = plan.finished.values()
-    n_regions = plan.blocks[-1][2] if plan.blocks else 0
-    return (f"{len(plan.finished)} of {len(plan.blocks)} blocks "
-            f"({sum(b['regions'] for b in done)} of {n_regions} regions, "
-            f"{sum(b['hits'] for b in done)} hits) are complete in {plan.out} and kept; the "
-            "blocks that failed left no partition")
-
-
-def resume_fix(fault: StorageFaultError, out: Any) -> str:
-    """What to do: free space or make OUT writable (writes), make an input readable (a worker
-    that could not read its block), or wait for the object store; then the same command
-    resumes."""
-    if fault.what is not None:
-        first = "once the object store answers again,"
-    elif fault.errno in SPACE_FAULTS:
-        first = "free space there (or move OUT elsewhere), then"
-    elif fault.path.startswith(str(out)):
-        first = "make it writable for this user, then"
-    else:
-        first = "make it readable for the user running the workers, then"
-    return f"{first} run the same command again: it resumes with the blocks not yet written"
-
-
-def _final_manifest(plan: Plan, failing: BaseException | None) -> None:
-    """Record the finished blocks. A run already failing keeps its own error if the manifest
-    cannot be written either (a full disk, an object store gone): the partitions, not the
-    manifest, are what a resume trusts. A run whose blocks all finished but whose manifest
-    cannot be written says so in one line."""
-    try:
-        save_manifest(plan)  # (with the q-value sections: calling/qvalues.py)
-        record_batch_sizes(plan.out, plan.finished)
-    except Exception as err:
-        if failing is not None:
-            return
-        if isinstance(err, StorageFaultError):
-            raise
-        path = plan.out / MANIFEST_FILE
-        if is_fault(err):
-            fault = fault_error(err, path)  # type: ignore[arg-type]
-        elif is_unreachable(err):
-            fault = unreachable_error(err, path)
-        else:
-            raise
-        raise fault.with_written(
-            f"{len(plan.finished)} of {len(plan.blocks)} blocks are complete in {plan.out}, "
-            "only its manifest is not up to date", resume_fix(fault, plan.out)) from None
-
-
-class _NoBar:
-    """No progress bar; status lines (jobs waiting in the queue) go to stderr if ``say``."""
-
-    def __init__(self, say: bool) -> None:
-        self.say = say
-
-    def update(self, n: int) -> None:
-        pass
-
-    def status(self, text: str) -> None:
-        if self.say and text:
-            print(f"nemo-dask: {text}", file=sys.stderr, flush=True)
-
-
-class _Bar:
-    """tqdm, with the workers' status (e.g. jobs pending in the queue) after the counts."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def status(self, text: str) -> None:
-        self.bar.set_postfix_str(text, refresh=True)
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int, enabled: bool | None) -> Iterator[Any]:
-    """A bar on a terminal (``enabled`` None) or when asked; without one, status changes are
-    printed as lines unless progress was turned off (``enabled`` False)."""
-    if not (sys.stderr.isatty() if enabled is None else enabled):
-        yield _NoBar(say=enabled is None)
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="regions", desc="call-hits", dynamic_ncols=True) as bar:
-        yield _Bar(bar)
-
-
-__all__ = ("cluster_has_gpus", "connected", "execute", "prepare_cluster", "warm_workers",
-           "workers_gpu_batch")
+__all__ = ("MAX_BLOCKS_IN_FLIGHT", "RunOutcome", "cluster_has_gpus", "connected",
+           "end_of_run", "execute", "prepare_cluster", "record_progress", "resume_fix",
+           "warm_workers", "workers_gpu_batch", "written_so_far")

@@ -19,7 +19,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dataset import (
     BACKGROUND_DIR,
@@ -50,6 +50,9 @@ from ..storage.outputs import (
 from ..storage.temporary import is_temporary, temporary_name
 from ..storage.urls import is_url, location, recorded_path
 from .identity import describe_differences, recorded_run, stray_partitions
+
+if TYPE_CHECKING:
+    from .plan import Checked
 
 #: Everything a run may put in its output directory (removed by ``overwrite``).
 OWNED = (HITS_DIR, QC_DIR, NULL_DIR, BACKGROUND_DIR, QVALUES_DIR, MOTIFS_FILE, CWMS_FILE,
@@ -85,7 +88,7 @@ def claim_out(out: Any) -> Iterator[OutputLock]:
 
 
 def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overwrite: bool,
-                keep: Path | None = None) -> bool:
+                keep: Path | None = None, dry_run: bool = False) -> bool:
     """Check ``out`` against this run; returns True when resuming a run with the same identity.
 
     Raises OutputExistsError when ``out`` is not a directory (a file, device, FIFO, or a link to
@@ -96,7 +99,8 @@ def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overw
     :func:`_looks_owned`). Symlinks, devices, FIFOs and sockets among them are never removed
     (:func:`nemo_dask.storage.outputs.remove_owned`), nor ``keep`` (the run's own input store
     when it lies in ``out``). A refusal suggests ``--overwrite`` only where it would succeed.
-    ``out`` itself may be a symlink to a directory: it is followed.
+    ``out`` itself may be a symlink to a directory: it is followed. ``dry_run``: refuse as
+    above, but remove nothing.
     """
     output_dir(out, "call-hits output directory")
     if not out.exists():
@@ -129,9 +133,56 @@ def prepare_out(out: Path, run_fingerprint: str, identity: dict[str, Any], overw
     names = [n for n in OWNED if keep is None or out / n != keep]
     for name in names:
         check_removable(out / name, owned, "output")
+    if dry_run:
+        return False
     for name in names:
         remove_owned(out / name, owned, "output")
     return False
+
+
+@contextlib.contextmanager
+def prepared_out(c: Checked) -> Iterator[Checked]:
+    """Claim ``c.out`` for the run (its lock is held until the block ends), check it against
+    the run, and put the regions store in place; yields ``c`` completed.
+
+    Raises
+    ------
+    OutputLockedError
+        Another live run writes into OUT.
+    OutputExistsError
+        OUT holds another run, or files that are not nemo-dask's, and ``overwrite`` is off.
+    InputError
+        A regions.npz does not convert (nothing of it is left in OUT).
+    """
+    with claim_out(c.out):
+        settle_out(c)
+        yield c
+
+
+def check_out(c: Checked) -> None:
+    """With OUT claimed (:func:`~nemo_dask.calling.output.claim_out`): raise what
+    :func:`settle_out` would refuse, removing nothing (a sheet checks every run's OUT before
+    it replaces any)."""
+    keep = inside(c.store.url, c.out) if c.store is not None else None
+    prepare_out(c.out, c.fingerprint, c.identity, c.run.overwrite, keep=keep, dry_run=True)
+
+
+def settle_out(c: Checked) -> None:
+    """With OUT claimed: check it against the run (resume, refuse, or with ``overwrite``
+    replace another run's files), record a new run's claim, and put the regions store the
+    workers read in place (a regions.npz converted into ``OUT/regions.zarr``)."""
+    keep = inside(c.store.url, c.out) if c.store is not None else None
+    c.resuming = prepare_out(c.out, c.fingerprint, c.identity, c.run.overwrite, keep=keep)
+    claimed = not c.resuming
+    if claimed:
+        record_claim(c.out, c.fingerprint, c.identity)
+    try:
+        c.store, c.regions_url = place_regions(c.out, c.source, c.store, c.identity, c.inputs)
+    except InputError:
+        if claimed:  # a bad input leaves nothing of this run behind
+            with contextlib.suppress(OSError):
+                (c.out / "manifest.json").unlink()
+        raise
 
 
 def record_claim(out: Any, run_fingerprint: str, identity: dict[str, Any]) -> None:
@@ -300,7 +351,7 @@ def remove_strays(out: Any, n_blocks: int, n_background: int = 0) -> None:
         shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4
                                          else "")
         warnings.warn(f"{out}: removed {len(strays)} partitions of blocks outside this run's "
-                      f"layout of {n_blocks} blocks ({shown})", stacklevel=4)
+                      f"layout of {n_blocks} blocks ({shown})", stacklevel=5)
     for rel in strays:
         target = location(out) / rel
         if is_url(target):
@@ -349,6 +400,6 @@ def ensure_dir(out: Any) -> Path:
     return make_output_dir(out, "call-hits output directory")
 
 
-__all__ = ("OWNED", "claim_out", "ensure_dir", "finemo_parameters", "inside", "place_regions",
-           "prepare_out",
-           "record_batch_sizes", "record_claim", "remove_strays")
+__all__ = ("OWNED", "check_out", "claim_out", "ensure_dir", "finemo_parameters", "inside",
+           "place_regions", "prepare_out", "prepared_out", "record_batch_sizes", "record_claim",
+           "remove_strays", "settle_out")

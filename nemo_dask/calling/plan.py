@@ -14,10 +14,8 @@ Three steps, each named for what it does:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,14 +59,12 @@ from .identity import (
     stamped_block_size,
     store_identity,
 )
-from .output import (
-    claim_out,
+from .output import (  # noqa: F401  (prepared_out: where callers have always found it)
+    check_out,
     finemo_parameters,
-    inside,
-    place_regions,
-    prepare_out,
-    record_claim,
+    prepared_out,
     remove_strays,
+    settle_out,
 )
 from .seams import check_tiling
 
@@ -171,12 +167,12 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
             warnings.warn(f"{source.url}: this regions store was converted by an older "
                           "nemo-dask and records no chunk checksums, so a missing or damaged "
                           "chunk cannot be detected (it would read as zeros); convert it again "
-                          "to have every read verified", stacklevel=3)
+                          "to have every read verified", stacklevel=4)
     if not has_coordinates:
         # finemo's call-hits warns the same way (once) for regions without coordinates.
         warnings.warn("No peak region data provided: the regions have no genomic coordinates, "
                       "so hits have chr NA and region-relative positions; pass -p "
-                      "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=3)
+                      "peaks.narrowPeak [-C chrom_order.txt] to give them", stacklevel=4)
     identity = run_identity(regions_id, peaks_id, motif_params, motifs, solver)
     from .qvalues import checked_calibration
 
@@ -190,37 +186,6 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                    fingerprint=fingerprint(identity),
                    store=None if is_npz else source,  # type: ignore[arg-type]
                    calibration=calibration, background=bg_store)
-
-
-@contextlib.contextmanager
-def prepared_out(c: Checked) -> Iterator[Checked]:
-    """Claim ``c.out`` for the run (its lock is held until the block ends), check it against
-    the run, and put the regions store in place; yields ``c`` completed.
-
-    Raises
-    ------
-    OutputLockedError
-        Another live run writes into OUT.
-    OutputExistsError
-        OUT holds another run, or files that are not nemo-dask's, and ``overwrite`` is off.
-    InputError
-        A regions.npz does not convert (nothing of it is left in OUT).
-    """
-    with claim_out(c.out):
-        keep = inside(c.store.url, c.out) if c.store is not None else None
-        c.resuming = prepare_out(c.out, c.fingerprint, c.identity, c.run.overwrite, keep=keep)
-        claimed = not c.resuming
-        if claimed:
-            record_claim(c.out, c.fingerprint, c.identity)
-        try:
-            c.store, c.regions_url = place_regions(c.out, c.source, c.store, c.identity,
-                                                   c.inputs)
-        except InputError:
-            if claimed:  # a bad input leaves nothing of this run behind
-                with contextlib.suppress(OSError):
-                    (c.out / "manifest.json").unlink()
-            raise
-        yield c
 
 
 def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
@@ -243,7 +208,7 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
     if kept is not None and block_size not in (None, kept):
         warnings.warn(f"{out} holds a run with --block-size {kept}; resuming it with that "
                       f"layout (--block-size {block_size} ignored; pass --overwrite to start "
-                      "again with the new one)", stacklevel=3)
+                      "again with the new one)", stacklevel=4)
     if kept is not None:
         block_size = kept
     if block_size is None:
@@ -265,7 +230,7 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
         warnings.warn(f"{out}/{PARAMS_FILE} records blocks of {said[0]} regions ({said[1]} "
                       f"blocks), but the run is laid out in blocks of {block_size} "
                       f"({len(blocks)} blocks); {PARAMS_FILE} is rewritten to say so",
-                      stacklevel=3)
+                      stacklevel=4)
         rewrite = True
     if rewrite:
         write_motifs(out, c.motifs.table)
@@ -294,10 +259,10 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
 def say_redone(lines: list[str]) -> None:
     """Warn, one line each, about blocks a resume computes again (at most a few lines)."""
     for line in lines[:MAX_REDONE_LINES]:
-        warnings.warn(line, stacklevel=4)
+        warnings.warn(line, stacklevel=5)
     if len(lines) > MAX_REDONE_LINES:
         warnings.warn(f"... and {len(lines) - MAX_REDONE_LINES} more blocks are computed again "
-                      "for the same kinds of reasons", stacklevel=4)
+                      "for the same kinds of reasons", stacklevel=5)
 
 
 #: Solver batches per block on a GPU: the next block's regions fill the slots a block's slow
@@ -388,4 +353,5 @@ def _save_npy(path: Path, array: Any) -> None:
         np.save(f, array)
 
 
-__all__ = ("Checked", "Plan", "default_block_size", "plan_run", "validate")
+__all__ = ("Checked", "Plan", "check_out", "default_block_size", "plan_run", "prepared_out",
+           "settle_out", "validate")

@@ -21,6 +21,7 @@ import functools
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -50,8 +51,14 @@ from .seams import keep_owned
 if TYPE_CHECKING:  # torch is imported on workers only: the driver never needs it
     import torch
 
-_REGIONS: dict[str, Any] = {}
-_MOTIFS: dict[tuple[str, str], Motifs] = {}
+#: Regions stores a worker process keeps open (each keeps its last verified chunks), and runs'
+#: motifs it keeps: a few, least recently used dropped first, so that a worker going through
+#: a sheet of hundreds of runs does not keep them all.
+STORES_KEPT = 4
+MOTIFS_KEPT = 16
+_REGIONS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_REGIONS_LOCK = threading.Lock()
+_MOTIFS: OrderedDict[tuple[str, str], Motifs] = OrderedDict()
 _MOTIFS_LOCK = threading.Lock()
 
 
@@ -92,6 +99,7 @@ def motifs_from_out(out: str, digest: str = "") -> Motifs:
     with _MOTIFS_LOCK:
         cached = _MOTIFS.get(key)
         if cached is not None:
+            _MOTIFS.move_to_end(key)
             return cached
         try:
             cwms = read_cwms(out)  # local or an fsspec URL
@@ -112,6 +120,8 @@ def motifs_from_out(out: str, digest: str = "") -> Motifs:
             raise InputError(f"{out}: {CWMS_FILE} and motifs.parquet hold other motifs than "
                              "this run's; another run wrote into the same output directory")
         _MOTIFS[key] = motifs
+        while len(_MOTIFS) > MOTIFS_KEPT:
+            _MOTIFS.popitem(last=False)
         return motifs
 
 
@@ -202,12 +212,23 @@ def _current_worker() -> Any | None:
         return None
 
 
-def _open_store(url: str):
+def _open_store(url: str, run_id: str):
+    """The store at ``url`` as run ``run_id`` reads it: kept open per run, since a store
+    converted again at the same path (another run on the same cluster) holds other regions
+    than the chunks an earlier run's handle keeps."""
     from ..regions.store import open_store
 
-    regions = _REGIONS.get(url)
-    if regions is None:
-        regions = _REGIONS[url] = open_store(url)
+    key = (url, run_id)
+    with _REGIONS_LOCK:
+        regions = _REGIONS.get(key)
+        if regions is not None:
+            _REGIONS.move_to_end(key)
+            return regions
+    regions = open_store(url)
+    with _REGIONS_LOCK:
+        _REGIONS[key] = regions
+        while len(_REGIONS) > STORES_KEPT:
+            _REGIONS.popitem(last=False)
     return regions
 
 
@@ -259,7 +280,7 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     calib = spec.calibration
     with reporting_faults(spec.regions_url, fix="make the regions store readable for the "
                           "user running the workers, then run the same command again"):
-        block = _open_store(spec.regions_url).read_block(spec.start, spec.stop)
+        block = _open_store(spec.regions_url, spec.run_id).read_block(spec.start, spec.stop)
     t_read = time.perf_counter() - t0
     place = resolve_placement(spec.device, worker)
     tune_malloc()
@@ -295,7 +316,7 @@ def _process_block(spec: BlockSpec) -> dict[str, Any]:
     finally:
         if worker is not None and not _worker_closing(worker):
             rejoin()
-    store = _open_store(spec.regions_url)
+    store = _open_store(spec.regions_url, spec.run_id)
     null = None
     if null_result is not None:
         from ..calibration.nulls import null_hits

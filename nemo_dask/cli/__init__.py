@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 _INPUT_FILE_OPTIONS: tuple[str, ...] = (
     "regions", "regions_npz", "modisco_h5", "peaks", "chrom_order", "fasta", "bigwigs",
     "intervals", "chrom_sizes", "h5s", "sequences", "attributions", "motifs_include",
-    "motif_names", "motif_lambdas", "cwm_trim_coords", "cwm_trim_thresholds",
+    "motif_names", "motif_lambdas", "motif_alphas", "cwm_trim_coords", "cwm_trim_thresholds",
 )
 
 #: Options holding a motif database: a URL is fetched like an input file; ``jaspar...`` is not

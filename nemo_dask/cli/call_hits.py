@@ -1,42 +1,76 @@
-"""``nemo-dask call-hits``: finemo's call-hits flags, plus cluster, block and resume options."""
+"""``nemo-dask call-hits``: finemo's call-hits flags, plus cluster, block and resume options,
+and ``--runs`` (a sheet of runs on one cluster, :mod:`nemo_dask.calling.many`)."""
 
 from __future__ import annotations
 
 import argparse
 import warnings
+from typing import Any
 
 from .. import config
 from ..calibration.params import SCORES, CalibrationParams
+from ..errors import InputError
 from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
 from .annotate import DATABASE_HELP, add_match_arguments
+
+#: call-hits options that apply to a whole ``--runs`` sheet: given on the command line, never
+#: as a sheet's column. Every cluster flag (:func:`~nemo_dask.clusters.connect.
+#: add_cluster_arguments`) is one too; every other option is a run's own (a sheet's column).
+SHEET_WIDE: tuple[str, ...] = ("help", "runs", "summary", "no_progress", "worker_wait")
+
+#: Options (by ``dest``) whose values are paths, besides the input files the CLI fetches from
+#: URLs (``nemo_dask.cli._INPUT_FILE_OPTIONS``) and motif databases (``_DATABASE_OPTIONS``): a
+#: sheet's relative path there is taken from the sheet's folder.
+PATH_OPTIONS: tuple[str, ...] = ("out_dir", "global_scale_from", "background")
+
+_DESCRIPTION = (
+    "Call Fi-NeMo motif hits for every region, one Dask task per block of regions; each block "
+    "writes OUT/hits/part-*.parquet and OUT/qc/part-*.parquet. Rerunning into OUT resumes. "
+    "With --runs RUNS.tsv, every row of the sheet is one such run, all on one cluster.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``call-hits`` verb (defaults: finemo's from params.py, the run's from dask
     config ``nemo_dask.call-hits``)."""
+    p = sub.add_parser("call-hits", help="call motif hits on a Dask cluster (Parquet dataset "
+                       "out)", description=_DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def call_hits_parser() -> argparse.ArgumentParser:
+    """call-hits' own parser, alone (what a ``--runs`` sheet's columns are checked against)."""
+    p = argparse.ArgumentParser(prog="nemo-dask call-hits", description=_DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every call-hits option: the one definition the CLI and ``--runs`` sheets share."""
     sp, mp = SolverParams(), MotifParams()
     run_defaults = {k: config.get(f"call-hits.{k}") for k in ("device", "retries")}
-    p = sub.add_parser(
-        "call-hits",
-        help="call motif hits on a Dask cluster (Parquet dataset out)",
-        description="Call Fi-NeMo motif hits for every region, one Dask task per block of "
-        "regions; each block writes OUT/hits/part-*.parquet and OUT/qc/part-*.parquet. "
-        "Rerunning into OUT resumes.",
-    )
     io = p.add_argument_group("inputs and outputs")
-    io.add_argument("-r", "--regions", required=True,
+    io.add_argument("-r", "--regions",
                     help="regions store (path or URL; see `nemo-dask convert`) or finemo's "
-                    "regions.npz")
-    io.add_argument("-m", "--modisco-h5", required=True, help="tfmodisco-lite H5 file")
+                    "regions.npz (required, unless every row of --runs gives it)")
+    io.add_argument("-m", "--modisco-h5", help="tfmodisco-lite H5 file (required, as -r)")
     io.add_argument("-p", "--peaks", default=None,
                     help="narrowPeak file (plain or gzipped), one row per region in order: gives "
                     "a regions.npz genomic coordinates, replacing any it holds (finemo's -p)")
     io.add_argument("-C", "--chrom-order", default=None,
                     help="file whose first column orders chromosomes (chr_id) of -p")
-    io.add_argument("-o", "--out-dir", required=True, help="output directory")
+    io.add_argument("-o", "--out-dir", help="output directory (required, as -r)")
     io.add_argument("--overwrite", action="store_true",
                     help="replace the results of a different run in OUT")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    io.add_argument("--runs", metavar="RUNS.tsv", default=None,
+                    help="many runs on one cluster: a tab-separated sheet with one row per run "
+                    "and the columns name, regions, motifs, out and any call-hits option by "
+                    "its long name (a blank cell: the command line's value, else the default); "
+                    "paths relative to the sheet's folder")
+    io.add_argument("--summary", metavar="PATH", default=None,
+                    help="with --runs: where each run's status, hits, regions, blocks and "
+                    "seconds are written (default: RUNS.summary.tsv beside the sheet)")
 
     mo = p.add_argument_group("motifs (as finemo)")
     mo.add_argument("-M", "--mode", choices=list(MODES), default=mp.mode,
@@ -128,54 +162,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..clusters.connect import add_cluster_arguments
 
     add_cluster_arguments(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run call-hits from parsed arguments."""
+    """Run call-hits (one run, or every row of ``--runs``) from parsed arguments."""
     from ..calling.api import call_hits
     from ..clusters.connect import cluster_options_from_args, job_script
     from . import show_warnings_briefly
-    from .annotate import match_options_from_args, print_labels
+    from .annotate import print_labels
 
     show_warnings_briefly()
     cluster = cluster_options_from_args(args)
     if getattr(args, "dry_run", False):
         print(job_script(cluster))
         return 0
-    lam, lambdas = args.global_lambda, args.motif_lambdas
-    if args.alpha is not None:
-        warnings.warn("-a/--alpha is deprecated; use -l/--global-lambda", stacklevel=1)
-        lam = args.alpha
-    if args.motif_alphas is not None:
-        warnings.warn("-A/--motif-alphas is deprecated; use -L/--motif-lambdas", stacklevel=1)
-        lambdas = args.motif_alphas
-    global_scale = args.global_scale
-    if args.global_scale_from is not None:
-        from ..params import MODES
-        from ..regions.scale import parse_scale_from, peak_scale
-
-        store, pct = parse_scale_from(args.global_scale_from)
-        global_scale = peak_scale(store, pct, use_hypothetical=MODES[args.mode][1],
-                                  sqrt_transform=args.sqrt_transform)
-        print(f"global scale: {global_scale:.6g} (percentile {pct:g} of {store})")
-    result = call_hits(
-        args.regions, args.modisco_h5, args.out_dir, cluster=cluster,
-        peaks=args.peaks, chrom_order=args.chrom_order,
-        mode=args.mode, motifs_include=args.motifs_include, motif_names=args.motif_names,
-        trim_threshold=args.cwm_trim_threshold, trim_thresholds=args.cwm_trim_thresholds,
-        trim_coords=args.cwm_trim_coords, lambda_default=lam, motif_lambdas=lambdas,
-        post_filter=not args.no_post_filter, sqrt_transform=args.sqrt_transform,
-        step_size_max=args.step_size_max, step_size_min=args.step_size_min,
-        step_adjust=args.step_adjust, convergence_tol=args.convergence_tol,
-        max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
-        global_scale=global_scale, exact=args.exact, check_every=args.check_every,
-        device=args.device, block_size=args.block_size, retries=args.retries,
-        overwrite=args.overwrite, progress=False if args.no_progress else None,
-        worker_wait=args.worker_wait, annotate=args.annotate,
-        match_options=match_options_from_args(args) if args.annotate is not None else None,
-        null=args.null, background=args.background, qvalue_score=args.qvalue_score,
-    )
+    if args.runs is not None:
+        return _run_sheet(args, cluster)
+    if args.summary is not None:
+        raise InputError("--summary is the summary of a --runs sheet; give --runs RUNS.tsv")
+    missing = [flag for flag, value in (("-r/--regions", args.regions),
+                                        ("-m/--modisco-h5", args.modisco_h5),
+                                        ("-o/--out-dir", args.out_dir)) if value is None]
+    if missing:
+        raise InputError(f"call-hits needs {', '.join(missing)} (or --runs RUNS.tsv, a sheet "
+                         "of runs)")
+    keywords = call_hits_keywords(args)
+    result = call_hits(**keywords, cluster=cluster,
+                       progress=False if args.no_progress else None,
+                       worker_wait=args.worker_wait)
     if args.annotate is not None:
         from ..dataset import read_annotation
 
@@ -187,3 +201,61 @@ def run(args: argparse.Namespace) -> int:
     print(f"read them with: python -c \"import polars as pl; "
           f"print(pl.scan_parquet('{result.out}/hits/*.parquet').collect())\"")
     return 0
+
+
+def call_hits_keywords(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+    """The keyword arguments of :func:`nemo_dask.call_hits` for one run's parsed options (the
+    command line's, or a ``--runs`` row's): inputs, motif and optimiser options, run options;
+    not the cluster, progress or ``worker_wait`` (a sheet's, not a run's).
+
+    ``--global-scale-from`` is read here (``say`` prints the scale it gives).
+
+    Raises
+    ------
+    InputError
+        An option's value is unusable (``--background``, ``--global-scale-from``'s store).
+    """
+    from .annotate import match_options_from_args
+
+    lam, lambdas = args.global_lambda, args.motif_lambdas
+    if args.alpha is not None:
+        warnings.warn("-a/--alpha is deprecated; use -l/--global-lambda", stacklevel=2)
+        lam = args.alpha
+    if args.motif_alphas is not None:
+        warnings.warn("-A/--motif-alphas is deprecated; use -L/--motif-lambdas", stacklevel=2)
+        lambdas = args.motif_alphas
+    global_scale = args.global_scale
+    if args.global_scale_from is not None:
+        from ..regions.scale import parse_scale_from, peak_scale
+
+        store, pct = parse_scale_from(args.global_scale_from)
+        global_scale = peak_scale(store, pct, use_hypothetical=MODES[args.mode][1],
+                                  sqrt_transform=args.sqrt_transform)
+        say(f"global scale: {global_scale:.6g} (percentile {pct:g} of {store})")
+    return dict(
+        regions=args.regions, motifs=args.modisco_h5, out=args.out_dir,
+        peaks=args.peaks, chrom_order=args.chrom_order,
+        mode=args.mode, motifs_include=args.motifs_include, motif_names=args.motif_names,
+        trim_threshold=args.cwm_trim_threshold, trim_thresholds=args.cwm_trim_thresholds,
+        trim_coords=args.cwm_trim_coords, lambda_default=lam, motif_lambdas=lambdas,
+        post_filter=not args.no_post_filter, sqrt_transform=args.sqrt_transform,
+        step_size_max=args.step_size_max, step_size_min=args.step_size_min,
+        step_adjust=args.step_adjust, convergence_tol=args.convergence_tol,
+        max_steps=args.max_steps, batch_size=args.batch_size, compile_optimizer=args.compile,
+        global_scale=global_scale, exact=args.exact, check_every=args.check_every,
+        device=args.device, block_size=args.block_size, retries=args.retries,
+        overwrite=args.overwrite, annotate=args.annotate,
+        match_options=match_options_from_args(args) if args.annotate is not None else None,
+        null=args.null, background=args.background, qvalue_score=args.qvalue_score,
+    )
+
+
+def _run_sheet(args: argparse.Namespace, cluster: Any) -> int:
+    """``--runs``: every row of the sheet, one cluster; exit 1 when any run failed."""
+    from ..calling.many import call_hits_many
+
+    result = call_hits_many(args.runs, cluster=cluster, defaults=args, summary=args.summary,
+                            progress=False if args.no_progress else None,
+                            worker_wait=args.worker_wait)
+    print(result.describe())
+    return 0 if result.ok else 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
     from .kernels import PreparedMotifs
     from .stream import BlockResult, Job
+
+
+#: Prepared motif sets the solver thread keeps, least recently used dropped first.
+PREPARED_KEPT = 4
 
 
 @dataclass
@@ -56,7 +60,9 @@ class SolverService:
     def __init__(self) -> None:
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
-        self._prepared: dict[Hashable, PreparedMotifs] = {}
+        # Used by the solver thread only. A few motif sets: a worker given blocks of several
+        # runs in turn (a sheet of runs, work stealing) prepares each once.
+        self._prepared: OrderedDict[Hashable, PreparedMotifs] = OrderedDict()
         self._thread = threading.Thread(target=self._loop, name="nemo-dask-solver", daemon=True)
         self._thread.start()
 
@@ -144,7 +150,11 @@ class SolverService:
         prepared = self._prepared.get(first.key)
         if prepared is None:
             prepared = prepare_motifs(first.motifs, first.device, first.params.sqrt_transform)
-            self._prepared = {first.key: prepared}  # one run at a time is the usual case
+            self._prepared[first.key] = prepared
+            while len(self._prepared) > PREPARED_KEPT:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(first.key)
         job, first.job = first.job, None
         # The batch fit_stream would pick, fixed here so that the blocks' futures can say what
         # the solver used (parameters.json records it; results never depend on it).

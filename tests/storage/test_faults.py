@@ -33,29 +33,6 @@ NO_OVERRIDE = [SETPRIV or "setpriv", "--bounding-set=-dac_override,-dac_read_sea
 NEMO = [sys.executable, "-m", "nemo_dask"]
 
 
-@pytest.fixture
-def mounts(tmp_path: Path):
-    """``mount(size, read_only=False)`` -> a fresh tmpfs directory; all unmounted after."""
-    made: list[Path] = []
-
-    def mount(size: str, read_only: bool = False) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs needs root")
-        d = tmp_path / f"fs{len(made)}"
-        d.mkdir()
-        opts = f"size={size}" + (",ro" if read_only else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)],
-                              capture_output=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        made.append(d)
-        return d
-
-    yield mount
-    for d in reversed(made):
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
-
-
 def _resize(d: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(d)], check=True)
 
