@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +252,58 @@ def write_recorded_blocks(out: Path, blocks: dict, replace: bool = False) -> Non
         finished[b] = write_partitions(out, b, hits, qc, run=run, start=start, stop=stop)
     write_manifest(out, run, len(finished), finished, complete=True,
                    block_size=manifest.get("block_size"))
+
+
+# --- a loopback S3 server (moto), for the object-store tests -------------------------------
+
+
+class MotoS3:
+    """A moto S3 server on 127.0.0.1, a fresh bucket in it, and the environment that points
+    s3fs/botocore at it (``env``, also set in ``os.environ`` while it runs)."""
+
+    def __init__(self) -> None:
+        pytest.importorskip("s3fs")
+        self._server_mod = pytest.importorskip("moto.server")
+        self.server = self._server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0,
+                                                          verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_ENDPOINT_URL": f"http://{self.host}:{self.port}"}
+
+    def restart(self) -> None:
+        """Start the server again on the same port (its buckets live in this process)."""
+        import s3fs
+
+        self.server = self._server_mod.ThreadedMotoServer(ip_address="127.0.0.1",
+                                                          port=self.port, verbose=False)
+        self.server.start()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[MotoS3]:
+    """:class:`MotoS3` for the ``with`` block; the environment is put back after it."""
+    s3 = MotoS3()
+    saved = {k: os.environ.get(k) for k in s3.env}
+    os.environ.update(s3.env)
+    try:
+        import fsspec
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3.fs = fsspec.filesystem("s3")
+        s3.bucket = f"nemo-{uuid.uuid4().hex[:12]}"
+        s3.fs.mkdir(s3.bucket)
+        yield s3
+    finally:
+        s3.server.stop()
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

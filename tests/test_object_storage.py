@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyBigWig
 import pytest
+from conftest import moto_s3
 
 from nemo_dask.cli import main
 
@@ -32,31 +32,8 @@ REPORT_TABLES = ("motif_report.tsv", "motif_occurrences.tsv")
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on 127.0.0.1 and the environment that points s3fs/botocore at it."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import fsspec
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = fsspec.filesystem("s3")
-    bucket = f"nemo-{uuid.uuid4().hex[:12]}"
-    fs.mkdir(bucket)
-    yield {"fs": fs, "bucket": bucket, "env": env}
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with moto_s3() as server:
+        yield {"fs": server.fs, "bucket": server.bucket, "env": server.env}
 
 
 def _chain(store: str, out: str, exp: str, trk: str, rep: str) -> None:

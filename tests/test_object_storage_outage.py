@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import moto_s3
 
 from nemo_dask.cli import main
 
@@ -29,24 +29,8 @@ def _hits(out: str) -> pl.DataFrame:
 
 
 def test_endpoint_gone_mid_run_is_one_line_and_resumes(tmp_path: Path) -> None:
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import fsspec
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = fsspec.filesystem("s3")
-        bucket = f"nemo-{uuid.uuid4().hex[:12]}"
-        fs.mkdir(bucket)
+    with moto_s3() as s3:
+        fs, bucket, env, host, port = s3.fs, s3.bucket, s3.env, s3.host, s3.port
         store = tmp_path / "r.zarr"
         assert main(["convert", "npz", "-r", str(DATA / "regions.npz"), "-o", str(store),
                      "--chunk-size", "16", "--no-progress"]) == 0
@@ -67,7 +51,7 @@ def test_endpoint_gone_mid_run_is_one_line_and_resumes(tmp_path: Path) -> None:
             if len(done) >= 2:
                 break
             time.sleep(0.2)
-        server.stop()  # the endpoint goes away mid-run
+        s3.server.stop()  # the endpoint goes away mid-run
         stdout, stderr = proc.communicate(timeout=600)
         assert 2 <= len(done) < 22, stderr[-2000:]
         assert proc.returncode == 2, stderr[-3000:]
@@ -77,22 +61,9 @@ def test_endpoint_gone_mid_run_is_one_line_and_resumes(tmp_path: Path) -> None:
         assert error.startswith(f"nemo-dask call-hits: error: {out}"), error
         assert f"the object store does not answer at http://{host}:{port}" in error
         assert "blocks (" in error and "once the object store answers again" in error
-        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port,
-                                               verbose=False)
-        server.start()  # back, with what was written before
-        s3fs.S3FileSystem.clear_instance_cache()
+        s3.restart()  # back, with what was written before
         rerun = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **env},
                                capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert "already done" in rerun.stdout
         assert _hits(out).equals(_hits(str(tmp_path / "local")))
-    finally:
-        server.stop()
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

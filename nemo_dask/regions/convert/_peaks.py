@@ -37,7 +37,7 @@ import polars as pl
 
 from ...errors import InputError
 from ...schema import PEAKS_DTYPES
-from ...storage.compressed import MAGIC
+from ...storage.compressed import open_decompressed
 
 #: ENCODE narrowPeak columns and the dtypes finemo parses them with.
 NARROWPEAK_COLUMNS: dict[str, pl.DataType] = {
@@ -49,8 +49,6 @@ NARROWPEAK_NULLS = [".", "NA", "null", "NaN"]
 _N_COLUMNS = len(NARROWPEAK_COLUMNS)
 _LAYOUT = ("10 tab-separated columns (chr, start, end, name, score, strand, signal, p, q, "
            "summit)")
-#: Compression formats recognised by their magic bytes, and how to open them.
-_MAGIC = MAGIC
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -63,12 +61,7 @@ def open_text_lines(path: str | os.PathLike[str], role: str) -> IO[bytes]:
         When the file is missing or unreadable (``role`` names the option in the message).
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-        for magic, _, opener in _MAGIC:
-            if head.startswith(magic):
-                return opener(path)
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open_decompressed(path)  # the caller closes it
     except FileNotFoundError:
         raise InputError(f"{path}: {role} not found") from None
     except OSError as err:
