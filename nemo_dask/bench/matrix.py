@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from ..errors import InputError
 from ..motifs import Motifs, load_motifs
 from ..params import MotifParams, SolverParams
+from ..solver.precision import ieee_float32
 from ..solver.stream import fit_block
 from .solver import check_device, resize_motifs
 
@@ -133,9 +135,14 @@ def cell_motifs(base: Motifs, n_motifs: int | None, lam: float) -> Motifs:
 def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarray, *,
              finemo_batches: Sequence[int], batch_sizes: Sequence[int | None] = (None,),
              device: str = "cpu", rounds: int = 1, exact: bool = False,
+             finemo_tf32: bool = False,
              log: Callable[[str], None] | None = None) -> CellResult:
     """Time both tools on one cell, ``rounds`` times interleaved (finemo's batches, then
-    nemo_dask's, per round), and compare their hits and step counts."""
+    nemo_dask's, per round), and compare their hits and step counts.
+
+    On CUDA finemo runs in IEEE float32 as nemo_dask does (:mod:`nemo_dask.solver.precision`),
+    so that the hit and step columns compare solvers, not TF32 rounding; ``finemo_tf32`` times
+    it with torch's default TF32 convolutions instead (its out-of-the-box GPU setting)."""
     from finemo.hitcaller import fit_contribs
 
     dev = check_device(device)
@@ -151,7 +158,8 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
     for _ in range(rounds):
         for bs in finemo_batches:
             t = time.perf_counter()
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), \
+                    (nullcontext() if finemo_tf32 else ieee_float32(dev)):
                 warnings.simplefilter("ignore")
                 hits, qc = fit_contribs(motifs.cwms, contributions, sequences,
                                         motifs.trim_masks, mp.use_hypothetical, motifs.lambdas,

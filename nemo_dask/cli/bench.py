@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "16,32 on CPU, 2000,8000 on CUDA)")
     p.add_argument("-d", "--device", default="cpu",
                    help="cpu, cuda or cuda:N (default cpu); both tools run there")
+    p.add_argument("--finemo-tf32", action="store_true",
+                   help="on CUDA, time finemo with torch's default TF32 convolutions (its "
+                   "out-of-the-box setting) instead of IEEE float32 as nemo_dask runs; its hits "
+                   "then differ by TF32 rounding")
     p.add_argument("--exact", action="store_true",
                    help="time nemo_dask's exact step (finemo's dense transposed convolution)")
     p.add_argument("--motifs", type=_ints, default=None, dest="n_motifs",
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for k, cell in enumerate(cells):
         res = run_cell(cell, args.modisco_h5, seqs, contribs, finemo_batches=finemo_batches,
                        batch_sizes=args.batch_sizes or [None], device=args.device,
-                       rounds=args.rounds, exact=args.exact)
+                       rounds=args.rounds, exact=args.exact, finemo_tf32=args.finemo_tf32)
         results.append(res)
         rows = format_cells([res]).splitlines()
         if k == 0:

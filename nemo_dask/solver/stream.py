@@ -50,6 +50,7 @@ from .kernels import (
     prox_step,
     score,
 )
+from .precision import ieee_float32
 
 
 class BlockResult(NamedTuple):
@@ -182,7 +183,8 @@ def fit_stream(
         max_slots = cuda_batch_size(free, motifs.cwms.shape[0], n_pos, length)
     elif params.batch_size is None and uses_compiled_cpu(params, device):
         max_slots = default_chunk(motifs.cwms.shape[0], n_pos, length, threads, memory_limit)
-    with torch.inference_mode():
+    # TF32 convolutions would move the duality-gap stop on CUDA (.precision)
+    with torch.inference_mode(), ieee_float32(device):
         _Fit(first, more, motifs, params, device, max_slots, threads, progress).run()
 
 
