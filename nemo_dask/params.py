@@ -33,6 +33,23 @@ MODES: dict[str, tuple[str, bool]] = {
 #: device's free memory when none is given (:func:`nemo_dask.solver.stream.cuda_batch_size`).
 DEFAULT_BATCH_SIZE: dict[str, int] = {"cpu": 16, "cuda": 2000}
 
+#: The GPU's default batch (:func:`nemo_dask.solver.stream.cuda_batch_size`): the share of its
+#: free memory the solver's slots may fill, and the most slots taken (a larger batch no longer
+#: speeds up a step once the device is busy).
+CUDA_MEMORY_SHARE = 0.5
+CUDA_MAX_BATCH = 16384
+
+#: The default block (regions per task, :func:`nemo_dask.calling.plan.default_block_size`). On
+#: CPU workers about CPU_BLOCKS blocks of CPU_BLOCK_SIZE_RANGE regions, so that every worker gets
+#: several and the last ones finish together; on GPU workers GPU_BATCHES_PER_BLOCK solver
+#: batches (the next block's regions fill the slots a block's slow tail leaves free, and a few
+#: batches per task keep reads off the GPU's path), or GPU_BLOCK_SIZE_UNKNOWN regions when no
+#: worker could say what its memory holds (jobs still queued).
+CPU_BLOCKS = 16
+CPU_BLOCK_SIZE_RANGE = (16, 1024)
+GPU_BATCHES_PER_BLOCK = 4
+GPU_BLOCK_SIZE_UNKNOWN = 8192
+
 #: Default number of steps between convergence checks per device type. Each check reads the
 #: duality gaps back to the host; on a GPU that synchronisation stalls the queue of kernels, on
 #: a CPU it costs nothing. Results do not depend on it (finished regions are frozen).

@@ -38,7 +38,15 @@ from ..motifs import (
     read_names_list,
     read_trim_coords,
 )
-from ..params import MotifParams, RunOptions, SolverParams
+from ..params import (
+    CPU_BLOCK_SIZE_RANGE,
+    CPU_BLOCKS,
+    GPU_BATCHES_PER_BLOCK,
+    GPU_BLOCK_SIZE_UNKNOWN,
+    MotifParams,
+    RunOptions,
+    SolverParams,
+)
 from ..regions.npz import NpzRegions
 from ..regions.source import open_regions
 from ..regions.store import Regions
@@ -265,26 +273,24 @@ def say_redone(lines: list[str]) -> None:
                       "for the same kinds of reasons", stacklevel=5)
 
 
-#: Solver batches per block on a GPU: the next block's regions fill the slots a block's slow
-#: tail leaves free (solver.stream), and a few batches per task keep reads off the GPU's path.
-GPU_BATCHES_PER_BLOCK = 4
-
-
 def default_block_size(n_regions: int, chunk: int, gpu: bool,
                        gpu_batch: int | None = None) -> int:
     """Regions per task when the user does not say.
 
-    On CPU about 16 blocks (at least 16, at most 1024 regions each) so that every worker gets
-    several and the last ones finish together. On GPUs :data:`GPU_BATCHES_PER_BLOCK` solver
-    batches, ``gpu_batch`` being the batch the workers' free GPU memory holds
-    (:func:`nemo_dask.calling.execute.workers_gpu_batch`), or 8192 regions when no worker could
-    say (jobs still queued). Rounded to whole chunks when larger than a chunk (smaller blocks
-    share a chunk's read, which costs little beside solving).
+    On CPU about :data:`~nemo_dask.params.CPU_BLOCKS` blocks (within
+    :data:`~nemo_dask.params.CPU_BLOCK_SIZE_RANGE` regions each) so that every worker gets
+    several and the last ones finish together. On GPUs
+    :data:`~nemo_dask.params.GPU_BATCHES_PER_BLOCK` solver batches, ``gpu_batch`` being the
+    batch the workers' free GPU memory holds (:func:`nemo_dask.calling.execute.workers_gpu_batch`),
+    or :data:`~nemo_dask.params.GPU_BLOCK_SIZE_UNKNOWN` regions when no worker could say (jobs
+    still queued). Rounded to whole chunks when larger than a chunk (smaller blocks share a
+    chunk's read, which costs little beside solving).
     """
     if gpu:
-        target = GPU_BATCHES_PER_BLOCK * gpu_batch if gpu_batch else 8192
+        target = GPU_BATCHES_PER_BLOCK * gpu_batch if gpu_batch else GPU_BLOCK_SIZE_UNKNOWN
     else:
-        target = min(1024, max(16, -(-n_regions // 16)))
+        low, high = CPU_BLOCK_SIZE_RANGE
+        target = min(high, max(low, -(-n_regions // CPU_BLOCKS)))
     if target >= chunk:
         target = max(chunk, round(target / chunk) * chunk)
     return max(1, min(target, n_regions))

@@ -10,7 +10,20 @@ from typing import Any
 from .. import config
 from ..calibration.params import SCORES, CalibrationParams
 from ..errors import InputError
-from ..params import DEFAULT_BATCH_SIZE, DEFAULT_CHECK_EVERY, MODES, MotifParams, SolverParams
+from ..params import (
+    CPU_BLOCK_SIZE_RANGE,
+    CPU_BLOCKS,
+    CUDA_MAX_BATCH,
+    CUDA_MEMORY_SHARE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHECK_EVERY,
+    GPU_BATCHES_PER_BLOCK,
+    GPU_BLOCK_SIZE_UNKNOWN,
+    MODES,
+    MotifParams,
+    SolverParams,
+)
+from ..regions.scale import DEFAULT_SCALE_PERCENTILE
 from .annotate import DATABASE_HELP, add_match_arguments
 
 #: call-hits options that apply to a whole ``--runs`` sheet: given on the command line, never
@@ -111,15 +124,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="steps before a region times out (default %(default)s)")
     so.add_argument("-b", "--batch-size", type=int, default=None,
                     help="regions optimised together on a worker (default "
-                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU; on a GPU what half "
-                    "its free memory holds, at most 16384)")
+                    f"{DEFAULT_BATCH_SIZE['cpu']} per torch thread on CPU; on a GPU what "
+                    f"{CUDA_MEMORY_SHARE:.0%}% of its free memory holds, at most "
+                    f"{CUDA_MAX_BATCH})")
     so.add_argument("-J", "--compile", action="store_true", help="torch.compile the step")
     gs = so.add_mutually_exclusive_group()
     gs.add_argument("--global-scale", type=float, default=None, metavar="VALUE",
                     help="divide every region's contributions by VALUE instead of by its own "
                     "RMS (finemo's per-region global_scale, the default); for tiled stores")
     gs.add_argument("--global-scale-from", default=None, metavar="STORE[:PERCENTILE]",
-                    help="the fixed scale is this percentile (default 50) of the per-region "
+                    help="the fixed scale is this percentile (default "
+                    f"{DEFAULT_SCALE_PERCENTILE:g}) of the per-region "
                     "scales of STORE, a store of peak windows (`convert bigwig`)")
     so.add_argument("--exact", action="store_true",
                     help="finemo's dense transposed convolution on CPU: the same iterates as "
@@ -150,9 +165,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     ex = p.add_argument_group("execution")
     ex.add_argument("--block-size", type=int, default=None,
-                    help="regions per Dask task (default: computed: about 16 blocks of "
-                    "16-1024 regions on CPU workers; on GPU workers 4 solver batches, as many "
-                    "as their free memory holds, or 8192 regions; in whole store chunks)")
+                    help="regions per Dask task (default: computed: about "
+                    f"{CPU_BLOCKS} blocks of {CPU_BLOCK_SIZE_RANGE[0]}-{CPU_BLOCK_SIZE_RANGE[1]} "
+                    f"regions on CPU workers; on GPU workers {GPU_BATCHES_PER_BLOCK} solver "
+                    "batches, as many as their free memory holds, or "
+                    f"{GPU_BLOCK_SIZE_UNKNOWN} regions; in whole store chunks)")
     ex.add_argument("--retries", type=int, default=None,
                     help=f"retries of a failed task (default {run_defaults['retries']})")
     ex.add_argument("--worker-wait", metavar="TIME", default=None,

@@ -16,6 +16,9 @@ import numpy as np
 
 from ..errors import InputError
 
+#: The percentile of ``--global-scale-from STORE`` without ``:PERCENTILE``: the median window.
+DEFAULT_SCALE_PERCENTILE = 50.0
+
 
 def window_scales(regions: object, *, use_hypothetical: bool = False,
                   sqrt_transform: bool = False) -> np.ndarray:
@@ -30,23 +33,30 @@ def window_scales(regions: object, *, use_hypothetical: bool = False,
     sqrt_transform : bool
         Apply the signed square root first, as the solver does with ``-q``.
     """
+    import torch
+
+    # The solver's own formulas, so a fixed scale is a percentile of the very values finemo's
+    # per-region scaling would have used.
+    from ..solver.kernels import channels_last, global_scales, signed_sqrt
+
     n, chunk = regions.n_regions, max(1, regions.chunk_size)  # type: ignore[attr-defined]
     out = np.empty(n, dtype=np.float64)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         block = regions.read_block(start, stop)  # type: ignore[attr-defined]
-        x = block.contributions.astype(np.float32)
+        x = torch.from_numpy(block.contributions.astype(np.float32))
         if x.ndim == 2:
             x = x[:, None, :]
+        x = channels_last(x)
         if not use_hypothetical:
-            x = x * block.sequences
+            x = x * channels_last(torch.from_numpy(block.sequences.astype(np.float32)))
         if sqrt_transform:
-            x = np.sign(x) * np.sqrt(np.abs(x))
-        out[start:stop] = np.sqrt((x.astype(np.float64) ** 2).sum(axis=(1, 2)) / x.shape[2])
+            x = signed_sqrt(x)
+        out[start:stop] = global_scales(x).numpy()
     return out
 
 
-def peak_scale(store: str | os.PathLike[str], percentile: float = 50.0, *,
+def peak_scale(store: str | os.PathLike[str], percentile: float = DEFAULT_SCALE_PERCENTILE, *,
                use_hypothetical: bool = False, sqrt_transform: bool = False) -> float:
     """A percentile of the (non-zero) per-window scales of a store of peak windows.
 
@@ -68,10 +78,11 @@ def peak_scale(store: str | os.PathLike[str], percentile: float = 50.0, *,
 
 
 def parse_scale_from(text: str) -> tuple[str, float]:
-    """``STORE`` or ``STORE:PERCENTILE`` (default 50) of ``--global-scale-from``."""
+    """``STORE`` or ``STORE:PERCENTILE`` (default :data:`DEFAULT_SCALE_PERCENTILE`) of
+    ``--global-scale-from``."""
     match = re.fullmatch(r"(.+?)(?::(\d+(?:\.\d*)?))?", text)
     assert match is not None
-    return match.group(1), float(match.group(2)) if match.group(2) else 50.0
+    return match.group(1), float(match.group(2)) if match.group(2) else DEFAULT_SCALE_PERCENTILE
 
 
-__all__ = ("parse_scale_from", "peak_scale", "window_scales")
+__all__ = ("DEFAULT_SCALE_PERCENTILE", "parse_scale_from", "peak_scale", "window_scales")

@@ -97,6 +97,23 @@ def signed_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.sqrt(torch.abs(x))
 
 
+def global_scales(x: torch.Tensor) -> torch.Tensor:
+    """finemo's ``global_scale`` of each region: the RMS of its contributions over bases and
+    positions, ``sqrt(sum(x^2) / L)`` (ALGORITHM.md, per-region preprocessing).
+
+    Parameters
+    ----------
+    x : Tensor, shape=(B, 4, L)
+        Contributions as fitted (projected or hypothetical, signed-sqrt if asked).
+
+    Returns
+    -------
+    Tensor, shape=(B,)
+        In ``x``'s dtype; summed in ``x``'s memory layout (finemo's channels-last for its bits).
+    """
+    return ((x**2).sum(dim=(1, 2)) / x.shape[2]).sqrt()
+
+
 def preprocess(contribs: torch.Tensor, seqs: torch.Tensor | None, mo: PreparedMotifs,
                params: SolverParams, lw: int) -> Preprocessed:
     """finemo's preprocessing of a batch of regions.
@@ -132,8 +149,7 @@ def scaled_contributions(contribs: torch.Tensor, seqs: torch.Tensor | None,
         seq = seqs[:, :, lo:lo + lw]
     if params.sqrt_transform:
         x = signed_sqrt(x)
-    length = x.shape[2]
-    gscale = ((x**2).sum(dim=(1, 2)) / length).sqrt()
+    gscale = global_scales(x)
     if params.global_scale is not None:  # a fixed scale for tiled calling (params.py)
         gscale = torch.full_like(gscale, params.global_scale)
     return torch.nan_to_num(x / gscale[:, None, None]), seq, gscale

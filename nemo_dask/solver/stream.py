@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..motifs import Motifs
-from ..params import SolverParams
+from ..params import CUDA_MAX_BATCH, CUDA_MEMORY_SHARE, SolverParams
 from ..schema import CONVERGED, FAILED, SOLVER_HITS_DTYPES, SOLVER_QC_DTYPES, TIMEOUT
 from .cpu import CpuSolver, default_chunk
 from .gpu import capacity, sparse_prediction
@@ -194,9 +194,6 @@ def uses_compiled_cpu(params: SolverParams, device: torch.device) -> bool:
     return device.type == "cpu" and not params.exact and not params.compile_optimizer
 
 
-#: Share of a GPU's free memory the solver's slots may fill, and the most slots taken.
-CUDA_MEMORY_SHARE = 0.5
-CUDA_MAX_BATCH = 16384
 
 
 def cuda_slot_bytes(n_motifs: int, n_pos: int, length: int) -> int:
