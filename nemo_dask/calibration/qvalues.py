@@ -164,13 +164,16 @@ def qvalue_tables(targets: pl.DataFrame, nulls: pl.DataFrame,
     t = targets.join(g, on="motif", how="inner")
     d = nulls.join(g, on="motif", how="inner")
     tables: dict[Key, QTable] = {}
+    # One split of the null hits (in their order) instead of a filter per group, stratum and
+    # null: a sheet runs this pass once per run, and each small filter costs a query.
+    parts = d.partition_by("group", "stratum", "source", as_dict=True, maintain_order=True)
+    none = d.clear()
     for (name, stratum), tg in sorted(t.group_by("group", "stratum"), key=lambda x: x[0]):
-        dg = d.filter((pl.col("group") == name) & (pl.col("stratum") == stratum))
         samples = []
         for (src, st), unit in sorted(units.items()):
             if st != stratum:
                 continue
-            ds = dg.filter(pl.col("source") == src)
+            ds = parts.get((name, stratum, src), none)
             samples.append(NullSample(ds["score"].to_numpy().astype(np.float64),
                                       ds["weight"].to_numpy().astype(np.float64), unit))
         tables[(str(name), int(stratum))] = qvalue_table(tg["score"].to_numpy(), *samples)

@@ -343,11 +343,12 @@ def check_call(
 
 
 def plan_call(client: Any, call: CheckedCall, cluster: Any = None,
-              gpus: dict[str, bool] | None = None) -> Plan:
+              gpus: dict[str, bool] | None = None, queue_regions: int | None = None) -> Plan:
     """Plan a checked run whose OUT is prepared (:func:`~nemo_dask.calling.plan.prepared_out`)
     on ``client``'s cluster: asks the workers whether they have GPUs (once per device setting
-    when ``gpus`` caches the answers) and what batch their GPUs hold, lays out the blocks and
-    writes the motif files (annotated, with ``annotate``) and ``parameters.json``."""
+    when ``gpus`` caches the answers) and what batch their GPUs hold, lays out the blocks
+    (sized for ``queue_regions`` when the run shares its queue) and writes the motif files
+    (annotated, with ``annotate``) and ``parameters.json``."""
     from .execute import cluster_has_gpus, workers_gpu_batch
     from .plan import plan_run
 
@@ -361,7 +362,8 @@ def plan_call(client: Any, call: CheckedCall, cluster: Any = None,
                                    checked.motifs.width)
                  if has_gpus and run.block_size is None and solver.batch_size is None else None)
     plan = plan_run(checked, gpus=has_gpus,
-                    gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size)
+                    gpu_batch=gpu_batch if gpu_batch is not None else solver.batch_size,
+                    queue_regions=queue_regions)
     if call.annotation is not None:
         # After plan_run wrote the plain table; tasks read finemo's columns of it only.
         write_motifs(plan.out, *call.annotation)

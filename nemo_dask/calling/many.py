@@ -169,9 +169,11 @@ def _run_all(client: Any, cluster: Any, rows: Sequence[SheetRow], calls: Sequenc
     with connected(client, cluster) as cl:
         plans: dict[int, Any] = {}
         gpus: dict[str, bool] = {}  # asked of the workers once per device setting
+        # One queue: default blocks are sized for all of it (plan.default_block_size)
+        queue = sum(calls[k].checked.source.n_regions for k in live)
         for k in live:
             with _row_warnings(rows[k]), _contained(reports[k], locks[k], calls[k]):
-                plans[k] = plan_call(cl, calls[k], cluster, gpus)
+                plans[k] = plan_call(cl, calls[k], cluster, gpus, queue_regions=queue)
         order = [k for k in live if k in plans]
         by_plan = {id(plans[k]): k for k in order}
 

@@ -196,9 +196,12 @@ def validate(regions: Any, motifs_path: Any, out: Any, *, solver: SolverParams,
                    calibration=calibration, background=bg_store)
 
 
-def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
-    """Lay out the blocks (GPU-sized when ``gpus``; a resume keeps OUT's layout), write the
-    motif files and ``parameters.json``, and find the finished blocks a resume may keep."""
+def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None,
+             queue_regions: int | None = None) -> Plan:
+    """Lay out the blocks (GPU-sized when ``gpus``; a resume keeps OUT's layout; the default
+    size from ``queue_regions`` when the run shares its queue, :func:`default_block_size`),
+    write the motif files and ``parameters.json``, and find the finished blocks a resume may
+    keep."""
     store, out, run = c.store, c.out, c.run
     assert store is not None, "plan_run needs prepared_out first"
     n_regions = store.n_regions
@@ -220,7 +223,8 @@ def plan_run(c: Checked, gpus: bool, gpu_batch: int | None = None) -> Plan:
     if kept is not None:
         block_size = kept
     if block_size is None:
-        block_size = default_block_size(n_regions, int(store.chunk_size), gpus, gpu_batch)
+        block_size = default_block_size(n_regions, int(store.chunk_size), gpus, gpu_batch,
+                                        queue_regions)
     blocks = [(b, s, min(s + block_size, n_regions))
               for b, s in enumerate(range(0, n_regions, block_size))]
     finemo_params = finemo_parameters(c, store)
@@ -274,12 +278,15 @@ def say_redone(lines: list[str]) -> None:
 
 
 def default_block_size(n_regions: int, chunk: int, gpu: bool,
-                       gpu_batch: int | None = None) -> int:
+                       gpu_batch: int | None = None, queue_regions: int | None = None) -> int:
     """Regions per task when the user does not say.
 
     On CPU about :data:`~nemo_dask.params.CPU_BLOCKS` blocks (within
-    :data:`~nemo_dask.params.CPU_BLOCK_SIZE_RANGE` regions each) so that every worker gets
-    several and the last ones finish together. On GPUs
+    :data:`~nemo_dask.params.CPU_BLOCK_SIZE_RANGE` regions each) of the queue, so that every
+    worker gets several and the last ones finish together: the queue is the run's
+    ``n_regions``, or ``queue_regions`` when the run shares one queue with others (a ``--runs``
+    sheet: 20 runs of 350 regions are blocked as one run of 7000 would be, not in 320 blocks
+    whose reads, writes and hand-overs cost more than their solves). On GPUs
     :data:`~nemo_dask.params.GPU_BATCHES_PER_BLOCK` solver batches, ``gpu_batch`` being the
     batch the workers' free GPU memory holds (:func:`nemo_dask.calling.execute.workers_gpu_batch`),
     or :data:`~nemo_dask.params.GPU_BLOCK_SIZE_UNKNOWN` regions when no worker could say (jobs
@@ -290,7 +297,7 @@ def default_block_size(n_regions: int, chunk: int, gpu: bool,
         target = GPU_BATCHES_PER_BLOCK * gpu_batch if gpu_batch else GPU_BLOCK_SIZE_UNKNOWN
     else:
         low, high = CPU_BLOCK_SIZE_RANGE
-        target = min(high, max(low, -(-n_regions // CPU_BLOCKS)))
+        target = min(high, max(low, -(-(queue_regions or n_regions) // CPU_BLOCKS)))
     if target >= chunk:
         target = max(chunk, round(target / chunk) * chunk)
     return max(1, min(target, n_regions))

@@ -52,6 +52,11 @@ def test_block_sizes_for_cpu_and_gpu_workers():
     # On GPUs: 4 batches of what the workers' free memory holds, in whole chunks.
     assert default_block_size(100_000, 256, gpu=True, gpu_batch=3000) == 12032
     assert default_block_size(5_000, 256, gpu=True, gpu_batch=3000) == 5000
+    # A run of a --runs sheet is blocked for the sheet's one queue: 20 runs of 350 regions as
+    # one run of 7000 (16 blocks of 448), so each is one block, not 16 of 22.
+    assert default_block_size(350, 64, gpu=False, queue_regions=7000) == 350
+    assert default_block_size(7000, 64, gpu=False) == 448
+    assert default_block_size(350, 64, gpu=False, queue_regions=350) == 22
 
 
 def test_gpu_batch_is_asked_of_the_workers_and_the_smallest_wins():

@@ -520,3 +520,20 @@ def test_the_open_files_limit_is_raised_for_the_locks_or_the_sheet_refused(monke
                        r"process may open at most 1000 files \(ulimit -Hn\); split the sheet "
                        "into sheets of at most 488 runs"):
         many._allow_open_files(600, "RUNS.tsv")
+
+
+def test_a_sheets_default_blocks_are_sized_for_its_one_queue(tmp_path, data_dir, modisco_h5,
+                                                             client):
+    """Without --block-size the sheet's runs are blocked as one run of all their regions
+    would be (plan.default_block_size's queue_regions): two runs of 350 regions get larger
+    blocks than one run of 350 alone (22: test_execute)."""
+    import json
+
+    runs = [{"name": n, "regions": data_dir / "regions.npz", "motifs": modisco_h5,
+             "out": tmp_path / n} for n in ("a", "b")]
+    result = _quiet(call_hits_many, runs, client=client, progress=False)
+    assert result.ok
+    [size] = {json.loads((tmp_path / n / "parameters.json").read_text())["nemo_dask"]
+              ["block_size"] for n in ("a", "b")}
+    assert size > 22
+    assert [r.n_blocks_solved for r in result.runs] == [-(-350 // size)] * 2
