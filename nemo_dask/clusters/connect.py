@@ -26,6 +26,7 @@ from . import local as _local
 from .options import (
     JOBQUEUE_KINDS,
     KINDS,
+    LOCAL_KINDS,
     ClusterOptions,
     GpuUnavailableError,
     cfg,
@@ -47,7 +48,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                    help="use an existing Dask scheduler (tcp://HOST:PORT, tls://HOST:PORT or a "
                    "scheduler file) instead of starting a cluster")
     g.add_argument("--cluster", choices=list(KINDS),
-                   help="cluster to start: local CPU workers, cuda (one worker per visible GPU) "
+                   help="cluster to start: local CPU workers, cuda (one worker per visible GPU), "
+                   "in-process (worker threads in this process: for a debugger or profiler) "
                    "or a batch system (one GPU job per worker); default local")
     g.add_argument("--workers", dest="n_workers", type=int, metavar="N",
                    help="local: worker processes (default: CPU cores // threads); cuda: GPUs "
@@ -132,6 +134,8 @@ def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> 
             cluster = _local.start_local(o)
         elif o.cluster == "cuda":
             cluster = _local.start_cuda(o)
+        elif o.cluster == "in-process":
+            cluster = _local.start_in_process(o)
         else:
             cluster = _jobqueue.start(o)
         # Closing prints nothing but our lines (clusters/quiet.py): unwound last to first,
@@ -142,7 +146,7 @@ def connect(options: ClusterOptions | None = None, *, announce: bool = True) -> 
         client = Client(cluster)
         stack.callback(client.close)
         stack.callback(quiet.enter_context, closing_quietly(client))
-        if o.cluster in ("local", "cuda"):
+        if o.cluster in LOCAL_KINDS:
             quiet_memory_warnings(client)  # dask's "unmanaged memory" lines: see quiet.py
         if announce:
             announce_cluster(o, cluster)
@@ -184,6 +188,11 @@ def announce_cluster(o: ClusterOptions, cluster: Any) -> None:
         link = cluster.dashboard_link
     except Exception:  # no bokeh: no dashboard
         link = None
+    if link and o.cluster == "in-process":
+        # dask names the machine's address for an in-process scheduler; it listens where
+        # --dashboard-address says (loopback by default)
+        host = str(o.dashboard_address or "127.0.0.1:0").rsplit(":", 1)[0] or "127.0.0.1"
+        link = f"http://{host}:{cluster.scheduler.http_server.port}/status"
     dash = f"dashboard {link}" if link else "no dashboard (pip install bokeh)"
     if o.cluster in JOBQUEUE_KINDS:
         jobs = (f"{o.jobs} job(s)" if o.jobs is not None else

@@ -175,6 +175,22 @@ def start_local(options: ClusterOptions) -> Any:
                         env=storage_environ())
 
 
+def start_in_process(options: ClusterOptions) -> Any:
+    """``distributed.LocalCluster(processes=False)``: the workers are threads of this process.
+
+    call-hits then runs its blocks through the same plan, tasks and ending as on any cluster,
+    in the caller's process: a debugger, a profiler and ``fit_block``'s results apply as they
+    are (the parity tests' in-process path). No memory limit (the worker's would be the
+    caller's process), so no worker is paused or restarted; one worker of one thread unless
+    ``--workers``/``--threads-per-worker`` say otherwise.
+    """
+    from distributed import LocalCluster
+
+    return LocalCluster(processes=False, n_workers=options.n_workers or 1,
+                        threads_per_worker=options.threads_per_worker or 1, memory_limit=0,
+                        dashboard_address=dashboard_address(options))
+
+
 #: Environment variables object-store clients read (credentials, endpoints, fsspec config).
 _STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCE_", "AZURE_STORAGE_")
 

@@ -18,7 +18,7 @@ from .. import config
 from ..errors import InputError
 from .systems import SYSTEMS, import_dask_jobqueue
 
-LOCAL_KINDS = ("local", "cuda")
+LOCAL_KINDS = ("local", "cuda", "in-process")
 JOBQUEUE_KINDS = tuple(SYSTEMS)
 KINDS = LOCAL_KINDS + JOBQUEUE_KINDS
 
@@ -114,7 +114,11 @@ def resolve(options: ClusterOptions) -> ClusterOptions:
         o.tls = cfg("tls")
     if o.tls is None:
         o.tls = o.cluster in JOBQUEUE_KINDS
-    if o.cluster in LOCAL_KINDS:
+    if o.cluster == "in-process":
+        # Worker threads in this process (clusters.local.start_in_process): no config section.
+        o.n_workers = o.n_workers or 1
+        o.threads_per_worker = o.threads_per_worker or 1
+    elif o.cluster in LOCAL_KINDS:
         section = o.cluster
         if o.n_workers is None:
             o.n_workers = cfg(f"{section}.n-workers")

@@ -377,3 +377,19 @@ def test_each_batch_system_is_one_record():
         jq.walltime_seconds("1:00:00", "lsf")
     with pytest.raises(InputError, match="--cluster kubernetes: not a batch system"):
         system("kubernetes")
+
+
+def test_in_process_cluster_runs_its_workers_as_threads_of_this_process(capsys):
+    """--cluster in-process: dask's LocalCluster(processes=False), one worker of one thread
+    by default, no memory limit; its dashboard link names where it listens (loopback)."""
+    from nemo_dask.clusters.connect import connect
+    from nemo_dask.clusters.options import ClusterOptions
+
+    o = resolve(ClusterOptions(cluster="in-process"))
+    assert (o.n_workers, o.threads_per_worker) == (1, 1)
+    with connect(ClusterOptions(cluster="in-process")) as client:
+        pids = client.run(os.getpid)
+        limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    assert list(pids.values()) == [os.getpid()] and limits == [0]
+    said = capsys.readouterr().err
+    assert "in-process cluster, 1 worker(s)" in said and "http://127.0.0.1:" in said

@@ -76,48 +76,21 @@ def edit_finemo_dir(src: Path, dst: Path, *,
     return dst
 
 
-def write_in_process(out: Path, result, motifs, regions: dict, mode: str) -> Path:
-    """Write an in-process ``fit_block`` result over all of ``regions`` as a run directory.
-
-    Stored exactly as call-hits stores a block (calling.columns.stored_tables, one partition),
-    so that compare_hits and the readers see it like any run.
-    """
-    import numpy as np
-
-    from nemo_dask.calling.columns import stored_tables
-    from nemo_dask.dataset import PARAMS_FILE, write_block, write_motifs
-    from nemo_dask.params import SolverParams
-    from nemo_dask.storage.outputs import write_json
-
-    peaks = pl.DataFrame({"peak_id": regions["peak_id"], "chr": regions["chr"],
-                          "chr_id": regions["chr_id"].astype(np.uint32),
-                          "peak_region_start": regions["start"],
-                          "peak_name": regions["peak_name"]})
-    hits, qc = stored_tables(result.hits, result.qc, peaks, motifs, 0)
-    write_block(out, 0, hits, qc)
-    write_motifs(out, motifs.table)
-    write_json({"mode": mode, "convergence_tol": SolverParams().convergence_tol},
-                      out / PARAMS_FILE)
-    return out
-
-
 @pytest.fixture(scope="package")
-def in_process(tmp_path_factory, regions_npz, modisco_h5) -> Callable[[str], Path]:
-    """``in_process(mode)``: fit_block on all 350 regions in this process, as a run directory."""
-    from nemo_dask.motifs import load_motifs
-    from nemo_dask.params import MotifParams, SolverParams
-    from nemo_dask.solver.stream import fit_block
+def in_process(tmp_path_factory, modisco_h5) -> Callable[[str], Path]:
+    """``in_process(mode)``: call-hits on all 350 regions as one block on an in-process cluster
+    (``--cluster in-process``: the plan, task and ending of any run, in this process)."""
+    from nemo_dask.calling.api import call_hits
+    from nemo_dask.clusters.connect import ClusterOptions
 
     root = tmp_path_factory.mktemp("in_process")
     done: dict[str, Path] = {}
 
     def get(mode: str) -> Path:
         if mode not in done:
-            params = MotifParams(mode=mode)
-            motifs = load_motifs(modisco_h5, params)
-            res = fit_block(regions_npz["sequences"], regions_npz["contributions"], motifs,
-                            params=SolverParams(mode=mode))
-            done[mode] = write_in_process(root / mode, res, motifs, regions_npz, mode)
+            done[mode] = call_hits(DATA / "regions.npz", modisco_h5, root / mode, mode=mode,
+                                   block_size=350, progress=False,
+                                   cluster=ClusterOptions(cluster="in-process")).out
         return done[mode]
 
     return get
