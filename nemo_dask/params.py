@@ -1,7 +1,7 @@
 """The parameters of hit calling: finemo's options (with finemo 0.41's defaults) and run options.
 
-:class:`SolverParams` (the optimiser, and the mode's contribution kind), :class:`MotifParams`
-(how motifs are read) and :class:`RunOptions` (how call-hits runs: blocks, device, retries; its
+:class:`SolverParams` (the optimiser, and the contribution kind the mode picks), :class:`MotifParams`
+(how motifs are read, and the mode: stated here only) and :class:`RunOptions` (how call-hits runs: blocks, device, retries; its
 defaults are in ``nemo_dask.yaml``, key ``nemo_dask.call-hits``). The CLI's defaults and the
 Python API's keyword defaults are read from these classes, so they cannot disagree; the
 resolved values are written to ``OUT/parameters.json``.
@@ -58,7 +58,7 @@ DEFAULT_CHECK_EVERY: dict[str, int] = {"cpu": 1, "cuda": 10}
 
 @dataclass(frozen=True)
 class SolverParams:
-    """Optimiser settings of finemo's ``fit_contribs``, same names and defaults, and the mode.
+    """Optimiser settings of finemo's ``fit_contribs``, same names and defaults.
 
     ``batch_size`` None means the per-device default of :data:`DEFAULT_BATCH_SIZE` (on CPU,
     times the torch threads; on a GPU, sized from its free memory).
@@ -68,9 +68,10 @@ class SolverParams:
     machine; the default computes it from the few non-zeros of the extrapolated point, which
     reorders the terms of its sums (last bits; the rounding-robust parity holds). On a GPU the
     dense step is always used. ``check_every`` is how many steps pass between convergence
-    checks (None: :data:`DEFAULT_CHECK_EVERY`); it changes no result. ``mode`` is finemo's mode (see :data:`MODES`); the solver uses
-    its second letter only (:attr:`use_hypothetical`), the first picks the motif matrices when
-    they are loaded (:class:`MotifParams`).
+    checks (None: :data:`DEFAULT_CHECK_EVERY`); it changes no result. ``use_hypothetical`` is
+    ``fit_contribs``' own: whether contributions are fitted as hypothetical (modes ph, hh) or
+    projected onto the sequence. The mode itself is :attr:`MotifParams.mode`, the one place it
+    is stated; a run takes ``use_hypothetical`` from it (:func:`nemo_dask.calling.api.call_hits`).
     """
 
     step_size_max: float = 3.0
@@ -83,7 +84,7 @@ class SolverParams:
     post_filter: bool = True
     eps: float = 1.0
     compile_optimizer: bool = False
-    mode: str = "pp"
+    use_hypothetical: bool = False
     #: A fixed divisor of every region's contributions instead of finemo's per-region RMS
     #: (None: finemo's ``global_scale``); see "Calling over intervals and whole genomes".
     global_scale: float | None = None
@@ -92,7 +93,9 @@ class SolverParams:
     check_every: int | None = None
 
     def __post_init__(self) -> None:
-        _check_mode(self.mode)
+        if not isinstance(self.use_hypothetical, bool):
+            raise InputError(f"use_hypothetical must be True or False, got "
+                             f"{self.use_hypothetical!r} (the mode is MotifParams.mode)")
         if self.global_scale is not None and not (
             isinstance(self.global_scale, (int, float)) and not isinstance(self.global_scale, bool)
             and math.isfinite(self.global_scale) and self.global_scale > 0
@@ -135,11 +138,6 @@ class SolverParams:
         if device_type == "cpu":
             return DEFAULT_BATCH_SIZE["cpu"] * max(1, threads)
         return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cuda"])
-
-    @property
-    def use_hypothetical(self) -> bool:
-        """Whether contributions are fitted as hypothetical (modes ph, hh), not projected."""
-        return MODES[self.mode][1]
 
 
 @dataclass(frozen=True)

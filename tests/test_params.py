@@ -1,4 +1,4 @@
-"""params.py: SolverParams (with the mode), MotifParams, RunOptions, and the API/CLI defaults
+"""params.py: SolverParams, MotifParams (with the mode), RunOptions, and the API/CLI defaults
 read from them."""
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from nemo_dask.params import (
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_mode_decides_the_contribution_kind(mode):
-    assert SolverParams(mode=mode).use_hypothetical is (mode[1] == "h")
-    assert MotifParams(mode=mode).use_hypothetical is SolverParams(mode=mode).use_hypothetical
+    """The mode is stated once, in MotifParams; the solver takes its contribution kind."""
+    assert MotifParams(mode=mode).use_hypothetical is (mode[1] == "h")
     assert MotifParams(mode=mode).motif_type == ("hcwm" if mode[0] == "h" else "cwm")
+    assert "mode" not in {f.name for f in dataclasses.fields(SolverParams)}
 
 
-@pytest.mark.parametrize("bad", [dict(mode="xx"), dict(step_size_max=float("nan")),
+@pytest.mark.parametrize("bad", [dict(use_hypothetical="hh"), dict(step_size_max=float("nan")),
                                  dict(step_size_min=5.0), dict(step_adjust=1.0),
                                  dict(max_steps=0), dict(batch_size=0), dict(eps=-1.0)])
 def test_solver_params_refuse_bad_values(bad):
@@ -56,10 +57,12 @@ def test_run_options_come_from_the_config_unless_given():
 
 def test_call_hits_keywords_are_the_parameter_objects():
     """Every SolverParams/MotifParams/RunOptions field is a keyword of call_hits, with the
-    dataclass's default (or None: from the configuration)."""
+    dataclass's default (or None: from the configuration); but ``use_hypothetical``, which
+    call_hits takes from its ``mode`` (the mode is stated once)."""
     sig = inspect.signature(call_hits).parameters
+    assert "use_hypothetical" not in sig
     for cls in (SolverParams, MotifParams):
-        for name in (f.name for f in dataclasses.fields(cls)):
+        for name in (f.name for f in dataclasses.fields(cls) if f.name != "use_hypothetical"):
             assert name in sig, name
             default = getattr(cls(), name)
             assert sig[name].default == (None if isinstance(default, (dict, tuple)) else default)

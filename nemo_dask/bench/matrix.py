@@ -169,7 +169,8 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
             finemo_times[bs].append(time.perf_counter() - t)
             ref = ref or (hits, qc)
         for bs in batch_sizes:
-            params = SolverParams(batch_size=bs, mode=cell.mode, exact=exact)
+            params = SolverParams(batch_size=bs, use_hypothetical=mp.use_hypothetical,
+                                  exact=exact)
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -186,7 +187,8 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
     with warnings.catch_warnings():  # untimed: the final iterates' non-zeros
         warnings.simplefilter("ignore")
         raw = fit_block(sequences, contributions, motifs, device=dev,
-                        params=SolverParams(mode=cell.mode, exact=exact, post_filter=False))
+                        params=SolverParams(use_hypothetical=mp.use_hypothetical, exact=exact,
+                                            post_filter=False))
     res.nonzeros = raw.hits.height / n
     return res
 

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..motifs import Motifs, load_motifs
-from ..params import MotifParams, SolverParams
+from ..params import MODES, MotifParams, SolverParams
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 
     if n_motifs is not None:
         motifs = resize_motifs(motifs, n_motifs)
     for b, rate in res.ours.items():
-        used = b or default_batch(SolverParams(mode=mode, exact=exact), dev, motifs,
+        used = b or default_batch(SolverParams(use_hypothetical=MODES[mode][1], exact=exact), dev, motifs,
                                   seqs.shape[-1])
         rows.append(BenchRow("nemo_dask", used, n / rate, n, hits, res.jaccard))
     return rows

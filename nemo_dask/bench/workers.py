@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from ..motifs import load_motifs
-from ..params import MotifParams, SolverParams
+from ..params import MODES, MotifParams, SolverParams
 from .solver import load_arrays
 
 
@@ -71,7 +71,7 @@ def _in_process(store: str, modisco_h5: str, mode: str, device: str, threads: in
     dev = torch.device(device)
     t = time.perf_counter()
     res = fit_block(block.sequences, block.contributions, motifs,
-                    params=SolverParams(mode=mode), device=dev, threads=threads)
+                    params=SolverParams(use_hypothetical=MODES[mode][1]), device=dev, threads=threads)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return WorkersRow(0, time.perf_counter() - t, regions.n_regions, res.hits.height)

@@ -314,7 +314,9 @@ def check_call(
         step_size_max=step_size_max, step_size_min=step_size_min, sqrt_transform=sqrt_transform,
         convergence_tol=convergence_tol, max_steps=max_steps, batch_size=batch_size,
         step_adjust=step_adjust, post_filter=post_filter, eps=eps,
-        compile_optimizer=compile_optimizer, mode=mode, global_scale=global_scale,
+        compile_optimizer=compile_optimizer,
+        use_hypothetical=MotifParams(mode=mode).use_hypothetical,  # (the mode's one check)
+        global_scale=global_scale,
         exact=exact, check_every=check_every)
     run = RunOptions(block_size=block_size, device=device, retries=retries,
                      overwrite=overwrite, progress=progress,

@@ -51,9 +51,9 @@ from ..params import MotifParams, SolverParams
 
 #: Store attributes that say where the inputs were or when the store was made, not what it holds.
 _VOLATILE_ATTRS = ("created_at", "created_by", "source", "chunk_checksums")
-#: SolverParams fields that change no hit (see the module docstring); ``mode`` is recorded once,
-#: with the motif options.
-_NOT_IDENTITY = ("batch_size", "mode", "check_every")
+#: SolverParams fields that change no hit (see the module docstring), and ``use_hypothetical``,
+#: which the mode decides: recorded once, with the motif options.
+_NOT_IDENTITY = ("batch_size", "use_hypothetical", "check_every")
 
 
 def jsonable(value: Any) -> Any:

@@ -318,5 +318,5 @@ def warm_up() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for mode in ("pp", "hh"):
-            solver = CpuSolver(mo, 35, SolverParams(mode=mode, max_steps=3))
+            solver = CpuSolver(mo, 35, SolverParams(use_hypothetical=mode == "hh", max_steps=3))
             solver.solve(solver.prepare(contribs, None if mode == "hh" else seqs))

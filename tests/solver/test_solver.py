@@ -147,7 +147,7 @@ def test_hypothetical_mode_rejects_compact_contributions(regions_npz, modisco_h5
     motifs = load_motifs(modisco_h5)
     with pytest.raises(ValueError, match="hypothetical"):
         fit_block(regions_npz["sequences"][:2], regions_npz["contributions"][:2, 0], motifs,
-                  params=SolverParams(mode="hh"))
+                  params=SolverParams(use_hypothetical=True))
 
 
 @pytest.mark.gpu

@@ -28,7 +28,7 @@ def test_blocks_stream_through_with_unchanged_results_and_errors_reach_their_tas
     # Two runs interleaved: each block must be solved with its own run's parameters.
     other = SolverParams(batch_size=8, convergence_tol=0.01)
     submitted = [submit("run-a", a, b) for a, b in bounds] + [submit("run-b", 0, 10, params=other)]
-    hyp, hyp_started = submit("run-c", 0, 3, params=replace(params, mode="hh"))  # a third run
+    hyp, hyp_started = submit("run-c", 0, 3, params=replace(params, use_hypothetical=True))  # a third run
     after = submit("run-a", 0, 20)[0]
 
     for (a, b), (future, started) in zip(bounds, submitted, strict=False):
@@ -44,7 +44,7 @@ def test_blocks_stream_through_with_unchanged_results_and_errors_reach_their_tas
     # solver thread goes on with the next block.
     contribs_compact = regions_npz["contributions"][:3].sum(axis=1)
     bad2, _ = service.submit("run-d", seqs[:3], contribs_compact, 0, motifs=motifs, device=cpu,
-                             params=replace(params, mode="hh"), threads=1)
+                             params=replace(params, use_hypothetical=True), threads=1)
     with pytest.raises(ValueError, match="hypothetical modes need"):
         bad2.result(timeout=60)
     assert hyp.result(timeout=60)[0].qc.height == 3 and hyp_started.is_set()

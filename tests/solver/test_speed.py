@@ -18,7 +18,7 @@ from conftest import assert_parity, max_rel
 from nemo_dask.cli import build_parser, main
 from nemo_dask.errors import InputError
 from nemo_dask.motifs import load_motifs
-from nemo_dask.params import MotifParams, SolverParams
+from nemo_dask.params import MODES, MotifParams, SolverParams
 from nemo_dask.solver.cpu import CpuSolver
 from nemo_dask.solver.kernels import channels_last, prepare_motifs, preprocess
 from nemo_dask.solver.stream import cuda_batch_size, fit_block
@@ -32,7 +32,7 @@ def _prepared(regions_npz, modisco_h5, mode: str, n: int, lam: float = 0.7):
     lw = npos + mo.cwms.shape[2] - 1
     seqs = None if mode == "hh" else torch.from_numpy(regions_npz["sequences"][:n]).float()
     pre = preprocess(torch.from_numpy(regions_npz["contributions"][:n]).float(), seqs, mo,
-                     SolverParams(mode=mode), lw)
+                     SolverParams(use_hypothetical=MODES[mode][1]), lw)
     return motifs, mo, pre, npos
 
 
@@ -49,7 +49,7 @@ def test_columns_and_direct_ways_give_the_same_results(regions_npz, modisco_h5, 
     runs = {}
     for way in (0, 1, 2):
         monkeypatch.setattr(CpuSolver, "way", way)
-        runs[way] = fit_block(seqs, contribs, motifs, params=SolverParams(mode=mode))
+        runs[way] = fit_block(seqs, contribs, motifs, params=SolverParams(use_hypothetical=MODES[mode][1]))
     ref = runs[0].hits.rename({"region": "peak_id"})
     for way in (1, 2):
         # Ill-conditioned pairs of overlapping motifs move a few coefficients by more than
@@ -61,7 +61,7 @@ def test_columns_and_direct_ways_give_the_same_results(regions_npz, modisco_h5, 
 
 
 @pytest.mark.parametrize("options", [
-    dict(mode="pp"), dict(mode="hh"),
+    dict(use_hypothetical=False), dict(use_hypothetical=True),
     dict(step_size_max=40.0),  # divergences: resets and smaller steps between two checks
     dict(max_steps=30),  # timeouts
 ], ids=["pp", "hh", "divergence", "timeout"])
@@ -101,8 +101,8 @@ def test_exact_and_compiled_solvers_call_the_same_hits(regions_npz, modisco_h5, 
     lands 3e-5 x tol from tol, and finemo's own batch sizes take 63 or 64 steps there)."""
     motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
     seqs, contribs = regions_npz["sequences"][:80], regions_npz["contributions"][:80]
-    fast = fit_block(seqs, contribs, motifs, params=SolverParams(mode=mode))
-    exact = fit_block(seqs, contribs, motifs, params=SolverParams(mode=mode, exact=True))
+    fast = fit_block(seqs, contribs, motifs, params=SolverParams(use_hypothetical=MODES[mode][1]))
+    exact = fit_block(seqs, contribs, motifs, params=SolverParams(use_hypothetical=MODES[mode][1], exact=True))
     exact_hits = exact.hits.rename({"region": "peak_id"})
     assert_parity(fast, exact_hits, exact.qc, coef_outliers=0.005)
     assert max_rel(fast.hits["hit_importance"], exact.hits["hit_importance"]) < 1e-5
@@ -128,7 +128,7 @@ def test_exact_is_finemo_bit_for_bit(data_dir, regions_npz, modisco_h5, case):
         with np.load(data_dir / "regions_bw.npz") as bw:
             contribs = bw["contributions"][:n]
     seqs = regions_npz["sequences"][:n]
-    p = SolverParams(mode=mode, exact=True, batch_size=batch, **case)
+    p = SolverParams(use_hypothetical=MODES[mode][1], exact=True, batch_size=batch, **case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ref_hits, ref_qc = hitcaller.fit_contribs(
@@ -209,10 +209,10 @@ def test_results_do_not_depend_on_batch_or_threads(regions_npz, modisco_h5, mode
     preprocessed together and however many threads solve them side by side."""
     motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
     seqs, contribs = regions_npz["sequences"][:30], regions_npz["contributions"][:30]
-    base = fit_block(seqs, contribs, motifs, params=SolverParams(mode=mode, batch_size=16))
+    base = fit_block(seqs, contribs, motifs, params=SolverParams(use_hypothetical=MODES[mode][1], batch_size=16))
     for batch, threads in ((1, 1), (7, 1), (30, 2), (5, 3)):
         res = fit_block(seqs, contribs, motifs, threads=threads,
-                        params=SolverParams(mode=mode, batch_size=batch))
+                        params=SolverParams(use_hypothetical=MODES[mode][1], batch_size=batch))
         assert res.hits.equals(base.hits), (batch, threads)
         assert res.qc.equals(base.qc), (batch, threads)
 
@@ -225,7 +225,7 @@ def test_scores_at_the_hits_equal_the_dense_ones(regions_npz, modisco_h5, mode, 
     from nemo_dask.solver.kernels import score
 
     motifs, mo, pre, npos = _prepared(regions_npz, modisco_h5, mode, 8)
-    params = SolverParams(mode=mode, post_filter=post_filter)
+    params = SolverParams(use_hypothetical=MODES[mode][1], post_filter=post_filter)
     gen = torch.Generator().manual_seed(1)
     coef = torch.rand((8, mo.cwms.shape[0], npos), generator=gen)
     # Non-zeros at random and where the motif matches (which the post-filter keeps).
@@ -265,7 +265,7 @@ def test_preprocessing_a_region_alone_or_in_a_batch_gives_the_same_bits(regions_
     contribs = torch.from_numpy(regions_npz["contributions"][:n]).float()
     seqs = None if mode == "hh" else torch.from_numpy(regions_npz["sequences"][:n]).float()
     lw = contribs.shape[2] - load_motifs(modisco_h5).width + 1 + mo.cwms.shape[2] - 1
-    params = SolverParams(mode=mode)
+    params = SolverParams(use_hypothetical=MODES[mode][1])
     solver = CpuSolver(mo, lw - mo.cwms.shape[2] + 1, params)
     chunk = solver.prepare(contribs, seqs)
     for k in (0, 5, 15):
@@ -315,14 +315,16 @@ def test_sparse_prediction_equals_the_transposed_convolution(regions_npz, modisc
     assert capacity(1000, 10**6, 50) is None  # its room would outgrow the memory budget
 
 
-@pytest.mark.parametrize("options", [dict(mode="pp"), dict(mode="hh"), dict(step_size_max=40.0)],
+@pytest.mark.parametrize("options", [dict(use_hypothetical=False), dict(use_hypothetical=True),
+                                     dict(step_size_max=40.0)],
                          ids=["pp", "hh", "divergence"])
 def test_gpu_windows_with_the_sparse_prediction_keep_every_step_and_hit(
         regions_npz, modisco_h5, monkeypatch, options):
     """On CUDA a window of K steps forms the prediction from the non-zeros when the last check
     found few; the same steps in every region and the same hits as the dense windows, whatever
     K (the prediction's sums only run in another order)."""
-    motifs = load_motifs(modisco_h5, MotifParams(mode=options.get("mode", "pp")))
+    motifs = load_motifs(modisco_h5,
+                         MotifParams(mode="hh" if options.get("use_hypothetical") else "pp"))
     seqs, contribs = regions_npz["sequences"][:30], regions_npz["contributions"][:30]
     _gpu_logic(monkeypatch, sparse=False)
     dense = fit_block(seqs, contribs, motifs, params=SolverParams(check_every=5, batch_size=16,
