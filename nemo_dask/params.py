@@ -1,10 +1,11 @@
 """The parameters of hit calling: finemo's options (with finemo 0.41's defaults) and run options.
 
-:class:`SolverParams` (the optimiser, and the contribution kind the mode picks), :class:`MotifParams`
-(how motifs are read, and the mode: stated here only) and :class:`RunOptions` (how call-hits runs: blocks, device, retries; its
-defaults are in ``nemo_dask.yaml``, key ``nemo_dask.call-hits``). The CLI's defaults and the
-Python API's keyword defaults are read from these classes, so they cannot disagree; the
-resolved values are written to ``OUT/parameters.json``.
+:class:`SolverParams` (the optimiser, and the contribution kind the mode picks),
+:class:`MotifParams` (how motifs are read, and the mode: stated here only) and
+:class:`RunOptions` (how call-hits runs: blocks, device, retries; its defaults are in
+``nemo_dask.yaml``, key ``nemo_dask.call-hits``). The CLI's defaults and the Python API's
+keyword defaults are read from these classes, so they cannot disagree; the resolved values are
+written to ``OUT/parameters.json``.
 """
 
 from __future__ import annotations
