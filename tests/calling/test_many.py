@@ -139,7 +139,8 @@ def test_blocks_of_different_runs_on_one_solver_get_their_own_motifs_and_params(
     from nemo_dask.solver.stream import fit_block
 
     runs = {"pp": (MotifParams(), SolverParams()),
-            "hh": (MotifParams(mode="hh", lambda_default=0.8), SolverParams(mode="hh"))}
+            "hh": (MotifParams(mode="hh", lambda_default=0.8),
+                   SolverParams(use_hypothetical=True))}
     motifs = {k: load_motifs(modisco_h5, mp) for k, (mp, _) in runs.items()}
     seqs, contribs = regions_npz["sequences"], regions_npz["contributions"]
     blocks = [(k, s) for s in range(0, 24, 6) for k in runs]  # pp, hh, pp, hh, ...
