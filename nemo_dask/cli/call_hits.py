@@ -80,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="many runs on one cluster: a tab-separated sheet with one row per run "
                     "and the columns name, regions, motifs, out and any call-hits option by "
                     "its long name (a blank cell: the command line's value, else the default); "
-                    "paths relative to the sheet's folder")
+                    "paths relative to the sheet's folder. Without a block-size column, blocks "
+                    "are sized for the whole sheet's regions")
     io.add_argument("--summary", metavar="PATH", default=None,
                     help="with --runs: where each run's status, hits, regions, blocks and "
                     "seconds are written (default: RUNS.summary.tsv beside the sheet)")
@@ -168,8 +169,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="regions per Dask task (default: computed: about "
                     f"{CPU_BLOCKS} blocks of {CPU_BLOCK_SIZE_RANGE[0]}-{CPU_BLOCK_SIZE_RANGE[1]} "
                     f"regions on CPU workers; on GPU workers {GPU_BATCHES_PER_BLOCK} solver "
-                    "batches, as many as their free memory holds, or "
-                    f"{GPU_BLOCK_SIZE_UNKNOWN} regions; in whole store chunks)")
+                    "batches (a batch: what their free memory holds), or "
+                    f"{GPU_BLOCK_SIZE_UNKNOWN} regions while no worker has said; in whole "
+                    "store chunks)")
     ex.add_argument("--retries", type=int, default=None,
                     help=f"retries of a failed task (default {run_defaults['retries']})")
     ex.add_argument("--worker-wait", metavar="TIME", default=None,

@@ -201,6 +201,10 @@ def announce_cluster(o: ClusterOptions, cluster: Any) -> None:
         print(f"nemo-dask: {o.cluster} cluster at {cluster.scheduler_address}, {jobs}, {tls}; "
               f"{dash} (from your machine: ssh -L 8787:{_hostport(link)} <login-node>); "
               "tasks start when the batch system runs the jobs", file=sys.stderr)
+    elif o.cluster == "in-process":  # (dask's inproc:// address names no reachable port)
+        n = len(cluster.workers)
+        print(f"nemo-dask: in-process cluster, {n} worker thread(s) in this process; {dash}",
+              file=sys.stderr)
     else:
         n = len(cluster.workers)
         print(f"nemo-dask: {o.cluster} cluster, {n} worker(s) at {cluster.scheduler_address}; "

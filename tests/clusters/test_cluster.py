@@ -392,4 +392,4 @@ def test_in_process_cluster_runs_its_workers_as_threads_of_this_process(capsys):
         limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
     assert list(pids.values()) == [os.getpid()] and limits == [0]
     said = capsys.readouterr().err
-    assert "in-process cluster, 1 worker(s)" in said and "http://127.0.0.1:" in said
+    assert "in-process cluster, 1 worker thread(s) in this process" in said and "http://127.0.0.1:" in said
