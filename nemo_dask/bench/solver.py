@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..motifs import Motifs, load_motifs
-from ..params import MODES, MotifParams, SolverParams
+from ..params import MotifParams, SolverParams
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,13 @@ def run_bench(regions: str, modisco_h5: str, *, mode: str = "pp", repeat: int = 
     n = res.regions
     rows = [BenchRow("finemo", b, n / rate, n, res.finemo_hits) for b, rate in res.finemo.items()]
     hits = round(res.hits * n)
-    motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
+    mp = MotifParams(mode=mode)
+    motifs = load_motifs(modisco_h5, mp)
     if n_motifs is not None:
         motifs = resize_motifs(motifs, n_motifs)
     for b, rate in res.ours.items():
-        used = b or default_batch(SolverParams(use_hypothetical=MODES[mode][1], exact=exact), dev, motifs,
-                                  seqs.shape[-1])
+        used = b or default_batch(SolverParams(use_hypothetical=mp.use_hypothetical, exact=exact),
+                                  dev, motifs, seqs.shape[-1])
         rows.append(BenchRow("nemo_dask", used, n / rate, n, hits, res.jaccard))
     return rows
 

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from ..motifs import load_motifs
-from ..params import MODES, MotifParams, SolverParams
+from ..params import MotifParams, SolverParams
 from .solver import load_arrays
 
 
@@ -65,13 +65,15 @@ def _in_process(store: str, modisco_h5: str, mode: str, device: str, threads: in
     from ..solver.stream import fit_block
 
     torch.set_num_threads(threads)
-    motifs = load_motifs(modisco_h5, MotifParams(mode=mode))
+    mp = MotifParams(mode=mode)
+    motifs = load_motifs(modisco_h5, mp)
     regions = open_store(store)
     block = regions.read_block(0, regions.n_regions)
     dev = torch.device(device)
     t = time.perf_counter()
     res = fit_block(block.sequences, block.contributions, motifs,
-                    params=SolverParams(use_hypothetical=MODES[mode][1]), device=dev, threads=threads)
+                    params=SolverParams(use_hypothetical=mp.use_hypothetical), device=dev,
+                    threads=threads)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return WorkersRow(0, time.perf_counter() - t, regions.n_regions, res.hits.height)

@@ -57,8 +57,8 @@ def ieee_float32(device: torch.device | str) -> Iterator[None]:
         return
     with _lock:
         if _depth == 0:
-            _saved[:] = [(obj, name, getattr(obj, name)) for obj, name, _ in _switches()]
             for obj, name, value in _switches():
+                _saved.append((obj, name, getattr(obj, name)))
                 setattr(obj, name, value)
         _depth += 1
     try:
