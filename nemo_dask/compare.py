@@ -11,8 +11,9 @@ tests:
 - **Hits** are matched on ``(peak_id, motif_name, strand, start)``. Shared hits must also agree
   in ``end``, ``start_untrimmed``, ``end_untrimmed``, ``chr`` and ``peak_name``.
 - **Knife-edge region**: both sides have per-region QC, the region's ``num_steps`` differ, and
-  the side that stopped first has a final ``dual_gap`` within ``knife_edge_frac * tol`` of its
-  tolerance ``tol`` (``convergence_tol`` from that side's ``parameters.json``, else ``tol``).
+  the side that stopped first has a final ``dual_gap`` within ``band * tol`` of its tolerance
+  ``tol`` (``convergence_tol`` from that side's ``parameters.json``, else ``tol``); ``band`` is
+  ``knife_edge_frac`` or the pair's measured rounding spread (below).
   That side stopped because the gap crossed the tolerance by less than rounding noise; the other
   side's gap at that step was just above it, so it ran on. (Issue 13: region 162 of the test
   fixture has gap 5.00031e-4 at step 56 on an AMD EPYC and 4.9998e-4 on an Intel Xeon; the
@@ -27,8 +28,20 @@ tests:
   counted and reported. ``hit_similarity``, ``hit_importance`` and ``hit_importance_sq`` of
   their shared hits stay under the strict tolerances: they are computed from the inputs, not
   from the iterate.
-- At most ``max_knife_edge_share`` of the compared regions may be knife-edge (default 1 %);
-  more means the runs differ in kind, not in rounding.
+- **The band is measured, not guessed.** Rounding moves a run's gap at a given step by an
+  amount that grows as lambda falls (dense iterates, hundreds of steps): on a held-out-like set
+  the final gaps of regions that both runs stop at the same step differ by up to 3e-3 x tol at
+  lambda 0.7 and 0.1 x tol at 0.05, between finemo 0.41 at batch 1 and at batch 16 as between
+  finemo and nemo_dask. A region whose first stopper's gap lies nearer ``tol`` than that
+  cannot be told apart from rounding. So the band is ``knife_edge_frac`` (the floor) widened to
+  the largest ``|gap_A - gap_B| / tol`` over the regions both sides converged in at the same
+  step (the pair's own *rounding spread*), at most ``max_edge_frac`` (0.5). It is measured
+  only when those regions are at least half the compared ones (a pair that disagrees on most
+  regions' steps differs in kind, and keeps the floor); ``knife_edge_frac=0`` turns knife-edges
+  off, and ``measured_edge=False`` keeps the fixed band.
+- At most ``max_knife_edge_share`` of the compared regions may be knife-edge (default 1 % at the
+  floor band, growing in proportion to the band, since the share of regions whose gap lands in
+  it does); more means the runs differ in kind, not in rounding.
 - Everywhere else: the same hits (Jaccard of the hits outside knife-edge regions at least
   ``min_jaccard``, default 1), the same ``num_steps``, coefficients within ``coef_rtol``
   (at most ``max_coef_outlier_share`` of those shared hits beyond it, default 0.2 %, and
@@ -38,7 +51,16 @@ tests:
   against batch 16 on the test fixture (1 of 1714 hits outside knife-edge regions, 1.7e-3),
   or at batch 16 against 32 on a held-out-like set (up to 5.3e-3).
 
-Relative differences are ``|a - b| / max(|a|, |b|)`` (0 where both are 0), symmetric in A and B.
+Relative differences are ``|a - b| / max(|a|, |b|)`` (0 where both are 0), symmetric in A and B;
+for coefficients the denominator is at least ``coef_floor`` (0.1) x the largest coefficient of
+the region (over both sides' hits). The stop is a gap over the whole region, so it resolves the
+region's coefficients to one absolute accuracy, not each to its own size: at lambda 0.05 (hh,
+about 1,600 hits per region of a held-out-like set) finemo at batch 1 against batch 16 moves 1 %
+of the coefficients of the regions it stops together by more than 1e-3 of themselves, nearly all of them under 1 % of their
+region's largest (median 2e-5), and none by more than 2.2e-4 of the region's largest. At the
+usual lambdas a region has a few hits of like size and the floor changes little: nemo_dask
+against finemo's recorded fixture run (another CPU), 1 of 1711 shared coefficients beyond
+1e-3 without it (1.7e-3), 0 with it.
 """
 
 from __future__ import annotations
@@ -61,6 +83,11 @@ from .params import SolverParams
 
 #: finemo 0.41's default ``convergence_tol`` (used when a side has no parameters.json).
 DEFAULT_TOL: float = SolverParams.convergence_tol
+#: The knife-edge band's floor, as a fraction of tol, and the share of regions it may hold.
+KNIFE_EDGE_FRAC: float = 1e-3
+MAX_KNIFE_EDGE_SHARE: float = 0.01
+#: The widest band a measured rounding spread may give (a safety limit: half the tolerance).
+MAX_EDGE_FRAC: float = 0.5
 #: Columns that identify a hit.
 HIT_KEY: tuple[str, ...] = ("peak_id", "motif_name", "strand", "start")
 #: Columns of a shared hit that must be equal (they follow from the key and the peak table).
@@ -134,6 +161,7 @@ class HitComparison:
     tol_b: float
     options: dict[str, Any]
     param_diffs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  #: key -> (A, B)
+    edge: StepAgreement | None = None  #: the knife-edge band used (None without QC)
     agrees: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -172,11 +200,17 @@ class HitComparison:
             extra = "".join(f", {n} only in {s}" for n, s in
                             ((self.regions_only_a, "A"), (self.regions_only_b, "B")) if n)
             n_ke = len(self.knife_edge_regions)
+            e = self.edge
             lines.append(f"regions: {self.n_regions} in both{extra}; num_steps differ in "
                          f"{len(self.steps_differ)}, knife-edge {n_ke} "
-                         f"(at most {o['max_knife_edge_share']:.1%} allowed; "
+                         f"(at most {e.max_share:.1%} allowed; "
                          f"tol {_tols(self.tol_a, self.tol_b)}, edge "
-                         f"±{o['knife_edge_frac']:g} × tol)")
+                         f"±{e.edge_frac:.3g} × tol)")
+            if e.spread is not None:
+                lines.append(f"rounding spread: final dual_gap differs by up to "
+                             f"{e.spread:.3g} × tol in the {e.n_equal} regions both runs "
+                             f"stopped at the same step (edge floor {o['knife_edge_frac']:g}, "
+                             f"widest {o['max_edge_frac']:g})")
             for r in self.steps_differ[:20]:
                 lines.append(f"  peak_id {r.peak_id}: steps {r.steps_a} (A) vs {r.steps_b} (B), "
                              f"dual_gap {r.gap_a:.6g} vs {r.gap_b:.6g} -> "
@@ -213,8 +247,11 @@ def compare_hits(
     min_jaccard: float = 1.0,
     max_coef_outlier_share: float = 0.002,
     coef_outlier_rtol: float = 1e-2,
-    knife_edge_frac: float = 1e-3,
-    max_knife_edge_share: float = 0.01,
+    coef_floor: float = 0.1,
+    knife_edge_frac: float = KNIFE_EDGE_FRAC,
+    max_knife_edge_share: float = MAX_KNIFE_EDGE_SHARE,
+    measured_edge: bool = True,
+    max_edge_frac: float = MAX_EDGE_FRAC,
     tol: float | None = None,
 ) -> HitComparison:
     """Compare two hit callings under the rule in this module's docstring.
@@ -240,11 +277,20 @@ def compare_hits(
         (finemo's own batch sizes move ~0.1 % of coefficients by a little more than 1e-3).
     coef_outlier_rtol : float
         Largest relative difference of those outliers.
+    coef_floor : float
+        A coefficient's relative difference is taken against at least this fraction of the
+        largest coefficient of its region (both sides' hits): the optimiser's stop resolves a
+        region's coefficients to one absolute accuracy, not each to its own size.
     knife_edge_frac : float
         A region is knife-edge when its steps differ and the side that stopped first has
-        ``|dual_gap - tol| <= knife_edge_frac * tol``.
+        ``|dual_gap - tol| <= band * tol``; ``band`` is at least this (0: no knife-edges).
     max_knife_edge_share : float
-        Largest share (0-1) of the compared regions that may be knife-edge.
+        Largest share (0-1) of the compared regions that may be knife-edge at the floor band;
+        it grows in proportion to a measured band (see :func:`step_agreement`).
+    measured_edge : bool
+        Widen the band to the pair's measured rounding spread (this module's docstring).
+    max_edge_frac : float
+        The widest band a measurement may give.
     tol : float, optional
         The convergence tolerance of both sides; default: each side's ``convergence_tol`` from
         its ``parameters.json``, else finemo's default 5e-4.
@@ -261,26 +307,27 @@ def compare_hits(
     """
     options = dict(coef_rtol=coef_rtol, sim_rtol=sim_rtol, imp_rtol=imp_rtol,
                    min_jaccard=min_jaccard, max_coef_outlier_share=max_coef_outlier_share,
-                   coef_outlier_rtol=coef_outlier_rtol,
+                   coef_outlier_rtol=coef_outlier_rtol, coef_floor=coef_floor,
                    knife_edge_frac=knife_edge_frac, max_knife_edge_share=max_knife_edge_share,
-                   tol=tol)
+                   measured_edge=measured_edge, max_edge_frac=max_edge_frac, tol=tol)
     _check_options(options)
     sa, sb = read_side(a), read_side(b)
     tol_a = tol if tol is not None else (sa.tol if sa.tol is not None else DEFAULT_TOL)
     tol_b = tol if tol is not None else (sb.tol if sb.tol is not None else DEFAULT_TOL)
     reasons: list[str] = []
-    steps = _compare_steps(sa, sb, tol_a, tol_b, knife_edge_frac, max_knife_edge_share, reasons)
+    steps = _compare_steps(sa, sb, tol_a, tol_b, options, reasons)
     knife = [r.peak_id for r in steps.differ if r.knife_edge]
     sets = _compare_hit_sets(sa.hits, sb.hits, knife, min_jaccard, reasons)
     values, n_field = _compare_values(sets.shared, {"coef": coef_rtol, "sim": sim_rtol,
                                                     "imp": imp_rtol},
-                                      max_coef_outlier_share, coef_outlier_rtol, reasons)
+                                      max_coef_outlier_share, coef_outlier_rtol, coef_floor,
+                                      reasons)
     return HitComparison(
         a=str(a), b=str(b), kind_a=sa.kind, kind_b=sb.kind, n_a=sa.hits.height,
         n_b=sb.hits.height, n_shared=sets.shared.height, jaccard=sets.jaccard,
         jaccard_strict=sets.jaccard_strict, values=values, n_field_mismatches=n_field,
         n_regions=steps.n_regions, regions_only_a=steps.only_a, regions_only_b=steps.only_b,
-        steps_differ=steps.differ, n_unshared_knife_edge=sets.n_unshared_knife,
+        steps_differ=steps.differ, edge=steps.edge, n_unshared_knife_edge=sets.n_unshared_knife,
         tol_a=tol_a, tol_b=tol_b, options=options, param_diffs=_param_diffs(sa, sb),
         agrees=not reasons, reasons=reasons)
 
@@ -291,8 +338,78 @@ def _check_options(options: dict[str, float | None]) -> None:
             continue
         if not (math.isfinite(value) and value >= 0):
             raise InputError(f"{name} must be a non-negative number, got {value}")
-        if name in ("min_jaccard", "max_coef_outlier_share", "max_knife_edge_share") and value > 1:
+        if name in ("min_jaccard", "max_coef_outlier_share", "max_knife_edge_share",
+                    "max_edge_frac", "coef_floor") and value > 1:
             raise InputError(f"{name} is a share between 0 and 1, got {value}")
+
+
+#: A measured band needs the equal-step converged regions to be at least this share of the
+#: compared ones: a pair that stops most regions at different steps differs in kind.
+MIN_EQUAL_SHARE: float = 0.5
+
+
+@dataclass(frozen=True)
+class StepAgreement:
+    """Which regions' step counts differ and which of those are knife-edge.
+
+    ``differ`` indexes the compared regions; ``knife_edge`` is one flag per entry of it."""
+
+    differ: np.ndarray
+    knife_edge: np.ndarray
+    edge_frac: float  #: the band used, as a fraction of tol
+    max_share: float  #: the share (0-1) of regions that may be knife-edge
+    spread: float | None  #: measured rounding spread (fraction of tol), None if not measured
+    n_equal: int  #: converged regions with equal steps it was measured on
+
+
+def step_agreement(steps_a: np.ndarray, gaps_a: np.ndarray, steps_b: np.ndarray,
+                   gaps_b: np.ndarray, tol_a: float, tol_b: float, *,
+                   knife_edge_frac: float = KNIFE_EDGE_FRAC,
+                   max_knife_edge_share: float = MAX_KNIFE_EDGE_SHARE,
+                   measured_edge: bool = True,
+                   max_edge_frac: float = MAX_EDGE_FRAC) -> StepAgreement:
+    """Classify the regions whose ``num_steps`` differ between two runs of the same regions.
+
+    Parameters
+    ----------
+    steps_a, steps_b : (N,) int arrays
+        Each run's ``num_steps`` per region, in the same region order.
+    gaps_a, gaps_b : (N,) float arrays
+        Each run's final ``dual_gap`` (finemo's gap per position; NaN where unknown).
+    tol_a, tol_b : float
+        Each run's ``convergence_tol``.
+    knife_edge_frac, max_knife_edge_share, measured_edge, max_edge_frac
+        As for :func:`compare_hits`.
+
+    Returns
+    -------
+    StepAgreement
+        The differing regions, their knife-edge flags (the run that stopped first has
+        ``|gap - tol| <= edge_frac * tol``), the band and share used, and the rounding spread:
+        ``max |gap_a - gap_b| / tol`` over the regions both runs converged in (gap <= tol) at
+        the same step, used as the band when ``measured_edge``, ``knife_edge_frac > 0``, the
+        tolerances are equal and those regions are at least ``MIN_EQUAL_SHARE`` of all.
+    """
+    steps_a, steps_b = np.asarray(steps_a), np.asarray(steps_b)
+    gaps_a = np.asarray(gaps_a, dtype=np.float64)
+    gaps_b = np.asarray(gaps_b, dtype=np.float64)
+    equal = (steps_a == steps_b) & (gaps_a <= tol_a) & (gaps_b <= tol_b)  # NaN: False
+    n_equal = int(equal.sum())
+    spread = None
+    if tol_a == tol_b and n_equal and n_equal >= MIN_EQUAL_SHARE * steps_a.size:
+        spread = float(np.max(np.abs(gaps_a[equal] - gaps_b[equal]))) / tol_a
+    edge = knife_edge_frac
+    if measured_edge and knife_edge_frac > 0 and spread is not None:
+        edge = max(knife_edge_frac, min(spread, max_edge_frac))
+    # The share of regions whose gap lands within the band grows with the band.
+    share = (min(1.0, max_knife_edge_share * edge / knife_edge_frac) if knife_edge_frac > 0
+             else max_knife_edge_share)
+    differ = np.flatnonzero(steps_a != steps_b)
+    first_a = steps_a[differ] < steps_b[differ]
+    gap = np.where(first_a, gaps_a[differ], gaps_b[differ])
+    tol = np.where(first_a, tol_a, tol_b)
+    knife = np.abs(gap - tol) <= edge * tol  # NaN: not knife-edge
+    return StepAgreement(differ, knife, edge, share, spread, n_equal)
 
 
 class _Steps(NamedTuple):
@@ -300,41 +417,42 @@ class _Steps(NamedTuple):
     n_regions: int | None
     only_a: int
     only_b: int
+    edge: StepAgreement | None
 
 
-def _compare_steps(sa: Side, sb: Side, tol_a: float, tol_b: float, knife_edge_frac: float,
-                   max_knife_edge_share: float, reasons: list[str]) -> _Steps:
-    """Regions whose step counts differ, each knife-edge or not (the side that stopped first
-    has ``|dual_gap - tol| <= knife_edge_frac * tol``); appends to ``reasons`` what fails."""
-    steps_differ: list[KnifeEdge] = []
-    n_regions: int | None = None
-    only_a = only_b = 0
-    if sa.qc is not None and sb.qc is not None:
-        qa, qb = sa.qc, sb.qc
-        q = qa.join(qb, on="peak_id", how="inner", suffix="_b")
-        n_regions = q.height
-        only_a = qa.height - q.height
-        only_b = qb.height - q.height
-        if only_a or only_b:
-            reasons.append(f"the region sets differ: {only_a} regions only in A, {only_b} only "
-                           "in B")
-        for row in q.filter(pl.col("num_steps") != pl.col("num_steps_b")).sort(
-                "peak_id").iter_rows(named=True):
-            first_a = row["num_steps"] < row["num_steps_b"]
-            gap, t = (row["dual_gap"], tol_a) if first_a else (row["dual_gap_b"], tol_b)
-            edge = gap is not None and abs(gap - t) <= knife_edge_frac * t
-            steps_differ.append(KnifeEdge(int(row["peak_id"]), int(row["num_steps"]),
-                                          int(row["num_steps_b"]), float(row["dual_gap"]),
-                                          float(row["dual_gap_b"]), bool(edge)))
-        not_edge = [r.peak_id for r in steps_differ if not r.knife_edge]
-        if not_edge:
-            reasons.append(f"num_steps differ in {len(not_edge)} regions that are not "
-                           f"knife-edge: peak_id {_ids(not_edge)}")
-    knife = [r.peak_id for r in steps_differ if r.knife_edge]
-    if n_regions and len(knife) > max_knife_edge_share * n_regions + 1e-9:
-        reasons.append(f"{len(knife)} of {n_regions} regions are knife-edge "
-                       f"({len(knife) / n_regions:.2%} > {max_knife_edge_share:.2%})")
-    return _Steps(steps_differ, n_regions, only_a, only_b)
+def _compare_steps(sa: Side, sb: Side, tol_a: float, tol_b: float, options: dict[str, Any],
+                   reasons: list[str]) -> _Steps:
+    """Regions whose step counts differ, each knife-edge or not (:func:`step_agreement`);
+    appends to ``reasons`` what fails."""
+    if sa.qc is None or sb.qc is None:
+        return _Steps([], None, 0, 0, None)
+    q = sa.qc.join(sb.qc, on="peak_id", how="inner", suffix="_b").sort("peak_id")
+    n_regions = q.height
+    only_a = sa.qc.height - q.height
+    only_b = sb.qc.height - q.height
+    if only_a or only_b:
+        reasons.append(f"the region sets differ: {only_a} regions only in A, {only_b} only "
+                       "in B")
+    gap_a = q["dual_gap"].fill_null(float("nan")).to_numpy()
+    gap_b = q["dual_gap_b"].fill_null(float("nan")).to_numpy()
+    steps_a, steps_b = q["num_steps"].to_numpy(), q["num_steps_b"].to_numpy()
+    agree = step_agreement(
+        steps_a, gap_a, steps_b, gap_b, tol_a, tol_b,
+        **{k: options[k] for k in ("knife_edge_frac", "max_knife_edge_share", "measured_edge",
+                                   "max_edge_frac")})
+    peak = q["peak_id"].to_numpy()
+    steps_differ = [KnifeEdge(int(peak[i]), int(steps_a[i]), int(steps_b[i]), float(gap_a[i]),
+                              float(gap_b[i]), bool(k))
+                    for i, k in zip(agree.differ, agree.knife_edge, strict=True)]
+    not_edge = [r.peak_id for r in steps_differ if not r.knife_edge]
+    if not_edge:
+        reasons.append(f"num_steps differ in {len(not_edge)} regions that are not "
+                       f"knife-edge: peak_id {_ids(not_edge)}")
+    n_knife = len(steps_differ) - len(not_edge)
+    if n_regions and n_knife > agree.max_share * n_regions + 1e-9:
+        reasons.append(f"{n_knife} of {n_regions} regions are knife-edge "
+                       f"({n_knife / n_regions:.2%} > {agree.max_share:.2%})")
+    return _Steps(steps_differ, n_regions, only_a, only_b, agree)
 
 
 class _HitSets(NamedTuple):
@@ -357,7 +475,11 @@ def _compare_hit_sets(ha: pl.DataFrame, hb: pl.DataFrame, knife: list[int], min_
     in_a = pl.col("hit_coefficient").is_not_null()
     in_b = pl.col("hit_coefficient_b").is_not_null()
     in_knife = pl.col("peak_id").is_in(pl.Series(knife, dtype=pl.Int64).implode())
-    joined = joined.with_columns(_in_a=in_a, _in_b=in_b, _knife=in_knife)
+    joined = joined.with_columns(
+        _in_a=in_a, _in_b=in_b, _knife=in_knife,
+        # Each coefficient column's largest magnitude in the region, over both sides' hits.
+        **{f"_scale_{c}": pl.max_horizontal(pl.col(c).abs(), pl.col(f"{c}_b").abs())
+           .max().over("peak_id") for c, g in _VALUE_COLUMNS.items() if g == "coef"})
     shared = joined.filter(pl.col("_in_a") & pl.col("_in_b"))
     n_union = joined.height
     jaccard = shared.height / n_union if n_union else 1.0
@@ -377,9 +499,11 @@ def _compare_hit_sets(ha: pl.DataFrame, hb: pl.DataFrame, knife: list[int], min_
 
 
 def _compare_values(shared: pl.DataFrame, rtols: dict[str, float], max_coef_outlier_share: float,
-                    coef_outlier_rtol: float, reasons: list[str]) -> tuple[list[ValueDiff], int]:
+                    coef_outlier_rtol: float, coef_floor: float,
+                    reasons: list[str]) -> tuple[list[ValueDiff], int]:
     """The shared hits' exact fields and relative value differences against their tolerances
-    (coefficients outside knife-edge regions only); appends to ``reasons`` what fails."""
+    (coefficients outside knife-edge regions only, relative to at least ``coef_floor`` x their
+    region's largest); appends to ``reasons`` what fails."""
     n_field = 0
     if shared.height:
         mism = pl.any_horizontal([~pl.col(c).eq_missing(pl.col(f"{c}_b")) for c in _EQUAL_COLUMNS])
@@ -389,7 +513,9 @@ def _compare_values(shared: pl.DataFrame, rtols: dict[str, float], max_coef_outl
     values: list[ValueDiff] = []
     knife_mask = shared["_knife"].to_numpy() if shared.height else np.zeros(0, bool)
     for col, group in _VALUE_COLUMNS.items():
-        rel = _rel_diff(shared[col].to_numpy(), shared[f"{col}_b"].to_numpy())
+        floor = (coef_floor * shared[f"_scale_{col}"].to_numpy() if group == "coef"
+                 else None)
+        rel = _rel_diff(shared[col].to_numpy(), shared[f"{col}_b"].to_numpy(), floor)
         strict = rel[~knife_mask] if group == "coef" else rel
         rtol = rtols[group]
         beyond = int(np.count_nonzero(~(strict <= rtol)))  # NaN counts as beyond
@@ -481,11 +607,14 @@ def _param_diffs(a: Side, b: Side) -> dict[str, tuple[Any, Any]]:
     return {k: (a.params[k], b.params[k]) for k in keys if a.params[k] != b.params[k]}
 
 
-def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _rel_diff(a: np.ndarray, b: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:
+    """``|a - b| / max(|a|, |b|, floor)``, 0 where ``a == b``."""
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     diff = np.abs(a - b)
     scale = np.maximum(np.abs(a), np.abs(b))
+    if floor is not None:
+        scale = np.maximum(scale, floor)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(diff == 0, 0.0, diff / scale)
 

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from ..compare import StepAgreement, step_agreement
 from ..errors import InputError
 from ..motifs import Motifs, load_motifs
 from ..params import MotifParams, SolverParams
@@ -61,7 +62,11 @@ class CellResult:
     finemo_hits: int = 0  #: finemo's hit count
     jaccard: float = 0.0  #: of the (region, motif, start) hit sets, against finemo's
     steps_differ: int = 0  #: regions taking another step count than finemo
-    knife_edge: int = 0  #: of which, knife-edge (finemo's gap within 1e-3 x tol of tol)
+    knife_edge: int = 0  #: of which, knife-edge (compare-hits' rule, its measured band)
+    #: finemo against itself, its first two batch sizes (a change of rounding only): regions
+    #: whose steps differ, and the Jaccard of the hit sets (None with one batch size)
+    finemo_steps_differ: int | None = None
+    finemo_jaccard: float | None = None
 
     @property
     def best_finemo(self) -> tuple[int, float]:
@@ -154,7 +159,8 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
     res = CellResult(cell, n, width)
     finemo_times: dict[int, list[float]] = {b: [] for b in finemo_batches}
     our_times: dict[int | None, list[float]] = {b: [] for b in batch_sizes}
-    ref = ours = None
+    refs: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
+    ours = None
     for _ in range(rounds):
         for bs in finemo_batches:
             t = time.perf_counter()
@@ -167,7 +173,7 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
                                         False)
             _sync(dev)
             finemo_times[bs].append(time.perf_counter() - t)
-            ref = ref or (hits, qc)
+            refs.setdefault(bs, (hits, qc))
         for bs in batch_sizes:
             params = SolverParams(batch_size=bs, use_hypothetical=mp.use_hypothetical,
                                   exact=exact)
@@ -183,7 +189,7 @@ def run_cell(cell: Cell, h5: str, sequences: np.ndarray, contributions: np.ndarr
     res.finemo = {b: n / float(np.median(v)) for b, v in finemo_times.items()}
     res.ours = {(b if b is not None else 0): n / float(np.median(v))
                 for b, v in our_times.items()}
-    _compare(res, ours, ref)
+    _compare(res, ours, refs)
     with warnings.catch_warnings():  # untimed: the final iterates' non-zeros
         warnings.simplefilter("ignore")
         raw = fit_block(sequences, contributions, motifs, device=dev,
@@ -198,21 +204,39 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _compare(res: CellResult, ours, ref) -> None:
-    hits, qc = ref
-    theirs = set(hits.select("peak_id", "motif_id", "hit_start").iter_rows())
-    mine = set(ours.hits.select("region", "motif_id", "hit_start").iter_rows())
-    res.jaccard = len(mine & theirs) / len(mine | theirs) if mine | theirs else 1.0
+def _compare(res: CellResult, ours, refs: dict[int, tuple[pl.DataFrame, pl.DataFrame]]) -> None:
+    """nemo_dask's hits and steps against finemo's at its first batch size, and finemo's first
+    two batch sizes against each other (the spread a change of rounding alone gives), each
+    judged by compare-hits' step rule (:func:`nemo_dask.compare.step_agreement`)."""
+    runs = list(refs.values())
+    hits, qc = runs[0]
+    theirs = _keys(hits, "peak_id")
+    mine = _keys(ours.hits, "region")
+    res.jaccard = _jaccard(mine, theirs)
     res.hits = ours.hits.height / res.regions
     res.finemo_hits = hits.height
     res.steps = float(ours.qc["num_steps"].mean())
-    ref_qc = qc.sort("peak_id")
-    a, b = ours.qc["num_steps"].to_numpy(), ref_qc["num_steps"].to_numpy()
-    gap_a, gap_b = ours.qc["dual_gap"].to_numpy(), ref_qc["dual_gap"].to_numpy()
-    differ = np.flatnonzero(a != b)
-    first = np.where(a[differ] < b[differ], gap_a[differ], gap_b[differ])
-    res.steps_differ = int(differ.size)
-    res.knife_edge = int((np.abs(first - 0.0005) <= 1e-3 * 0.0005).sum())
+    agree = _steps(ours.qc, qc.sort("peak_id"))
+    res.steps_differ = int(agree.differ.size)
+    res.knife_edge = int(agree.knife_edge.sum())
+    if len(runs) > 1:
+        hits2, qc2 = runs[1]
+        res.finemo_jaccard = _jaccard(_keys(hits2, "peak_id"), theirs)
+        res.finemo_steps_differ = int(_steps(qc2.sort("peak_id"), qc.sort("peak_id")).differ.size)
+
+
+def _keys(hits: pl.DataFrame, region: str) -> set[tuple[int, int, int]]:
+    return set(hits.select(region, "motif_id", "hit_start").iter_rows())
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _steps(qc_a: pl.DataFrame, qc_b: pl.DataFrame) -> StepAgreement:
+    tol = SolverParams.convergence_tol
+    return step_agreement(qc_a["num_steps"].to_numpy(), qc_a["dual_gap"].to_numpy(),
+                          qc_b["num_steps"].to_numpy(), qc_b["dual_gap"].to_numpy(), tol, tol)
 
 
 def format_cells(results: Sequence[CellResult]) -> str:
@@ -220,7 +244,8 @@ def format_cells(results: Sequence[CellResult]) -> str:
     steps, non-zeros and hits per region, the hit sets' Jaccard index and step agreement."""
     lines = [f"{'mode':<4} {'M':>4} {'L':>5} {'lambda':>6} {'regions':>7} "
              f"{'finemo r/s':>10} {'(b)':>5} {'nemo r/s':>9} {'(b)':>5} {'ratio':>6} "
-             f"{'steps':>7} {'nnz':>6} {'hits':>5} {'jaccard':>8} {'steps!=':>8}"]
+             f"{'steps':>7} {'nnz':>6} {'hits':>5} {'jaccard':>8} {'steps!=':>8} "
+             f"{'finemo/finemo':>13}"]
     for r in results:
         fb, fr = r.best_finemo
         ob, orate = r.best_ours
@@ -229,5 +254,7 @@ def format_cells(results: Sequence[CellResult]) -> str:
             f"{r.cell.mode:<4} {m:>4} {r.width:>5} {r.cell.lam:>6g} {r.regions:>7} "
             f"{fr:>10.1f} {fb:>5} {orate:>9.1f} {ob or 'def':>5} {r.ratio:>5.2f}x "
             f"{r.steps:>7.1f} {r.nonzeros:>6.1f} {r.hits:>5.2f} {r.jaccard:>8.4f} "
-            f"{r.steps_differ:>4} ({r.knife_edge})")
+            f"{r.steps_differ:>4} ({r.knife_edge}) "
+            + (f"{r.finemo_steps_differ:>4} {r.finemo_jaccard:>8.4f}"
+               if r.finemo_steps_differ is not None else f"{'-':>13}"))
     return "\n".join(lines)

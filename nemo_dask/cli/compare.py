@@ -42,11 +42,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default %(default)g)")
     opt("--coef-outlier-rtol", type=float, default=defaults["coef_outlier_rtol"],
         help="max relative difference of those outliers (default %(default)g)")
+    opt("--coef-floor", type=float, default=defaults["coef_floor"],
+        help="coefficients' relative differences are taken against at least this fraction of "
+        "their region's largest coefficient (default %(default)g)")
     opt("--knife-edge-frac", type=float, default=defaults["knife_edge_frac"],
         help="a region is knife-edge when the final dual_gap of the side that stopped first is "
         "within this fraction of tol from tol (default %(default)g)")
     opt("--max-knife-edge-share", type=float, default=defaults["max_knife_edge_share"],
-        help="max share (0-1) of regions that may be knife-edge (default %(default)g)")
+        help="max share (0-1) of regions that may be knife-edge at the --knife-edge-frac band; "
+        "it grows in proportion to a measured band (default %(default)g)")
+    opt("--fixed-edge", dest="measured_edge", action="store_false",
+        help="keep the band at --knife-edge-frac instead of widening it to the pair's rounding "
+        "spread (how far the final dual_gap differs in the regions both runs stopped at the "
+        "same step; it grows as lambda falls)")
+    opt("--max-edge-frac", type=float, default=defaults["max_edge_frac"],
+        help="the widest band a measured rounding spread may give, as a fraction of tol "
+        "(default %(default)g)")
     opt("--tol", type=float, default=None,
         help="convergence tolerance of both runs (default: each run's parameters.json, else "
         "finemo's 5e-4)")
@@ -60,8 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         args.a, args.b, coef_rtol=args.coef_rtol, sim_rtol=args.sim_rtol,
         imp_rtol=args.imp_rtol, min_jaccard=args.min_jaccard,
         max_coef_outlier_share=args.max_coef_outlier_share,
-        coef_outlier_rtol=args.coef_outlier_rtol,
+        coef_outlier_rtol=args.coef_outlier_rtol, coef_floor=args.coef_floor,
         knife_edge_frac=args.knife_edge_frac, max_knife_edge_share=args.max_knife_edge_share,
-        tol=args.tol)
+        measured_edge=args.measured_edge, max_edge_frac=args.max_edge_frac, tol=args.tol)
     print(res.format())
     return 0 if res.agrees else 1

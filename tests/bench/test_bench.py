@@ -36,18 +36,22 @@ def test_cli_prints_the_table(tiny_npz: Path, modisco_h5, capsys) -> None:
 def test_cells_of_other_lambda_width_and_motifs(tiny_npz: Path, modisco_h5, capsys) -> None:
     """-l, --width and --motifs make one cell each (their product); each row prints both
     tools' rates, the ratio, steps, non-zeros and hits per region, the Jaccard index and the
-    regions whose steps differ (knife-edge in brackets)."""
+    regions whose steps differ (knife-edge in brackets), then finemo's two batch sizes against
+    each other (steps that differ, Jaccard)."""
     assert main(["bench", "-r", str(tiny_npz), "-m", str(modisco_h5), "--threads", "1",
-                 "--finemo-batch-sizes", "8", "-l", "0.5,0.9", "--width", "600",
+                 "--finemo-batch-sizes", "8,16", "-l", "0.5,0.9", "--width", "600",
                  "--motifs", "14", "-n", "6"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "6 regions of 1000" in out[0]
     head = out[1].split()
     assert head[:4] == ["mode", "M", "L", "lambda"] and "jaccard" in head and "nnz" in head
+    assert head[-1] == "finemo/finemo"
     rows = [line.split() for line in out[2:] if line.startswith("pp ")]
     assert [(r[1], r[2], r[3]) for r in rows] == [("14", "600", "0.5"), ("14", "600", "0.9")]
     for r in rows:
-        assert r[-3] == "1.0000" and r[9].endswith("x")
+        assert r[-5] == "1.0000" and r[9].endswith("x")
+        assert r[-4] == "0" and r[-3] == "(0)"  # nemo_dask's steps are finemo's
+        assert r[-2] == "0" and r[-1] == "1.0000"  # finemo's batch sizes agree
     assert out[-1].startswith("ratio: min ")
 
 

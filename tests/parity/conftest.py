@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 DATA = Path(__file__).parent.parent / "data"
-#: finemo's batch size for live runs: its fastest on CPU, and batching does not change its steps.
+#: finemo's batch size for live runs: its fastest on CPU (its batch size changes its rounding, and
+#: with it the step of a knife-edge region: test_live_low_lambda).
 FINEMO_BATCH = 16
 
 

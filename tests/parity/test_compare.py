@@ -305,3 +305,103 @@ def test_simulated_intel_run_is_accepted_and_other_regressions_are_not(tmp_path,
     res = compare_hits(REF, broken)
     assert not res.agrees and res.knife_edge_regions == []
     assert any(str(other) in r for r in res.reasons)
+
+
+def _spread_qc(rng: np.random.Generator, n: int, spread: float):
+    """Two runs' QC over ``n`` regions that stop together, their final gaps in
+    (0.5 tol, tol] apart by up to ``spread`` x tol (the largest exactly)."""
+    steps = rng.integers(50, 500, n)
+    gap_a = TOL * rng.uniform(0.5, 1.0 - spread, n)
+    gap_b = gap_a + TOL * spread * rng.uniform(0, 1, n)
+    gap_b[0] = gap_a[0] + TOL * spread
+    return steps, gap_a, steps.copy(), gap_b
+
+
+def test_step_agreement_measures_the_band_from_regions_that_stop_together():
+    """The band widens to the pair's rounding spread: how far the final gaps of the regions
+    both runs stop at the same step lie apart (at lambda 0.05 finemo's batch 1 and 16 are up to
+    0.1 x tol apart); a region whose first stopper's gap lies within it is knife-edge."""
+    from nemo_dask.compare import step_agreement
+
+    rng = np.random.default_rng(0)
+    sa, ga, sb, gb = _spread_qc(rng, 100, 0.05)
+    # Region 1 stops a step early in B with its gap 0.04 x tol under tol: within the spread.
+    # Region 2 stops 100 steps early in A with its gap 0.2 x tol under tol: beyond it.
+    sb[1], gb[1] = sa[1] - 1, TOL * 0.96
+    sa[2], ga[2] = sb[2] - 100, TOL * 0.8
+    res = step_agreement(sa, ga, sb, gb, TOL, TOL)
+    assert res.spread == pytest.approx(0.05) and res.n_equal == 98
+    assert res.edge_frac == pytest.approx(0.05)
+    assert res.max_share == pytest.approx(0.5)  # 1 % at the 1e-3 floor, in proportion
+    assert res.differ.tolist() == [1, 2] and res.knife_edge.tolist() == [True, False]
+    fixed = step_agreement(sa, ga, sb, gb, TOL, TOL, measured_edge=False)
+    assert fixed.edge_frac == 1e-3 and fixed.knife_edge.tolist() == [False, False]
+    assert fixed.max_share == 0.01
+    assert not step_agreement(sa, ga, sb, gb, TOL, TOL, knife_edge_frac=0).knife_edge.any()
+    capped = step_agreement(sa, ga, sb, gb, TOL, TOL, max_edge_frac=0.03)
+    assert capped.edge_frac == pytest.approx(0.03) and not capped.knife_edge.any()
+
+
+def test_step_agreement_keeps_the_floor_when_most_regions_stop_apart():
+    """Regions that stop together must be at least half of all for a measured band: a pair
+    that disagrees on most regions' steps differs in kind, not in rounding."""
+    from nemo_dask.compare import step_agreement
+
+    rng = np.random.default_rng(1)
+    sa, ga, sb, gb = _spread_qc(rng, 100, 0.05)
+    sb[:51] += 1
+    res = step_agreement(sa, ga, sb, gb, TOL, TOL)
+    assert res.n_equal == 49 and res.spread is None and res.edge_frac == 1e-3
+    # Other tolerances on the two sides: the gaps are not comparable, nothing is measured.
+    assert step_agreement(sa, ga, sa, ga, TOL, 2 * TOL).spread is None
+
+
+def test_compare_hits_reports_the_measured_band(tmp_path):
+    """End to end on finemo's recorded run: spread the final gaps of 300 regions by up to
+    0.02 x tol (equal steps) and stop 4 regions a step apart with their gaps 0.01 x tol from
+    tol: knife-edge by the measured band (4 of 350 is within 20 %), not by the fixed one."""
+    qc = pl.read_csv(REF / "peaks_qc.tsv", separator="\t")
+    regions = _knife_regions(4)
+    moved = qc.filter((pl.col("dual_gap") < TOL * 0.97) & ~pl.col("peak_id").is_in(regions)
+                      )["peak_id"].head(300).to_list()
+    assert len(regions) == 4 and len(moved) == 300
+
+    def edit(q: pl.DataFrame) -> pl.DataFrame:
+        q = q.with_columns(dual_gap=pl.when(pl.col("peak_id").is_in(moved))
+                           .then(pl.col("dual_gap") + TOL * 0.02).otherwise("dual_gap"))
+        return _edit_steps({r: (30, TOL * 0.99) for r in regions})(q)
+    b = edit_finemo_dir(REF, tmp_path / "b", qc=edit)
+    res = compare_hits(REF, b)
+    assert res.edge.spread == pytest.approx(0.02, rel=1e-4), res.format()
+    assert sorted(res.knife_edge_regions) == sorted(regions) and res.agrees, res.format()
+    assert "rounding spread: final dual_gap differs by up to 0.02 × tol" in res.format()
+    fixed = compare_hits(REF, b, measured_edge=False)
+    assert not fixed.agrees and fixed.knife_edge_regions == []
+    assert main(["compare-hits", str(REF), str(b), "--fixed-edge"]) == 1
+
+
+def test_small_coefficients_are_judged_against_their_regions_largest(tmp_path):
+    """A coefficient under 10 % of its region's largest is held to 1e-3 of 10 % of that
+    largest (``coef_floor``), not of itself: the stop resolves a region's coefficients to one
+    absolute accuracy. A large one is still held to 1e-3 of itself."""
+    hits = pl.read_csv(REF / "hits.tsv", separator="\t")
+    big = hits.group_by("peak_id").agg(pl.col("hit_coefficient").abs().max().alias("mx"))
+    small = (hits.join(big, on="peak_id")
+             .filter(pl.col("hit_coefficient").abs() < 0.02 * pl.col("mx"))
+             .sort("peak_id").head(1))
+    assert small.height == 1
+    row = small.row(0, named=True)
+    target = ((pl.col("peak_id") == row["peak_id"]) & (pl.col("start") == row["start"])
+              & (pl.col("motif_name") == row["motif_name"]) & (pl.col("strand") == row["strand"]))
+
+    def bump(factor: float):
+        def edit(h: pl.DataFrame) -> pl.DataFrame:
+            return h.with_columns(pl.when(target).then(pl.col(c) * factor).otherwise(pl.col(c))
+                                  .alias(c) for c in ("hit_coefficient",
+                                                      "hit_coefficient_global"))
+        return edit
+    b = edit_finemo_dir(REF, tmp_path / "b", hits=bump(1.02))  # 2 % of itself, < 4e-4 of 10 %
+    assert compare_hits(REF, b).agrees
+    assert not compare_hits(REF, b, coef_floor=0, max_coef_outlier_share=0).agrees
+    c = edit_finemo_dir(REF, tmp_path / "c", hits=bump(1.5))  # 50 % of itself: > 1e-2 of 10 %
+    assert not compare_hits(REF, c).agrees
