@@ -33,10 +33,14 @@ def require_finemo() -> None:
         pytest.skip(reason)
 
 
-def run_finemo(args: list[str], cwd: Path | None = None) -> None:
-    """``finemo ARGS`` in a subprocess (finemo's own process, threads and warnings)."""
+def run_finemo(args: list[str], cwd: Path | None = None, threads: int | None = None) -> None:
+    """``finemo ARGS`` in a subprocess (finemo's own process and warnings; its torch threads:
+    ``threads``, else torch's default)."""
+    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run([sys.executable, "-m", "finemo", *args], capture_output=True,
-                          text=True, cwd=cwd, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+                          text=True, cwd=cwd, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"finemo {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
 
