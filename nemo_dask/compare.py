@@ -43,7 +43,10 @@ tests:
   floor band, growing in proportion to the band, since the share of regions whose gap lands in
   it does); more means the runs differ in kind, not in rounding.
 - Everywhere else: the same hits (Jaccard of the hits outside knife-edge regions at least
-  ``min_jaccard``, default 1), the same ``num_steps``, coefficients within ``coef_rtol``
+  ``min_jaccard``, default 1; a hit on one side only is a coefficient that is zero on the other,
+  so one within the coefficient tolerance of zero, ``coef_rtol x coef_floor`` x its region's
+  largest, is exempt and counted: at lambda 0.05 a coefficient of 6e-8 x its region's largest
+  was a hit in finemo and zero in nemo_dask, at the same step), the same ``num_steps``, coefficients within ``coef_rtol``
   (at most ``max_coef_outlier_share`` of those shared hits beyond it, default 0.2 %, and
   those within ``coef_outlier_rtol``, default 1e-2), similarity and importance within
   ``sim_rtol`` and ``imp_rtol``. The outliers are finemo's own: an ill-conditioned coefficient (two overlapping, similar motifs sharing a
@@ -157,6 +160,9 @@ class HitComparison:
     regions_only_b: int
     steps_differ: list[KnifeEdge]
     n_unshared_knife_edge: int  #: hits present on one side only, in knife-edge regions
+    #: hits present on one side only elsewhere whose coefficient is within the coefficient
+    #: tolerance of zero (``coef_rtol x coef_floor x`` the region's largest): exempt
+    n_unshared_near_zero: int
     tol_a: float
     tol_b: float
     options: dict[str, Any]
@@ -182,13 +188,18 @@ class HitComparison:
             f"B: {self.b} ({self.kind_b})",
             f"hits: {self.n_a} in A, {self.n_b} in B, {self.n_shared} shared, "
             f"Jaccard {self.jaccard:.6f}"
-            + (f" ({self.jaccard_strict:.6f} outside knife-edge regions)"
-               if self.knife_edge_regions else ""),
+            + (f" ({self.jaccard_strict:.6f} outside knife-edge regions and near-zero "
+               "hits)" if self.knife_edge_regions or self.n_unshared_near_zero else ""),
             f"{'relative difference':<24}{'max':>10}{'99.9th pct':>12}{'tolerance':>11}"
             "  beyond",
         ]
         for v in self.values:
-            exempt = " (knife-edge regions exempt)" if _VALUE_COLUMNS[v.column] == "coef" else ""
+            exempt = ""
+            if _VALUE_COLUMNS[v.column] == "coef":
+                exempt = f" (floor {o['coef_floor']:g} × region's largest"
+                if self.knife_edge_regions:
+                    exempt += f"; knife-edge regions exempt, max outside them {v.max_strict:.2e}"
+                exempt += ")"
             lines.append(f"{v.column:<24}{v.max_all:>10.2e}{v.p999_all:>12.2e}{v.rtol:>11.0e}"
                          f"  {v.n_beyond} of {v.n_strict}{exempt}")
         if self.n_field_mismatches:
@@ -220,6 +231,10 @@ class HitComparison:
             if self.n_unshared_knife_edge:
                 lines.append(f"hits on one side only, in knife-edge regions (exempt): "
                              f"{self.n_unshared_knife_edge}")
+        if self.n_unshared_near_zero:
+            lines.append(f"hits on one side only elsewhere, their coefficient within "
+                         f"{o['coef_rtol']:g} × {o['coef_floor']:g} × the region's largest of "
+                         f"zero (exempt): {self.n_unshared_near_zero}")
         if self.param_diffs:
             lines.append("note: the runs' parameters differ: " + ", ".join(
                 f"{k} {a!r} (A) vs {b!r} (B)" for k, (a, b) in self.param_diffs.items()))
@@ -317,7 +332,8 @@ def compare_hits(
     reasons: list[str] = []
     steps = _compare_steps(sa, sb, tol_a, tol_b, options, reasons)
     knife = [r.peak_id for r in steps.differ if r.knife_edge]
-    sets = _compare_hit_sets(sa.hits, sb.hits, knife, min_jaccard, reasons)
+    sets = _compare_hit_sets(sa.hits, sb.hits, knife, min_jaccard, coef_rtol * coef_floor,
+                             reasons)
     values, n_field = _compare_values(sets.shared, {"coef": coef_rtol, "sim": sim_rtol,
                                                     "imp": imp_rtol},
                                       max_coef_outlier_share, coef_outlier_rtol, coef_floor,
@@ -328,6 +344,7 @@ def compare_hits(
         jaccard_strict=sets.jaccard_strict, values=values, n_field_mismatches=n_field,
         n_regions=steps.n_regions, regions_only_a=steps.only_a, regions_only_b=steps.only_b,
         steps_differ=steps.differ, edge=steps.edge, n_unshared_knife_edge=sets.n_unshared_knife,
+        n_unshared_near_zero=sets.n_unshared_near_zero,
         tol_a=tol_a, tol_b=tol_b, options=options, param_diffs=_param_diffs(sa, sb),
         agrees=not reasons, reasons=reasons)
 
@@ -460,12 +477,15 @@ class _HitSets(NamedTuple):
     jaccard: float
     jaccard_strict: float
     n_unshared_knife: int
+    n_unshared_near_zero: int
 
 
 def _compare_hit_sets(ha: pl.DataFrame, hb: pl.DataFrame, knife: list[int], min_jaccard: float,
-                      reasons: list[str]) -> _HitSets:
+                      near_zero: float, reasons: list[str]) -> _HitSets:
     """The shared hits (by :data:`HIT_KEY`) and the Jaccard indices, over all hits and outside
-    knife-edge regions; appends to ``reasons`` what fails."""
+    knife-edge regions and near-zero one-sided hits (a hit on one side only is a coefficient
+    that is zero on the other: exempt when the coefficient rule would pass it, within
+    ``near_zero`` x its region's largest of zero); appends to ``reasons`` what fails."""
     key = list(HIT_KEY)
     for side, h in (("A", ha), ("B", hb)):
         dup = h.select(key).is_duplicated().sum()
@@ -480,22 +500,27 @@ def _compare_hit_sets(ha: pl.DataFrame, hb: pl.DataFrame, knife: list[int], min_
         # Each coefficient column's largest magnitude in the region, over both sides' hits.
         **{f"_scale_{c}": pl.max_horizontal(pl.col(c).abs(), pl.col(f"{c}_b").abs())
            .max().over("peak_id") for c, g in _VALUE_COLUMNS.items() if g == "coef"})
+    one_sided = ~(pl.col("_in_a") & pl.col("_in_b"))
+    coef = pl.coalesce("hit_coefficient", "hit_coefficient_b").abs()
+    joined = joined.with_columns(_near_zero=one_sided & ~pl.col("_knife")
+                                 & (coef <= near_zero * pl.col("_scale_hit_coefficient")))
     shared = joined.filter(pl.col("_in_a") & pl.col("_in_b"))
     n_union = joined.height
     jaccard = shared.height / n_union if n_union else 1.0
-    strict_all = joined.filter(~pl.col("_knife"))
+    strict_all = joined.filter(~pl.col("_knife") & ~pl.col("_near_zero"))
     strict_shared = strict_all.filter(pl.col("_in_a") & pl.col("_in_b")).height
     jaccard_strict = strict_shared / strict_all.height if strict_all.height else 1.0
-    n_unshared_knife = joined.filter(pl.col("_knife") & ~(pl.col("_in_a") & pl.col("_in_b"))
-                                     ).height
+    n_unshared_knife = joined.filter(pl.col("_knife") & one_sided).height
+    n_near_zero = int(joined["_near_zero"].sum())
     if jaccard_strict < min_jaccard:
         miss_b = strict_all.filter(~pl.col("_in_b")).height
         miss_a = strict_all.filter(~pl.col("_in_a")).height
         where = strict_all.filter(~(pl.col("_in_a") & pl.col("_in_b")))["peak_id"].unique()
-        reasons.append(f"hit sets differ outside knife-edge regions: {miss_b} hits only in A, "
+        reasons.append(f"hit sets differ outside knife-edge regions (near-zero hits aside): "
+                       f"{miss_b} hits only in A, "
                        f"{miss_a} only in B (Jaccard {jaccard_strict:.6f} < {min_jaccard}), "
                        f"in peak_id {_ids(sorted(where.to_list()))}")
-    return _HitSets(shared, jaccard, jaccard_strict, n_unshared_knife)
+    return _HitSets(shared, jaccard, jaccard_strict, n_unshared_knife, n_near_zero)
 
 
 def _compare_values(shared: pl.DataFrame, rtols: dict[str, float], max_coef_outlier_share: float,

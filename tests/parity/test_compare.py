@@ -405,3 +405,30 @@ def test_small_coefficients_are_judged_against_their_regions_largest(tmp_path):
     assert not compare_hits(REF, b, coef_floor=0, max_coef_outlier_share=0).agrees
     c = edit_finemo_dir(REF, tmp_path / "c", hits=bump(1.5))  # 50 % of itself: > 1e-2 of 10 %
     assert not compare_hits(REF, c).agrees
+
+
+def test_a_near_zero_hit_on_one_side_only_is_exempt(tmp_path):
+    """A hit on one side only is a coefficient that is zero on the other: one within the
+    coefficient tolerance of zero (1e-3 x 0.1 x its region's largest) is counted, not held
+    against the hit sets (at lambda 0.05 a hit of 6e-8 x its region's largest was finemo's only,
+    at the same step); a larger one still is."""
+    hits = pl.read_csv(REF / "hits.tsv", separator="\t")
+    first = hits.filter(pl.col("peak_id") == 18)
+    largest = first["hit_coefficient"].abs().max()
+
+    def add(frac: float):
+        def edit(h: pl.DataFrame) -> pl.DataFrame:
+            extra = first.head(1).with_columns(
+                start=pl.col("start") + 3, end=pl.col("end") + 3,
+                start_untrimmed=pl.col("start_untrimmed") + 3,
+                end_untrimmed=pl.col("end_untrimmed") + 3,
+                hit_coefficient=pl.lit(frac * largest),
+                hit_coefficient_global=pl.col("hit_coefficient_global") * 0 + frac * largest)
+            return pl.concat([h, extra.select(h.columns)])
+        return edit
+    tiny = compare_hits(REF, edit_finemo_dir(REF, tmp_path / "tiny", hits=add(5e-5)))
+    assert tiny.agrees and tiny.n_unshared_near_zero == 1 and tiny.jaccard < 1, tiny.format()
+    assert "near-zero" in tiny.format()
+    big = compare_hits(REF, edit_finemo_dir(REF, tmp_path / "big", hits=add(2e-4)))
+    assert not big.agrees and big.n_unshared_near_zero == 0
+    assert any(r.startswith("hit sets differ") for r in big.reasons)
