@@ -46,11 +46,12 @@ tests:
   ``min_jaccard``, default 1; a hit on one side only is a coefficient that is zero on the other,
   so one within the coefficient tolerance of zero, ``coef_rtol x coef_floor`` x its region's
   largest, is exempt and counted: at lambda 0.05 a coefficient of 6e-8 x its region's largest
-  was a hit in finemo and zero in nemo_dask, at the same step), the same ``num_steps``, coefficients within ``coef_rtol``
-  (at most ``max_coef_outlier_share`` of those shared hits beyond it, default 0.2 %, and
-  those within ``coef_outlier_rtol``, default 1e-2), similarity and importance within
-  ``sim_rtol`` and ``imp_rtol``. The outliers are finemo's own: an ill-conditioned coefficient (two overlapping, similar motifs sharing a
-  site) moves by more than 1e-3 under any change of rounding, e.g. finemo 0.41 at batch 1
+  was a hit in finemo and zero in nemo_dask, at the same step), the same ``num_steps``,
+  coefficients within ``coef_rtol`` (at most ``max_coef_outlier_share`` of those shared hits
+  beyond it, default 0.2 %, and those within ``coef_outlier_rtol``, default 1e-2), similarity
+  and importance within ``sim_rtol`` and ``imp_rtol``. The outliers are finemo's own: an
+  ill-conditioned coefficient (two overlapping, similar motifs sharing a site) moves by more
+  than 1e-3 under any change of rounding, e.g. finemo 0.41 at batch 1
   against batch 16 on the test fixture (1 of 1714 hits outside knife-edge regions, 1.7e-3),
   or at batch 16 against 32 on a held-out-like set (up to 5.3e-3).
 
@@ -59,8 +60,9 @@ for coefficients the denominator is at least ``coef_floor`` (0.1) x the largest 
 the region (over both sides' hits). The stop is a gap over the whole region, so it resolves the
 region's coefficients to one absolute accuracy, not each to its own size: at lambda 0.05 (hh,
 about 1,600 hits per region of a held-out-like set) finemo at batch 1 against batch 16 moves 1 %
-of the coefficients of the regions it stops together by more than 1e-3 of themselves, nearly all of them under 1 % of their
-region's largest (median 2e-5), and none by more than 2.2e-4 of the region's largest. At the
+of the coefficients of the regions it stops together by more than 1e-3 of themselves, nearly
+all of them under 1 % of their region's largest (median 2e-5), and none by more than 2.2e-4 of
+the region's largest. At the
 usual lambdas a region has a few hits of like size and the floor changes little: nemo_dask
 against finemo's recorded fixture run (another CPU), 1 of 1711 shared coefficients beyond
 1e-3 without it (1.7e-3), 0 with it.
